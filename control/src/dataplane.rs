@@ -1,0 +1,199 @@
+//! The data-plane tables: what a forwarder needs to relay TURN data without the control
+//! plane, built only from the server's [`Output`] values.
+//!
+//! The [`crate::Server`] keeps one of these for the data it sees itself; every I/O driver
+//! (socket workers, the AF_XDP forwarder, the XDP maps) keeps its own copy fed with the
+//! same outputs. Invariants: data never refreshes anything (RFC 8656 sections 9 and 12);
+//! a permission is checked on every packet in both directions, also while a channel is
+//! bound, using the expiry time carried by the output, so expiry is exact even before
+//! the `Remove*` output arrives.
+
+use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
+use crate::wire::{attr, channel_data, ChannelData, Class, MessageBuilder, Method, TransactionId};
+use crate::Output;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+struct AllocEntry {
+    five_tuple: FiveTuple,
+    expires: Instant,
+    permissions: HashMap<IpAddr, Instant>,
+    channel_by_peer: HashMap<SocketAddr, (ChannelNumber, Instant)>,
+    counters: Counters,
+}
+
+/// Per-allocation traffic counters (packets and payload bytes, each direction).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+/// A ChannelData datagram from a client resolved to where its payload goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToPeer {
+    pub relay: RelayAddr,
+    pub peer: PeerAddr,
+    /// Byte range of the payload inside the received datagram.
+    pub payload: core::ops::Range<usize>,
+}
+
+/// A peer datagram resolved to the client it goes to; the framed message is in the
+/// caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToClient {
+    /// The server address the client talks to (source of the datagram).
+    pub server: SocketAddr,
+    pub client: ClientAddr,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DataPlane {
+    allocs: HashMap<RelayAddr, AllocEntry>,
+    channels: HashMap<(FiveTuple, ChannelNumber), (RelayAddr, PeerAddr, Instant)>,
+}
+
+impl DataPlane {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocs.len()
+    }
+
+    pub fn counters(&self, relay: RelayAddr) -> Option<Counters> {
+        self.allocs.get(&relay).map(|a| a.counters)
+    }
+
+    /// Apply one control-plane output; outputs that are not data-plane changes are ignored.
+    pub fn apply(&mut self, out: &Output) {
+        match out {
+            Output::InstallAllocation { five_tuple, relay, expires } => {
+                let e = self.allocs.entry(*relay).or_insert_with(|| AllocEntry {
+                    five_tuple: *five_tuple,
+                    expires: *expires,
+                    permissions: HashMap::new(),
+                    channel_by_peer: HashMap::new(),
+                    counters: Counters::default(),
+                });
+                e.five_tuple = *five_tuple;
+                e.expires = *expires;
+            }
+            Output::RemoveAllocation { relay, .. } => {
+                if let Some(a) = self.allocs.remove(relay) {
+                    for (c, _) in a.channel_by_peer.values() {
+                        self.channels.remove(&(a.five_tuple, *c));
+                    }
+                }
+            }
+            Output::InstallPermission { relay, peer, expires } => {
+                if let Some(a) = self.allocs.get_mut(relay) {
+                    a.permissions.insert(*peer, *expires);
+                }
+            }
+            Output::RemovePermission { relay, peer } => {
+                if let Some(a) = self.allocs.get_mut(relay) {
+                    a.permissions.remove(peer);
+                }
+            }
+            Output::InstallChannel { five_tuple, relay, channel, peer, expires } => {
+                if let Some(a) = self.allocs.get_mut(relay) {
+                    a.channel_by_peer.insert(peer.0, (*channel, *expires));
+                    self.channels.insert((*five_tuple, *channel), (*relay, *peer, *expires));
+                }
+            }
+            Output::RemoveChannel { five_tuple, relay, channel, peer } => {
+                if let Some(a) = self.allocs.get_mut(relay) {
+                    a.channel_by_peer.remove(&peer.0);
+                }
+                self.channels.remove(&(*five_tuple, *channel));
+            }
+            Output::Transmit(_) | Output::BindRelay { .. } => {}
+        }
+    }
+
+    /// ChannelData from a client. `None` means discard silently (RFC 8656 section 12.4:
+    /// malformed, channel out of range or unbound, no live permission).
+    pub fn client_to_peer(&mut self, now: Instant, five_tuple: FiveTuple, datagram: &[u8]) -> Option<ToPeer> {
+        let cd = ChannelData::new_checked(datagram).ok()?;
+        let channel = ChannelNumber::new(cd.channel())?;
+        let &(relay, peer, ch_expires) = self.channels.get(&(five_tuple, channel))?;
+        if now >= ch_expires {
+            return None;
+        }
+        let a = self.allocs.get_mut(&relay)?;
+        if now >= a.expires {
+            return None;
+        }
+        match a.permissions.get(&peer.0.ip()) {
+            Some(&exp) if now < exp => {}
+            _ => return None,
+        }
+        let len = cd.length() as usize;
+        a.counters.to_peer_packets += 1;
+        a.counters.to_peer_bytes += len as u64;
+        Some(ToPeer {
+            relay,
+            peer,
+            payload: channel_data::HEADER_LEN..channel_data::HEADER_LEN + len,
+        })
+    }
+
+    /// Count a Send indication relayed by the control plane.
+    pub fn count_to_peer(&mut self, relay: RelayAddr, bytes: usize) {
+        if let Some(a) = self.allocs.get_mut(&relay) {
+            a.counters.to_peer_packets += 1;
+            a.counters.to_peer_bytes += bytes as u64;
+        }
+    }
+
+    /// A datagram from `peer` to `relay`. On success `out` holds the ChannelData message
+    /// (when a channel is bound) or Data indication to send to the client. `tid` is the
+    /// transaction id for a Data indication (random, from the caller).
+    pub fn peer_to_client(
+        &mut self,
+        now: Instant,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        payload: &[u8],
+        tid: TransactionId,
+        out: &mut Vec<u8>,
+    ) -> Option<ToClient> {
+        if payload.len() > u16::MAX as usize - 64 {
+            return None;
+        }
+        let a = self.allocs.get_mut(&relay)?;
+        if now >= a.expires {
+            return None;
+        }
+        match a.permissions.get(&peer.0.ip()) {
+            Some(&exp) if now < exp => {}
+            _ => return None,
+        }
+        out.clear();
+        match a.channel_by_peer.get(&peer.0) {
+            Some(&(ch, exp)) if now < exp => {
+                out.resize(channel_data::HEADER_LEN + payload.len(), 0);
+                channel_data::write_header(out, ch.get(), payload.len() as u16);
+                out[channel_data::HEADER_LEN..].copy_from_slice(payload);
+            }
+            _ => {
+                let mut b = MessageBuilder::new(Method::Data, Class::Indication, tid);
+                b.xor_addr(attr::XOR_PEER_ADDRESS, peer.0);
+                b.attr(attr::DATA, payload);
+                out.extend_from_slice(b.as_bytes());
+            }
+        }
+        a.counters.to_client_packets += 1;
+        a.counters.to_client_bytes += payload.len() as u64;
+        Some(ToClient {
+            server: a.five_tuple.server,
+            client: a.five_tuple.client,
+        })
+    }
+}

@@ -1,0 +1,1077 @@
+//! The sans-IO TURN server (RFC 8656 over UDP, RFC 8489 authentication).
+//!
+//! Drain contract: after each `handle_*` call (and after [`Server::relay_bound`]) the
+//! caller drains [`Server::poll_output`] until `None`, applies data-plane outputs to its
+//! tables in order, sends transmits, and calls [`Server::handle_timeout`] no later than
+//! [`Server::poll_timeout`]. Time is always an argument; randomness comes from the RNG
+//! given to [`Server::new`].
+
+use crate::auth::{self, Credentials, Key, NonceKey, PasswordAlgorithm};
+use crate::dataplane::DataPlane;
+use crate::error::{BadRequest, TurnError};
+use crate::filter::PeerFilter;
+use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
+use crate::wire::{
+    attr, looks_like_channel_data, looks_like_stun, Class, IntegrityKind, Message, MessageBuilder,
+    Method, TransactionId,
+};
+use crate::{Output, Transmit};
+use rand_core::RngCore;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Server configuration. [`Config::new`] gives the RFC defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub credentials: Credentials,
+    /// SOFTWARE attribute in responses, if any.
+    pub software: Option<String>,
+    /// Relay address for IPv4 allocations (the default family).
+    pub relay_ipv4: Option<IpAddr>,
+    /// Relay address for IPv6 allocations (REQUESTED-ADDRESS-FAMILY IPv6).
+    pub relay_ipv6: Option<IpAddr>,
+    pub min_port: u16,
+    pub max_port: u16,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    /// How long a nonce stays valid (coturn's `stale-nonce`).
+    pub nonce_lifetime: Duration,
+    /// Allocations per user name; 0 = unlimited.
+    pub user_quota: u32,
+    /// Allocations in total; 0 = unlimited.
+    pub total_quota: u32,
+    /// Permissions per allocation (bounds memory); beyond it CreatePermission gets 508.
+    pub max_permissions: usize,
+    /// Unauthenticated (401) answers per second, server-wide; 0 = unlimited.
+    pub unauth_rate: u32,
+    pub filter: PeerFilter,
+}
+
+impl Config {
+    pub fn new(credentials: Credentials, relay_ipv4: IpAddr, filter: PeerFilter) -> Self {
+        Config {
+            credentials,
+            software: Some(concat!("xturn ", env!("CARGO_PKG_VERSION")).to_string()),
+            relay_ipv4: Some(relay_ipv4),
+            relay_ipv6: None,
+            min_port: 49152,
+            max_port: 65535,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            user_quota: 0,
+            total_quota: 0,
+            max_permissions: 1000,
+            unauth_rate: 2000,
+            filter,
+        }
+    }
+}
+
+/// Identifies a pending relay-address bind (see [`Output::BindRelay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BindToken(pub u64);
+
+const BIND_ATTEMPTS: u32 = 8;
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Allocation {
+    relay: RelayAddr,
+    username: String,
+    tid: TransactionId,
+    /// Key and integrity kind that authenticated the creating request (for re-sending the
+    /// success response to a retransmission).
+    key: Key,
+    kind: IntegrityKind,
+    fingerprint: bool,
+    expires: Instant,
+    /// The deadline currently in the timer heap (for not pushing duplicates).
+    scheduled: Instant,
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<ChannelNumber, (PeerAddr, Instant)>,
+    channel_by_peer: HashMap<PeerAddr, ChannelNumber>,
+    reservation_token: Option<[u8; 8]>,
+    ipv6_unavailable: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    five_tuple: FiveTuple,
+    username: String,
+    tid: TransactionId,
+    auth: Auth,
+    fingerprint: bool,
+    lifetime: Duration,
+    ip: IpAddr,
+    port: u16,
+    attempts: u32,
+    even_port: Option<bool>,
+    reserved: bool,
+    dont_fragment: bool,
+    ipv6_unavailable: bool,
+}
+
+#[derive(Debug)]
+struct Reservation {
+    ip: IpAddr,
+    port: u16,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Auth {
+    username: String,
+    key: Key,
+    kind: IntegrityKind,
+}
+
+/// What a request handler needs to answer.
+struct Ctx {
+    tid: TransactionId,
+    method: Method,
+    five_tuple: FiveTuple,
+    fingerprint: bool,
+}
+
+pub struct Server {
+    cfg: Config,
+    nonce_key: NonceKey,
+    rng: Box<dyn RngCore + Send>,
+    start: Instant,
+    unix_at_start: u64,
+    allocations: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<RelayAddr, FiveTuple>,
+    used_ports: HashSet<(IpAddr, u16)>,
+    user_counts: HashMap<String, u32>,
+    pending: HashMap<BindToken, Pending>,
+    pending_by_tuple: HashMap<FiveTuple, BindToken>,
+    reservations: HashMap<[u8; 8], Reservation>,
+    timers: BinaryHeap<Reverse<(Instant, FiveTuple)>>,
+    next_token: u64,
+    outputs: VecDeque<Output>,
+    data: DataPlane,
+    unauth_tokens: f64,
+    unauth_last: Instant,
+}
+
+impl core::fmt::Debug for Server {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Server")
+            .field("allocations", &self.allocations.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// `now` and `unix_now` (seconds since 1970) are the same moment; unix time is derived
+    /// from `now` afterwards, for REST API expiry and nonce timestamps.
+    pub fn new(cfg: Config, now: Instant, unix_now: u64, mut rng: Box<dyn RngCore + Send>) -> Self {
+        let mut k = [0u8; 32];
+        rng.fill_bytes(&mut k);
+        let unauth_tokens = cfg.unauth_rate as f64;
+        Server {
+            cfg,
+            nonce_key: NonceKey::new(k),
+            rng,
+            start: now,
+            unix_at_start: unix_now,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            used_ports: HashSet::new(),
+            user_counts: HashMap::new(),
+            pending: HashMap::new(),
+            pending_by_tuple: HashMap::new(),
+            reservations: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_token: 1,
+            outputs: VecDeque::new(),
+            data: DataPlane::new(),
+            unauth_tokens,
+            unauth_last: now,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// The data-plane view the server maintains (counters of traffic it relayed itself).
+    pub fn data_plane(&self) -> &DataPlane {
+        &self.data
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.unix_at_start + now.saturating_duration_since(self.start).as_secs()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let reservation = self.reservations.values().map(|r| r.expires).min();
+        match (timer, reservation) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn emit(&mut self, o: Output) {
+        self.data.apply(&o);
+        self.outputs.push_back(o);
+    }
+
+    fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, payload: Vec<u8>) {
+        self.outputs.push_back(Output::Transmit(Transmit {
+            source,
+            destination,
+            payload,
+        }));
+    }
+
+    fn random_tid(&mut self) -> TransactionId {
+        let mut t = [0u8; 12];
+        self.rng.fill_bytes(&mut t);
+        TransactionId(t)
+    }
+
+    /// A datagram from a client (`from`) to one of the server's listening addresses
+    /// (`local`). Never panics, whatever the bytes.
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, local: SocketAddr, bytes: &[u8]) {
+        let five_tuple = FiveTuple {
+            client: ClientAddr(from),
+            server: local,
+        };
+        if looks_like_channel_data(bytes) {
+            if let Some(f) = self.data.client_to_peer(now, five_tuple, bytes) {
+                let payload = bytes[f.payload].to_vec();
+                self.transmit(f.relay.0, f.peer.0, payload);
+            }
+            return;
+        }
+        if !looks_like_stun(bytes) {
+            return;
+        }
+        let Ok(msg) = Message::new_checked(bytes) else {
+            return;
+        };
+        // A FINGERPRINT that is present must be right (RFC 8489 section 7.3).
+        let Ok(fingerprint) = msg.check_fingerprint() else {
+            return;
+        };
+        let ctx = Ctx {
+            tid: msg.transaction_id(),
+            method: msg.method(),
+            five_tuple,
+            fingerprint,
+        };
+        match (msg.class(), msg.method()) {
+            (Class::Request, Method::Binding) => self.binding(&msg, &ctx),
+            (Class::Request, Method::Allocate)
+            | (Class::Request, Method::Refresh)
+            | (Class::Request, Method::CreatePermission)
+            | (Class::Request, Method::ChannelBind) => self.authenticated_request(now, &msg, &ctx),
+            (Class::Request, _) => {
+                self.error(&ctx, None, TurnError::BadRequest(BadRequest::UnknownMethod), &[])
+            }
+            (Class::Indication, Method::Send) => self.send_indication(now, &msg, five_tuple),
+            _ => {}
+        }
+    }
+
+    /// A datagram from a peer to one of the relayed addresses.
+    pub fn handle_peer_input(&mut self, now: Instant, relay: RelayAddr, peer: PeerAddr, bytes: &[u8]) {
+        let tid = self.random_tid();
+        let mut out = Vec::new();
+        if let Some(to) = self.data.peer_to_client(now, relay, peer, bytes, tid, &mut out) {
+            self.transmit(to.server, to.client.0, out);
+        }
+    }
+
+    /// Completion of an [`Output::BindRelay`]: `ok` tells whether the driver could bind
+    /// the relayed address.
+    pub fn relay_bound(&mut self, now: Instant, token: BindToken, ok: bool) {
+        let Some(mut p) = self.pending.remove(&token) else {
+            return;
+        };
+        self.pending_by_tuple.remove(&p.five_tuple);
+        let ctx = Ctx {
+            tid: p.tid,
+            method: Method::Allocate,
+            five_tuple: p.five_tuple,
+            fingerprint: p.fingerprint,
+        };
+        if !ok {
+            // Someone else holds that port: keep it marked used for this allocation's
+            // lifetime of trying and pick another (RFC 8656 section 7.2: 508 if none).
+            self.used_ports.remove(&(p.ip, p.port));
+            p.attempts += 1;
+            if p.reserved || p.attempts >= BIND_ATTEMPTS {
+                self.release_quota(&p.username);
+                self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
+                return;
+            }
+            let Some(port) = self.pick_port(p.ip, p.even_port.is_some(), p.even_port == Some(true)) else {
+                self.release_quota(&p.username);
+                self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
+                return;
+            };
+            p.port = port;
+            self.start_bind(p);
+            return;
+        }
+        let relay = RelayAddr(SocketAddr::new(p.ip, p.port));
+        let expires = now + p.lifetime;
+        let mut token_out = None;
+        if p.even_port == Some(true) {
+            // Reserve the next port (RFC 8656 section 7.2, EVEN-PORT with R=1).
+            let mut t = [0u8; 8];
+            self.rng.fill_bytes(&mut t);
+            self.reservations.insert(
+                t,
+                Reservation {
+                    ip: p.ip,
+                    port: p.port + 1,
+                    expires: now + RESERVATION_LIFETIME,
+                },
+            );
+            token_out = Some(t);
+        }
+        let alloc = Allocation {
+            relay,
+            username: p.username.clone(),
+            tid: p.tid,
+            key: p.auth.key.clone(),
+            kind: p.auth.kind,
+            fingerprint: p.fingerprint,
+            expires,
+            scheduled: expires,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            channel_by_peer: HashMap::new(),
+            reservation_token: token_out,
+            ipv6_unavailable: p.ipv6_unavailable,
+        };
+        self.allocations.insert(p.five_tuple, alloc);
+        self.by_relay.insert(relay, p.five_tuple);
+        self.timers.push(Reverse((expires, p.five_tuple)));
+        self.emit(Output::InstallAllocation {
+            five_tuple: p.five_tuple,
+            relay,
+            expires,
+        });
+        self.allocate_success(&ctx, &p.auth, p.lifetime);
+    }
+
+    fn allocate_success(&mut self, ctx: &Ctx, auth: &Auth, lifetime: Duration) {
+        let a = &self.allocations[&ctx.five_tuple];
+        let mut b = MessageBuilder::new(Method::Allocate, Class::Success, ctx.tid);
+        b.xor_addr(attr::XOR_RELAYED_ADDRESS, a.relay.0);
+        b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+        if let Some(t) = a.reservation_token {
+            b.attr(attr::RESERVATION_TOKEN, &t);
+        }
+        if a.ipv6_unavailable {
+            // ADDRESS-ERROR-CODE: family IPv6, then an ERROR-CODE-shaped value (RFC 8656 18.12).
+            let mut v = vec![attr::FAMILY_IPV6, 0, 4, 40];
+            v.extend_from_slice(b"Address Family not Supported");
+            b.attr(attr::ADDRESS_ERROR_CODE, &v);
+        }
+        b.xor_addr(attr::XOR_MAPPED_ADDRESS, ctx.five_tuple.client.0);
+        self.finish_response(ctx, Some(auth), b);
+    }
+
+    /// Expire allocations, permissions, channels and reservations due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let lapsed: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in lapsed {
+            if let Some(r) = self.reservations.remove(&t) {
+                self.used_ports.remove(&(r.ip, r.port));
+            }
+        }
+        while let Some(Reverse((t, ft))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            self.expire(now, ft);
+        }
+    }
+
+    fn expire(&mut self, now: Instant, ft: FiveTuple) {
+        let Some(a) = self.allocations.get_mut(&ft) else {
+            return;
+        };
+        if a.expires <= now {
+            self.delete_allocation(ft);
+            return;
+        }
+        let relay = a.relay;
+        let mut outs = Vec::new();
+        let dead_channels: Vec<_> = a
+            .channels
+            .iter()
+            .filter(|(_, (_, e))| *e <= now)
+            .map(|(c, (p, _))| (*c, *p))
+            .collect();
+        for (c, p) in dead_channels {
+            a.channels.remove(&c);
+            a.channel_by_peer.remove(&p);
+            outs.push(Output::RemoveChannel {
+                five_tuple: ft,
+                relay,
+                channel: c,
+                peer: p,
+            });
+        }
+        let dead_perms: Vec<_> = a.permissions.iter().filter(|(_, e)| **e <= now).map(|(ip, _)| *ip).collect();
+        for ip in dead_perms {
+            a.permissions.remove(&ip);
+            outs.push(Output::RemovePermission { relay, peer: ip });
+        }
+        let next = a
+            .permissions
+            .values()
+            .chain(a.channels.values().map(|(_, e)| e))
+            .copied()
+            .chain(std::iter::once(a.expires))
+            .min()
+            .expect("allocation expiry is always there");
+        a.scheduled = next;
+        self.timers.push(Reverse((next, ft)));
+        for o in outs {
+            self.emit(o);
+        }
+    }
+
+    fn schedule(&mut self, ft: FiveTuple, at: Instant) {
+        if let Some(a) = self.allocations.get_mut(&ft) {
+            if at < a.scheduled {
+                a.scheduled = at;
+                self.timers.push(Reverse((at, ft)));
+            }
+        }
+    }
+
+    fn delete_allocation(&mut self, ft: FiveTuple) {
+        let Some(a) = self.allocations.remove(&ft) else {
+            return;
+        };
+        self.by_relay.remove(&a.relay);
+        self.used_ports.remove(&(a.relay.0.ip(), a.relay.0.port()));
+        if let Some(t) = a.reservation_token {
+            if let Some(r) = self.reservations.remove(&t) {
+                self.used_ports.remove(&(r.ip, r.port));
+            }
+        }
+        self.release_quota(&a.username);
+        let mut chans: Vec<_> = a.channels.iter().map(|(c, (p, _))| (*c, *p)).collect();
+        chans.sort();
+        for (c, p) in chans {
+            self.emit(Output::RemoveChannel {
+                five_tuple: ft,
+                relay: a.relay,
+                channel: c,
+                peer: p,
+            });
+        }
+        let mut perms: Vec<_> = a.permissions.keys().copied().collect();
+        perms.sort();
+        for ip in perms {
+            self.emit(Output::RemovePermission { relay: a.relay, peer: ip });
+        }
+        self.emit(Output::RemoveAllocation {
+            five_tuple: ft,
+            relay: a.relay,
+        });
+    }
+
+    fn release_quota(&mut self, user: &str) {
+        if let Some(c) = self.user_counts.get_mut(user) {
+            *c -= 1;
+            if *c == 0 {
+                self.user_counts.remove(user);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- responses
+
+    fn finish_response(&mut self, ctx: &Ctx, auth: Option<&Auth>, mut b: MessageBuilder) {
+        if let Some(s) = &self.cfg.software {
+            b.attr(attr::SOFTWARE, s.as_bytes());
+        }
+        if let Some(a) = auth {
+            match a.kind {
+                IntegrityKind::Sha1 => b.message_integrity(a.key.as_bytes()),
+                IntegrityKind::Sha256 => b.message_integrity_sha256(a.key.as_bytes()),
+            };
+        }
+        if ctx.fingerprint {
+            b.fingerprint();
+        }
+        let bytes = b.finish();
+        self.transmit(ctx.five_tuple.server, ctx.five_tuple.client.0, bytes);
+    }
+
+    fn error(&mut self, ctx: &Ctx, auth: Option<&Auth>, e: TurnError, extra: &[(u16, Vec<u8>)]) {
+        let (code, reason) = e.code();
+        let mut b = MessageBuilder::new(ctx.method, Class::Error, ctx.tid);
+        b.error_code(code, reason);
+        for (t, v) in extra {
+            b.attr(*t, v);
+        }
+        self.finish_response(ctx, auth, b);
+    }
+
+    /// 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS.
+    fn challenge(&mut self, now: Instant, ctx: &Ctx, e: TurnError) {
+        if e == TurnError::Unauthorized && !self.take_unauth_token(now) {
+            return;
+        }
+        let nonce = self.nonce_key.issue(self.unix(now), ctx.five_tuple.client.0);
+        let realm = self.cfg.credentials.realm().as_bytes().to_vec();
+        self.error(
+            ctx,
+            None,
+            e,
+            &[
+                (attr::REALM, realm),
+                (attr::NONCE, nonce.into_bytes()),
+                (
+                    attr::PASSWORD_ALGORITHMS,
+                    attr::encode_password_algorithms(&auth::OFFERED_ALGORITHMS),
+                ),
+            ],
+        );
+    }
+
+    /// Server-wide token bucket for unauthenticated answers: no per-source state.
+    fn take_unauth_token(&mut self, now: Instant) -> bool {
+        let rate = self.cfg.unauth_rate as f64;
+        if rate == 0.0 {
+            return true;
+        }
+        let dt = now.saturating_duration_since(self.unauth_last).as_secs_f64();
+        self.unauth_last = now;
+        self.unauth_tokens = (self.unauth_tokens + dt * rate).min(rate);
+        if self.unauth_tokens >= 1.0 {
+            self.unauth_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    // ---------------------------------------------------------------- handlers
+
+    fn unknown_required(msg: &Message<&[u8]>) -> Vec<u16> {
+        let mut unknown: Vec<u16> = msg
+            .attributes()
+            .filter(|a| a.comprehension_required() && !attr::UNDERSTOOD_REQUIRED.contains(&a.typ))
+            .map(|a| a.typ)
+            .collect();
+        unknown.dedup();
+        unknown
+    }
+
+    fn unknown_attributes_error(&mut self, ctx: &Ctx, auth: Option<&Auth>, unknown: &[u16]) {
+        let v: Vec<u8> = unknown.iter().take(32).flat_map(|t| t.to_be_bytes()).collect();
+        self.error(ctx, auth, TurnError::UnknownAttribute, &[(attr::UNKNOWN_ATTRIBUTES, v)]);
+    }
+
+    fn binding(&mut self, msg: &Message<&[u8]>, ctx: &Ctx) {
+        let unknown = Self::unknown_required(msg);
+        if !unknown.is_empty() {
+            self.unknown_attributes_error(ctx, None, &unknown);
+            return;
+        }
+        let mut b = MessageBuilder::new(Method::Binding, Class::Success, ctx.tid);
+        b.xor_addr(attr::XOR_MAPPED_ADDRESS, ctx.five_tuple.client.0);
+        self.finish_response(ctx, None, b);
+    }
+
+    /// RFC 8489 section 9.2.4, in its order.
+    fn authenticate(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx) -> Option<Auth> {
+        let Some(kind) = msg.integrity_kind() else {
+            self.challenge(now, ctx, TurnError::Unauthorized);
+            return None;
+        };
+        let username = msg.attribute(attr::USERNAME);
+        let userhash = msg.attribute(attr::USERHASH);
+        let realm = msg.attribute(attr::REALM);
+        let nonce = msg.attribute(attr::NONCE);
+        let (Some(realm), Some(nonce)) = (realm, nonce) else {
+            self.error(ctx, None, TurnError::BadRequest(BadRequest::MissingCredentials), &[]);
+            return None;
+        };
+        if username.is_none() && userhash.is_none() {
+            self.error(ctx, None, TurnError::BadRequest(BadRequest::MissingCredentials), &[]);
+            return None;
+        }
+        let (Ok(_realm), Ok(nonce)) = (
+            attr::decode_text(realm.value, 127, 763),
+            attr::decode_text(nonce.value, 127, 763),
+        ) else {
+            self.error(ctx, None, TurnError::BadRequest(BadRequest::Malformed), &[]);
+            return None;
+        };
+        // PASSWORD-ALGORITHMS bid-down protection (RFC 8489 section 9.2.4), only for
+        // nonces that advertise the feature.
+        let features = auth::nonce_features(nonce).unwrap_or(0);
+        let mut alg = PasswordAlgorithm::Md5;
+        let pas = msg.attribute(attr::PASSWORD_ALGORITHMS);
+        let pa = msg.attribute(attr::PASSWORD_ALGORITHM);
+        if features & auth::FEATURE_PASSWORD_ALGORITHMS != 0 && (pas.is_some() || pa.is_some()) {
+            let ok = match (pas, pa) {
+                (Some(pas), Some(pa)) => {
+                    match (attr::decode_password_algorithms(pas.value), attr::decode_password_algorithm(pa.value)) {
+                        (Ok(list), Ok(chosen)) if list == auth::OFFERED_ALGORITHMS && list.contains(&chosen) => {
+                            alg = PasswordAlgorithm::from_code(chosen).unwrap_or(PasswordAlgorithm::Md5);
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
+            if !ok {
+                self.error(ctx, None, TurnError::BadRequest(BadRequest::PasswordAlgorithms), &[]);
+                return None;
+            }
+        }
+        // Resolve the user name (USERHASH only with the username-anonymity feature).
+        let name: String = if let Some(u) = username {
+            match attr::decode_text(u.value, usize::MAX, 508) {
+                Ok(s) => s.to_string(),
+                Err(_) => {
+                    self.challenge(now, ctx, TurnError::Unauthorized);
+                    return None;
+                }
+            }
+        } else {
+            let h = userhash.expect("checked above");
+            match self.cfg.credentials.user_for_hash(h.value) {
+                Some(n) if features & auth::FEATURE_USERNAME_ANONYMITY != 0 => n.to_string(),
+                _ => {
+                    self.challenge(now, ctx, TurnError::Unauthorized);
+                    return None;
+                }
+            }
+        };
+        let unix = self.unix(now);
+        let keys = self.cfg.credentials.candidate_keys(&name, alg, unix);
+        let Some(key) = keys.into_iter().find(|k| msg.verify_integrity(k.as_bytes()).is_ok()) else {
+            self.challenge(now, ctx, TurnError::Unauthorized);
+            return None;
+        };
+        let lifetime = self.cfg.nonce_lifetime.as_secs().max(1);
+        if self.nonce_key.check(nonce, unix, ctx.five_tuple.client.0, lifetime).is_err() {
+            self.challenge(now, ctx, TurnError::StaleNonce);
+            return None;
+        }
+        Some(Auth {
+            username: name,
+            key,
+            kind,
+        })
+    }
+
+    fn authenticated_request(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx) {
+        let Some(auth) = self.authenticate(now, msg, ctx) else {
+            return;
+        };
+        let unknown = Self::unknown_required(msg);
+        if !unknown.is_empty() {
+            self.unknown_attributes_error(ctx, Some(&auth), &unknown);
+            return;
+        }
+        if ctx.method != Method::Allocate {
+            // Every other request needs an allocation on this 5-tuple (RFC 8656 7.3, 9, 11).
+            match self.allocations.get(&ctx.five_tuple) {
+                None => {
+                    self.error(ctx, Some(&auth), TurnError::AllocationMismatch, &[]);
+                    return;
+                }
+                Some(a) if a.username != auth.username => {
+                    self.error(ctx, Some(&auth), TurnError::WrongCredentials, &[]);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        let r = match ctx.method {
+            Method::Allocate => self.allocate(now, msg, ctx, &auth),
+            Method::Refresh => self.refresh(now, msg, ctx, &auth),
+            Method::CreatePermission => self.create_permission(now, msg, ctx, &auth),
+            Method::ChannelBind => self.channel_bind(now, msg, ctx, &auth),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            self.error(ctx, Some(&auth), e, &[]);
+        }
+    }
+
+    fn requested_lifetime(&self, msg: &Message<&[u8]>) -> Result<Option<Duration>, TurnError> {
+        match msg.attribute(attr::LIFETIME) {
+            None => Ok(None),
+            Some(a) => Ok(Some(Duration::from_secs(attr::decode_u32(a.value)? as u64))),
+        }
+    }
+
+    /// RFC 8656 section 7.2: desired = max(default, min(requested, max)).
+    fn lifetime_for(&self, requested: Option<Duration>) -> Duration {
+        match requested {
+            None => self.cfg.default_lifetime,
+            Some(r) => r.min(self.cfg.max_lifetime).max(self.cfg.default_lifetime.min(self.cfg.max_lifetime)),
+        }
+    }
+
+    fn allocate(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+        if let Some(a) = self.allocations.get(&ctx.five_tuple) {
+            if a.tid == ctx.tid && a.username == auth.username {
+                // A retransmission of the request that created it: answer the same way.
+                let remaining = a.expires.saturating_duration_since(now);
+                let auth = Auth {
+                    username: a.username.clone(),
+                    key: a.key.clone(),
+                    kind: a.kind,
+                };
+                let ctx2 = Ctx {
+                    fingerprint: a.fingerprint,
+                    ..*ctx
+                };
+                self.allocate_success(&ctx2, &auth, remaining);
+                return Ok(());
+            }
+            return Err(TurnError::AllocationMismatch);
+        }
+        if self.pending_by_tuple.contains_key(&ctx.five_tuple) {
+            return Ok(()); // a retransmission while the bind is in progress
+        }
+        let transport = msg
+            .attribute(attr::REQUESTED_TRANSPORT)
+            .ok_or(TurnError::BadRequest(BadRequest::MissingTransport))?;
+        if attr::decode_requested_transport(transport.value)? != 17 {
+            return Err(TurnError::UnsupportedTransport);
+        }
+        let dont_fragment = msg.attribute(attr::DONT_FRAGMENT).is_some();
+        let raf = msg.attribute(attr::REQUESTED_ADDRESS_FAMILY);
+        let aaf = msg.attribute(attr::ADDITIONAL_ADDRESS_FAMILY);
+        let token = msg.attribute(attr::RESERVATION_TOKEN);
+        let even = msg.attribute(attr::EVEN_PORT);
+        if raf.is_some() && aaf.is_some() {
+            return Err(TurnError::BadRequest(BadRequest::BothAddressFamilies));
+        }
+        if token.is_some() && (even.is_some() || raf.is_some()) {
+            return Err(TurnError::BadRequest(BadRequest::ReservationWithEvenPort));
+        }
+        let mut ipv6_unavailable = false;
+        let family = match (raf, aaf) {
+            (Some(r), _) => attr::decode_family(r.value)?,
+            (None, Some(a)) => {
+                // Dual allocation: IPv4 plus IPv6. xturn relays one family per allocation,
+                // so it answers IPv4 and reports IPv6 as unavailable (RFC 8656 7.2).
+                if attr::decode_family(a.value)? != attr::FAMILY_IPV6 {
+                    return Err(TurnError::BadRequest(BadRequest::BadAddressFamily));
+                }
+                ipv6_unavailable = true;
+                attr::FAMILY_IPV4
+            }
+            (None, None) => attr::FAMILY_IPV4,
+        };
+        let ip = match family {
+            attr::FAMILY_IPV4 => self.cfg.relay_ipv4,
+            attr::FAMILY_IPV6 => self.cfg.relay_ipv6,
+            _ => return Err(TurnError::BadRequest(BadRequest::BadAddressFamily)),
+        }
+        .ok_or(TurnError::AddressFamilyNotSupported)?;
+        let requested = self.requested_lifetime(msg)?;
+        let lifetime = self.lifetime_for(requested);
+        // Quotas, counting allocations being bound.
+        let user_count = self.user_counts.get(&auth.username).copied().unwrap_or(0);
+        if self.cfg.user_quota > 0 && user_count >= self.cfg.user_quota {
+            return Err(TurnError::AllocationQuotaReached);
+        }
+        let total = self.allocations.len() + self.pending.len();
+        if self.cfg.total_quota > 0 && total >= self.cfg.total_quota as usize {
+            return Err(TurnError::AllocationQuotaReached);
+        }
+        // Port: from a reservation, or a fresh (even) one.
+        let (port, reserved) = if let Some(t) = token {
+            let t: [u8; 8] = t.value.try_into().map_err(|_| TurnError::BadRequest(BadRequest::Malformed))?;
+            match self.reservations.remove(&t) {
+                Some(r) if r.expires > now && r.ip == ip => (r.port, true),
+                Some(r) => {
+                    self.used_ports.remove(&(r.ip, r.port));
+                    return Err(TurnError::InsufficientCapacity);
+                }
+                None => return Err(TurnError::InsufficientCapacity),
+            }
+        } else {
+            let even_port = match even {
+                Some(e) => Some(attr::decode_even_port(e.value)?),
+                None => None,
+            };
+            let port = self
+                .pick_port(ip, even_port.is_some(), even_port == Some(true))
+                .ok_or(TurnError::InsufficientCapacity)?;
+            (port, false)
+        };
+        let even_port = match even {
+            Some(e) => Some(attr::decode_even_port(e.value)?),
+            None => None,
+        };
+        *self.user_counts.entry(auth.username.clone()).or_insert(0) += 1;
+        self.start_bind(Pending {
+            five_tuple: ctx.five_tuple,
+            username: auth.username.clone(),
+            tid: ctx.tid,
+            auth: auth.clone(),
+            fingerprint: ctx.fingerprint,
+            lifetime,
+            ip,
+            port,
+            attempts: 0,
+            even_port,
+            reserved,
+            dont_fragment,
+            ipv6_unavailable,
+        });
+        Ok(())
+    }
+
+    fn start_bind(&mut self, p: Pending) {
+        let token = BindToken(self.next_token);
+        self.next_token += 1;
+        self.used_ports.insert((p.ip, p.port));
+        self.pending_by_tuple.insert(p.five_tuple, token);
+        let relay = RelayAddr(SocketAddr::new(p.ip, p.port));
+        let dont_fragment = p.dont_fragment;
+        self.pending.insert(token, p);
+        self.outputs.push_back(Output::BindRelay {
+            token,
+            relay,
+            dont_fragment,
+        });
+    }
+
+    /// A free port in the range: random probes first, then a scan from a random start.
+    /// `even`: an even port; `pair`: also the next port free (for a reservation).
+    fn pick_port(&mut self, ip: IpAddr, even: bool, pair: bool) -> Option<u16> {
+        let (lo, hi) = (self.cfg.min_port as u32, self.cfg.max_port as u32);
+        if lo > hi {
+            return None;
+        }
+        let span = hi - lo + 1;
+        let ok = |s: &Self, p: u32| {
+            p <= hi
+                && (!even || p % 2 == 0)
+                && !s.used_ports.contains(&(ip, p as u16))
+                && (!pair || (p < hi && !s.used_ports.contains(&(ip, p as u16 + 1))))
+        };
+        for _ in 0..16 {
+            let p = lo + self.rng.next_u32() % span;
+            if ok(self, p) {
+                return Some(self.claim(ip, p as u16, pair));
+            }
+        }
+        let start = self.rng.next_u32() % span;
+        for i in 0..span {
+            let p = lo + (start + i) % span;
+            if ok(self, p) {
+                return Some(self.claim(ip, p as u16, pair));
+            }
+        }
+        None
+    }
+
+    fn claim(&mut self, ip: IpAddr, port: u16, pair: bool) -> u16 {
+        if pair {
+            self.used_ports.insert((ip, port + 1));
+        }
+        port
+    }
+
+    fn refresh(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+        let requested = self.requested_lifetime(msg)?;
+        if let Some(raf) = msg.attribute(attr::REQUESTED_ADDRESS_FAMILY) {
+            let fam = attr::decode_family(raf.value)?;
+            let relay_is_v4 = self.allocations[&ctx.five_tuple].relay.0.is_ipv4();
+            if (fam == attr::FAMILY_IPV4) != relay_is_v4 {
+                return Err(TurnError::PeerAddressFamilyMismatch);
+            }
+        }
+        let lifetime = if requested == Some(Duration::ZERO) {
+            self.delete_allocation(ctx.five_tuple);
+            Duration::ZERO
+        } else {
+            let l = self.lifetime_for(requested);
+            let expires = now + l;
+            let a = self.allocations.get_mut(&ctx.five_tuple).expect("checked by caller");
+            a.expires = expires;
+            let relay = a.relay;
+            self.emit(Output::InstallAllocation {
+                five_tuple: ctx.five_tuple,
+                relay,
+                expires,
+            });
+            l
+        };
+        let mut b = MessageBuilder::new(Method::Refresh, Class::Success, ctx.tid);
+        b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+        self.finish_response(ctx, Some(auth), b);
+        Ok(())
+    }
+
+    /// Decode every XOR-PEER-ADDRESS and check family and filter.
+    fn peers(&self, msg: &Message<&[u8]>, ctx: &Ctx, endpoint: bool) -> Result<Vec<SocketAddr>, TurnError> {
+        let relay = self.allocations[&ctx.five_tuple].relay;
+        let tid = msg.transaction_id();
+        let mut out = Vec::new();
+        for a in msg.attributes().filter(|a| a.typ == attr::XOR_PEER_ADDRESS) {
+            let p = attr::decode_xor_address(a.value, &tid)?;
+            out.push(p);
+        }
+        if out.is_empty() {
+            return Err(TurnError::BadRequest(BadRequest::MissingPeer));
+        }
+        for p in &out {
+            if p.is_ipv4() != relay.0.is_ipv4() {
+                return Err(TurnError::PeerAddressFamilyMismatch);
+            }
+        }
+        for p in &out {
+            if endpoint {
+                let is_relayed = self.is_relayed(*p);
+                self.cfg.filter.check_endpoint(*p, is_relayed)?;
+            } else {
+                self.cfg.filter.check_ip(p.ip())?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn is_relayed(&self, p: SocketAddr) -> bool {
+        let n = SocketAddr::new(crate::filter::normalise(p.ip()), p.port());
+        self.by_relay.contains_key(&RelayAddr(n))
+    }
+
+    fn install_permission(&mut self, now: Instant, ft: FiveTuple, ip: IpAddr) {
+        let expires = now + self.cfg.permission_lifetime;
+        let a = self.allocations.get_mut(&ft).expect("checked by caller");
+        a.permissions.insert(ip, expires);
+        let relay = a.relay;
+        self.emit(Output::InstallPermission { relay, peer: ip, expires });
+        self.schedule(ft, expires);
+    }
+
+    fn create_permission(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+        let peers = self.peers(msg, ctx, false)?;
+        let a = &self.allocations[&ctx.five_tuple];
+        let new: HashSet<IpAddr> = peers.iter().map(|p| p.ip()).filter(|ip| !a.permissions.contains_key(ip)).collect();
+        if a.permissions.len() + new.len() > self.cfg.max_permissions {
+            return Err(TurnError::InsufficientCapacity);
+        }
+        for p in peers {
+            self.install_permission(now, ctx.five_tuple, p.ip());
+        }
+        let b = MessageBuilder::new(Method::CreatePermission, Class::Success, ctx.tid);
+        self.finish_response(ctx, Some(auth), b);
+        Ok(())
+    }
+
+    fn channel_bind(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+        let cn = msg
+            .attribute(attr::CHANNEL_NUMBER)
+            .ok_or(TurnError::BadRequest(BadRequest::ChannelNumber))?;
+        let channel = ChannelNumber::new(attr::decode_channel_number(cn.value)?)
+            .ok_or(TurnError::BadRequest(BadRequest::ChannelNumber))?;
+        let peers = self.peers(msg, ctx, true)?;
+        if peers.len() != 1 {
+            return Err(TurnError::BadRequest(BadRequest::Malformed));
+        }
+        let peer = PeerAddr(peers[0]);
+        let a = &self.allocations[&ctx.five_tuple];
+        if let Some((bound, _)) = a.channels.get(&channel) {
+            if *bound != peer {
+                return Err(TurnError::BadRequest(BadRequest::ChannelInUse));
+            }
+        }
+        if let Some(c) = a.channel_by_peer.get(&peer) {
+            if *c != channel {
+                return Err(TurnError::BadRequest(BadRequest::PeerInUse));
+            }
+        }
+        if !a.permissions.contains_key(&peer.0.ip()) && a.permissions.len() >= self.cfg.max_permissions {
+            return Err(TurnError::InsufficientCapacity);
+        }
+        let expires = now + self.cfg.channel_lifetime;
+        let a = self.allocations.get_mut(&ctx.five_tuple).expect("checked");
+        a.channels.insert(channel, (peer, expires));
+        a.channel_by_peer.insert(peer, channel);
+        let relay = a.relay;
+        // The permission first, so that a driver never has a channel without one.
+        self.install_permission(now, ctx.five_tuple, peer.0.ip());
+        self.emit(Output::InstallChannel {
+            five_tuple: ctx.five_tuple,
+            relay,
+            channel,
+            peer,
+            expires,
+        });
+        self.schedule(ctx.five_tuple, expires);
+        let b = MessageBuilder::new(Method::ChannelBind, Class::Success, ctx.tid);
+        self.finish_response(ctx, Some(auth), b);
+        Ok(())
+    }
+
+    /// Send indication (RFC 8656 section 10.2): relayed if the peer has a live permission
+    /// and passes the filter; otherwise silently dropped. Never refreshes anything.
+    fn send_indication(&mut self, now: Instant, msg: &Message<&[u8]>, ft: FiveTuple) {
+        let Some(a) = self.allocations.get(&ft) else {
+            return;
+        };
+        if a.expires <= now {
+            return;
+        }
+        let tid = msg.transaction_id();
+        let (Some(pa), Some(data)) = (msg.attribute(attr::XOR_PEER_ADDRESS), msg.attribute(attr::DATA)) else {
+            return;
+        };
+        let Ok(peer) = attr::decode_xor_address(pa.value, &tid) else {
+            return;
+        };
+        if peer.is_ipv4() != a.relay.0.is_ipv4() {
+            return;
+        }
+        match a.permissions.get(&peer.ip()) {
+            Some(e) if *e > now => {}
+            _ => return,
+        }
+        if self.cfg.filter.check_endpoint(peer, self.is_relayed(peer)).is_err() {
+            return;
+        }
+        let relay = a.relay;
+        self.data.count_to_peer(relay, data.value.len());
+        self.transmit(relay.0, peer, data.value.to_vec());
+    }
+}
