@@ -17,6 +17,7 @@
 //! ```
 
 pub mod auth;
+pub mod client;
 pub mod dataplane;
 pub mod error;
 pub mod filter;

@@ -212,6 +212,26 @@ impl Server {
         &self.data
     }
 
+    /// Number of entries in every table the server keeps (allocations, permissions,
+    /// channels, pending binds, reservations, timers, user counts, used ports). Tests use
+    /// it to prove that unauthenticated traffic creates no state.
+    pub fn state_size(&self) -> usize {
+        let per_alloc: usize = self
+            .allocations
+            .values()
+            .map(|a| 1 + a.permissions.len() + a.channels.len() + a.channel_by_peer.len())
+            .sum();
+        per_alloc
+            + self.by_relay.len()
+            + self.used_ports.len()
+            + self.user_counts.len()
+            + self.pending.len()
+            + self.pending_by_tuple.len()
+            + self.reservations.len()
+            + self.timers.len()
+            + self.outputs.len()
+    }
+
     fn unix(&self, now: Instant) -> u64 {
         self.unix_at_start + now.saturating_duration_since(self.start).as_secs()
     }
@@ -948,23 +968,24 @@ impl Server {
         let tid = msg.transaction_id();
         let mut out = Vec::new();
         for a in msg.attributes().filter(|a| a.typ == attr::XOR_PEER_ADDRESS) {
-            let p = attr::decode_xor_address(a.value, &tid)?;
+            let p = unmap(attr::decode_xor_address(a.value, &tid)?);
             out.push(p);
         }
         if out.is_empty() {
             return Err(TurnError::BadRequest(BadRequest::MissingPeer));
         }
-        for p in &out {
-            if p.is_ipv4() != relay.0.is_ipv4() {
-                return Err(TurnError::PeerAddressFamilyMismatch);
-            }
-        }
+        // The filter first: a denied peer gets 403 whatever its family.
         for p in &out {
             if endpoint {
                 let is_relayed = self.is_relayed(*p);
                 self.cfg.filter.check_endpoint(*p, is_relayed)?;
             } else {
                 self.cfg.filter.check_ip(p.ip())?;
+            }
+        }
+        for p in &out {
+            if p.is_ipv4() != relay.0.is_ipv4() {
+                return Err(TurnError::PeerAddressFamilyMismatch);
             }
         }
         Ok(out)
@@ -1057,7 +1078,7 @@ impl Server {
         let (Some(pa), Some(data)) = (msg.attribute(attr::XOR_PEER_ADDRESS), msg.attribute(attr::DATA)) else {
             return;
         };
-        let Ok(peer) = attr::decode_xor_address(pa.value, &tid) else {
+        let Ok(peer) = attr::decode_xor_address(pa.value, &tid).map(unmap) else {
             return;
         };
         if peer.is_ipv4() != a.relay.0.is_ipv4() {
@@ -1073,5 +1094,17 @@ impl Server {
         let relay = a.relay;
         self.data.count_to_peer(relay, data.value.len());
         self.transmit(relay.0, peer, data.value.to_vec());
+    }
+}
+
+/// An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) is the IPv4 peer a.b.c.d: one permission and
+/// one filter decision for both spellings.
+fn unmap(p: SocketAddr) -> SocketAddr {
+    match p.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), p.port()),
+            None => p,
+        },
+        IpAddr::V4(_) => p,
     }
 }
