@@ -18,10 +18,11 @@ use std::net::{IpAddr, SocketAddr};
 pub const NONCE_COOKIE: &str = "obMatJos2";
 
 /// Security feature bits of the nonce cookie, 24 bits written as 4 base64 characters.
-/// Per RFC 8489 section 18.1 and erratum 6290, bit 0 is the most significant bit of the
-/// 24-bit field: "Password algorithms" is 0x800000 and "Username anonymity" 0x400000.
-pub const FEATURE_PASSWORD_ALGORITHMS: u32 = 1 << 23;
-pub const FEATURE_USERNAME_ANONYMITY: u32 = 1 << 22;
+/// RFC 8489 section 18.1 as corrected by erratum 6290: bit 0 is the rightmost (least
+/// significant) bit, so "Password algorithms" is 0x000001 and "Username anonymity"
+/// 0x000002; both set encode as "AAAD" (as libjuice sends).
+pub const FEATURE_PASSWORD_ALGORITHMS: u32 = 1;
+pub const FEATURE_USERNAME_ANONYMITY: u32 = 1 << 1;
 
 /// The algorithms this server offers, in its order of preference (RFC 8489 section 14.11).
 pub const OFFERED_ALGORITHMS: [u16; 2] = [
@@ -89,7 +90,14 @@ pub fn opaque_string(s: &str) -> Option<String> {
 
 /// The long-term key for already-prepared strings.
 pub fn long_term_key(alg: PasswordAlgorithm, username: &str, realm: &str, password: &str) -> Key {
-    let input = [username.as_bytes(), b":", realm.as_bytes(), b":", password.as_bytes()].concat();
+    let input = [
+        username.as_bytes(),
+        b":",
+        realm.as_bytes(),
+        b":",
+        password.as_bytes(),
+    ]
+    .concat();
     match alg {
         PasswordAlgorithm::Md5 => Key(Md5::digest(&input).to_vec()),
         PasswordAlgorithm::Sha256 => Key(Sha256::digest(&input).to_vec()),
@@ -107,11 +115,16 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
     STANDARD.encode(hmac_sha1(secret, username.as_bytes()))
 }
 
-/// The expiry timestamp of a REST API user name `expiry:user` (coturn's default
-/// separator ':'); a user name that is a bare number is also accepted, as coturn does.
+/// The expiry timestamp (unix seconds) of a TURN REST API user name. coturn writes
+/// "expiry:user" and also accepts "user:expiry" and a bare "expiry"; so do we.
 pub fn rest_expiry(username: &str) -> Option<u64> {
-    let ts = username.split(':').next()?;
-    if ts.is_empty() || ts.len() > 20 || !ts.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let ts = match username.split_once(':') {
+        None => username,
+        Some((a, _)) if digits(a) => a,
+        Some(_) => username.rsplit_once(':').map(|(_, b)| b)?,
+    };
+    if !digits(ts) {
         return None;
     }
     ts.parse().ok()
@@ -144,7 +157,8 @@ impl core::fmt::Debug for Credentials {
 
 impl Credentials {
     pub fn new(realm: &str) -> Result<Self, CredentialError> {
-        let realm_p = opaque_string(realm).ok_or_else(|| CredentialError::BadRealm(realm.into()))?;
+        let realm_p =
+            opaque_string(realm).ok_or_else(|| CredentialError::BadRealm(realm.into()))?;
         if realm_p.chars().count() >= 128 || realm_p.len() > 763 {
             return Err(CredentialError::BadRealm(realm.into()));
         }
@@ -169,7 +183,8 @@ impl Credentials {
             md5: long_term_key(PasswordAlgorithm::Md5, &n, &self.realm, &p),
             sha256: long_term_key(PasswordAlgorithm::Sha256, &n, &self.realm, &p),
         };
-        self.by_userhash.insert(userhash(&n, &self.realm), n.clone());
+        self.by_userhash
+            .insert(userhash(&n, &self.realm), n.clone());
         self.users.insert(n, keys);
         Ok(())
     }
@@ -200,7 +215,12 @@ impl Credentials {
     /// Candidate keys for `username` at unix time `unix_now`: the static user's key, and
     /// for a REST user name that has not expired one key per configured secret. The
     /// caller tries each against the message integrity.
-    pub fn candidate_keys(&self, username: &str, alg: PasswordAlgorithm, unix_now: u64) -> Vec<Key> {
+    pub fn candidate_keys(
+        &self,
+        username: &str,
+        alg: PasswordAlgorithm,
+        unix_now: u64,
+    ) -> Vec<Key> {
         let mut out = Vec::new();
         if let Some(k) = self.users.get(username) {
             out.push(match alg {
@@ -269,18 +289,33 @@ impl NonceKey {
     pub fn issue(&self, unix_now: u64, client: SocketAddr) -> String {
         let mut raw = unix_now.to_be_bytes().to_vec();
         raw.extend_from_slice(&self.mac(unix_now, client)[..NONCE_MAC_LEN]);
-        format!("{}{}{}", NONCE_COOKIE, features_b64(), URL_SAFE_NO_PAD.encode(raw))
+        format!(
+            "{}{}{}",
+            NONCE_COOKIE,
+            features_b64(),
+            URL_SAFE_NO_PAD.encode(raw)
+        )
     }
 
     /// Check a nonce presented by `client`; valid for `lifetime_secs` after issue.
-    pub fn check(&self, nonce: &str, unix_now: u64, client: SocketAddr, lifetime_secs: u64) -> Result<(), NonceError> {
-        let rest = nonce.strip_prefix(NONCE_COOKIE).ok_or(NonceError::Malformed)?;
+    pub fn check(
+        &self,
+        nonce: &str,
+        unix_now: u64,
+        client: SocketAddr,
+        lifetime_secs: u64,
+    ) -> Result<(), NonceError> {
+        let rest = nonce
+            .strip_prefix(NONCE_COOKIE)
+            .ok_or(NonceError::Malformed)?;
         let f = features_b64();
         let rest = rest.strip_prefix(f.as_str()).ok_or(NonceError::Malformed)?;
         if rest.len() > 64 {
             return Err(NonceError::Malformed);
         }
-        let raw = URL_SAFE_NO_PAD.decode(rest).map_err(|_| NonceError::Malformed)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(rest)
+            .map_err(|_| NonceError::Malformed)?;
         if raw.len() != NONCE_TS_LEN + NONCE_MAC_LEN {
             return Err(NonceError::Malformed);
         }
@@ -322,7 +357,7 @@ mod tests {
         let k = NonceKey::new([9; 32]);
         let c: SocketAddr = "192.0.2.2:5000".parse().unwrap();
         let n = k.issue(1_000, c);
-        assert!(n.starts_with("obMatJos2"));
+        assert!(n.starts_with("obMatJos2AAAD"), "{n}");
         assert!(n.len() < 128);
         assert_eq!(
             nonce_features(&n),
@@ -339,7 +374,10 @@ mod tests {
             NonceKey::new([8; 32]).check(&n, 1_000, c, 600),
             Err(NonceError::Malformed)
         );
-        assert_eq!(k.check("garbage", 1_000, c, 600), Err(NonceError::Malformed));
+        assert_eq!(
+            k.check("garbage", 1_000, c, 600),
+            Err(NonceError::Malformed)
+        );
     }
 
     #[test]
@@ -349,12 +387,31 @@ mod tests {
         c.add_secret("next").unwrap();
         let user = "2000:alice";
         // Two secrets active: two candidate keys, until expiry.
-        assert_eq!(c.candidate_keys(user, PasswordAlgorithm::Md5, 1999).len(), 2);
-        assert!(c.candidate_keys(user, PasswordAlgorithm::Md5, 2000).is_empty());
+        assert_eq!(
+            c.candidate_keys(user, PasswordAlgorithm::Md5, 1999).len(),
+            2
+        );
+        assert!(c
+            .candidate_keys(user, PasswordAlgorithm::Md5, 2000)
+            .is_empty());
         let pw = rest_password(b"s3cret", user);
         let expect = long_term_key(PasswordAlgorithm::Md5, user, "example.org", &pw);
-        assert_eq!(c.candidate_keys(user, PasswordAlgorithm::Md5, 10)[0], expect);
-        assert!(c.candidate_keys("alice", PasswordAlgorithm::Md5, 10).is_empty());
+        assert_eq!(
+            c.candidate_keys(user, PasswordAlgorithm::Md5, 10)[0],
+            expect
+        );
+        assert!(c
+            .candidate_keys("alice", PasswordAlgorithm::Md5, 10)
+            .is_empty());
+        assert_eq!(rest_expiry("1795558649:alice"), Some(1795558649));
+        assert_eq!(rest_expiry("alice:1795558649"), Some(1795558649));
+        assert_eq!(rest_expiry("1795558649"), Some(1795558649));
+        assert_eq!(rest_expiry("alice:bob"), None);
+        // coturn's documented example: secret s3cret, user 1795558649:alice.
+        assert_eq!(
+            rest_password(b"s3cret", "1795558649:alice"),
+            "0JsLQsX1sgBfU39bl+h3sygylA8="
+        );
     }
 
     #[test]
@@ -362,7 +419,15 @@ mod tests {
         let mut c = Credentials::new("example.org").unwrap();
         c.add_user("bob", "pw").unwrap();
         let k = c.candidate_keys("bob", PasswordAlgorithm::Md5, 0);
-        assert_eq!(k, vec![long_term_key(PasswordAlgorithm::Md5, "bob", "example.org", "pw")]);
+        assert_eq!(
+            k,
+            vec![long_term_key(
+                PasswordAlgorithm::Md5,
+                "bob",
+                "example.org",
+                "pw"
+            )]
+        );
         let h = userhash("bob", "example.org");
         assert_eq!(c.user_for_hash(&h), Some("bob"));
         assert!(c.add_user("", "x").is_err());

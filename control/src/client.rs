@@ -69,7 +69,12 @@ impl TurnClient {
     }
 
     /// Build a request; authenticated once REALM and NONCE are known.
-    pub fn request(&self, method: Method, tid: TransactionId, body: impl FnOnce(&mut MessageBuilder)) -> Vec<u8> {
+    pub fn request(
+        &self,
+        method: Method,
+        tid: TransactionId,
+        body: impl FnOnce(&mut MessageBuilder),
+    ) -> Vec<u8> {
         let mut b = MessageBuilder::new(method, Class::Request, tid);
         body(&mut b);
         if let (Some(realm), Some(nonce), Some(key)) = (&self.realm, &self.nonce, &self.key) {
@@ -82,7 +87,10 @@ impl TurnClient {
             b.attr(attr::REALM, realm.as_bytes());
             b.attr(attr::NONCE, nonce.as_bytes());
             if alg == PasswordAlgorithm::Sha256 {
-                b.attr(attr::PASSWORD_ALGORITHMS, &attr::encode_password_algorithms(&self.offered));
+                b.attr(
+                    attr::PASSWORD_ALGORITHMS,
+                    &attr::encode_password_algorithms(&self.offered),
+                );
                 b.attr(attr::PASSWORD_ALGORITHM, &[0, 2, 0, 0]);
                 b.message_integrity_sha256(key.as_bytes());
             } else {
@@ -103,7 +111,8 @@ impl TurnClient {
         match msg.class() {
             Class::Success => {
                 if let Some(k) = &self.key {
-                    if msg.integrity_kind().is_some() && msg.verify_integrity(k.as_bytes()).is_err() {
+                    if msg.integrity_kind().is_some() && msg.verify_integrity(k.as_bytes()).is_err()
+                    {
                         return Answer::Invalid;
                     }
                 }
@@ -116,10 +125,15 @@ impl TurnClient {
                     .map(|(c, _)| c)
                     .unwrap_or(0);
                 if code == 401 || code == 438 {
-                    let realm = msg.attribute(attr::REALM).and_then(|a| core::str::from_utf8(a.value).ok());
-                    let nonce = msg.attribute(attr::NONCE).and_then(|a| core::str::from_utf8(a.value).ok());
+                    let realm = msg
+                        .attribute(attr::REALM)
+                        .and_then(|a| core::str::from_utf8(a.value).ok());
+                    let nonce = msg
+                        .attribute(attr::NONCE)
+                        .and_then(|a| core::str::from_utf8(a.value).ok());
                     if let (Some(r), Some(n)) = (realm, nonce) {
-                        let retry = code == 438 || self.nonce.is_none() || self.realm.as_deref() != Some(r);
+                        let retry =
+                            code == 438 || self.nonce.is_none() || self.realm.as_deref() != Some(r);
                         self.realm = Some(r.to_string());
                         self.nonce = Some(n.to_string());
                         self.features = auth::nonce_features(n).unwrap_or(0);
@@ -127,8 +141,10 @@ impl TurnClient {
                             .attribute(attr::PASSWORD_ALGORITHMS)
                             .and_then(|a| attr::decode_password_algorithms(a.value).ok())
                             .unwrap_or_default();
-                        let user = opaque_string(&self.username).unwrap_or_else(|| self.username.clone());
-                        let pass = opaque_string(&self.password).unwrap_or_else(|| self.password.clone());
+                        let user =
+                            opaque_string(&self.username).unwrap_or_else(|| self.username.clone());
+                        let pass =
+                            opaque_string(&self.password).unwrap_or_else(|| self.password.clone());
                         self.key = Some(long_term_key(self.algorithm(), &user, r, &pass));
                         if retry {
                             return Answer::Retry;
@@ -171,7 +187,10 @@ pub fn permission_body(peers: Vec<SocketAddr>) -> impl FnOnce(&mut MessageBuilde
 /// Body of a ChannelBind request.
 pub fn channel_bind_body(channel: u16, peer: SocketAddr) -> impl FnOnce(&mut MessageBuilder) {
     move |b| {
-        b.attr(attr::CHANNEL_NUMBER, &[(channel >> 8) as u8, channel as u8, 0, 0]);
+        b.attr(
+            attr::CHANNEL_NUMBER,
+            &[(channel >> 8) as u8, channel as u8, 0, 0],
+        );
         b.xor_addr(attr::XOR_PEER_ADDRESS, peer);
     }
 }
@@ -206,7 +225,11 @@ pub fn data_indication(bytes: &[u8]) -> Option<(SocketAddr, Vec<u8>)> {
     if m.method() != Method::Data || m.class() != Class::Indication {
         return None;
     }
-    let peer = attr::decode_xor_address(m.attribute(attr::XOR_PEER_ADDRESS)?.value, &m.transaction_id()).ok()?;
+    let peer = attr::decode_xor_address(
+        m.attribute(attr::XOR_PEER_ADDRESS)?.value,
+        &m.transaction_id(),
+    )
+    .ok()?;
     Some((peer, m.attribute(attr::DATA)?.value.to_vec()))
 }
 
@@ -219,5 +242,7 @@ pub fn lifetime(bytes: &[u8]) -> Option<u32> {
 /// The ERROR-CODE of a response.
 pub fn error_code(bytes: &[u8]) -> Option<u16> {
     let m = Message::new_checked(bytes).ok()?;
-    attr::decode_error_code(m.attribute(attr::ERROR_CODE)?.value).ok().map(|(c, _)| c)
+    attr::decode_error_code(m.attribute(attr::ERROR_CODE)?.value)
+        .ok()
+        .map(|(c, _)| c)
 }

@@ -73,7 +73,11 @@ impl DataPlane {
     /// Apply one control-plane output; outputs that are not data-plane changes are ignored.
     pub fn apply(&mut self, out: &Output) {
         match out {
-            Output::InstallAllocation { five_tuple, relay, expires } => {
+            Output::InstallAllocation {
+                five_tuple,
+                relay,
+                expires,
+            } => {
                 let e = self.allocs.entry(*relay).or_insert_with(|| AllocEntry {
                     five_tuple: *five_tuple,
                     expires: *expires,
@@ -91,7 +95,11 @@ impl DataPlane {
                     }
                 }
             }
-            Output::InstallPermission { relay, peer, expires } => {
+            Output::InstallPermission {
+                relay,
+                peer,
+                expires,
+            } => {
                 if let Some(a) = self.allocs.get_mut(relay) {
                     a.permissions.insert(*peer, *expires);
                 }
@@ -101,13 +109,25 @@ impl DataPlane {
                     a.permissions.remove(peer);
                 }
             }
-            Output::InstallChannel { five_tuple, relay, channel, peer, expires } => {
+            Output::InstallChannel {
+                five_tuple,
+                relay,
+                channel,
+                peer,
+                expires,
+            } => {
                 if let Some(a) = self.allocs.get_mut(relay) {
                     a.channel_by_peer.insert(peer.0, (*channel, *expires));
-                    self.channels.insert((*five_tuple, *channel), (*relay, *peer, *expires));
+                    self.channels
+                        .insert((*five_tuple, *channel), (*relay, *peer, *expires));
                 }
             }
-            Output::RemoveChannel { five_tuple, relay, channel, peer } => {
+            Output::RemoveChannel {
+                five_tuple,
+                relay,
+                channel,
+                peer,
+            } => {
                 if let Some(a) = self.allocs.get_mut(relay) {
                     a.channel_by_peer.remove(&peer.0);
                 }
@@ -119,9 +139,16 @@ impl DataPlane {
 
     /// ChannelData from a client. `None` means discard silently (RFC 8656 section 12.4:
     /// malformed, channel out of range or unbound, no live permission).
-    pub fn client_to_peer(&mut self, now: Instant, five_tuple: FiveTuple, datagram: &[u8]) -> Option<ToPeer> {
+    pub fn client_to_peer(
+        &mut self,
+        now: Instant,
+        five_tuple: FiveTuple,
+        datagram: &[u8],
+    ) -> Option<ToPeer> {
         let cd = ChannelData::new_checked(datagram).ok()?;
-        let channel = ChannelNumber::new(cd.channel())?;
+        // Only validated bindings are in the table: an unbound or out-of-range number
+        // (0x5000-0xFFFF under RFC 8656) finds nothing and is discarded.
+        let channel = ChannelNumber::lookup_key(cd.channel());
         let &(relay, peer, ch_expires) = self.channels.get(&(five_tuple, channel))?;
         if now >= ch_expires {
             return None;

@@ -183,7 +183,8 @@ impl PeerFilter {
     pub fn check_endpoint(&self, peer: SocketAddr, is_relayed: bool) -> Result<(), Denied> {
         let ip = normalise(peer.ip());
         let own = |e: &SocketAddr| {
-            e.port() == peer.port() && (e.ip() == ip || (e.ip().is_unspecified() && e.ip().is_ipv4() == ip.is_ipv4()))
+            e.port() == peer.port()
+                && (e.ip() == ip || (e.ip().is_unspecified() && e.ip().is_ipv4() == ip.is_ipv4()))
         };
         if self.own_endpoints.iter().any(own) {
             return Err(Denied::OwnEndpoint);
@@ -221,9 +222,15 @@ mod tests {
     fn filter() -> PeerFilter {
         PeerFilter::new(
             vec![],
-            vec!["203.0.113.0/25".parse().unwrap(), "198.51.100.10-198.51.100.20".parse().unwrap()],
+            vec![
+                "203.0.113.0/25".parse().unwrap(),
+                "198.51.100.10-198.51.100.20".parse().unwrap(),
+            ],
             true,
-            vec!["198.51.100.1:3478".parse().unwrap(), "0.0.0.0:9641".parse().unwrap()],
+            vec![
+                "198.51.100.1:3478".parse().unwrap(),
+                "0.0.0.0:9641".parse().unwrap(),
+            ],
             vec![ip("198.51.100.1")],
         )
     }
@@ -244,9 +251,24 @@ mod tests {
     fn default_deny_list() {
         let f = filter();
         for bad in [
-            "127.0.0.1", "::ffff:127.0.0.1", "0.0.0.0", "10.1.2.3", "172.16.0.1", "192.168.1.1",
-            "169.254.169.254", "100.64.0.1", "224.0.0.1", "255.255.255.255", "::", "::1",
-            "fe80::1", "fd00::1", "ff02::1", "2002:a9fe:a9fe::", "64:ff9b::7f00:1", "::10.0.0.1",
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2002:a9fe:a9fe::",
+            "64:ff9b::7f00:1",
+            "::10.0.0.1",
         ] {
             assert!(f.check_ip(ip(bad)).is_err(), "{bad} must be denied");
         }
@@ -264,7 +286,10 @@ mod tests {
         assert_eq!(f.check_ip(ip("198.51.100.21")), Ok(()));
         // The relay's own address: permissions fine, relay ports fine, others not.
         assert_eq!(f.check_ip(ip("198.51.100.1")), Ok(()));
-        assert_eq!(f.check_endpoint("198.51.100.1:50000".parse().unwrap(), true), Ok(()));
+        assert_eq!(
+            f.check_endpoint("198.51.100.1:50000".parse().unwrap(), true),
+            Ok(())
+        );
         assert_eq!(
             f.check_endpoint("198.51.100.1:50000".parse().unwrap(), false),
             Err(Denied::NotARelayedAddress)
@@ -295,7 +320,10 @@ mod tests {
             vec![],
         );
         assert_eq!(f.check_ip(ip("127.0.0.1")), Ok(()));
-        assert_eq!(f.check_endpoint("127.0.0.1:40000".parse().unwrap(), false), Ok(()));
+        assert_eq!(
+            f.check_endpoint("127.0.0.1:40000".parse().unwrap(), false),
+            Ok(())
+        );
         assert_eq!(
             f.check_endpoint("127.0.0.1:3478".parse().unwrap(), false),
             Err(Denied::OwnEndpoint)

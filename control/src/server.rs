@@ -48,6 +48,9 @@ pub struct Config {
     pub max_permissions: usize,
     /// Unauthenticated (401) answers per second, server-wide; 0 = unlimited.
     pub unauth_rate: u32,
+    /// Accept RFC 5766's channel range 0x4000-0x7FFE instead of RFC 8656's 0x4000-0x4FFF
+    /// (for older clients such as coturn's `turnutils_uclient`).
+    pub rfc5766_channels: bool,
     pub filter: PeerFilter,
 }
 
@@ -69,6 +72,7 @@ impl Config {
             total_quota: 0,
             max_permissions: 1000,
             unauth_rate: 2000,
+            rfc5766_channels: false,
             filter,
         }
     }
@@ -270,7 +274,13 @@ impl Server {
 
     /// A datagram from a client (`from`) to one of the server's listening addresses
     /// (`local`). Never panics, whatever the bytes.
-    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, local: SocketAddr, bytes: &[u8]) {
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local: SocketAddr,
+        bytes: &[u8],
+    ) {
         let five_tuple = FiveTuple {
             client: ClientAddr(from),
             server: local,
@@ -304,19 +314,31 @@ impl Server {
             | (Class::Request, Method::Refresh)
             | (Class::Request, Method::CreatePermission)
             | (Class::Request, Method::ChannelBind) => self.authenticated_request(now, &msg, &ctx),
-            (Class::Request, _) => {
-                self.error(&ctx, None, TurnError::BadRequest(BadRequest::UnknownMethod), &[])
-            }
+            (Class::Request, _) => self.error(
+                &ctx,
+                None,
+                TurnError::BadRequest(BadRequest::UnknownMethod),
+                &[],
+            ),
             (Class::Indication, Method::Send) => self.send_indication(now, &msg, five_tuple),
             _ => {}
         }
     }
 
     /// A datagram from a peer to one of the relayed addresses.
-    pub fn handle_peer_input(&mut self, now: Instant, relay: RelayAddr, peer: PeerAddr, bytes: &[u8]) {
+    pub fn handle_peer_input(
+        &mut self,
+        now: Instant,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        bytes: &[u8],
+    ) {
         let tid = self.random_tid();
         let mut out = Vec::new();
-        if let Some(to) = self.data.peer_to_client(now, relay, peer, bytes, tid, &mut out) {
+        if let Some(to) = self
+            .data
+            .peer_to_client(now, relay, peer, bytes, tid, &mut out)
+        {
             self.transmit(to.server, to.client.0, out);
         }
     }
@@ -344,7 +366,8 @@ impl Server {
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
             }
-            let Some(port) = self.pick_port(p.ip, p.even_port.is_some(), p.even_port == Some(true)) else {
+            let Some(port) = self.pick_port(p.ip, p.even_port.is_some(), p.even_port == Some(true))
+            else {
                 self.release_quota(&p.username);
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
@@ -462,7 +485,12 @@ impl Server {
                 peer: p,
             });
         }
-        let dead_perms: Vec<_> = a.permissions.iter().filter(|(_, e)| **e <= now).map(|(ip, _)| *ip).collect();
+        let dead_perms: Vec<_> = a
+            .permissions
+            .iter()
+            .filter(|(_, e)| **e <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
         for ip in dead_perms {
             a.permissions.remove(&ip);
             outs.push(Output::RemovePermission { relay, peer: ip });
@@ -516,7 +544,10 @@ impl Server {
         let mut perms: Vec<_> = a.permissions.keys().copied().collect();
         perms.sort();
         for ip in perms {
-            self.emit(Output::RemovePermission { relay: a.relay, peer: ip });
+            self.emit(Output::RemovePermission {
+                relay: a.relay,
+                peer: ip,
+            });
         }
         self.emit(Output::RemoveAllocation {
             five_tuple: ft,
@@ -567,7 +598,9 @@ impl Server {
         if e == TurnError::Unauthorized && !self.take_unauth_token(now) {
             return;
         }
-        let nonce = self.nonce_key.issue(self.unix(now), ctx.five_tuple.client.0);
+        let nonce = self
+            .nonce_key
+            .issue(self.unix(now), ctx.five_tuple.client.0);
         let realm = self.cfg.credentials.realm().as_bytes().to_vec();
         self.error(
             ctx,
@@ -590,7 +623,9 @@ impl Server {
         if rate == 0.0 {
             return true;
         }
-        let dt = now.saturating_duration_since(self.unauth_last).as_secs_f64();
+        let dt = now
+            .saturating_duration_since(self.unauth_last)
+            .as_secs_f64();
         self.unauth_last = now;
         self.unauth_tokens = (self.unauth_tokens + dt * rate).min(rate);
         if self.unauth_tokens >= 1.0 {
@@ -614,8 +649,17 @@ impl Server {
     }
 
     fn unknown_attributes_error(&mut self, ctx: &Ctx, auth: Option<&Auth>, unknown: &[u16]) {
-        let v: Vec<u8> = unknown.iter().take(32).flat_map(|t| t.to_be_bytes()).collect();
-        self.error(ctx, auth, TurnError::UnknownAttribute, &[(attr::UNKNOWN_ATTRIBUTES, v)]);
+        let v: Vec<u8> = unknown
+            .iter()
+            .take(32)
+            .flat_map(|t| t.to_be_bytes())
+            .collect();
+        self.error(
+            ctx,
+            auth,
+            TurnError::UnknownAttribute,
+            &[(attr::UNKNOWN_ATTRIBUTES, v)],
+        );
     }
 
     fn binding(&mut self, msg: &Message<&[u8]>, ctx: &Ctx) {
@@ -640,11 +684,21 @@ impl Server {
         let realm = msg.attribute(attr::REALM);
         let nonce = msg.attribute(attr::NONCE);
         let (Some(realm), Some(nonce)) = (realm, nonce) else {
-            self.error(ctx, None, TurnError::BadRequest(BadRequest::MissingCredentials), &[]);
+            self.error(
+                ctx,
+                None,
+                TurnError::BadRequest(BadRequest::MissingCredentials),
+                &[],
+            );
             return None;
         };
         if username.is_none() && userhash.is_none() {
-            self.error(ctx, None, TurnError::BadRequest(BadRequest::MissingCredentials), &[]);
+            self.error(
+                ctx,
+                None,
+                TurnError::BadRequest(BadRequest::MissingCredentials),
+                &[],
+            );
             return None;
         }
         let (Ok(_realm), Ok(nonce)) = (
@@ -663,9 +717,15 @@ impl Server {
         if features & auth::FEATURE_PASSWORD_ALGORITHMS != 0 && (pas.is_some() || pa.is_some()) {
             let ok = match (pas, pa) {
                 (Some(pas), Some(pa)) => {
-                    match (attr::decode_password_algorithms(pas.value), attr::decode_password_algorithm(pa.value)) {
-                        (Ok(list), Ok(chosen)) if list == auth::OFFERED_ALGORITHMS && list.contains(&chosen) => {
-                            alg = PasswordAlgorithm::from_code(chosen).unwrap_or(PasswordAlgorithm::Md5);
+                    match (
+                        attr::decode_password_algorithms(pas.value),
+                        attr::decode_password_algorithm(pa.value),
+                    ) {
+                        (Ok(list), Ok(chosen))
+                            if list == auth::OFFERED_ALGORITHMS && list.contains(&chosen) =>
+                        {
+                            alg = PasswordAlgorithm::from_code(chosen)
+                                .unwrap_or(PasswordAlgorithm::Md5);
                             true
                         }
                         _ => false,
@@ -674,7 +734,12 @@ impl Server {
                 _ => false,
             };
             if !ok {
-                self.error(ctx, None, TurnError::BadRequest(BadRequest::PasswordAlgorithms), &[]);
+                self.error(
+                    ctx,
+                    None,
+                    TurnError::BadRequest(BadRequest::PasswordAlgorithms),
+                    &[],
+                );
                 return None;
             }
         }
@@ -699,12 +764,19 @@ impl Server {
         };
         let unix = self.unix(now);
         let keys = self.cfg.credentials.candidate_keys(&name, alg, unix);
-        let Some(key) = keys.into_iter().find(|k| msg.verify_integrity(k.as_bytes()).is_ok()) else {
+        let Some(key) = keys
+            .into_iter()
+            .find(|k| msg.verify_integrity(k.as_bytes()).is_ok())
+        else {
             self.challenge(now, ctx, TurnError::Unauthorized);
             return None;
         };
         let lifetime = self.cfg.nonce_lifetime.as_secs().max(1);
-        if self.nonce_key.check(nonce, unix, ctx.five_tuple.client.0, lifetime).is_err() {
+        if self
+            .nonce_key
+            .check(nonce, unix, ctx.five_tuple.client.0, lifetime)
+            .is_err()
+        {
             self.challenge(now, ctx, TurnError::StaleNonce);
             return None;
         }
@@ -761,11 +833,19 @@ impl Server {
     fn lifetime_for(&self, requested: Option<Duration>) -> Duration {
         match requested {
             None => self.cfg.default_lifetime,
-            Some(r) => r.min(self.cfg.max_lifetime).max(self.cfg.default_lifetime.min(self.cfg.max_lifetime)),
+            Some(r) => r
+                .min(self.cfg.max_lifetime)
+                .max(self.cfg.default_lifetime.min(self.cfg.max_lifetime)),
         }
     }
 
-    fn allocate(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+    fn allocate(
+        &mut self,
+        now: Instant,
+        msg: &Message<&[u8]>,
+        ctx: &Ctx,
+        auth: &Auth,
+    ) -> Result<(), TurnError> {
         if let Some(a) = self.allocations.get(&ctx.five_tuple) {
             if a.tid == ctx.tid && a.username == auth.username {
                 // A retransmission of the request that created it: answer the same way.
@@ -837,7 +917,10 @@ impl Server {
         }
         // Port: from a reservation, or a fresh (even) one.
         let (port, reserved) = if let Some(t) = token {
-            let t: [u8; 8] = t.value.try_into().map_err(|_| TurnError::BadRequest(BadRequest::Malformed))?;
+            let t: [u8; 8] = t
+                .value
+                .try_into()
+                .map_err(|_| TurnError::BadRequest(BadRequest::Malformed))?;
             match self.reservations.remove(&t) {
                 Some(r) if r.expires > now && r.ip == ip => (r.port, true),
                 Some(r) => {
@@ -931,7 +1014,13 @@ impl Server {
         port
     }
 
-    fn refresh(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+    fn refresh(
+        &mut self,
+        now: Instant,
+        msg: &Message<&[u8]>,
+        ctx: &Ctx,
+        auth: &Auth,
+    ) -> Result<(), TurnError> {
         let requested = self.requested_lifetime(msg)?;
         if let Some(raf) = msg.attribute(attr::REQUESTED_ADDRESS_FAMILY) {
             let fam = attr::decode_family(raf.value)?;
@@ -946,7 +1035,10 @@ impl Server {
         } else {
             let l = self.lifetime_for(requested);
             let expires = now + l;
-            let a = self.allocations.get_mut(&ctx.five_tuple).expect("checked by caller");
+            let a = self
+                .allocations
+                .get_mut(&ctx.five_tuple)
+                .expect("checked by caller");
             a.expires = expires;
             let relay = a.relay;
             self.emit(Output::InstallAllocation {
@@ -963,7 +1055,12 @@ impl Server {
     }
 
     /// Decode every XOR-PEER-ADDRESS and check family and filter.
-    fn peers(&self, msg: &Message<&[u8]>, ctx: &Ctx, endpoint: bool) -> Result<Vec<SocketAddr>, TurnError> {
+    fn peers(
+        &self,
+        msg: &Message<&[u8]>,
+        ctx: &Ctx,
+        endpoint: bool,
+    ) -> Result<Vec<SocketAddr>, TurnError> {
         let relay = self.allocations[&ctx.five_tuple].relay;
         let tid = msg.transaction_id();
         let mut out = Vec::new();
@@ -1001,14 +1098,28 @@ impl Server {
         let a = self.allocations.get_mut(&ft).expect("checked by caller");
         a.permissions.insert(ip, expires);
         let relay = a.relay;
-        self.emit(Output::InstallPermission { relay, peer: ip, expires });
+        self.emit(Output::InstallPermission {
+            relay,
+            peer: ip,
+            expires,
+        });
         self.schedule(ft, expires);
     }
 
-    fn create_permission(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        msg: &Message<&[u8]>,
+        ctx: &Ctx,
+        auth: &Auth,
+    ) -> Result<(), TurnError> {
         let peers = self.peers(msg, ctx, false)?;
         let a = &self.allocations[&ctx.five_tuple];
-        let new: HashSet<IpAddr> = peers.iter().map(|p| p.ip()).filter(|ip| !a.permissions.contains_key(ip)).collect();
+        let new: HashSet<IpAddr> = peers
+            .iter()
+            .map(|p| p.ip())
+            .filter(|ip| !a.permissions.contains_key(ip))
+            .collect();
         if a.permissions.len() + new.len() > self.cfg.max_permissions {
             return Err(TurnError::InsufficientCapacity);
         }
@@ -1020,12 +1131,21 @@ impl Server {
         Ok(())
     }
 
-    fn channel_bind(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx, auth: &Auth) -> Result<(), TurnError> {
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        msg: &Message<&[u8]>,
+        ctx: &Ctx,
+        auth: &Auth,
+    ) -> Result<(), TurnError> {
         let cn = msg
             .attribute(attr::CHANNEL_NUMBER)
             .ok_or(TurnError::BadRequest(BadRequest::ChannelNumber))?;
-        let channel = ChannelNumber::new(attr::decode_channel_number(cn.value)?)
-            .ok_or(TurnError::BadRequest(BadRequest::ChannelNumber))?;
+        let channel = ChannelNumber::new_in(
+            attr::decode_channel_number(cn.value)?,
+            self.cfg.rfc5766_channels,
+        )
+        .ok_or(TurnError::BadRequest(BadRequest::ChannelNumber))?;
         let peers = self.peers(msg, ctx, true)?;
         if peers.len() != 1 {
             return Err(TurnError::BadRequest(BadRequest::Malformed));
@@ -1042,7 +1162,9 @@ impl Server {
                 return Err(TurnError::BadRequest(BadRequest::PeerInUse));
             }
         }
-        if !a.permissions.contains_key(&peer.0.ip()) && a.permissions.len() >= self.cfg.max_permissions {
+        if !a.permissions.contains_key(&peer.0.ip())
+            && a.permissions.len() >= self.cfg.max_permissions
+        {
             return Err(TurnError::InsufficientCapacity);
         }
         let expires = now + self.cfg.channel_lifetime;
@@ -1075,7 +1197,10 @@ impl Server {
             return;
         }
         let tid = msg.transaction_id();
-        let (Some(pa), Some(data)) = (msg.attribute(attr::XOR_PEER_ADDRESS), msg.attribute(attr::DATA)) else {
+        let (Some(pa), Some(data)) = (
+            msg.attribute(attr::XOR_PEER_ADDRESS),
+            msg.attribute(attr::DATA),
+        ) else {
             return;
         };
         let Ok(peer) = attr::decode_xor_address(pa.value, &tid).map(unmap) else {
@@ -1088,7 +1213,12 @@ impl Server {
             Some(e) if *e > now => {}
             _ => return,
         }
-        if self.cfg.filter.check_endpoint(peer, self.is_relayed(peer)).is_err() {
+        if self
+            .cfg
+            .filter
+            .check_endpoint(peer, self.is_relayed(peer))
+            .is_err()
+        {
             return;
         }
         let relay = a.relay;

@@ -30,8 +30,30 @@ impl ChannelNumber {
     pub const MIN: u16 = 0x4000;
     pub const MAX: u16 = 0x4FFF;
 
+    /// Highest channel of RFC 5766's older range 0x4000-0x7FFE, which coturn and its
+    /// `turnutils_uclient` still use.
+    pub const MAX_RFC5766: u16 = 0x7FFE;
+
     pub fn new(n: u16) -> Option<Self> {
-        (Self::MIN..=Self::MAX).contains(&n).then_some(ChannelNumber(n))
+        (Self::MIN..=Self::MAX)
+            .contains(&n)
+            .then_some(ChannelNumber(n))
+    }
+
+    /// Validate against RFC 8656's range, or RFC 5766's when `rfc5766` is set.
+    pub fn new_in(n: u16, rfc5766: bool) -> Option<Self> {
+        let max = if rfc5766 {
+            Self::MAX_RFC5766
+        } else {
+            Self::MAX
+        };
+        (Self::MIN..=max).contains(&n).then_some(ChannelNumber(n))
+    }
+
+    /// For table look-ups only: a number from the wire that is not validated; it matches
+    /// nothing unless a validated binding with that number exists.
+    pub(crate) fn lookup_key(n: u16) -> Self {
+        ChannelNumber(n)
     }
 
     pub fn get(self) -> u16 {

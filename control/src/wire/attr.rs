@@ -257,10 +257,14 @@ mod tests {
 
     #[test]
     fn xor_address_roundtrip_v4_v6() {
-        let tid = TransactionId([0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae]);
+        let tid = TransactionId([
+            0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+        ]);
         for a in [
             "192.0.2.1:32853".parse::<SocketAddr>().unwrap(),
-            "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap(),
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                .parse()
+                .unwrap(),
         ] {
             let v = encode_xor_address(a, &tid);
             assert_eq!(decode_xor_address(&v, &tid).unwrap(), a);

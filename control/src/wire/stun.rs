@@ -368,7 +368,12 @@ mod tests {
         assert_eq!(message_type(Method::Data, Class::Indication), 0x0017);
         assert_eq!(message_type(Method::ChannelBind, Class::Success), 0x0109);
         for m in 0..0x1000u16 {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 let t = message_type(Method::from_u16(m), c);
                 assert_eq!(split_type(t), (Method::from_u16(m), c));
             }
@@ -381,8 +386,8 @@ mod tests {
             Message::new_checked(&[0u8; 10][..]).unwrap_err(),
             WireError::Truncated
         );
-        let mut m = MessageBuilder::new(Method::Binding, Class::Request, TransactionId([7; 12]))
-            .finish();
+        let mut m =
+            MessageBuilder::new(Method::Binding, Class::Request, TransactionId([7; 12])).finish();
         assert!(Message::new_checked(&m[..]).is_ok());
         m[4] = 0; // break the cookie
         assert_eq!(
@@ -401,8 +406,8 @@ mod tests {
             WireError::Truncated
         );
         // Header length not matching the datagram.
-        let mut m2 = MessageBuilder::new(Method::Binding, Class::Request, TransactionId([7; 12]))
-            .finish();
+        let mut m2 =
+            MessageBuilder::new(Method::Binding, Class::Request, TransactionId([7; 12])).finish();
         m2.extend_from_slice(&[0, 0, 0, 0]);
         assert_eq!(
             Message::new_checked(&m2[..]).unwrap_err(),
@@ -416,7 +421,10 @@ mod tests {
         b.attr(0x8022, b"x").attr(0x0006, b"user").attr(0x8023, b"");
         let m = b.finish();
         let msg = Message::new_checked(&m[..]).unwrap();
-        let v: Vec<_> = msg.attributes().map(|a| (a.typ, a.value.to_vec())).collect();
+        let v: Vec<_> = msg
+            .attributes()
+            .map(|a| (a.typ, a.value.to_vec()))
+            .collect();
         assert_eq!(
             v,
             vec![

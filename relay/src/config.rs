@@ -1,0 +1,474 @@
+//! Command line and TOML configuration. Option names follow coturn's `turnserver` where
+//! both servers have the option, so an operator's habits (and most of a turnserver.conf's
+//! keys) carry over. The TOML file uses the same names as keys; the command line wins.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+use xturn_control::auth::Credentials;
+use xturn_control::filter::{IpRange, PeerFilter};
+
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "xturn",
+    version,
+    about = "xturn: a STUN/TURN relay (RFC 8489/8656)"
+)]
+pub struct Args {
+    /// TOML configuration file; keys are the long option names below (e.g. `realm = "x"`,
+    /// `user = ["alice:secret"]`). Command-line options override it.
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (repeatable). Default 127.0.0.1.
+    #[arg(short = 'L', long = "listening-ip")]
+    pub listening_ip: Vec<IpAddr>,
+    /// UDP port to listen on. Default 3478.
+    #[arg(short = 'p', long = "listening-port")]
+    pub listening_port: Option<u16>,
+    /// Relayed address for allocations (one IPv4 and/or one IPv6). Default: the first
+    /// listening address.
+    #[arg(short = 'E', long = "relay-ip")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Authentication realm. Default "xturn".
+    #[arg(short = 'r', long)]
+    pub realm: Option<String>,
+    /// Static long-term user NAME:PASSWORD (repeatable). Works together with REST secrets.
+    #[arg(short = 'u', long = "user")]
+    pub user: Vec<String>,
+    /// Accept TURN REST API credentials (user name "expiry:user", password
+    /// base64(HMAC-SHA1(secret, user name))) made with a --static-auth-secret.
+    #[arg(long = "use-auth-secret")]
+    pub use_auth_secret: bool,
+    /// Shared secret for the TURN REST API (repeatable: several are valid at once, for rotation).
+    #[arg(long = "static-auth-secret")]
+    pub static_auth_secret: Vec<String>,
+    /// Allocations per user name (0 = unlimited).
+    #[arg(long = "user-quota")]
+    pub user_quota: Option<u32>,
+    /// Allocations in total (0 = unlimited).
+    #[arg(long = "total-quota")]
+    pub total_quota: Option<u32>,
+    /// Lowest relay port. Default 49152.
+    #[arg(long = "min-port")]
+    pub min_port: Option<u16>,
+    /// Highest relay port. Default 65535.
+    #[arg(long = "max-port")]
+    pub max_port: Option<u16>,
+    /// Peer addresses to refuse (CIDR, address, or A-B range; repeatable).
+    #[arg(long = "denied-peer-ip")]
+    pub denied_peer_ip: Vec<String>,
+    /// Peer addresses to allow even if denied by default or by --denied-peer-ip (repeatable).
+    #[arg(long = "allowed-peer-ip")]
+    pub allowed_peer_ip: Vec<String>,
+    /// Allow peers on loopback addresses (127.0.0.0/8, ::1), as coturn's option of that name.
+    #[arg(long = "allow-loopback-peers")]
+    pub allow_loopback_peers: bool,
+    /// Seconds a nonce stays valid. Default 600.
+    #[arg(long = "stale-nonce")]
+    pub stale_nonce: Option<u64>,
+    /// Default allocation lifetime in seconds. Default 600.
+    #[arg(long = "default-allocate-lifetime")]
+    pub default_allocate_lifetime: Option<u64>,
+    /// Maximum allocation lifetime in seconds. Default 3600.
+    #[arg(long = "max-allocate-lifetime")]
+    pub max_allocate_lifetime: Option<u64>,
+    /// Permission lifetime in seconds. Default 300 (RFC 8656).
+    #[arg(long = "permission-lifetime")]
+    pub permission_lifetime: Option<u64>,
+    /// Channel lifetime in seconds. Default 600 (RFC 8656).
+    #[arg(long = "channel-lifetime")]
+    pub channel_lifetime: Option<u64>,
+    /// Accept channel numbers 0x4000-0x7FFE (RFC 5766, as coturn does) instead of
+    /// RFC 8656's 0x4000-0x4FFF. Needed by older clients such as coturn's turnutils_uclient.
+    #[arg(long = "rfc5766-channels")]
+    pub rfc5766_channels: bool,
+    /// Worker threads (one SO_REUSEPORT socket each, pinned to a core). Default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Log level: error, warn, info, debug, trace. Default info.
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+}
+
+/// The same keys in a TOML file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub listening_ip: Option<Vec<IpAddr>>,
+    pub listening_port: Option<u16>,
+    pub relay_ip: Option<Vec<IpAddr>>,
+    pub realm: Option<String>,
+    pub user: Option<Vec<String>>,
+    pub use_auth_secret: Option<bool>,
+    pub static_auth_secret: Option<Vec<String>>,
+    pub user_quota: Option<u32>,
+    pub total_quota: Option<u32>,
+    pub min_port: Option<u16>,
+    pub max_port: Option<u16>,
+    pub denied_peer_ip: Option<Vec<String>>,
+    pub allowed_peer_ip: Option<Vec<String>>,
+    pub allow_loopback_peers: Option<bool>,
+    pub stale_nonce: Option<u64>,
+    pub default_allocate_lifetime: Option<u64>,
+    pub max_allocate_lifetime: Option<u64>,
+    pub permission_lifetime: Option<u64>,
+    pub channel_lifetime: Option<u64>,
+    pub rfc5766_channels: Option<bool>,
+    pub threads: Option<usize>,
+    pub log_level: Option<String>,
+}
+
+/// Everything the running server needs, validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub relay_ipv4: Option<IpAddr>,
+    pub relay_ipv6: Option<IpAddr>,
+    pub threads: usize,
+    pub log_level: String,
+    pub server: xturn_control::Config,
+    /// Set when no credentials were configured: (user, password) of the demo user.
+    pub demo_user: Option<(String, String)>,
+}
+
+fn pick<T>(cli: Option<T>, file: Option<T>, default: T) -> T {
+    cli.or(file).unwrap_or(default)
+}
+
+fn pick_vec<T>(cli: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+    if cli.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        cli
+    }
+}
+
+fn ranges(list: &[String], what: &str) -> Result<Vec<IpRange>> {
+    list.iter()
+        .map(|s| {
+            s.parse::<IpRange>()
+                .with_context(|| format!("bad {what} value"))
+        })
+        .collect()
+}
+
+impl Settings {
+    pub fn load(args: Args) -> Result<Settings> {
+        let file = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("bad config file {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    pub fn merge(a: Args, f: FileConfig) -> Result<Settings> {
+        let port = pick(a.listening_port, f.listening_port, 3478);
+        if port == 0 {
+            bail!("--listening-port must not be 0");
+        }
+        let mut ips = pick_vec(a.listening_ip, f.listening_ip);
+        if ips.is_empty() {
+            ips.push(IpAddr::from([127, 0, 0, 1]));
+        }
+        let listen: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+
+        let relay_ips = pick_vec(a.relay_ip, f.relay_ip);
+        let mut relay_ipv4 = None;
+        let mut relay_ipv6 = None;
+        for ip in &relay_ips {
+            if ip.is_unspecified() {
+                bail!("--relay-ip {ip} is a wildcard: give the address peers will see");
+            }
+            let slot = if ip.is_ipv4() {
+                &mut relay_ipv4
+            } else {
+                &mut relay_ipv6
+            };
+            if slot.is_some() {
+                bail!("--relay-ip given twice for one address family ({ip}); xturn relays from one address per family");
+            }
+            *slot = Some(*ip);
+        }
+        if relay_ips.is_empty() {
+            let first = ips[0];
+            if first.is_unspecified() {
+                bail!("listening on {first} needs an explicit --relay-ip (the address peers will see)");
+            }
+            if first.is_ipv4() {
+                relay_ipv4 = Some(first);
+            } else {
+                relay_ipv6 = Some(first);
+            }
+        }
+
+        let realm = pick(a.realm, f.realm, "xturn".to_string());
+        let mut creds = Credentials::new(&realm).with_context(|| "bad --realm")?;
+        let users = pick_vec(a.user, f.user);
+        for u in &users {
+            let (name, pw) = u
+                .split_once(':')
+                .with_context(|| format!("--user {u:?} must be NAME:PASSWORD"))?;
+            if name.is_empty() || pw.is_empty() {
+                bail!("--user {u:?}: empty name or password");
+            }
+            creds
+                .add_user(name, pw)
+                .with_context(|| format!("--user {name:?}"))?;
+        }
+        let use_secret = a.use_auth_secret || f.use_auth_secret.unwrap_or(false);
+        let secrets = pick_vec(a.static_auth_secret, f.static_auth_secret);
+        match (use_secret, secrets.is_empty()) {
+            (true, true) => bail!("--use-auth-secret needs at least one --static-auth-secret"),
+            (false, false) => bail!(
+                "--static-auth-secret is only used with --use-auth-secret (as in coturn): add it"
+            ),
+            _ => {}
+        }
+        for s in &secrets {
+            creds.add_secret(s).context("--static-auth-secret")?;
+        }
+        let mut demo_user = None;
+        if users.is_empty() && secrets.is_empty() {
+            use rand::Rng;
+            let pw: String = rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(12)
+                .map(char::from)
+                .collect();
+            creds
+                .add_user("demo", &pw)
+                .expect("alphanumeric password is valid");
+            demo_user = Some(("demo".to_string(), pw));
+        }
+
+        let min_port = pick(a.min_port, f.min_port, 49152);
+        let max_port = pick(a.max_port, f.max_port, 65535);
+        if min_port == 0 || min_port > max_port {
+            bail!("relay port range --min-port {min_port} .. --max-port {max_port} is empty or starts at 0");
+        }
+        let secs = |v: u64, name: &str| -> Result<Duration> {
+            if v == 0 {
+                bail!("--{name} must be at least 1 second");
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let max_lifetime = secs(
+            pick(a.max_allocate_lifetime, f.max_allocate_lifetime, 3600),
+            "max-allocate-lifetime",
+        )?;
+        let default_lifetime = secs(
+            pick(
+                a.default_allocate_lifetime,
+                f.default_allocate_lifetime,
+                600,
+            ),
+            "default-allocate-lifetime",
+        )?;
+        if default_lifetime > max_lifetime {
+            bail!("--default-allocate-lifetime exceeds --max-allocate-lifetime");
+        }
+        let permission_lifetime = secs(
+            pick(a.permission_lifetime, f.permission_lifetime, 300),
+            "permission-lifetime",
+        )?;
+        let channel_lifetime = secs(
+            pick(a.channel_lifetime, f.channel_lifetime, 600),
+            "channel-lifetime",
+        )?;
+        let nonce_lifetime = secs(pick(a.stale_nonce, f.stale_nonce, 600), "stale-nonce")?;
+
+        let mut allowed = ranges(
+            &pick_vec(a.allowed_peer_ip, f.allowed_peer_ip),
+            "--allowed-peer-ip",
+        )?;
+        if a.allow_loopback_peers || f.allow_loopback_peers.unwrap_or(false) {
+            allowed.push("127.0.0.0/8".parse().expect("literal"));
+            allowed.push("::1/128".parse().expect("literal"));
+        }
+        let denied = ranges(
+            &pick_vec(a.denied_peer_ip, f.denied_peer_ip),
+            "--denied-peer-ip",
+        )?;
+        let relay_list: Vec<IpAddr> = relay_ipv4.into_iter().chain(relay_ipv6).collect();
+        let filter = PeerFilter::new(allowed, denied, true, listen.clone(), relay_list);
+
+        let threads = pick(
+            a.threads,
+            f.threads,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        );
+        if threads == 0 || threads > 256 {
+            bail!("--threads must be between 1 and 256");
+        }
+        let log_level = pick(a.log_level, f.log_level, "info".to_string());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            bail!("--log-level {log_level:?}: use error, warn, info, debug or trace");
+        }
+
+        let mut server = xturn_control::Config::new(
+            creds,
+            relay_ipv4.or(relay_ipv6).expect("set above"),
+            filter,
+        );
+        server.relay_ipv4 = relay_ipv4;
+        server.relay_ipv6 = relay_ipv6;
+        server.min_port = min_port;
+        server.max_port = max_port;
+        server.default_lifetime = default_lifetime;
+        server.max_lifetime = max_lifetime;
+        server.permission_lifetime = permission_lifetime;
+        server.channel_lifetime = channel_lifetime;
+        server.nonce_lifetime = nonce_lifetime;
+        server.user_quota = pick(a.user_quota, f.user_quota, 0);
+        server.total_quota = pick(a.total_quota, f.total_quota, 0);
+        server.rfc5766_channels = a.rfc5766_channels || f.rfc5766_channels.unwrap_or(false);
+        Ok(Settings {
+            listen,
+            relay_ipv4,
+            relay_ipv6,
+            threads,
+            log_level,
+            server,
+            demo_user,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings> {
+        let mut v = vec!["xturn"];
+        v.extend_from_slice(args);
+        Settings::merge(Args::try_parse_from(v)?, FileConfig::default())
+    }
+
+    #[test]
+    fn defaults_are_loopback_with_demo_user() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.listen, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(s.relay_ipv4, Some("127.0.0.1".parse().unwrap()));
+        assert!(s.demo_user.is_some());
+        assert_eq!(s.server.min_port, 49152);
+        assert_eq!(s.server.max_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn coturn_option_names() {
+        let s = parse(&[
+            "--listening-ip",
+            "192.0.2.1",
+            "--listening-port",
+            "3479",
+            "--relay-ip",
+            "198.51.100.1",
+            "--realm",
+            "example.org",
+            "--user",
+            "alice:pw",
+            "--user",
+            "bob:pw2",
+            "--use-auth-secret",
+            "--static-auth-secret",
+            "old",
+            "--static-auth-secret",
+            "new",
+            "--user-quota",
+            "3",
+            "--total-quota",
+            "100",
+            "--min-port",
+            "50000",
+            "--max-port",
+            "50100",
+            "--denied-peer-ip",
+            "198.51.100.0-198.51.100.9",
+            "--allowed-peer-ip",
+            "10.1.0.0/16",
+            "--stale-nonce",
+            "60",
+            "--max-allocate-lifetime",
+            "1800",
+            "--permission-lifetime",
+            "120",
+            "--channel-lifetime",
+            "300",
+        ])
+        .unwrap();
+        assert_eq!(s.listen, vec!["192.0.2.1:3479".parse().unwrap()]);
+        assert_eq!(s.relay_ipv4, Some("198.51.100.1".parse().unwrap()));
+        assert!(s.demo_user.is_none());
+        assert_eq!(s.server.user_quota, 3);
+        assert_eq!(s.server.total_quota, 100);
+        assert_eq!((s.server.min_port, s.server.max_port), (50000, 50100));
+        assert_eq!(s.server.nonce_lifetime, Duration::from_secs(60));
+        assert_eq!(s.server.max_lifetime, Duration::from_secs(1800));
+        assert_eq!(s.server.permission_lifetime, Duration::from_secs(120));
+        assert_eq!(s.server.channel_lifetime, Duration::from_secs(300));
+        assert!(s
+            .server
+            .filter
+            .check_ip("10.1.2.3".parse().unwrap())
+            .is_ok());
+        assert!(s
+            .server
+            .filter
+            .check_ip("198.51.100.5".parse().unwrap())
+            .is_err());
+        assert!(s.server.credentials.has_users() && s.server.credentials.has_secrets());
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_a_reason() {
+        for (args, needle) in [
+            (&["--user", "nocolon"][..], "NAME:PASSWORD"),
+            (&["--static-auth-secret", "x"][..], "--use-auth-secret"),
+            (&["--use-auth-secret"][..], "--static-auth-secret"),
+            (
+                &["--min-port", "6000", "--max-port", "5000"][..],
+                "port range",
+            ),
+            (&["--listening-ip", "0.0.0.0"][..], "--relay-ip"),
+            (&["--denied-peer-ip", "300.1.1.1"][..], "--denied-peer-ip"),
+            (&["--log-level", "loud"][..], "--log-level"),
+            (&["--permission-lifetime", "0"][..], "permission-lifetime"),
+        ] {
+            let e = format!("{:#}", parse(args).unwrap_err());
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn toml_file_uses_the_same_keys_and_cli_wins() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            listening-ip = ["192.0.2.1"]
+            listening-port = 4000
+            realm = "file.example"
+            user = ["carol:pw"]
+            use-auth-secret = true
+            static-auth-secret = ["s1"]
+            min-port = 40000
+            max-port = 40010
+            "#,
+        )
+        .unwrap();
+        let a = Args::try_parse_from(["xturn", "--listening-port", "5000"]).unwrap();
+        let s = Settings::merge(a, f).unwrap();
+        assert_eq!(s.listen, vec!["192.0.2.1:5000".parse().unwrap()]);
+        assert_eq!(s.server.credentials.realm(), "file.example");
+        assert_eq!((s.server.min_port, s.server.max_port), (40000, 40010));
+        assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
+    }
+}

@@ -1,0 +1,378 @@
+//! The socket data path: worker threads that drive the sans-IO control plane and relay
+//! data with their own copy of the data-plane tables.
+//!
+//! ```text
+//!  client ──UDP──> listener (SO_REUSEPORT, one per worker) ─┬─ ChannelData ─> DataPlane ─> relay socket ─> peer
+//!                                                           └─ STUN ─> Mutex<Server> ─> outputs
+//!  peer ──UDP──> relay socket (polled by one worker) ─> DataPlane ─> ChannelData/Data ind. ─> listener ─> client
+//!  outputs: Transmit -> send; BindRelay -> bind + relay_bound; Install*/Remove* -> broadcast to every worker
+//! ```
+//!
+//! The packet path takes no lock: each worker owns a [`DataPlane`] fed through a crossbeam
+//! channel with the same outputs the server applies to its own. Control messages (STUN)
+//! take the server mutex; they are rare next to data.
+
+use crate::config::Settings;
+use crate::net::{self, Epoll, RecvBatch, SendBatch};
+use anyhow::Result;
+use crossbeam_channel::{Receiver, Sender};
+use rand::{RngCore, SeedableRng};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use xturn_control::wire::{looks_like_channel_data, TransactionId};
+use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server};
+
+/// What workers learn from the control plane.
+enum Update {
+    Data(Output),
+    RelayOpened(RelayAddr, Arc<UdpSocket>),
+    RelayClosed(RelayAddr),
+}
+
+struct Shared {
+    server: Mutex<Server>,
+    updates: Vec<Sender<Update>>,
+    epolls: Vec<RawFd>,
+    relays: Mutex<HashMap<RelayAddr, Arc<UdpSocket>>>,
+    shutdown: Arc<AtomicBool>,
+}
+
+const LISTENER: u64 = 1 << 63;
+const TIMER_TICK: Duration = Duration::from_millis(100);
+
+fn relay_token(r: RelayAddr) -> u64 {
+    ((r.0.is_ipv6() as u64) << 16) | r.0.port() as u64
+}
+
+fn owner(r: RelayAddr, n: usize) -> usize {
+    r.0.port() as usize % n
+}
+
+impl Shared {
+    fn broadcast(&self, mk: impl Fn() -> Update) {
+        for tx in &self.updates {
+            let _ = tx.send(mk());
+        }
+    }
+
+    /// Drain the server's outputs. Called with the server lock held.
+    fn drive(&self, server: &mut Server, now: Instant, listeners: &[(SocketAddr, UdpSocket)]) {
+        while let Some(o) = server.poll_output() {
+            match o {
+                Output::Transmit(t) => {
+                    let sock = listeners
+                        .iter()
+                        .find(|(a, _)| *a == t.source)
+                        .map(|(_, s)| s);
+                    let r = match sock {
+                        Some(s) => s.send_to(&t.payload, t.destination),
+                        None => match self
+                            .relays
+                            .lock()
+                            .expect("relays lock")
+                            .get(&RelayAddr(t.source))
+                        {
+                            Some(s) => s.send_to(&t.payload, t.destination),
+                            None => Ok(0),
+                        },
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!("send to {} failed: {e}", t.destination);
+                    }
+                }
+                Output::BindRelay {
+                    token,
+                    relay,
+                    dont_fragment,
+                } => match net::relay_socket(relay.0, dont_fragment) {
+                    Ok(sock) => {
+                        let sock = Arc::new(sock);
+                        let n = self.epolls.len();
+                        if let Err(e) = Epoll::add(
+                            self.epolls[owner(relay, n)],
+                            sock.as_raw_fd(),
+                            relay_token(relay),
+                        ) {
+                            tracing::warn!("cannot poll relay socket {}: {e}", relay.0);
+                            server.relay_bound(now, token, false);
+                            continue;
+                        }
+                        self.relays
+                            .lock()
+                            .expect("relays lock")
+                            .insert(relay, sock.clone());
+                        self.broadcast(|| Update::RelayOpened(relay, sock.clone()));
+                        server.relay_bound(now, token, true);
+                    }
+                    Err(e) => {
+                        tracing::debug!("relay address {} unavailable: {e}", relay.0);
+                        server.relay_bound(now, token, false);
+                    }
+                },
+                Output::RemoveAllocation { five_tuple, relay } => {
+                    tracing::debug!("allocation {} of {} removed", relay.0, five_tuple.client.0);
+                    let o = Output::RemoveAllocation { five_tuple, relay };
+                    self.broadcast(|| Update::Data(o.clone()));
+                    if let Some(s) = self.relays.lock().expect("relays lock").remove(&relay) {
+                        let n = self.epolls.len();
+                        Epoll::del(self.epolls[owner(relay, n)], s.as_raw_fd());
+                    }
+                    self.broadcast(|| Update::RelayClosed(relay));
+                }
+                other => {
+                    if let Output::InstallAllocation {
+                        five_tuple, relay, ..
+                    } = &other
+                    {
+                        tracing::debug!("allocation {} for {}", relay.0, five_tuple.client.0);
+                    }
+                    self.broadcast(|| Update::Data(other.clone()));
+                }
+            }
+        }
+    }
+}
+
+struct Worker {
+    idx: usize,
+    shared: Arc<Shared>,
+    epoll: Epoll,
+    rx: Receiver<Update>,
+    listeners: Vec<(SocketAddr, UdpSocket)>,
+    data: DataPlane,
+    relays: HashMap<RelayAddr, Arc<UdpSocket>>,
+    recv: RecvBatch,
+    to_peers: HashMap<RelayAddr, SendBatch>,
+    to_clients: Vec<SendBatch>,
+    out: Vec<u8>,
+    rng: rand::rngs::StdRng,
+}
+
+impl Worker {
+    fn apply_updates(&mut self) {
+        while let Ok(u) = self.rx.try_recv() {
+            match u {
+                Update::Data(o) => self.data.apply(&o),
+                Update::RelayOpened(r, s) => {
+                    self.relays.insert(r, s);
+                }
+                Update::RelayClosed(r) => {
+                    self.relays.remove(&r);
+                    self.to_peers.remove(&r);
+                }
+            }
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut next_tick = Instant::now() + TIMER_TICK;
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let n = self.epoll.wait(&mut events, 50);
+            self.apply_updates();
+            for ev in events.iter().take(n) {
+                let token = ev.u64;
+                if token & LISTENER != 0 {
+                    self.on_listener((token & !LISTENER) as usize);
+                } else {
+                    self.on_relay(token);
+                }
+            }
+            if self.idx == 0 {
+                let now = Instant::now();
+                if now >= next_tick {
+                    next_tick = now + TIMER_TICK;
+                    let mut s = self.shared.server.lock().expect("server lock");
+                    s.handle_timeout(now);
+                    self.shared.drive(&mut s, now, &self.listeners);
+                }
+            }
+        }
+    }
+
+    fn on_listener(&mut self, li: usize) {
+        let fd = self.listeners[li].1.as_raw_fd();
+        let local = self.listeners[li].0;
+        // Bounded rounds so one busy socket cannot starve the others.
+        for _ in 0..8 {
+            let n = match self.recv.recv(fd) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let Some((from, bytes)) = self.recv.get(i) else {
+                    continue;
+                };
+                if looks_like_channel_data(bytes) {
+                    let ft = FiveTuple {
+                        client: ClientAddr(from),
+                        server: local,
+                    };
+                    if let Some(f) = self.data.client_to_peer(now, ft, bytes) {
+                        self.to_peers
+                            .entry(f.relay)
+                            .or_insert_with(SendBatch::new)
+                            .push(f.peer.0, &bytes[f.payload]);
+                    }
+                } else {
+                    let mut s = self.shared.server.lock().expect("server lock");
+                    s.handle_input(now, from, local, bytes);
+                    self.shared.drive(&mut s, now, &self.listeners);
+                    drop(s);
+                    // Our own tables must see what we just installed before the next datagram.
+                    self.apply_updates();
+                }
+            }
+            for (relay, batch) in self.to_peers.iter_mut() {
+                if batch.len() > 0 {
+                    if let Some(s) = self.relays.get(relay) {
+                        batch.flush(s.as_raw_fd());
+                    } else {
+                        batch.flush(-1);
+                    }
+                }
+            }
+            if n < net::BATCH {
+                break;
+            }
+        }
+    }
+
+    fn on_relay(&mut self, token: u64) {
+        let port = (token & 0xFFFF) as u16;
+        let v6 = token & (1 << 16) != 0;
+        let Some((&relay, sock)) = self
+            .relays
+            .iter()
+            .find(|(r, _)| r.0.port() == port && r.0.is_ipv6() == v6)
+        else {
+            return;
+        };
+        let fd = sock.as_raw_fd();
+        for _ in 0..8 {
+            let n = match self.recv.recv(fd) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let Some((from, bytes)) = self.recv.get(i) else {
+                    continue;
+                };
+                let mut t = [0u8; 12];
+                self.rng.fill_bytes(&mut t);
+                if let Some(to) = self.data.peer_to_client(
+                    now,
+                    relay,
+                    PeerAddr(from),
+                    bytes,
+                    TransactionId(t),
+                    &mut self.out,
+                ) {
+                    if let Some(li) = self.listeners.iter().position(|(a, _)| *a == to.server) {
+                        self.to_clients[li].push(to.client.0, &self.out);
+                    }
+                }
+            }
+            for (li, batch) in self.to_clients.iter_mut().enumerate() {
+                if batch.len() > 0 {
+                    batch.flush(self.listeners[li].1.as_raw_fd());
+                }
+            }
+            if n < net::BATCH {
+                break;
+            }
+        }
+    }
+}
+
+/// Run the server until `shutdown` is set.
+pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<()> {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let server = Server::new(
+        settings.server.clone(),
+        Instant::now(),
+        unix,
+        Box::new(rand::rngs::StdRng::from_entropy()),
+    );
+    let n = settings.threads;
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    let mut epolls = Vec::new();
+    for _ in 0..n {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        txs.push(tx);
+        rxs.push(rx);
+        epolls.push(Epoll::new()?);
+    }
+    // All listeners are bound before any worker starts, so a bind error stops start-up.
+    let mut per_worker = Vec::new();
+    for ep in &epolls {
+        let mut ls = Vec::new();
+        for (li, addr) in settings.listen.iter().enumerate() {
+            let s = net::reuseport_listener(*addr)?;
+            Epoll::add(ep.raw(), s.as_raw_fd(), LISTENER | li as u64)?;
+            ls.push((*addr, s));
+        }
+        per_worker.push(ls);
+    }
+    let shared = Arc::new(Shared {
+        server: Mutex::new(server),
+        updates: txs,
+        epolls: epolls.iter().map(|e| e.raw()).collect(),
+        relays: Mutex::new(HashMap::new()),
+        shutdown,
+    });
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::new();
+    for (idx, ((epoll, rx), listeners)) in epolls.into_iter().zip(rxs).zip(per_worker).enumerate() {
+        let core = if cores.is_empty() {
+            None
+        } else {
+            Some(cores[idx % cores.len()])
+        };
+        let nl = listeners.len();
+        let w = Worker {
+            idx,
+            shared: shared.clone(),
+            epoll,
+            rx,
+            listeners,
+            data: DataPlane::new(),
+            relays: HashMap::new(),
+            recv: RecvBatch::new(),
+            to_peers: HashMap::new(),
+            to_clients: (0..nl).map(|_| SendBatch::new()).collect(),
+            out: Vec::with_capacity(2048),
+            rng: rand::rngs::StdRng::from_entropy(),
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("xturn-worker-{idx}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    w.run()
+                })?,
+        );
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let alive = shared
+        .server
+        .lock()
+        .map(|s| s.allocation_count())
+        .unwrap_or(0);
+    tracing::info!("stopped ({alive} allocations dropped)");
+    Ok(())
+}

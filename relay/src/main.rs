@@ -1,0 +1,59 @@
+//! `xturn`: the TURN server binary. It parses configuration, then runs the socket data
+//! path ([`driver`]) around the sans-IO control plane of `xturn-control`.
+
+mod config;
+mod driver;
+mod net;
+
+use anyhow::Result;
+use clap::Parser;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xturn: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = config::Args::parse();
+    let settings = config::Settings::load(args)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "xturn={0},xturn_relay={0}",
+            settings.log_level
+        )))
+        .with_target(false)
+        .init();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, shutdown.clone())?;
+    let listen: Vec<String> = settings.listen.iter().map(|a| a.to_string()).collect();
+    let relay: Vec<String> = settings
+        .relay_ipv4
+        .iter()
+        .chain(settings.relay_ipv6.iter())
+        .map(|a| a.to_string())
+        .collect();
+    tracing::info!(
+        "xturn {} listening on udp {} relaying from {} ports {}-{}, realm {:?}, {} threads",
+        env!("CARGO_PKG_VERSION"),
+        listen.join(", "),
+        relay.join(", "),
+        settings.server.min_port,
+        settings.server.max_port,
+        settings.server.credentials.realm(),
+        settings.threads
+    );
+    if let Some((u, p)) = &settings.demo_user {
+        tracing::info!("no --user or --static-auth-secret given: demo user {u:?} password {p:?}");
+        // Also on stdout, for scripts and humans who read the first line.
+        println!(
+            "demo user: {u} password: {p} realm: {}",
+            settings.server.credentials.realm()
+        );
+    }
+    driver::run(settings, shutdown)
+}
