@@ -339,7 +339,11 @@ impl NonceKey {
 pub fn nonce_features(nonce: &str) -> Option<u32> {
     let rest = nonce.strip_prefix(NONCE_COOKIE)?;
     let b = STANDARD.decode(rest.get(..4)?).ok()?;
-    Some(((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32)
+    // Four characters with '=' padding decode to fewer than 3 bytes: not a cookie.
+    let &[b0, b1, b2] = &b[..] else {
+        return None;
+    };
+    Some(((b0 as u32) << 16) | ((b1 as u32) << 8) | b2 as u32)
 }
 
 impl From<base64::DecodeError> for WireError {

@@ -159,7 +159,7 @@ impl TurnClient {
 }
 
 /// Body of an Allocate request for UDP with an optional lifetime.
-pub fn allocate_body(lifetime: Option<Duration>) -> impl FnOnce(&mut MessageBuilder) {
+pub fn allocate_body(lifetime: Option<Duration>) -> impl Fn(&mut MessageBuilder) + Clone {
     move |b| {
         b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         if let Some(l) = lifetime {
@@ -169,23 +169,23 @@ pub fn allocate_body(lifetime: Option<Duration>) -> impl FnOnce(&mut MessageBuil
 }
 
 /// Body of a Refresh request.
-pub fn refresh_body(lifetime: Duration) -> impl FnOnce(&mut MessageBuilder) {
+pub fn refresh_body(lifetime: Duration) -> impl Fn(&mut MessageBuilder) + Clone {
     move |b| {
         b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
     }
 }
 
 /// Body of a CreatePermission request.
-pub fn permission_body(peers: Vec<SocketAddr>) -> impl FnOnce(&mut MessageBuilder) {
+pub fn permission_body(peers: Vec<SocketAddr>) -> impl Fn(&mut MessageBuilder) + Clone {
     move |b| {
-        for p in peers {
-            b.xor_addr(attr::XOR_PEER_ADDRESS, p);
+        for p in &peers {
+            b.xor_addr(attr::XOR_PEER_ADDRESS, *p);
         }
     }
 }
 
 /// Body of a ChannelBind request.
-pub fn channel_bind_body(channel: u16, peer: SocketAddr) -> impl FnOnce(&mut MessageBuilder) {
+pub fn channel_bind_body(channel: u16, peer: SocketAddr) -> impl Fn(&mut MessageBuilder) + Clone {
     move |b| {
         b.attr(
             attr::CHANNEL_NUMBER,

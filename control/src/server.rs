@@ -13,12 +13,11 @@ use crate::filter::PeerFilter;
 use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
 use crate::wire::{
     attr, looks_like_channel_data, looks_like_stun, Class, IntegrityKind, Message, MessageBuilder,
-    Method, TransactionId,
+    Method, TransactionId, HEADER_LEN,
 };
 use crate::{Output, Transmit};
 use rand_core::RngCore;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -96,7 +95,7 @@ struct Allocation {
     kind: IntegrityKind,
     fingerprint: bool,
     expires: Instant,
-    /// The deadline currently in the timer heap (for not pushing duplicates).
+    /// The allocation's one entry in the timer set: the earliest of its deadlines.
     scheduled: Instant,
     permissions: HashMap<IpAddr, Instant>,
     channels: HashMap<ChannelNumber, (PeerAddr, Instant)>,
@@ -116,6 +115,9 @@ struct Pending {
     ip: IpAddr,
     port: u16,
     attempts: u32,
+    /// Ports whose bind failed, kept marked used while this allocation keeps trying so
+    /// that the next pick is another port; released when the attempt ends.
+    failed: Vec<u16>,
     even_port: Option<bool>,
     reserved: bool,
     dont_fragment: bool,
@@ -157,7 +159,8 @@ pub struct Server {
     pending: HashMap<BindToken, Pending>,
     pending_by_tuple: HashMap<FiveTuple, BindToken>,
     reservations: HashMap<[u8; 8], Reservation>,
-    timers: BinaryHeap<Reverse<(Instant, FiveTuple)>>,
+    /// Exactly one entry per allocation: (its `scheduled` deadline, its 5-tuple).
+    timers: BTreeSet<(Instant, FiveTuple)>,
     next_token: u64,
     outputs: VecDeque<Output>,
     data: DataPlane,
@@ -194,7 +197,7 @@ impl Server {
             pending: HashMap::new(),
             pending_by_tuple: HashMap::new(),
             reservations: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             next_token: 1,
             outputs: VecDeque::new(),
             data: DataPlane::new(),
@@ -245,7 +248,7 @@ impl Server {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let timer = self.timers.first().map(|(t, _)| *t);
         let reservation = self.reservations.values().map(|r| r.expires).min();
         match (timer, reservation) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -359,15 +362,21 @@ impl Server {
         if !ok {
             // Someone else holds that port: keep it marked used for this allocation's
             // lifetime of trying and pick another (RFC 8656 section 7.2: 508 if none).
-            self.used_ports.remove(&(p.ip, p.port));
+            // The neighbour claimed for an EVEN-PORT reservation is ours: free it.
+            p.failed.push(p.port);
+            if p.even_port == Some(true) {
+                self.used_ports.remove(&(p.ip, p.port + 1));
+            }
             p.attempts += 1;
             if p.reserved || p.attempts >= BIND_ATTEMPTS {
+                self.release_failed(&p);
                 self.release_quota(&p.username);
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
             }
             let Some(port) = self.pick_port(p.ip, p.even_port.is_some(), p.even_port == Some(true))
             else {
+                self.release_failed(&p);
                 self.release_quota(&p.username);
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
@@ -376,6 +385,7 @@ impl Server {
             self.start_bind(p);
             return;
         }
+        self.release_failed(&p);
         let relay = RelayAddr(SocketAddr::new(p.ip, p.port));
         let expires = now + p.lifetime;
         let mut token_out = None;
@@ -410,7 +420,7 @@ impl Server {
         };
         self.allocations.insert(p.five_tuple, alloc);
         self.by_relay.insert(relay, p.five_tuple);
-        self.timers.push(Reverse((expires, p.five_tuple)));
+        self.timers.insert((expires, p.five_tuple));
         self.emit(Output::InstallAllocation {
             five_tuple: p.five_tuple,
             relay,
@@ -450,11 +460,11 @@ impl Server {
                 self.used_ports.remove(&(r.ip, r.port));
             }
         }
-        while let Some(Reverse((t, ft))) = self.timers.peek().copied() {
+        while let Some(&(t, ft)) = self.timers.first() {
             if t > now {
                 break;
             }
-            self.timers.pop();
+            self.timers.pop_first();
             self.expire(now, ft);
         }
     }
@@ -504,7 +514,7 @@ impl Server {
             .min()
             .expect("allocation expiry is always there");
         a.scheduled = next;
-        self.timers.push(Reverse((next, ft)));
+        self.timers.insert((next, ft));
         for o in outs {
             self.emit(o);
         }
@@ -513,8 +523,9 @@ impl Server {
     fn schedule(&mut self, ft: FiveTuple, at: Instant) {
         if let Some(a) = self.allocations.get_mut(&ft) {
             if at < a.scheduled {
+                self.timers.remove(&(a.scheduled, ft));
                 a.scheduled = at;
-                self.timers.push(Reverse((at, ft)));
+                self.timers.insert((at, ft));
             }
         }
     }
@@ -523,6 +534,7 @@ impl Server {
         let Some(a) = self.allocations.remove(&ft) else {
             return;
         };
+        self.timers.remove(&(a.scheduled, ft));
         self.by_relay.remove(&a.relay);
         self.used_ports.remove(&(a.relay.0.ip(), a.relay.0.port()));
         if let Some(t) = a.reservation_token {
@@ -553,6 +565,12 @@ impl Server {
             five_tuple: ft,
             relay: a.relay,
         });
+    }
+
+    fn release_failed(&mut self, p: &Pending) {
+        for port in &p.failed {
+            self.used_ports.remove(&(p.ip, *port));
+        }
     }
 
     fn release_quota(&mut self, user: &str) {
@@ -788,6 +806,21 @@ impl Server {
     }
 
     fn authenticated_request(&mut self, now: Instant, msg: &Message<&[u8]>, ctx: &Ctx) {
+        // RFC 8489 section 14.5: attributes after the integrity attribute are not covered
+        // by it and MUST be ignored (FINGERPRINT was checked already). Work on a view of
+        // the message that ends with its integrity attribute.
+        let covered = up_to_integrity(msg);
+        let view;
+        let msg = match &covered {
+            Some(bytes) => match Message::new_checked(&bytes[..]) {
+                Ok(m) => {
+                    view = m;
+                    &view
+                }
+                Err(_) => return,
+            },
+            None => msg,
+        };
         let Some(auth) = self.authenticate(now, msg, ctx) else {
             return;
         };
@@ -954,6 +987,7 @@ impl Server {
             ip,
             port,
             attempts: 0,
+            failed: Vec::new(),
             even_port,
             reserved,
             dont_fragment,
@@ -987,7 +1021,7 @@ impl Server {
         let span = hi - lo + 1;
         let ok = |s: &Self, p: u32| {
             p <= hi
-                && (!even || p % 2 == 0)
+                && (!even || p.is_multiple_of(2))
                 && !s.used_ports.contains(&(ip, p as u16))
                 && (!pair || (p < hi && !s.used_ports.contains(&(ip, p as u16 + 1))))
         };
@@ -1041,6 +1075,8 @@ impl Server {
                 .expect("checked by caller");
             a.expires = expires;
             let relay = a.relay;
+            // A shorter lifetime than before moves the allocation's deadline earlier.
+            self.schedule(ctx.five_tuple, expires);
             self.emit(Output::InstallAllocation {
                 five_tuple: ctx.five_tuple,
                 relay,
@@ -1225,6 +1261,22 @@ impl Server {
         self.data.count_to_peer(relay, data.value.len());
         self.transmit(relay.0, peer, data.value.to_vec());
     }
+}
+
+/// The message up to and including its first integrity attribute, with the length field
+/// rewritten to end there; `None` if there is no integrity attribute or nothing follows it.
+fn up_to_integrity(msg: &Message<&[u8]>) -> Option<Vec<u8>> {
+    let a = msg
+        .attributes()
+        .find(|a| a.typ == attr::MESSAGE_INTEGRITY || a.typ == attr::MESSAGE_INTEGRITY_SHA256)?;
+    let end = a.offset + 4 + ((a.value.len() + 3) & !3);
+    let bytes = msg.as_bytes();
+    if end >= bytes.len() {
+        return None;
+    }
+    let mut v = bytes[..end].to_vec();
+    v[2..4].copy_from_slice(&((end - HEADER_LEN) as u16).to_be_bytes());
+    Some(v)
 }
 
 /// An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) is the IPv4 peer a.b.c.d: one permission and

@@ -220,6 +220,10 @@ impl Worker {
                             .push(f.peer.0, &bytes[f.payload]);
                     }
                 } else {
+                    tracing::trace!(
+                        "{} bytes of control traffic from {from} to {local}",
+                        bytes.len()
+                    );
                     let mut s = self.shared.server.lock().expect("server lock");
                     s.handle_input(now, from, local, bytes);
                     self.shared.drive(&mut s, now, &self.listeners);

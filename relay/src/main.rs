@@ -26,6 +26,8 @@ fn real_main() -> Result<()> {
             settings.log_level
         )))
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let shutdown = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;

@@ -135,7 +135,7 @@ impl<T: AsRef<[u8]>> Message<T> {
             return Err(WireError::NotStun);
         }
         let len = u16::from_be_bytes([b[2], b[3]]) as usize;
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             return Err(WireError::BadLength);
         }
         if HEADER_LEN + len != b.len() {
@@ -286,7 +286,7 @@ impl MessageBuilder {
         self.buf
             .extend_from_slice(&(value.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(value);
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
         let l = self.buf.len() - HEADER_LEN;

@@ -1,0 +1,298 @@
+//! End-to-end test harness for xturn: starts the real `xturn` binary (and third-party
+//! programs) as child processes on loopback, and gives tests a blocking TURN client built
+//! on `xturn_control::client`. Every wait is bounded; children are killed by PID on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use xturn_control::client::{self, Answer, TurnClient};
+use xturn_control::wire::{attr, Method, TransactionId};
+
+/// Path of the `xturn` binary of this workspace. The first call in a test process runs
+/// `cargo build` for it (a no-op when up to date), so a test never runs a stale binary.
+pub fn xturn_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/<test-exe> -> target/<profile>/xturn
+            let exe = std::env::current_exe().expect("current exe");
+            let dir = exe
+                .parent()
+                .and_then(|d| d.parent())
+                .expect("target dir")
+                .to_path_buf();
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["build", "--quiet", "-p", "xturn-relay", "--bin", "xturn"]);
+            if dir.ends_with("release") {
+                c.arg("--release");
+            }
+            let st = c.status().expect("run cargo build");
+            assert!(st.success(), "cargo build -p xturn-relay failed");
+            dir.join("xturn")
+        })
+        .clone()
+}
+
+/// A UDP port that was free a moment ago on 127.0.0.1 (and, for turnutils_peer, port+1 too).
+pub fn free_udp_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let p = a.local_addr().unwrap().port();
+        if p < 65535 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free UDP port pair");
+}
+
+/// A running child process, killed (by its PID) and reaped on drop; its output lines are
+/// collected for assertions.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for r in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let l = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    l.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc {
+            child,
+            lines,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Wait until a line containing `needle` appears (bounded).
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Some(l.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY-free: signal our own child by PID; SIGTERM first for a clean stop.
+            let pid = self.child.id() as i32;
+            unsafe_kill(pid, 15);
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            eprintln!("{} did not stop on SIGTERM; killed", self.name);
+        }
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// The xturn server under test.
+pub struct Xturn {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Xturn {
+    /// Start xturn on 127.0.0.1 at a free port with `args`; waits until it answers a
+    /// Binding request.
+    pub fn start(args: &[&str]) -> Xturn {
+        let port = free_udp_port_pair();
+        let mut cmd = Command::new(xturn_bin());
+        cmd.args([
+            "--listening-ip",
+            "127.0.0.1",
+            "--listening-port",
+            &port.to_string(),
+        ]);
+        cmd.args(args);
+        let proc = Proc::spawn("xturn", cmd);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 1500];
+        while Instant::now() < end {
+            let _ = s.send_to(&client::binding_request(TransactionId([1; 12]), true), addr);
+            if s.recv_from(&mut buf).is_ok() {
+                return Xturn { proc, addr };
+            }
+        }
+        panic!(
+            "xturn did not answer within 10 s; output:\n{}",
+            proc.output()
+        );
+    }
+}
+
+/// A blocking TURN client over one UDP socket.
+pub struct TestClient {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+    pub turn: TurnClient,
+    next_tid: u64,
+}
+
+impl TestClient {
+    pub fn new(server: SocketAddr, user: &str, pass: &str) -> TestClient {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        TestClient {
+            sock,
+            server,
+            turn: TurnClient::new(user, pass),
+            next_tid: 1,
+        }
+    }
+
+    fn tid(&mut self) -> TransactionId {
+        self.next_tid += 1;
+        let mut t = [0u8; 12];
+        t[4..].copy_from_slice(&self.next_tid.to_be_bytes());
+        t[0] = 0x78;
+        TransactionId(t)
+    }
+
+    /// Send a request (retransmitting up to 5 times, handling 401/438) and return the
+    /// final response bytes. Datagrams that are not the response are skipped.
+    pub fn request<F>(&mut self, method: Method, body: F) -> Vec<u8>
+    where
+        F: Fn(&mut xturn_control::wire::MessageBuilder),
+    {
+        for _ in 0..3 {
+            let tid = self.tid();
+            let req = self.turn.request(method, tid, &body);
+            let resp = self.exchange(&req, tid);
+            match self.turn.answer(&resp) {
+                Answer::Retry => continue,
+                _ => return resp,
+            }
+        }
+        panic!("{method:?}: too many 401/438 rounds");
+    }
+
+    fn exchange(&mut self, req: &[u8], tid: TransactionId) -> Vec<u8> {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..5 {
+            self.sock.send_to(req, self.server).unwrap();
+            let end = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < end {
+                if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                    if let Ok(m) = xturn_control::wire::Message::new_checked(&buf[..n]) {
+                        if m.transaction_id() == tid {
+                            return buf[..n].to_vec();
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no response from {}", self.server);
+    }
+
+    /// Allocate; returns the relayed address.
+    pub fn allocate(&mut self) -> SocketAddr {
+        let r = self.request(Method::Allocate, |b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        });
+        assert_eq!(
+            self.turn.answer(&r),
+            Answer::Success,
+            "allocate failed: {:?}",
+            client::error_code(&r)
+        );
+        client::xor_address(&r, attr::XOR_RELAYED_ADDRESS).expect("XOR-RELAYED-ADDRESS")
+    }
+
+    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Answer {
+        let r = self.request(Method::ChannelBind, |b| {
+            b.attr(
+                attr::CHANNEL_NUMBER,
+                &[(channel >> 8) as u8, channel as u8, 0, 0],
+            );
+            b.xor_addr(attr::XOR_PEER_ADDRESS, peer);
+        });
+        self.turn.answer(&r)
+    }
+
+    pub fn create_permission(&mut self, peer: SocketAddr) -> Answer {
+        let r = self.request(Method::CreatePermission, |b| {
+            b.xor_addr(attr::XOR_PEER_ADDRESS, peer);
+        });
+        self.turn.answer(&r)
+    }
+}
+
+/// Deterministic payload for datagram `i`: 8-byte sequence number then pseudo-random
+/// bytes; the length varies from 8 to 1207 bytes (odd and even).
+pub fn payload(i: u64) -> Vec<u8> {
+    let len = 8 + (i.wrapping_mul(2654435761) % 1200) as usize;
+    let mut v = i.to_be_bytes().to_vec();
+    let mut x = i
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(x as u8);
+    }
+    v
+}
+
+/// Is a program on PATH?
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
