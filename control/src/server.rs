@@ -662,6 +662,7 @@ impl Server {
             .filter(|a| a.comprehension_required() && !attr::UNDERSTOOD_REQUIRED.contains(&a.typ))
             .map(|a| a.typ)
             .collect();
+        unknown.sort_unstable();
         unknown.dedup();
         unknown
     }
@@ -828,6 +829,15 @@ impl Server {
         if !unknown.is_empty() {
             self.unknown_attributes_error(ctx, Some(&auth), &unknown);
             return;
+        }
+        // An allocation past its lifetime is gone, even if the driver has not called
+        // handle_timeout yet.
+        if self
+            .allocations
+            .get(&ctx.five_tuple)
+            .is_some_and(|a| a.expires <= now)
+        {
+            self.delete_allocation(ctx.five_tuple);
         }
         if ctx.method != Method::Allocate {
             // Every other request needs an allocation on this 5-tuple (RFC 8656 7.3, 9, 11).

@@ -2347,3 +2347,24 @@ fn turn_rest_api_with_rotated_secrets_and_static_users() {
     let r = h.request(&mut c, from, Method::Refresh, &lifetime_body(3600));
     assert_eq!(r.code(), Some(401));
 }
+
+/// A driver that calls `handle_timeout` late must not see a dead allocation revived: a
+/// request arriving after the lifetime finds no allocation (437), and its removal is
+/// emitted right then.
+#[test]
+fn expired_allocation_is_gone_even_before_handle_timeout() {
+    let mut h = Harness::new(config());
+    let mut c = alice();
+    let relay = h.allocate(&mut c, client_addr());
+    // Jump past the lifetime without firing any timer.
+    h.now = h.at(secs(601));
+    let r = h.request(&mut c, client_addr(), Method::Refresh, &lifetime_body(600));
+    assert_eq!(r.answer, Answer::Error(437));
+    assert!(r
+        .out
+        .data
+        .iter()
+        .any(|o| matches!(o, Output::RemoveAllocation { relay: rl, .. } if *rl == relay)));
+    // And a new Allocate on the same 5-tuple is possible at once.
+    h.allocate(&mut c, client_addr());
+}

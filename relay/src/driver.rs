@@ -18,7 +18,7 @@ use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
 use rand::{RngCore, SeedableRng};
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,6 +150,9 @@ struct Worker {
     to_clients: Vec<SendBatch>,
     out: Vec<u8>,
     rng: rand::rngs::StdRng,
+    /// Relay addresses for IPv4 and IPv6: with the port in an epoll token they name the
+    /// relay socket, so a ready socket is found with one hash look-up.
+    relay_ips: (Option<IpAddr>, Option<IpAddr>),
 }
 
 impl Worker {
@@ -249,12 +252,16 @@ impl Worker {
 
     fn on_relay(&mut self, token: u64) {
         let port = (token & 0xFFFF) as u16;
-        let v6 = token & (1 << 16) != 0;
-        let Some((&relay, sock)) = self
-            .relays
-            .iter()
-            .find(|(r, _)| r.0.port() == port && r.0.is_ipv6() == v6)
-        else {
+        let ip = if token & (1 << 16) != 0 {
+            self.relay_ips.1
+        } else {
+            self.relay_ips.0
+        };
+        let Some(ip) = ip else {
+            return;
+        };
+        let relay = RelayAddr(SocketAddr::new(ip, port));
+        let Some(sock) = self.relays.get(&relay) else {
             return;
         };
         let fd = sock.as_raw_fd();
@@ -357,6 +364,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<()> {
             to_clients: (0..nl).map(|_| SendBatch::new()).collect(),
             out: Vec::with_capacity(2048),
             rng: rand::rngs::StdRng::from_entropy(),
+            relay_ips: (settings.relay_ipv4, settings.relay_ipv6),
         };
         handles.push(
             std::thread::Builder::new()
