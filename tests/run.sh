@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace, as CI does (.ci/run calls this script).
 # On a fresh Debian machine it first installs what the tests need: coturn's turnutils_*
-# clients (Debian package coturn), used as independent interop peers.
+# clients (Debian package coturn) and Python's aioice, used as independent interop peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,11 @@ if ! command -v turnutils_uclient >/dev/null 2>&1; then
     echo "tests/run.sh: installing coturn (interop clients turnutils_uclient/_peer/_stunclient)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn >/dev/null
+fi
+
+if ! python3 -c "import aioice" >/dev/null 2>&1; then
+    echo "tests/run.sh: installing aioice (Python TURN client used by aiortc) with pip"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aioice
 fi
 
 cargo fmt --all -- --check
