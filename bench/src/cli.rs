@@ -1,0 +1,380 @@
+//! Command-line options of `xturn-bench` and their validation.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xturn-bench",
+    version,
+    about = "Load generator, UDP sink and reflector for benchmarking TURN servers (xturn, coturn)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Binding request flood: responses/s; every answer's XOR-MAPPED-ADDRESS and
+    /// FINGERPRINT are checked.
+    Stun(StunArgs),
+    /// ChannelData one way through the relay to a `sink` (loss from the sink's JSON).
+    Relay(TrafficArgs),
+    /// ChannelData round trips through the relay and an echoing `sink`: latency percentiles.
+    Echo(TrafficArgs),
+    /// Allocate / refresh / delete cycles per second.
+    Churn(ChurnArgs),
+    /// Peer side: count (and optionally echo) every datagram, per flow.
+    Sink(SinkArgs),
+    /// A trivial ChannelData reflector, to measure the generator's own ceiling.
+    Reflect(ReflectArgs),
+    /// Wait until a STUN server answers a Binding request (for scripts).
+    Ping(PingArgs),
+    /// Write RESULTS.md and the latency plot from a directory of JSON results.
+    Report(ReportArgs),
+}
+
+/// Options every generator mode has.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// The server (or reflector) address.
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    pub server: SocketAddr,
+    /// Local IP to send from; default: the address the route to the server uses.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Seconds of traffic (after set-up), at most 240 (permissions last 300 s and are
+    /// not refreshed).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Target rate in datagrams (or cycles) per second over all threads; 0 = flat out.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Pin worker i to CPU LIST[i % len], e.g. `0` or `0,2-3`.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// The relay's CPUs: report their busy share (from /proc/stat) and CPU per packet.
+    #[arg(long = "relay-cpus")]
+    pub relay_cpus: Option<String>,
+    /// Print the result as JSON on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON result to this file.
+    #[arg(long = "json-out")]
+    pub json_out: Option<PathBuf>,
+    /// No progress line each second.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Common {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.duration > 0.0 && self.duration <= 240.0) {
+            bail!("--duration must be in (0, 240] seconds");
+        }
+        if self.threads == 0 || self.threads > 256 {
+            bail!("--threads must be 1..=256");
+        }
+        Ok(())
+    }
+}
+
+/// Credentials: a static user or a REST API secret.
+#[derive(Debug, Args, Clone)]
+pub struct Auth {
+    /// Static long-term user NAME:PASSWORD.
+    #[arg(long, conflicts_with = "secret")]
+    pub user: Option<String>,
+    /// TURN REST API shared secret (coturn's static-auth-secret): the user name is
+    /// `expiry:REST_USER`, the password base64(HMAC-SHA1(secret, user name)).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// User part of REST API user names.
+    #[arg(long = "rest-user", default_value = "bench")]
+    pub rest_user: String,
+    /// Validity of REST API credentials in seconds from now.
+    #[arg(long = "rest-ttl", default_value_t = 86_400)]
+    pub rest_ttl: u64,
+}
+
+impl Auth {
+    pub fn credentials(&self) -> Result<crate::turn::Credentials> {
+        match (&self.user, &self.secret) {
+            (Some(u), None) => crate::turn::Credentials::parse_user(u),
+            (None, Some(s)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .context("clock before 1970")?
+                    .as_secs();
+                Ok(crate::turn::Credentials::rest(
+                    s,
+                    &self.rest_user,
+                    now + self.rest_ttl,
+                ))
+            }
+            _ => bail!("give --user NAME:PASSWORD or --secret SECRET"),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// UDP sockets (client 5-tuples) to send from.
+    #[arg(long, default_value_t = 32)]
+    pub sockets: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrafficArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub auth: Auth,
+    /// Allocations, one UDP socket (5-tuple) each.
+    #[arg(long, default_value_t = 64)]
+    pub allocations: usize,
+    /// The sink's first address; allocation i binds its channel to port PORT + i % --peer-ports.
+    #[arg(long)]
+    pub peer: Option<SocketAddr>,
+    /// Number of sink ports.
+    #[arg(long = "peer-ports", default_value_t = 1)]
+    pub peer_ports: u16,
+    /// ChannelData payload bytes (24..=1468: a datagram fits a 1500-byte MTU).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// The server is `xturn-bench reflect`: no TURN set-up, ChannelData comes straight back.
+    #[arg(long)]
+    pub reflector: bool,
+    /// relay mode: the sink's --json-out file, read after the run for the received counts.
+    #[arg(long = "sink-json")]
+    pub sink_json: Option<PathBuf>,
+    /// Seconds to wait for the sink's JSON file to appear.
+    #[arg(long = "sink-wait", default_value_t = 15.0)]
+    pub sink_wait: f64,
+    /// Milliseconds to keep receiving after the last datagram was sent.
+    #[arg(long = "drain-ms", default_value_t = 500)]
+    pub drain_ms: u64,
+}
+
+impl TrafficArgs {
+    pub fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        if !(crate::payload::HEADER_LEN..=1468).contains(&self.size) {
+            bail!("--size must be 24..=1468 bytes");
+        }
+        if self.allocations == 0 || self.allocations > 20_000 {
+            bail!("--allocations must be 1..=20000");
+        }
+        if self.peer_ports == 0 {
+            bail!("--peer-ports must be at least 1");
+        }
+        if !self.reflector && self.peer.is_none() {
+            bail!("--peer ADDR (the sink) is required unless --reflector");
+        }
+        if self.drain_ms > 10_000 || !(0.0..=120.0).contains(&self.sink_wait) {
+            bail!("--drain-ms at most 10000, --sink-wait at most 120");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub auth: Auth,
+    /// Sockets cycling allocate -> refresh -> delete concurrently.
+    #[arg(long, default_value_t = 16)]
+    pub allocations: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SinkArgs {
+    /// Address to listen on (repeatable); `IP:P1-P2` opens a port range.
+    #[arg(long, required = true)]
+    pub listen: Vec<String>,
+    /// Threads; each gets its own SO_REUSEPORT socket on every listening address.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Send every datagram back to its source, unchanged.
+    #[arg(long)]
+    pub echo: bool,
+    /// Upper bound of the run in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// Stop this many seconds after the last datagram (once one arrived); 0 = never.
+    #[arg(long = "idle-exit", default_value_t = 0.0)]
+    pub idle_exit: f64,
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON result to this file (atomically, when the sink stops).
+    #[arg(long = "json-out")]
+    pub json_out: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReflectArgs {
+    /// Address to listen on (repeatable); `IP:P1-P2` opens a port range.
+    #[arg(long, required = true)]
+    pub listen: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long)]
+    pub cpus: Option<String>,
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    #[arg(long = "idle-exit", default_value_t = 0.0)]
+    pub idle_exit: f64,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long = "json-out")]
+    pub json_out: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PingArgs {
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    pub server: SocketAddr,
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// Directory of `<server>-<test>.json` files written by bench/compare.sh.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Markdown file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// SVG latency plot to write (referenced from the Markdown by file name).
+    #[arg(long)]
+    pub svg: PathBuf,
+    /// The command that produced the results (quoted in the report).
+    #[arg(long)]
+    pub command: String,
+    /// Date of the run (quoted in the report).
+    #[arg(long)]
+    pub date: String,
+    /// Free text about the set-up (topology, pinning), quoted in the report.
+    #[arg(long, default_value = "")]
+    pub notes: String,
+}
+
+/// Parse listening addresses: `IP:PORT` or `IP:P1-P2` (at most 1024 ports per range).
+pub fn parse_listen(list: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for s in list {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            out.push(a);
+            continue;
+        }
+        let (host, ports) = s
+            .rsplit_once(':')
+            .with_context(|| format!("bad listening address {s:?}"))?;
+        let (a, b) = ports
+            .split_once('-')
+            .with_context(|| format!("bad listening address {s:?}: want IP:PORT or IP:P1-P2"))?;
+        let ip: IpAddr = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .with_context(|| format!("bad IP in {s:?}"))?;
+        let a: u16 = a.parse().with_context(|| format!("bad port in {s:?}"))?;
+        let b: u16 = b.parse().with_context(|| format!("bad port in {s:?}"))?;
+        if a == 0 || a > b || b - a >= 1024 {
+            bail!("bad port range in {s:?}");
+        }
+        out.extend((a..=b).map(|p| SocketAddr::new(ip, p)));
+    }
+    if out.is_empty() {
+        bail!("no listening address");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_ranges() {
+        let v = parse_listen(&["198.51.100.2:40000-40002".into(), "127.0.0.1:5".into()]).unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[2], "198.51.100.2:40002".parse().unwrap());
+        assert_eq!(v[3], "127.0.0.1:5".parse().unwrap());
+        let v6 = parse_listen(&["[2001:db8::1]:7-8".into()]).unwrap();
+        assert_eq!(v6[1], "[2001:db8::1]:8".parse().unwrap());
+        assert!(parse_listen(&["1.2.3.4:9-8".into()]).is_err());
+        assert!(parse_listen(&["1.2.3.4".into()]).is_err());
+        assert!(parse_listen(&["1.2.3.4:1-2000".into()]).is_err());
+    }
+
+    #[test]
+    fn cli_parses_each_mode() {
+        let c = Cli::try_parse_from([
+            "xturn-bench",
+            "relay",
+            "--server",
+            "192.0.2.1:3478",
+            "--user",
+            "bench:bench",
+            "--peer",
+            "198.51.100.2:40000",
+            "--rate",
+            "20000",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Relay(a) => {
+                a.validate().unwrap();
+                assert_eq!(a.common.rate, 20_000);
+                assert_eq!(a.auth.credentials().unwrap().username, "bench");
+            }
+            _ => panic!("wrong subcommand"),
+        }
+        // --user and --secret exclude each other.
+        assert!(
+            Cli::try_parse_from(["xturn-bench", "churn", "--user", "a:b", "--secret", "s"])
+                .is_err()
+        );
+        let c = Cli::try_parse_from(["xturn-bench", "churn", "--secret", "s"]).unwrap();
+        match c.cmd {
+            Cmd::Churn(a) => {
+                let cr = a.auth.credentials().unwrap();
+                assert!(cr.username.ends_with(":bench"));
+                assert_eq!(
+                    cr.password,
+                    xturn_control::auth::rest_password(b"s", &cr.username)
+                );
+            }
+            _ => panic!("wrong subcommand"),
+        }
+        // relay without --peer is refused unless against a reflector.
+        let c = Cli::try_parse_from(["xturn-bench", "echo", "--user", "a:b"]).unwrap();
+        let Cmd::Echo(a) = c.cmd else { panic!() };
+        assert!(a.validate().is_err());
+        let c =
+            Cli::try_parse_from(["xturn-bench", "echo", "--reflector", "--size", "10"]).unwrap();
+        let Cmd::Echo(a) = c.cmd else { panic!() };
+        assert!(a.validate().is_err(), "size below the payload header");
+    }
+}

@@ -1,0 +1,638 @@
+//! `report`: turn a directory of JSON results (`<server>-<test>.json`, written by
+//! bench/compare.sh) into RESULTS.md and an SVG latency percentile plot. Every figure in
+//! the Markdown comes from those files; nothing is typed in by hand.
+
+use crate::churn::ChurnReport;
+use crate::cli::ReportArgs;
+use crate::plot::{self, Series};
+use crate::stats::{fmt_pct, TrafficReport};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+/// One result file.
+#[derive(Debug, Clone)]
+pub enum RunResult {
+    Traffic(TrafficReport),
+    Churn(ChurnReport),
+}
+
+/// Results by server, then by test name.
+pub type Results = BTreeMap<String, BTreeMap<String, RunResult>>;
+
+/// The servers compared side by side, in column order; the XDP column is a placeholder.
+pub const SERVERS: [&str; 2] = ["coturn", "xturn"];
+pub const GENERATOR: &str = "reflector";
+
+/// Split `coturn-relay-20k.json` into ("coturn", "relay-20k").
+pub fn split_name(file: &str) -> Option<(String, String)> {
+    let stem = file.strip_suffix(".json")?;
+    let (server, test) = stem.split_once('-')?;
+    if server.is_empty() || test.is_empty() {
+        return None;
+    }
+    Some((server.to_string(), test.to_string()))
+}
+
+/// Parse one result file by its "mode" field; sink/reflect files are skipped (None).
+pub fn parse_result(text: &str) -> Result<Option<RunResult>> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
+    Ok(match v.get("mode").and_then(|m| m.as_str()) {
+        Some("stun" | "relay" | "echo") => Some(RunResult::Traffic(serde_json::from_value(v)?)),
+        Some("churn") => Some(RunResult::Churn(serde_json::from_value(v)?)),
+        Some("sink" | "reflect") => None,
+        other => bail!("unknown result mode {other:?}"),
+    })
+}
+
+pub fn load_dir(dir: &Path) -> Result<Results> {
+    let mut out: Results = BTreeMap::new();
+    let rd = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for e in rd {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some((server, test)) = split_name(&name) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(e.path())?;
+        if let Some(r) = parse_result(&text).with_context(|| format!("in {name}"))? {
+            out.entry(server).or_default().insert(test, r);
+        }
+    }
+    if out.is_empty() {
+        bail!("no result files in {}", dir.display());
+    }
+    Ok(out)
+}
+
+/// Order tests: stun, relay (flat out first, then by rate), echo by rate, churn, others.
+pub fn test_order(name: &str, r: Option<&RunResult>) -> (u8, u64, String) {
+    let (group, rate) = match r {
+        Some(RunResult::Traffic(t)) => (
+            match t.mode.as_str() {
+                "stun" => 0,
+                "relay" => 1,
+                _ => 2,
+            },
+            t.params.rate,
+        ),
+        Some(RunResult::Churn(c)) => (3, c.rate),
+        None => (4, 0),
+    };
+    (group, rate, name.to_string())
+}
+
+/// A metric row: label, one value per server, and whether higher is better.
+struct Row {
+    label: String,
+    values: Vec<Option<f64>>,
+    fmt: fn(f64) -> String,
+    higher_better: bool,
+}
+
+fn f0(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    // Thousands separators for readability.
+    let (sign, digits) = s.strip_prefix('-').map(|d| ("-", d)).unwrap_or(("", &s));
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    format!("{sign}{out}")
+}
+fn f1(v: f64) -> String {
+    format!("{v:.1}")
+}
+fn f2(v: f64) -> String {
+    format!("{v:.2}")
+}
+fn pct(v: f64) -> String {
+    fmt_pct(Some(v))
+}
+
+/// Ratio cell xturn/coturn.
+pub fn ratio(xturn: Option<f64>, coturn: Option<f64>) -> String {
+    match (xturn, coturn) {
+        (Some(x), Some(c)) if c > 0.0 => format!("{:.2}×", x / c),
+        (Some(x), Some(c)) if c == 0.0 && x == 0.0 => "=".into(),
+        _ => "–".into(),
+    }
+}
+
+fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
+    let get = |f: &dyn Fn(&TrafficReport) -> Option<f64>| -> Vec<Option<f64>> {
+        per.iter().map(|r| r.and_then(f)).collect()
+    };
+    let mode = per
+        .iter()
+        .flatten()
+        .next()
+        .map(|r| r.mode.clone())
+        .unwrap_or_default();
+    let rate = per
+        .iter()
+        .flatten()
+        .next()
+        .map(|r| r.params.rate)
+        .unwrap_or(0);
+    let offered = if rate == 0 {
+        "flat out".to_string()
+    } else {
+        format!("{} pps offered", f0(rate as f64))
+    };
+    let mut rows = Vec::new();
+    let mut row = |label: String, values, fmt: fn(f64) -> String, hb| {
+        rows.push(Row {
+            label,
+            values,
+            fmt,
+            higher_better: hb,
+        })
+    };
+    let cpu_busy = get(&|r| r.cpu.as_ref().map(|c| c.busy));
+    let cpu_pp = get(&|r| r.cpu.as_ref().and_then(|c| c.us_per_packet));
+    match mode.as_str() {
+        "stun" => {
+            row(
+                format!("{name}: Binding responses/s ({offered})"),
+                get(&|r| Some(r.received_pps)),
+                f0,
+                true,
+            );
+            row(format!("{name}: unanswered"), get(&|r| r.loss), pct, false);
+            row(
+                format!("{name}: invalid responses"),
+                get(&|r| Some(r.invalid as f64)),
+                f0,
+                false,
+            );
+            row(format!("{name}: relay core busy"), cpu_busy, pct, false);
+            row(
+                format!("{name}: relay CPU µs per response"),
+                cpu_pp,
+                f2,
+                false,
+            );
+        }
+        "relay" => {
+            row(
+                format!("{name}: sent pps ({offered})"),
+                get(&|r| Some(r.sent_pps)),
+                f0,
+                true,
+            );
+            row(
+                format!("{name}: received at peer pps"),
+                get(&|r| Some(r.received_pps)),
+                f0,
+                true,
+            );
+            row(format!("{name}: loss"), get(&|r| r.loss), pct, false);
+            row(
+                format!("{name}: payload Mbit/s at peer"),
+                get(&|r| r.payload_mbps),
+                f1,
+                true,
+            );
+            row(format!("{name}: relay core busy"), cpu_busy, pct, false);
+            row(
+                format!("{name}: relay CPU µs per relayed packet"),
+                cpu_pp,
+                f2,
+                false,
+            );
+        }
+        _ => {
+            row(
+                format!("{name}: round trips/s ({offered})"),
+                get(&|r| Some(r.received_pps)),
+                f0,
+                true,
+            );
+            row(
+                format!("{name}: round-trip loss"),
+                get(&|r| r.loss),
+                pct,
+                false,
+            );
+            for (lbl, f) in [
+                (
+                    "p50",
+                    (|l: &crate::stats::LatencySummary| l.p50_us)
+                        as fn(&crate::stats::LatencySummary) -> f64,
+                ),
+                ("p99", |l| l.p99_us),
+                ("p99.9", |l| l.p999_us),
+                ("max", |l| l.max_us),
+            ] {
+                row(
+                    format!("{name}: RTT {lbl} µs"),
+                    get(&|r| r.latency.as_ref().map(f)),
+                    f1,
+                    false,
+                );
+            }
+            row(format!("{name}: relay core busy"), cpu_busy, pct, false);
+            row(
+                format!("{name}: relay CPU µs per round trip"),
+                cpu_pp,
+                f2,
+                false,
+            );
+        }
+    }
+    rows
+}
+
+fn churn_rows(name: &str, per: &[Option<&ChurnReport>]) -> Vec<Row> {
+    let get = |f: &dyn Fn(&ChurnReport) -> Option<f64>| -> Vec<Option<f64>> {
+        per.iter().map(|r| r.and_then(f)).collect()
+    };
+    vec![
+        Row {
+            label: format!("{name}: allocate/refresh/delete cycles/s"),
+            values: get(&|r| Some(r.cycles_per_s)),
+            fmt: f0,
+            higher_better: true,
+        },
+        Row {
+            label: format!("{name}: errors + timeouts"),
+            values: get(&|r| Some(r.errors.values().sum::<u64>() as f64)),
+            fmt: f0,
+            higher_better: false,
+        },
+        Row {
+            label: format!("{name}: Allocate p99 µs"),
+            values: get(&|r| r.allocate_latency.as_ref().map(|l| l.p99_us)),
+            fmt: f1,
+            higher_better: false,
+        },
+        Row {
+            label: format!("{name}: relay core busy"),
+            values: get(&|r| r.cpu.as_ref().map(|c| c.busy)),
+            fmt: pct,
+            higher_better: false,
+        },
+        Row {
+            label: format!("{name}: relay CPU µs per cycle"),
+            values: get(&|r| r.cpu.as_ref().and_then(|c| c.us_per_packet)),
+            fmt: f1,
+            higher_better: false,
+        },
+    ]
+}
+
+fn machine() -> String {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{nproc} CPUs ({model}), Linux {kernel}")
+}
+
+/// Build the Markdown (and the plot series) from loaded results.
+pub fn render_markdown(
+    res: &Results,
+    a: &ReportArgs,
+    svg_name: &str,
+    machine: &str,
+) -> (String, String) {
+    let mut md = String::new();
+    let _ = writeln!(md, "# xturn vs coturn: benchmark results\n");
+    let _ = writeln!(
+        md,
+        "Generated by `xturn-bench report` from the JSON results of one run of `bench/compare.sh`; do not edit by hand.\n"
+    );
+    let _ = writeln!(md, "- Date: {}", a.date);
+    let _ = writeln!(md, "- Machine: {machine}");
+    let _ = writeln!(md, "- Command: `{}`", a.command);
+    if !a.notes.is_empty() {
+        let _ = writeln!(md, "\n{}\n", a.notes.trim());
+    }
+    // Test names over the compared servers.
+    let mut tests: Vec<(String, (u8, u64, String))> = Vec::new();
+    for s in SERVERS {
+        if let Some(m) = res.get(s) {
+            for (t, r) in m {
+                if !tests.iter().any(|(n, _)| n == t) {
+                    tests.push((t.clone(), test_order(t, Some(r))));
+                }
+            }
+        }
+    }
+    tests.sort_by(|a, b| a.1.cmp(&b.1));
+    let _ = writeln!(md, "\n## Side by side\n");
+    let _ = writeln!(
+        md,
+        "Ratios are xturn / coturn: above 1 is better for rates, below 1 is better for loss, latency and CPU.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| metric | coturn | xturn | xturn / coturn | xturn-xdp |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---|");
+    for (t, _) in &tests {
+        let per: Vec<Option<&RunResult>> = SERVERS
+            .iter()
+            .map(|s| res.get(*s).and_then(|m| m.get(t)))
+            .collect();
+        let rows = if per
+            .iter()
+            .flatten()
+            .any(|r| matches!(r, RunResult::Churn(_)))
+        {
+            let v: Vec<Option<&ChurnReport>> = per
+                .iter()
+                .map(|r| match r {
+                    Some(RunResult::Churn(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            churn_rows(t, &v)
+        } else {
+            let v: Vec<Option<&TrafficReport>> = per
+                .iter()
+                .map(|r| match r {
+                    Some(RunResult::Traffic(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            traffic_rows(t, &v)
+        };
+        for r in rows {
+            let cells: Vec<String> = r
+                .values
+                .iter()
+                .map(|v| v.map(r.fmt).unwrap_or_else(|| "–".into()))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} {} | {} | {} | {} | not built yet |",
+                r.label,
+                if r.higher_better { "↑" } else { "↓" },
+                cells[0],
+                cells[1],
+                ratio(r.values[1], r.values[0])
+            );
+        }
+    }
+    // The generator's own ceiling.
+    if let Some(g) = res.get(GENERATOR) {
+        let _ = writeln!(
+            md,
+            "\n## The generator's ceiling (against `xturn-bench reflect`)\n"
+        );
+        let _ = writeln!(
+            md,
+            "The reflector echoes ChannelData unchanged on the relay's core; no TURN processing. What the generator reaches here bounds every figure above.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| test | target | sent pps | echoed back pps | loss | RTT p50 µs | RTT p99 µs | generator CPU µs per sent datagram | reflector core busy |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut gt: Vec<(&String, &RunResult)> = g.iter().collect();
+        gt.sort_by_key(|(n, r)| test_order(n, Some(r)));
+        for (n, r) in gt {
+            if let RunResult::Traffic(t) = r {
+                let l = t.latency.as_ref();
+                let _ = writeln!(
+                    md,
+                    "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    if t.params.rate == 0 {
+                        "flat out".into()
+                    } else {
+                        f0(t.params.rate as f64)
+                    },
+                    f0(t.sent_pps),
+                    f0(t.received_pps),
+                    fmt_pct(t.loss),
+                    l.map(|l| f1(l.p50_us)).unwrap_or_else(|| "–".into()),
+                    l.map(|l| f1(l.p99_us)).unwrap_or_else(|| "–".into()),
+                    t.generator_us_per_packet
+                        .map(f2)
+                        .unwrap_or_else(|| "–".into()),
+                    t.cpu
+                        .as_ref()
+                        .map(|c| pct(c.busy))
+                        .unwrap_or_else(|| "–".into()),
+                );
+            }
+        }
+    }
+    // The latency plot: the first echo test present for the compared servers.
+    let echo_test = tests
+        .iter()
+        .map(|(t, _)| t)
+        .find(|t| {
+            SERVERS.iter().any(|s| {
+                matches!(res.get(*s).and_then(|m| m.get(*t)), Some(RunResult::Traffic(r)) if r.mode == "echo")
+            })
+        })
+        .cloned();
+    let mut svg = String::new();
+    if let Some(t) = echo_test {
+        let mut series = Vec::new();
+        let mut rate = 0;
+        for s in SERVERS.iter().copied().chain([GENERATOR]) {
+            if let Some(RunResult::Traffic(r)) = res.get(s).and_then(|m| m.get(&t)) {
+                rate = r.params.rate;
+                let name = if s == GENERATOR {
+                    "reflector (generator floor)".to_string()
+                } else {
+                    s.to_string()
+                };
+                series.push(Series {
+                    name,
+                    points: r
+                        .latency
+                        .as_ref()
+                        .map(|l| l.percentiles.clone())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        series.push(Series {
+            name: "xturn-xdp (not built yet)".into(),
+            points: vec![],
+        });
+        svg = plot::render(
+            &format!(
+                "Round-trip latency through the relay, echo at {} pps",
+                f0(rate as f64)
+            ),
+            &series,
+        );
+        let _ = writeln!(md, "\n## Latency percentiles ({t})\n");
+        let _ = writeln!(md, "![HDR latency percentile plot]({svg_name})\n");
+    }
+    let _ = writeln!(md, "\n## xturn-xdp\n");
+    let _ = writeln!(
+        md,
+        "Not built yet: the XDP/AF_XDP fast path of xturn does not exist, so there are no figures for it. The column stays as a placeholder."
+    );
+    (md, svg)
+}
+
+pub fn run_report(a: &ReportArgs) -> Result<()> {
+    let res = load_dir(&a.dir)?;
+    let svg_name = a
+        .svg
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "latency.svg".into());
+    let (md, svg) = render_markdown(&res, a, &svg_name, &machine());
+    std::fs::write(&a.out, md).with_context(|| format!("cannot write {}", a.out.display()))?;
+    if !svg.is_empty() {
+        std::fs::write(&a.svg, svg).with_context(|| format!("cannot write {}", a.svg.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{LatencySummary, Params};
+
+    fn traffic(mode: &str, rate: u64, pps: f64, lat: Option<f64>) -> RunResult {
+        RunResult::Traffic(TrafficReport {
+            mode: mode.into(),
+            params: Params {
+                rate,
+                ..Default::default()
+            },
+            received_pps: pps,
+            sent_pps: pps,
+            loss: Some(0.0),
+            latency: lat.map(|p50| LatencySummary {
+                count: 100,
+                min_us: p50 / 2.0,
+                mean_us: p50,
+                p50_us: p50,
+                p90_us: p50 * 1.5,
+                p99_us: p50 * 2.0,
+                p999_us: p50 * 3.0,
+                max_us: p50 * 4.0,
+                percentiles: vec![
+                    (0.0, p50 / 2.0),
+                    (0.5, p50),
+                    (0.99, p50 * 2.0),
+                    (1.0, p50 * 4.0),
+                ],
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn names_and_order() {
+        assert_eq!(
+            split_name("coturn-relay-20k.json"),
+            Some(("coturn".into(), "relay-20k".into()))
+        );
+        assert_eq!(split_name("x.json"), None);
+        assert_eq!(split_name("coturn-stun.txt"), None);
+        let r1 = traffic("relay", 0, 1.0, None);
+        let r2 = traffic("relay", 20_000, 1.0, None);
+        let s = traffic("stun", 0, 1.0, None);
+        assert!(test_order("stun", Some(&s)) < test_order("relay-max", Some(&r1)));
+        assert!(test_order("relay-max", Some(&r1)) < test_order("relay-20k", Some(&r2)));
+        assert_eq!(ratio(Some(2.0), Some(1.0)), "2.00×");
+        assert_eq!(ratio(Some(2.0), None), "–");
+        assert_eq!(ratio(Some(0.0), Some(0.0)), "=");
+        assert_eq!(f0(1234567.0), "1,234,567");
+        assert_eq!(f0(999.0), "999");
+    }
+
+    #[test]
+    fn parse_by_mode() {
+        let t = serde_json::to_string(&TrafficReport {
+            mode: "echo".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            parse_result(&t).unwrap(),
+            Some(RunResult::Traffic(_))
+        ));
+        let c = serde_json::to_string(&ChurnReport {
+            mode: "churn".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            parse_result(&c).unwrap(),
+            Some(RunResult::Churn(_))
+        ));
+        assert!(parse_result(r#"{"mode":"sink"}"#).unwrap().is_none());
+        assert!(parse_result(r#"{"mode":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn markdown_has_every_server_and_the_placeholder() {
+        let mut res: Results = BTreeMap::new();
+        for (s, pps, lat) in [
+            ("coturn", 100_000.0, 40.0),
+            ("xturn", 150_000.0, 30.0),
+            ("reflector", 300_000.0, 10.0),
+        ] {
+            let m = res.entry(s.into()).or_default();
+            m.insert("relay-max".into(), traffic("relay", 0, pps, None));
+            m.insert(
+                "echo-20k".into(),
+                traffic("echo", 20_000, 20_000.0, Some(lat)),
+            );
+        }
+        let a = ReportArgs {
+            dir: ".".into(),
+            out: "x".into(),
+            svg: "latency.svg".into(),
+            command: "bash bench/compare.sh".into(),
+            date: "2026-01-01".into(),
+            notes: "topology".into(),
+        };
+        let (md, svg) = render_markdown(&res, &a, "latency.svg", "2 CPUs");
+        assert!(md.contains("`bash bench/compare.sh`"));
+        assert!(md.contains("2026-01-01") && md.contains("2 CPUs"));
+        // 150k / 100k
+        assert!(
+            md.contains(
+                "| relay-max: received at peer pps ↑ | 100,000 | 150,000 | 1.50× | not built yet |"
+            ),
+            "{md}"
+        );
+        // Latency ratio 30/40.
+        assert!(
+            md.contains("| echo-20k: RTT p50 µs ↓ | 40.0 | 30.0 | 0.75× | not built yet |"),
+            "{md}"
+        );
+        assert!(md.contains("The generator's ceiling"));
+        assert!(
+            md.contains("| relay-max | flat out | 300,000 | 300,000 |"),
+            "{md}"
+        );
+        assert!(md.contains("![HDR latency percentile plot](latency.svg)"));
+        assert!(md.contains("## xturn-xdp"));
+        // Relay rows come before echo rows.
+        assert!(md.find("relay-max:").unwrap() < md.find("echo-20k:").unwrap());
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        assert!(
+            svg.contains("reflector (generator floor)")
+                && svg.contains("xturn-xdp (not built yet) (no data)")
+        );
+    }
+}
