@@ -1,7 +1,13 @@
-//! `churn`: allocation life cycles per second. Each socket repeats Allocate -> Refresh ->
-//! Refresh(0) (delete) with the sans-IO `TurnClient` (which handles 401/438 and nonces);
-//! all sockets of a thread run concurrently as small state machines driven by epoll, with
-//! retransmission and a bounded number of tries. Cycle starts are paced by `--rate`.
+//! `churn`: allocation life cycles per second. A cycle is what a new TURN client does: from
+//! a fresh 5-tuple (a new socket), Allocate (401 first, then with credentials, via the
+//! sans-IO `TurnClient`), Refresh, Refresh(0) (delete). `--allocations` cycles run
+//! concurrently per thread as small state machines driven by epoll, with retransmission
+//! and a bounded number of tries; cycle starts are paced by `--rate`.
+//!
+//! Local ports are taken in order from `--port-range` rather than at random: a server may
+//! hold a deleted allocation's 5-tuple for a moment (coturn does, for a second or two, and
+//! answers 437 meanwhile), so a port is reused as late as possible. A 437 still happening
+//! is counted and the cycle moves to the next port (RFC 8656 section 7.4).
 
 use crate::cli::ChurnArgs;
 use crate::cpu::{self, CpuReport};
@@ -67,6 +73,8 @@ pub enum Step {
     Send(Op),
     /// Resend the same operation with new credentials (401/438 round).
     Retry,
+    /// Start the cycle again from another 5-tuple (437 to Allocate).
+    NewTuple,
     /// Cycle complete.
     Done,
     /// Give up this cycle (error counted).
@@ -82,11 +90,39 @@ pub fn step(op: Op, answer: &Answer, auth_rounds: u32) -> Step {
             None => Step::Done,
         },
         Answer::Retry if auth_rounds < 2 => Step::Retry,
-        // 401 with credentials: the server replaced the nonce (coturn does, per allocation).
+        // 401 with credentials: the server replaced the nonce.
         Answer::Error(401) if auth_rounds < 2 => Step::Retry,
-        // An allocation already exists on this 5-tuple (a lost delete): remove it.
-        Answer::Error(437) if op == Op::Allocate => Step::Send(Op::Delete),
+        // The server still holds an allocation for this 5-tuple: use another one.
+        Answer::Error(437) if op == Op::Allocate => Step::NewTuple,
         _ => Step::Fail,
+    }
+}
+
+/// Local ports taken in order from a range, so each is reused as late as possible.
+#[derive(Debug, Clone)]
+pub struct PortCycler {
+    lo: u16,
+    len: u32,
+    next: u32,
+}
+
+impl PortCycler {
+    /// Part `index` of `parts` of the range `lo..=hi` (one part per thread).
+    pub fn part(lo: u16, hi: u16, parts: usize, index: usize) -> Self {
+        let total = (hi - lo) as u32 + 1;
+        let per = (total / parts.max(1) as u32).max(1);
+        let start = lo as u32 + per * index as u32;
+        PortCycler {
+            lo: start.min(65535) as u16,
+            len: per.min(65536 - start.min(65535)),
+            next: 0,
+        }
+    }
+
+    pub fn next_port(&mut self) -> u16 {
+        let p = self.lo as u32 + self.next % self.len;
+        self.next = self.next.wrapping_add(1);
+        p as u16
     }
 }
 
@@ -94,7 +130,8 @@ const RTO_NS: u64 = 200_000_000;
 const TRANSMISSIONS: u32 = 4;
 
 struct Slot {
-    sock: UdpSocket,
+    /// The cycle's socket (a fresh 5-tuple per cycle); None while idle.
+    sock: Option<UdpSocket>,
     client: TurnClient,
     /// The operation in flight and its transaction.
     op: Option<Op>,
@@ -104,8 +141,6 @@ struct Slot {
     op_start_ns: u64,
     tries: u32,
     auth_rounds: u32,
-    /// Set while the slot's cycle counts (not a clean-up delete after 437).
-    counting: bool,
 }
 
 impl Slot {
@@ -119,7 +154,46 @@ impl Slot {
             self.op_start_ns = now;
             self.auth_rounds = 0;
         }
-        let _ = self.sock.send(&self.req);
+        if let Some(s) = &self.sock {
+            let _ = s.send(&self.req);
+        }
+    }
+
+    /// End the cycle: close the socket (which also removes it from the epoll set).
+    fn idle(&mut self) {
+        self.op = None;
+        self.sock = None;
+    }
+}
+
+/// Everything a thread needs to open a cycle's socket.
+struct Opener<'a> {
+    bind_ip: std::net::IpAddr,
+    server: SocketAddr,
+    ports: PortCycler,
+    creds: &'a Credentials,
+}
+
+impl Opener<'_> {
+    /// A new socket on the next free port of the range, registered with `ep` as `token`,
+    /// and a fresh client for it.
+    fn open(&mut self, ep: &Epoll, token: u64) -> Option<(UdpSocket, TurnClient)> {
+        for _ in 0..64 {
+            let port = self.ports.next_port();
+            if let Ok(s) = net::udp_socket(
+                SocketAddr::new(self.bind_ip, port),
+                false,
+                Some(self.server),
+            ) {
+                if ep.add(s.as_raw_fd(), token).is_ok() {
+                    return Some((
+                        s,
+                        TurnClient::new(&self.creds.username, &self.creds.password),
+                    ));
+                }
+            }
+        }
+        None
     }
 }
 
@@ -130,6 +204,8 @@ struct Counts {
     requests: u64,
     ok: [u64; 3],
     auth_retries: u64,
+    new_tuples: u64,
+    open_failures: u64,
     timeouts: u64,
     invalid: u64,
     errors: BTreeMap<String, u64>,
@@ -159,6 +235,10 @@ pub struct ChurnReport {
     /// Requests sent, retransmissions and 401/438 rounds included.
     pub requests: u64,
     pub auth_retries: u64,
+    /// Cycles moved to another 5-tuple after a 437 to Allocate.
+    pub new_tuples: u64,
+    /// Cycles not started because no local port could be bound.
+    pub open_failures: u64,
     pub timeouts: u64,
     pub invalid: u64,
     /// "op:code" -> count.
@@ -177,10 +257,10 @@ impl ChurnReport {
                 .unwrap_or_else(|| "n/a".into())
         };
         let mut s = format!(
-            "churn against {}: {} sockets, {} threads, {:.2} s\n  {} cycles ({:.0}/s), {} started; allocate {} refresh {} delete {}\n  requests {}, 401/438 rounds {}, timeouts {}, invalid {}, errors {:?}\n  allocate {}; refresh {}; delete {}\n",
+            "churn against {}: {} sockets, {} threads, {:.2} s\n  {} cycles ({:.0}/s), {} started; allocate {} refresh {} delete {}\n  requests {}, 401/438 rounds {}, 437 -> new 5-tuple {}, timeouts {}, invalid {}, errors {:?}\n  allocate {}; refresh {}; delete {}\n",
             self.server, self.sockets, self.threads, self.elapsed_s, self.cycles, self.cycles_per_s,
             self.cycles_started, self.allocations, self.refreshes, self.deletes, self.requests,
-            self.auth_retries, self.timeouts, self.invalid, self.errors,
+            self.auth_retries, self.new_tuples, self.timeouts, self.invalid, self.errors,
             lat(&self.allocate_latency), lat(&self.refresh_latency), lat(&self.delete_latency)
         );
         if let Some(c) = &self.cpu {
@@ -197,26 +277,19 @@ impl ChurnReport {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn churn_thread(
-    socks: Vec<UdpSocket>,
-    creds: &Credentials,
+    slots_n: usize,
+    mut opener: Opener,
     rate: u64,
-    start_ns: u64,
-    stop_ns: u64,
-    drain_ns: u64,
+    (start_ns, stop_ns, drain_ns): (u64, u64, u64),
     live: &Live,
 ) -> std::io::Result<ThreadOut> {
     net::tight_timer_slack();
     let mut ep = Epoll::new()?;
-    for (i, s) in socks.iter().enumerate() {
-        ep.add(s.as_raw_fd(), i as u64)?;
-    }
-    let mut slots: Vec<Slot> = socks
-        .into_iter()
-        .map(|sock| Slot {
-            sock,
-            client: TurnClient::new(&creds.username, &creds.password),
+    let mut slots: Vec<Slot> = (0..slots_n)
+        .map(|_| Slot {
+            sock: None,
+            client: TurnClient::new("", ""),
             op: None,
             tid: TransactionId::default(),
             req: Vec::new(),
@@ -224,7 +297,6 @@ fn churn_thread(
             op_start_ns: 0,
             tries: 0,
             auth_rounds: 0,
-            counting: false,
         })
         .collect();
     let mut out = ThreadOut {
@@ -251,23 +323,31 @@ fn churn_thread(
         if !sending && (!busy || now >= stop_ns + drain_ns) {
             break;
         }
-        // Start cycles on idle slots as the pacer allows.
+        // Start cycles on idle slots as the pacer allows, each from a fresh 5-tuple.
         if sending {
             let mut due = pacer.due_now(now, out.c.started);
-            for _ in 0..slots.len() {
+            let n = slots.len();
+            for _ in 0..n {
                 if due == 0 {
                     break;
                 }
-                let n = slots.len();
-                let s = &mut slots[cursor];
+                let i = cursor;
                 cursor = (cursor + 1) % n;
-                if s.op.is_none() {
-                    s.counting = true;
-                    s.send(Op::Allocate, now, true);
-                    out.c.started += 1;
-                    out.c.requests += 1;
-                    due -= 1;
+                if slots[i].op.is_some() {
+                    continue;
                 }
+                let Some((sock, client)) = opener.open(&ep, i as u64) else {
+                    out.c.open_failures += 1;
+                    due -= 1;
+                    continue;
+                };
+                let s = &mut slots[i];
+                s.sock = Some(sock);
+                s.client = client;
+                s.send(Op::Allocate, now, true);
+                out.c.started += 1;
+                out.c.requests += 1;
+                due -= 1;
             }
         }
         // Retransmit or give up.
@@ -280,9 +360,11 @@ fn churn_thread(
                             .errors
                             .entry(format!("{}:timeout", op.name()))
                             .or_default() += 1;
-                        s.op = None;
+                        s.idle();
                     } else {
-                        let _ = s.sock.send(&s.req);
+                        if let Some(sock) = &s.sock {
+                            let _ = sock.send(&s.req);
+                        }
                         s.sent_ns = now;
                         s.tries += 1;
                         out.c.requests += 1;
@@ -304,8 +386,8 @@ fn churn_thread(
             if i >= slots.len() {
                 continue;
             }
-            loop {
-                let n = rb.recv(slots[i].sock.as_raw_fd()).unwrap_or(0);
+            while let Some(fd) = slots[i].sock.as_ref().map(|s| s.as_raw_fd()) {
+                let n = rb.recv(fd).unwrap_or(0);
                 if n == 0 {
                     break;
                 }
@@ -333,18 +415,9 @@ fn churn_thread(
                             out.c.requests += 1;
                         }
                         Step::Send(next) => {
-                            if answer == Answer::Success {
-                                out.c.ok[op.index()] += 1;
-                                out.hist[op.index()]
-                                    .saturating_record(now.saturating_sub(s.op_start_ns).max(1));
-                            } else {
-                                // 437 on Allocate: clean up, the cycle does not count.
-                                *out.c
-                                    .errors
-                                    .entry(format!("{}:437", op.name()))
-                                    .or_default() += 1;
-                                s.counting = false;
-                            }
+                            out.c.ok[op.index()] += 1;
+                            out.hist[op.index()]
+                                .saturating_record(now.saturating_sub(s.op_start_ns).max(1));
                             s.send(next, now, true);
                             out.c.requests += 1;
                         }
@@ -354,10 +427,26 @@ fn churn_thread(
                                 .saturating_record(now.saturating_sub(s.op_start_ns).max(1));
                             // Cycles finishing in the drain after the stop are not
                             // counted: the rate is over the measured interval.
-                            if s.counting && now < stop_ns {
+                            if now < stop_ns {
                                 out.c.cycles += 1;
                             }
-                            s.op = None;
+                            s.idle();
+                            break;
+                        }
+                        Step::NewTuple => {
+                            out.c.new_tuples += 1;
+                            s.idle();
+                            match opener.open(&ep, i as u64) {
+                                Some((sock, client)) => {
+                                    let s = &mut slots[i];
+                                    s.sock = Some(sock);
+                                    s.client = client;
+                                    s.send(Op::Allocate, now, true);
+                                    out.c.requests += 1;
+                                }
+                                None => out.c.open_failures += 1,
+                            }
+                            break;
                         }
                         Step::Fail => {
                             let what = match answer {
@@ -369,7 +458,8 @@ fn churn_thread(
                                 .errors
                                 .entry(format!("{}:{what}", op.name()))
                                 .or_default() += 1;
-                            s.op = None;
+                            s.idle();
+                            break;
                         }
                     }
                 }
@@ -386,6 +476,25 @@ fn churn_thread(
         (pub_req, pub_cyc, pub_inv) = (out.c.requests, out.c.cycles, out.c.invalid);
     }
     Ok(out)
+}
+
+/// Parse `LO-HI` (1024..=65535).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("--port-range wants LO-HI, got {s:?}"))?;
+    let lo: u16 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("bad port {a:?}"))?;
+    let hi: u16 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("bad port {b:?}"))?;
+    if lo < 1024 || lo > hi {
+        bail!("--port-range {s:?}: want 1024 <= LO <= HI");
+    }
+    Ok((lo, hi))
 }
 
 pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
@@ -415,31 +524,39 @@ pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
         .unwrap_or_default();
     let relay_cpus = c.relay_cpus.as_deref().map(cpu::parse_list).transpose()?;
     let threads = c.threads.min(a.allocations).max(1);
-    let mut groups: Vec<Vec<UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
-    for i in 0..a.allocations {
-        let s = net::udp_socket(SocketAddr::new(bind_ip, 0), false, Some(c.server))
-            .with_context(|| format!("cannot open a socket on {bind_ip}"))?;
-        groups[i % threads].push(s);
+    let (lo, hi) = parse_port_range(&a.port_range)?;
+    if ((hi - lo) as usize + 1) < threads * a.allocations * 4 {
+        bail!(
+            "--port-range {lo}-{hi} is too small for {} concurrent cycles",
+            a.allocations
+        );
     }
+    let per_thread: Vec<usize> = (0..threads)
+        .map(|t| crate::traffic::flows_of_thread(a.allocations, threads, t).len())
+        .collect();
     let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::new(Live::default())).collect();
     let start_ns = net::now_ns() + 100_000_000;
     let stop_ns = start_ns + (c.duration * 1e9) as u64;
     let (outs, cpu_a, cpu_b) = std::thread::scope(|sc| -> Result<_> {
-        let hs: Vec<_> = groups
-            .into_iter()
+        let hs: Vec<_> = per_thread
+            .iter()
             .enumerate()
-            .map(|(t, socks)| {
-                let (live, creds, cpus) = (live[t].clone(), &creds, &cpus);
+            .map(|(t, &n)| {
+                let (live, cpus) = (live[t].clone(), &cpus);
+                let opener = Opener {
+                    bind_ip,
+                    server: c.server,
+                    ports: PortCycler::part(lo, hi, threads, t),
+                    creds: &creds,
+                };
                 let rate = split_rate(c.rate, threads, t);
                 sc.spawn(move || -> Result<ThreadOut> {
                     cpu::pin(cpus, t)?;
                     Ok(churn_thread(
-                        socks,
-                        creds,
+                        n,
+                        opener,
                         rate,
-                        start_ns,
-                        stop_ns,
-                        2_000_000_000,
+                        (start_ns, stop_ns, 2_000_000_000),
                         &live,
                     )?)
                 })
@@ -502,6 +619,8 @@ pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
         r.deletes += o.c.ok[2];
         r.requests += o.c.requests;
         r.auth_retries += o.c.auth_retries;
+        r.new_tuples += o.c.new_tuples;
+        r.open_failures += o.c.open_failures;
         r.timeouts += o.c.timeouts;
         r.invalid += o.c.invalid;
         for (k, v) in o.c.errors {
@@ -544,10 +663,27 @@ mod tests {
         assert_eq!(step(Op::Allocate, &Answer::Retry, 2), Fail);
         assert_eq!(step(Op::Refresh, &Answer::Error(401), 0), Retry);
         assert_eq!(step(Op::Refresh, &Answer::Error(401), 2), Fail);
-        assert_eq!(step(Op::Allocate, &Answer::Error(437), 0), Send(Op::Delete));
+        assert_eq!(step(Op::Allocate, &Answer::Error(437), 0), NewTuple);
         assert_eq!(step(Op::Refresh, &Answer::Error(437), 0), Fail);
         assert_eq!(step(Op::Allocate, &Answer::Error(486), 0), Fail);
         assert_eq!(step(Op::Delete, &Answer::Invalid, 0), Fail);
+    }
+
+    #[test]
+    fn ports_cycle_in_order_per_thread() {
+        let mut a = PortCycler::part(20000, 20009, 2, 0);
+        let mut b = PortCycler::part(20000, 20009, 2, 1);
+        let pa: Vec<u16> = (0..7).map(|_| a.next_port()).collect();
+        let pb: Vec<u16> = (0..3).map(|_| b.next_port()).collect();
+        assert_eq!(pa, vec![20000, 20001, 20002, 20003, 20004, 20000, 20001]);
+        assert_eq!(pb, vec![20005, 20006, 20007]);
+        let mut top = PortCycler::part(65530, 65535, 1, 0);
+        let p: Vec<u16> = (0..7).map(|_| top.next_port()).collect();
+        assert_eq!(p, vec![65530, 65531, 65532, 65533, 65534, 65535, 65530]);
+        assert_eq!(parse_port_range("20000-60999").unwrap(), (20000, 60999));
+        assert!(parse_port_range("80-90").is_err());
+        assert!(parse_port_range("3000-2000").is_err());
+        assert!(parse_port_range("3000").is_err());
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct Common {
     /// The relay's CPUs: report their busy share (from /proc/stat) and CPU per packet.
     #[arg(long = "relay-cpus")]
     pub relay_cpus: Option<String>,
+    /// The server's PID: datagrams dropped for full socket buffers in its network
+    /// namespace (UDP RcvbufErrors of /proc/PID/net/snmp) are reported as drops at the relay.
+    #[arg(long = "relay-pid")]
+    pub relay_pid: Option<u32>,
     /// Print the result as JSON on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,
@@ -192,9 +196,12 @@ pub struct ChurnArgs {
     pub common: Common,
     #[command(flatten)]
     pub auth: Auth,
-    /// Sockets cycling allocate -> refresh -> delete concurrently.
+    /// Cycles (allocate -> refresh -> delete, each from a fresh 5-tuple) in flight at once.
     #[arg(long, default_value_t = 16)]
     pub allocations: usize,
+    /// Local ports to take in order for the cycles' sockets.
+    #[arg(long = "port-range", default_value = "20000-60999")]
+    pub port_range: String,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -193,6 +193,18 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
             );
             row(format!("{name}: loss"), get(&|r| r.loss), pct, false);
             row(
+                format!("{name}: of which dropped at full relay sockets"),
+                get(&|r| r.relay_rcvbuf_drops.map(|d| d as f64)),
+                f0,
+                false,
+            );
+            row(
+                format!("{name}: of which dropped at full sink sockets"),
+                get(&|r| r.sink_rcvbuf_drops.map(|d| d as f64)),
+                f0,
+                false,
+            );
+            row(
                 format!("{name}: payload Mbit/s at peer"),
                 get(&|r| r.payload_mbps),
                 f1,
@@ -262,6 +274,12 @@ fn churn_rows(name: &str, per: &[Option<&ChurnReport>]) -> Vec<Row> {
         Row {
             label: format!("{name}: errors + timeouts"),
             values: get(&|r| Some(r.errors.values().sum::<u64>() as f64)),
+            fmt: f0,
+            higher_better: false,
+        },
+        Row {
+            label: format!("{name}: 437 to Allocate (cycle moved to a new port)"),
+            values: get(&|r| Some(r.new_tuples as f64)),
             fmt: f0,
             higher_better: false,
         },

@@ -29,6 +29,31 @@ pub enum Kind {
     Reflect,
 }
 
+/// UDP RcvbufErrors from /proc/net/snmp text (the "Udp:" header and value lines).
+pub fn parse_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let header = lines.next()?;
+    let values = lines.next()?;
+    let i = header
+        .split_whitespace()
+        .position(|h| h == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// UDP RcvbufErrors of this process's network namespace, or with `pid` of that
+/// process's namespace (/proc/PID/net/snmp).
+pub fn rcvbuf_errors_of(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/net/snmp"),
+        None => "/proc/net/snmp".to_string(),
+    };
+    parse_rcvbuf_errors(&std::fs::read_to_string(path).ok()?)
+}
+
+fn rcvbuf_errors() -> Option<u64> {
+    rcvbuf_errors_of(None)
+}
+
 /// Per-flow accumulator of one thread.
 #[derive(Debug, Default)]
 pub struct FlowAcc {
@@ -203,6 +228,7 @@ fn run(kind: Kind, o: Opts) -> Result<SinkReport> {
             o.duration
         );
     }
+    let drops_before = rcvbuf_errors();
     let results = std::thread::scope(|sc| -> Result<Vec<ThreadCounts>> {
         let hs: Vec<_> = groups
             .into_iter()
@@ -253,7 +279,12 @@ fn run(kind: Kind, o: Opts) -> Result<SinkReport> {
             .map(|h| h.join().map_err(|_| anyhow!("{name} thread panicked"))?)
             .collect()
     })?;
-    Ok(summarise(kind, o.listen, o.threads, results))
+    let mut r = summarise(kind, o.listen, o.threads, results);
+    r.rcvbuf_errors = match (drops_before, rcvbuf_errors()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    Ok(r)
 }
 
 fn summarise(
@@ -343,6 +374,15 @@ pub fn run_reflect(a: &ReflectArgs) -> Result<SinkReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snmp_parsing() {
+        let t = "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 100 2 7 90 5 0\nUdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdpLite: 0 0 0 0 9 0\n";
+        assert_eq!(parse_rcvbuf_errors(t), Some(5));
+        assert_eq!(parse_rcvbuf_errors("Udp: InDatagrams\nUdp: 1\n"), None);
+        assert_eq!(parse_rcvbuf_errors(""), None);
+        assert!(rcvbuf_errors().is_some());
+    }
 
     #[test]
     fn flow_accounting() {

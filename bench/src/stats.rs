@@ -258,6 +258,12 @@ pub struct TrafficReport {
     pub worst_flow_loss: Option<f64>,
     /// Application payload megabits per second at the receiving end.
     pub payload_mbps: Option<f64>,
+    /// Of the loss, datagrams the sink's kernel dropped for full socket buffers (the sink
+    /// was too slow, not the relay), from the sink's JSON.
+    pub sink_rcvbuf_drops: Option<u64>,
+    /// Datagrams dropped for full socket buffers in the relay's network namespace (with
+    /// --relay-pid): the server did not read its sockets fast enough.
+    pub relay_rcvbuf_drops: Option<u64>,
     pub duplicates: u64,
     pub reordered: u64,
     pub invalid: u64,
@@ -311,6 +317,12 @@ impl TrafficReport {
         );
         if let Some(m) = self.payload_mbps {
             s += &format!("  payload {m:.1} Mbit/s\n");
+        }
+        if let Some(d) = self.relay_rcvbuf_drops {
+            s += &format!("  dropped by full socket buffers at the relay: {d}\n");
+        }
+        if let Some(d) = self.sink_rcvbuf_drops {
+            s += &format!("  dropped by full socket buffers at the sink: {d}\n");
         }
         s += &format!(
             "  invalid {} {:?}, duplicates {}, reordered {}\n",
@@ -379,13 +391,18 @@ pub struct SinkReport {
     pub echoed: u64,
     pub pps: f64,
     pub payload_mbps: f64,
+    /// Datagrams the kernel dropped for full socket buffers in the sink's network
+    /// namespace during the run (UDP RcvbufErrors of /proc/net/snmp): loss that happened
+    /// at the sink, not in the relay.
+    pub rcvbuf_errors: Option<u64>,
     pub flows: Vec<SinkFlow>,
 }
 
 impl SinkReport {
     pub fn human(&self) -> String {
         format!(
-            "sink on {}: {} datagrams ({} valid distinct, {} invalid) in {:.2} s = {:.0} pps, {:.1} Mbit/s payload, {} echoed, {} flows\n",
+            "{} on {}: {} datagrams ({} valid distinct, {} invalid) in {:.2} s = {:.0} pps, {:.1} Mbit/s payload, {} echoed, {} flows, {} dropped by full socket buffers\n",
+            self.mode,
             self.listen.join(" "),
             self.packets,
             self.unique,
@@ -394,7 +411,10 @@ impl SinkReport {
             self.pps,
             self.payload_mbps,
             self.echoed,
-            self.flows.len()
+            self.flows.len(),
+            self.rcvbuf_errors
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "unknown".into())
         )
     }
 }

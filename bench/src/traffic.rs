@@ -13,8 +13,9 @@ use crate::engine::{run_worker, Flow, WorkerConfig, WorkerResult};
 use crate::net;
 use crate::pacing::split_rate;
 use crate::seq::SeqWindow;
+use crate::sink;
 use crate::stats::{self, InvalidCounts, LatencySummary, Live, Params, SinkReport, TrafficReport};
-use crate::turn::{Credentials, Session};
+use crate::turn::{self, Credentials, Session};
 use crate::workload::{ChannelDataLoad, FlowId, StunLoad, Workload};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -100,8 +101,19 @@ fn setup_flow(
             })
         }
         Some((creds, peer)) => {
-            let mut s = Session::open(bind_ip, server, creds)?;
-            let relay = s.allocate().with_context(|| format!("allocation {i}"))?;
+            // A 437 means the server still holds an allocation for this 5-tuple (coturn
+            // keeps a deleted one for a second or two, and the kernel may hand out a port
+            // of a previous run again): retry from a new socket, as RFC 8656 section 7.4
+            // tells clients to.
+            let mut attempt = 0;
+            let (mut s, relay) = loop {
+                let mut s = Session::open(bind_ip, server, creds)?;
+                match s.allocate() {
+                    Ok(r) => break (s, r),
+                    Err(e) if turn::error_code(&e) == Some(437) && attempt < 3 => attempt += 1,
+                    Err(e) => return Err(e.context(format!("allocation {i}"))),
+                }
+            };
             s.create_permission(&[peer])
                 .with_context(|| format!("allocation {i} ({relay}): permission for {peer}"))?;
             s.channel_bind(channel, peer).with_context(|| {
@@ -247,6 +259,8 @@ struct Measured {
     cpu_a: Option<CpuTicks>,
     cpu_b: Option<CpuTicks>,
     gen_cpu_ns: u64,
+    /// Relay namespace UDP RcvbufErrors over the run (start to end of drain).
+    relay_drops: Option<u64>,
 }
 
 fn measure<W: Workload>(
@@ -283,6 +297,7 @@ fn measure<W: Workload>(
                 })
             })
             .collect();
+        let drops_a = c.relay_pid.and_then(|p| sink::rcvbuf_errors_of(Some(p)));
         sleep_until(start_ns);
         let cpu_a = relay_sample(&p.relay_cpus);
         let gen_a = net::process_cpu_ns();
@@ -294,7 +309,12 @@ fn measure<W: Workload>(
         for h in hs {
             results.push(h.join().map_err(|_| anyhow!("worker thread panicked"))??);
         }
+        let drops_b = c.relay_pid.and_then(|p| sink::rcvbuf_errors_of(Some(p)));
         Ok(Measured {
+            relay_drops: match (drops_a, drops_b) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
             results,
             elapsed_s: (stop_ns - start_ns) as f64 / 1e9,
             cpu_a,
@@ -341,6 +361,7 @@ fn base_report(
         inv.merge(&w.invalid);
     }
     r.sent_pps = stats::per_second(r.sent, m.elapsed_s);
+    r.relay_rcvbuf_drops = m.relay_drops;
     r.generator_us_per_packet = (r.sent > 0).then(|| m.gen_cpu_ns as f64 / 1000.0 / r.sent as f64);
     (r, inv)
 }
@@ -484,8 +505,8 @@ pub fn run_traffic(a: &TrafficArgs, echo: bool) -> Result<TrafficReport> {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
-    if failed > 0 && !a.common.quiet {
-        eprintln!("{mode}: {failed} allocations could not be deleted (they will expire)");
+    if failed > 0 {
+        eprintln!("{mode}: warning: {failed} allocations could not be deleted (they will expire)");
     }
     let (mut r, inv) = base_report(mode, &a.common, &p, &m, a.allocations, a.size, a.reflector);
     if creds.is_some() {
@@ -512,6 +533,7 @@ pub fn run_traffic(a: &TrafficArgs, echo: bool) -> Result<TrafficReport> {
         r.duplicates = dup;
         r.reordered = reo;
         r.invalid_reasons.insert("at_sink".into(), sink_inv);
+        r.sink_rcvbuf_drops = s.rcvbuf_errors;
         (recv, "distinct valid datagrams at the peer (sink JSON)")
     } else if echo {
         (r.received, "round trips back at the generator")

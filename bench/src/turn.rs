@@ -42,6 +42,23 @@ impl Credentials {
     }
 }
 
+/// An error response from the server, with its code (for callers that react to one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorResponse(pub u16);
+
+impl std::fmt::Display for ErrorResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error response {}", self.0)
+    }
+}
+
+impl std::error::Error for ErrorResponse {}
+
+/// The error code of a failed request, if the server answered with one.
+pub fn error_code(e: &anyhow::Error) -> Option<u16> {
+    e.downcast_ref::<ErrorResponse>().map(|c| c.0)
+}
+
 /// A fresh random transaction id.
 pub fn random_tid() -> TransactionId {
     TransactionId(rand::random())
@@ -130,7 +147,10 @@ impl Session {
                 Answer::Retry => continue,
                 // A 401 after credentials were sent: the server replaced the nonce.
                 Answer::Error(401) if round + 1 < AUTH_ROUNDS => continue,
-                Answer::Error(c) => bail!("{method:?} from {} failed with error {c}", self.local),
+                Answer::Error(c) => {
+                    return Err(anyhow::Error::new(ErrorResponse(c))
+                        .context(format!("{method:?} from {} failed", self.local)))
+                }
                 Answer::Invalid => bail!("{method:?} from {}: invalid response", self.local),
             }
         }
@@ -204,6 +224,14 @@ pub fn ping(bind_ip: std::net::IpAddr, server: SocketAddr, timeout: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_survive_context() {
+        let e = anyhow::Error::new(ErrorResponse(437)).context("Allocate from x failed");
+        assert_eq!(error_code(&e), Some(437));
+        assert!(format!("{e:#}").contains("error response 437"));
+        assert_eq!(error_code(&anyhow!("other")), None);
+    }
 
     #[test]
     fn user_parsing() {

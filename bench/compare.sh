@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# bench/compare.sh: the same loads against coturn and against xturn (on sockets), in the
+# standard NETLAB topology, and bench/RESULTS.md + bench/latency.svg from the results.
+#
+#   ns client (192.0.2.2) --veth-- ns relay (192.0.2.1 | 198.51.100.1) --veth-- ns peer (198.51.100.2)
+#
+# The server runs in the relay namespace pinned to RELAY_CPU; the generator (client ns)
+# and the sink (peer ns) share GEN_CPU. Threaded NAPI is on for every veth; the relay
+# side's napi/* threads are pinned to RELAY_CPU and the outer ones to GEN_CPU, so the
+# relay core carries all of the relay's packet work (NETLAB.md, "Measuring CPU fairly").
+#
+# Usage (as root):  bash bench/compare.sh
+# Environment: DURATION (seconds per load, default 6), GEN_CPU (0), RELAY_CPU (1),
+#              NO_BUILD=1 to skip `cargo build --release`.
+# Bounded: each load stops by itself; a watchdog ends the whole run after 590 s; the
+# namespaces and every process started here are removed on exit, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+. "$ROOT/bench/lab.sh"
+DURATION=${DURATION:-6}
+GEN_CPU=${GEN_CPU:-0}
+RELAY_CPU=${RELAY_CPU:-1}
+ALLOCS=64
+PEER_PORTS=4
+SIZE=100
+RATES=(20000 50000)
+ECHO_RATE=20000
+
+log() { echo "compare.sh: $*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    log "run as root (it creates network namespaces)"
+    exit 1
+fi
+for tool in turnserver:coturn ethtool:ethtool taskset:util-linux; do
+    if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+        log "installing ${tool##*:}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${tool##*:}" >/dev/null
+    fi
+done
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    cargo build --release --quiet -p xturn-relay -p xturn-bench
+fi
+B=$ROOT/target/release/xturn-bench
+XT=$ROOT/target/release/xturn
+[ -x "$B" ] && [ -x "$XT" ] || { log "missing $B or $XT"; exit 1; }
+
+P=xt$(($$ % 10000))
+NC=${P}c NR=${P}r NP=${P}p
+TMP=$(mktemp -d /tmp/xturn-bench.XXXXXX)
+RES=$ROOT/bench/results
+PIDS=()
+MAIN=$$
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    lab_down "$P"
+    rm -rf "$TMP"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Watchdog: the whole comparison must end within 10 minutes.
+watchdog() {
+    sleep 590 &
+    local s=$!
+    trap 'kill $s 2>/dev/null; exit 0' TERM
+    wait $s && { echo "compare.sh: watchdog: over 590 s, stopping" >&2; kill -TERM "$MAIN"; }
+}
+watchdog &
+PIDS+=($!)
+
+# ---- topology ---------------------------------------------------------------------------
+log "topology $NC -- $NR -- $NP"
+lab_up "$P" "$GEN_CPU" "$RELAY_CPU"
+NAPI_NOTE=$LAB_NAPI
+
+rm -rf "$RES"
+mkdir -p "$RES"
+
+# ---- helpers ----------------------------------------------------------------------------
+SERVER=192.0.2.1:3478
+gen() { # gen NAME MODE ARGS... : run the generator in the client namespace
+    local name=$1
+    shift
+    ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" "$@" --server "$SERVER" --cpus "$GEN_CPU" \
+        --relay-cpus "$RELAY_CPU" --duration "$DURATION" --json-out "$RES/$name.json" --quiet >"$TMP/$name.txt"
+    sed 's/^/    /' "$TMP/$name.txt" >&2
+}
+start_sink() { # start_sink [--echo]
+    rm -f "$TMP/sink.json"
+    ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" sink --listen "198.51.100.2:40000-$((40000 + PEER_PORTS - 1))" \
+        --cpus "$GEN_CPU" --idle-exit 1 --duration 90 --json-out "$TMP/sink.json" --quiet "$@" >"$TMP/sink.txt" &
+    SINK=$!
+    PIDS+=("$SINK")
+    sleep 0.3
+}
+wait_sink() {
+    wait "$SINK"
+    sed 's/^/    /' "$TMP/sink.txt" >&2
+}
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+affinity() { # the CPUs each thread of a process may run on, for the record
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/Cpus_allowed_list/ {print $2}' | sort -u | tr '\n' ' '
+}
+
+TURN_ARGS=(--user bench:bench --allocations "$ALLOCS" --peer 198.51.100.2:40000 --peer-ports "$PEER_PORTS" --size "$SIZE")
+
+# The loads. Each is a function of (result name, server PID) that starts what it needs.
+load_stun() { gen "$1" stun --sockets 32 --relay-pid "$2"; }
+load_relay() { # NAME PID RATE
+    start_sink
+    gen "$1" relay "${TURN_ARGS[@]}" --rate "$3" --sink-json "$TMP/sink.json" --relay-pid "$2"
+    wait_sink
+}
+load_echo() { # NAME PID RATE
+    start_sink --echo
+    gen "$1" echo "${TURN_ARGS[@]}" --rate "$3" --relay-pid "$2"
+    wait_sink
+}
+load_churn() { gen "$1" churn --user bench:bench --allocations 16; }
+
+# measured NAME LOAD ARGS...: run a load when the machine is quiet, and again (at most
+# twice) if other processes used more than 2 % of a CPU meanwhile; the interference left
+# is recorded for the report.
+NOISE=()
+measured() {
+    local name=$1 attempt f0 f1 limit=$((DURATION * 2 > 10 ? DURATION * 2 : 10))
+    shift
+    for attempt in 1 2 3; do
+        wait_quiet "$GEN_CPU" "$RELAY_CPU" || log "$name: the machine is not quiet ($LAB_BUSY); going on"
+        f0=$(foreign_ticks $$)
+        log "$name (attempt $attempt)"
+        "$@"
+        f1=$(foreign_ticks $$)
+        if [ $((f1 - f0)) -le "$limit" ]; then
+            break
+        fi
+        log "$name: other processes used $((f1 - f0)) jiffies of CPU during the load"
+    done
+    NOISE+=("$name: $((f1 - f0 > 0 ? f1 - f0 : 0)) (attempts: $attempt)")
+}
+
+run_server_loads() { # run_server_loads NAME SERVER_PID
+    local s=$1 pid=$2 rate
+    measured "$s-stun" load_stun "$s-stun" "$pid"
+    measured "$s-relay-max" load_relay "$s-relay-max" "$pid" 0
+    for rate in "${RATES[@]}"; do
+        measured "$s-relay-$((rate / 1000))k" load_relay "$s-relay-$((rate / 1000))k" "$pid" "$rate"
+    done
+    measured "$s-echo-$((ECHO_RATE / 1000))k" load_echo "$s-echo-$((ECHO_RATE / 1000))k" "$pid" "$ECHO_RATE"
+    measured "$s-churn" load_churn "$s-churn" "$pid"
+}
+
+# ---- coturn -----------------------------------------------------------------------------
+COTURN_CMD=(turnserver -n --no-tls --no-dtls --no-cli --no-rfc5780 -L 192.0.2.1 -E 198.51.100.1
+    --relay-threads 1 -a -f --user bench:bench --realm bench
+    --pidfile "$TMP/turnserver.pid" --log-file "$TMP/turnserver.log" --simple-log)
+log "coturn: ${COTURN_CMD[*]}"
+ip netns exec "$NR" taskset -c "$RELAY_CPU" "${COTURN_CMD[@]}" >"$TMP/coturn.out" 2>&1 &
+CPID=$!
+PIDS+=("$CPID")
+ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+COTURN_AFF=$(affinity "$CPID")
+COTURN_VERSION=$(turnserver --version 2>/dev/null | head -1 || echo unknown)
+run_server_loads coturn "$CPID"
+stop_pid "$CPID"
+
+# ---- xturn ------------------------------------------------------------------------------
+XTURN_CMD=("$XT" --listening-ip 192.0.2.1 --relay-ip 198.51.100.1 --user bench:bench --realm bench
+    --rfc5766-channels --threads 1 --log-level warn)
+log "xturn: ${XTURN_CMD[*]}"
+ip netns exec "$NR" taskset -c "$RELAY_CPU" "${XTURN_CMD[@]}" >"$TMP/xturn.out" 2>&1 &
+XPID=$!
+PIDS+=("$XPID")
+ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+XTURN_AFF=$(affinity "$XPID")
+run_server_loads xturn "$XPID"
+stop_pid "$XPID"
+
+# ---- the generator's ceiling: a trivial reflector on the relay core ---------------------
+log "reflector"
+ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" reflect --listen "$SERVER" --cpus "$RELAY_CPU" --duration 400 --quiet \
+    >"$TMP/reflect.txt" 2>&1 &
+RPID=$!
+PIDS+=("$RPID")
+sleep 0.3
+REFL_ARGS=(--reflector --allocations "$ALLOCS" --size "$SIZE" --relay-pid "$RPID")
+measured reflector-relay-max gen reflector-relay-max relay "${REFL_ARGS[@]}" --rate 0
+measured reflector-echo-max gen reflector-echo-max echo "${REFL_ARGS[@]}" --rate 0
+measured "reflector-echo-$((ECHO_RATE / 1000))k" gen "reflector-echo-$((ECHO_RATE / 1000))k" echo "${REFL_ARGS[@]}" --rate "$ECHO_RATE"
+stop_pid "$RPID"
+
+# ---- report -----------------------------------------------------------------------------
+NOTES=$(
+    cat <<EOF
+Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.51.100.1) -- \`peer\` (198.51.100.2) joined by veth pairs with TX checksum offload off, GRO on and threaded NAPI; NAPI threads pinned:$NAPI_NOTE. Each server runs alone in the relay namespace under \`taskset -c $RELAY_CPU\` with one relay thread (thread affinity seen: coturn $COTURN_AFF, xturn $XTURN_AFF); the generator (\`xturn-bench\`, 1 thread) and the sink share CPU $GEN_CPU. Every load runs $DURATION s with $ALLOCS allocations (one UDP socket each; channels bound to $PEER_PORTS sink ports), $SIZE-byte ChannelData payloads; "relay core busy" is 1 - idle of CPU $RELAY_CPU from /proc/stat over the measured interval, so it includes the server's NAPI and softirq work.
+
+- coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; \`--udp-recvmmsg\` does not exist in this version)
+- xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`
+- Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 sockets cycling Allocate/Refresh/Refresh(0) flat out).
+- Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes used more than 2 % of a CPU during it; jiffies (1/$(getconf CLK_TCK) s) used by other processes during the kept run: $(IFS=';'; echo "${NOISE[*]}").
+- With two CPUs the generator and the sink share one: flat-out figures are bounded by that core (see the generator's ceiling below) and "dropped at full sink sockets" counts loss caused by the sink, not the relay. The fixed-rate rows are the fair comparison of relay cost.
+EOF
+)
+"$B" report --dir "$RES" --out "$ROOT/bench/RESULTS.md" --svg "$ROOT/bench/latency.svg" \
+    --command "bash bench/compare.sh (DURATION=$DURATION GEN_CPU=$GEN_CPU RELAY_CPU=$RELAY_CPU)" \
+    --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --notes "$NOTES"
+log "wrote bench/RESULTS.md, bench/latency.svg and bench/results/*.json"
