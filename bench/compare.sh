@@ -11,7 +11,9 @@
 #
 # Usage (as root):  bash bench/compare.sh
 # Environment: DURATION (seconds per load, default 6), GEN_CPU (0), RELAY_CPU (1),
-#              NO_BUILD=1 to skip `cargo build --release`.
+#              NO_BUILD=1 to skip `cargo build --release`, XTURN_BIN=PATH to benchmark
+#              another xturn binary (e.g. one built from a given commit) and XTURN_REV=TEXT
+#              to say in the report where it came from.
 # Bounded: each load stops by itself; a watchdog ends the whole run after 590 s; the
 # namespaces and every process started here are removed on exit, also on failure.
 set -euo pipefail
@@ -44,7 +46,10 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release --quiet -p xturn-relay -p xturn-bench
 fi
 B=$ROOT/target/release/xturn-bench
-XT=$ROOT/target/release/xturn
+XT=${XTURN_BIN:-$ROOT/target/release/xturn}
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git -C "$ROOT" status --porcelain -- bench control relay 2>/dev/null | wc -l)
+XTURN_REV=${XTURN_REV:-"the working tree at commit $REV ($DIRTY changed files under bench/ control/ relay/)"}
 [ -x "$B" ] && [ -x "$XT" ] || { log "missing $B or $XT"; exit 1; }
 
 P=xt$(($$ % 10000))
@@ -173,6 +178,12 @@ run_server_loads() { # run_server_loads NAME SERVER_PID
 COTURN_CMD=(turnserver -n --no-tls --no-dtls --no-cli --no-rfc5780 -L 192.0.2.1 -E 198.51.100.1
     --relay-threads 1 -a -f --user bench:bench --realm bench
     --pidfile "$TMP/turnserver.pid" --log-file "$TMP/turnserver.log" --simple-log)
+if turnserver --help 2>&1 | grep -q -- --udp-recvmmsg; then
+    COTURN_CMD+=(--udp-recvmmsg)
+    RECVMMSG_NOTE="with \`--udp-recvmmsg\`"
+else
+    RECVMMSG_NOTE="\`--udp-recvmmsg\` does not exist in this version"
+fi
 log "coturn: ${COTURN_CMD[*]}"
 ip netns exec "$NR" taskset -c "$RELAY_CPU" "${COTURN_CMD[@]}" >"$TMP/coturn.out" 2>&1 &
 CPID=$!
@@ -213,9 +224,9 @@ NOTES=$(
     cat <<EOF
 Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.51.100.1) -- \`peer\` (198.51.100.2) joined by veth pairs with TX checksum offload off, GRO on and threaded NAPI; NAPI threads pinned:$NAPI_NOTE. Each server runs alone in the relay namespace under \`taskset -c $RELAY_CPU\` with one relay thread (thread affinity seen: coturn $COTURN_AFF, xturn $XTURN_AFF); the generator (\`xturn-bench\`, 1 thread) and the sink share CPU $GEN_CPU. Every load runs $DURATION s with $ALLOCS allocations (one UDP socket each; channels bound to $PEER_PORTS sink ports), $SIZE-byte ChannelData payloads; "relay core busy" is 1 - idle of CPU $RELAY_CPU from /proc/stat over the measured interval, so it includes the server's NAPI and softirq work.
 
-- coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; \`--udp-recvmmsg\` does not exist in this version)
-- xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`
-- Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 sockets cycling Allocate/Refresh/Refresh(0) flat out).
+- coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
+- xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
+- Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
 - Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes used more than 2 % of a CPU during it; jiffies (1/$(getconf CLK_TCK) s) used by other processes during the kept run: $(IFS=';'; echo "${NOISE[*]}").
 - With two CPUs the generator and the sink share one: flat-out figures are bounded by that core (see the generator's ceiling below) and "dropped at full sink sockets" counts loss caused by the sink, not the relay. The fixed-rate rows are the fair comparison of relay cost.
 EOF

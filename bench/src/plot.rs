@@ -11,10 +11,10 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const W: f64 = 820.0;
+const W: f64 = 900.0;
 const H: f64 = 500.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 180.0;
+const RIGHT: f64 = 240.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 6] = [
@@ -47,7 +47,7 @@ pub fn percentile_label(decade: u32) -> String {
     }
 }
 
-/// Render the chart. Series without points are listed in the legend as "no data".
+/// Render the chart. Series without points are listed in the legend in grey, undrawn.
 pub fn render(title: &str, series: &[Series]) -> String {
     let pts: Vec<(f64, f64)> = series
         .iter()
@@ -148,7 +148,7 @@ pub fn render(title: &str, series: &[Series]) -> String {
         if se.points.is_empty() {
             let _ = writeln!(
                 s,
-                r##"<text x="{lx:.1}" y="{ly:.1}" fill="#999">{} (no data)</text>"##,
+                r##"<text x="{lx:.1}" y="{ly:.1}" fill="#999">{}</text>"##,
                 esc(&se.name)
             );
             continue;
@@ -215,7 +215,7 @@ mod tests {
             points: vec![(0.0, 15.0), (0.9, 30.0), (0.999, 70.0), (1.0, 100.0)],
         };
         let c = Series {
-            name: "xturn-xdp".into(),
+            name: "xturn-xdp (not built yet)".into(),
             points: vec![],
         };
         let svg = render("t", &[a, b, c]);
@@ -223,7 +223,7 @@ mod tests {
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("coturn &lt;udp&gt;"));
-        assert!(svg.contains("xturn-xdp (no data)"));
+        assert!(svg.contains(r##"fill="#999">xturn-xdp (not built yet)</text>"##));
         assert!(svg.contains(">99.9%<"));
         // y axis covers 10 µs .. 1000 µs in decades.
         assert!(svg.contains(">10<") && svg.contains(">1000<"));

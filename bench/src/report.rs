@@ -650,7 +650,7 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(
             svg.contains("reflector (generator floor)")
-                && svg.contains("xturn-xdp (not built yet) (no data)")
+                && svg.contains("xturn-xdp (not built yet)")
         );
     }
 }
