@@ -91,6 +91,11 @@ pub struct Args {
     /// Log level: error, warn, info, debug, trace. Default info.
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
+    /// Attach the XDP program to these interfaces (comma-separated or repeated): STUN
+    /// Binding requests to the listening addresses are answered in the driver, everything
+    /// else still reaches the socket path. Needs root. Default: off.
+    #[arg(long = "xdp", value_delimiter = ',')]
+    pub xdp: Vec<String>,
 }
 
 /// The same keys in a TOML file.
@@ -119,6 +124,7 @@ pub struct FileConfig {
     pub rfc5766_channels: Option<bool>,
     pub threads: Option<usize>,
     pub log_level: Option<String>,
+    pub xdp: Option<Vec<String>>,
 }
 
 /// Everything the running server needs, validated.
@@ -129,6 +135,8 @@ pub struct Settings {
     pub relay_ipv6: Option<IpAddr>,
     pub threads: usize,
     pub log_level: String,
+    /// Interfaces to attach the XDP program to (empty: sockets only).
+    pub xdp: Vec<String>,
     pub server: xturn_control::Config,
     /// Set when no credentials were configured: (user, password) of the demo user.
     pub demo_user: Option<(String, String)>,
@@ -314,6 +322,10 @@ impl Settings {
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             bail!("--log-level {log_level:?}: use error, warn, info, debug or trace");
         }
+        let xdp = pick_vec(a.xdp, f.xdp);
+        if let Some(bad) = xdp.iter().find(|i| i.is_empty() || i.len() > 15) {
+            bail!("--xdp {bad:?}: not an interface name");
+        }
 
         let mut server = xturn_control::Config::new(
             creds,
@@ -338,6 +350,7 @@ impl Settings {
             relay_ipv6,
             threads,
             log_level,
+            xdp,
             server,
             demo_user,
         })

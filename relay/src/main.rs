@@ -1,9 +1,11 @@
 //! `xturn`: the TURN server binary. It parses configuration, then runs the socket data
-//! path ([`driver`]) around the sans-IO control plane of `xturn-control`.
+//! path ([`driver`]) around the sans-IO control plane of `xturn-control`; with `--xdp` it
+//! also attaches the XDP program ([`xdp`]) that answers STUN Binding requests in the driver.
 
 mod config;
 mod driver;
 mod net;
+mod xdp;
 
 use anyhow::Result;
 use clap::Parser;
@@ -57,5 +59,14 @@ fn real_main() -> Result<()> {
             settings.server.credentials.realm()
         );
     }
-    driver::run(settings, shutdown)
+    // Attached before the sockets serve and detached (on drop) after they stop, so the
+    // socket path covers every datagram the program passes, from start to end.
+    let xdp = if settings.xdp.is_empty() {
+        None
+    } else {
+        Some(xdp::XdpPath::start(&settings.xdp, &settings.listen)?)
+    };
+    let result = driver::run(settings, shutdown);
+    drop(xdp);
+    result
 }

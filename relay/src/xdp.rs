@@ -1,0 +1,563 @@
+//! The XDP fast path (`--xdp IFACE[,IFACE]`): loads xturn's XDP program, attaches it to
+//! the given interfaces, and keeps its maps configured.
+//!
+//! ```text
+//!  frame ─► XDP program ─┬─ Binding request ──► answered in the driver (XDP_TX)
+//!                        ├─ ChannelData / peer data with live state ──► XSK of the queue,
+//!                        │     or XDP_PASS while no AF_XDP socket is bound there
+//!                        ├─ peer data without permission ──► XDP_DROP
+//!                        └─ everything else ──► XDP_PASS ──► the socket path (driver.rs)
+//! ```
+//!
+//! The object `xdp-ebpf/xturn-xdp.bpf.o` is built by `xdp-ebpf/build.sh` from
+//! `xdp-ebpf/program` and committed, so this crate builds with stable cargo alone;
+//! `xdp-ebpf/check.sh` proves the object matches its source. Map names, key/value types
+//! and counters come from `xturn-xdp-common`, the single definition of the ABI.
+//!
+//! Invariant: the socket path stays complete. The program answers only what it fully
+//! understands and passes the rest, so xturn serves the same clients with or without XDP.
+//! Dropping [`XdpPath`] detaches the program from every interface.
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::xdp::XdpLinkId;
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use std::net::{IpAddr, SocketAddr};
+use xturn_control::Output;
+use xturn_xdp_common::{
+    flags, ipv4_mapped, map_names, program_names, Config, Counter, Endpoint, ListenValue,
+};
+
+/// The compiled program (8-byte aligned, as ELF parsing requires).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../xdp-ebpf/xturn-xdp.bpf.o");
+
+/// Run-time switches of the program (the `XT_CONFIG` map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switches {
+    /// Answer plain Binding requests in the driver.
+    pub stun_responder: bool,
+    /// Steer TURN data to AF_XDP sockets and drop peer data without permission.
+    pub steering: bool,
+    /// Answer Binding requests with unknown comprehension-optional attributes.
+    pub ignore_unknown_optional: bool,
+}
+
+impl Default for Switches {
+    fn default() -> Self {
+        Switches {
+            stun_responder: true,
+            steering: true,
+            ignore_unknown_optional: true,
+        }
+    }
+}
+
+impl Switches {
+    fn config(self) -> Config {
+        let mut f = 0;
+        if self.stun_responder {
+            f |= flags::STUN_RESPONDER;
+        }
+        if self.steering {
+            f |= flags::STEERING;
+        }
+        if self.ignore_unknown_optional {
+            f |= flags::IGNORE_UNKNOWN_OPTIONAL;
+        }
+        Config { flags: f, _pad: 0 }
+    }
+}
+
+/// Counter values summed over all CPUs, indexed like [`Counter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters(pub [u64; Counter::COUNT as usize]);
+
+impl Counters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// `name=value` pairs of the non-zero counters, for logs.
+    pub fn summary(&self) -> String {
+        let v: Vec<String> = Counter::ALL
+            .iter()
+            .filter(|c| self.get(**c) != 0)
+            .map(|c| format!("{}={}", c.name(), self.get(*c)))
+            .collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(" ")
+        }
+    }
+}
+
+/// Map key form of an address (IPv4-mapped for IPv4).
+pub fn ip_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Map key form of a transport address.
+pub fn endpoint(a: SocketAddr) -> Endpoint {
+    Endpoint {
+        ip: ip_key(a.ip()),
+        port: a.port().to_be_bytes(),
+        _pad: [0; 2],
+    }
+}
+
+fn xturn_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let name = program_names::XTURN;
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the XDP object"))?
+        .try_into()?)
+}
+
+/// The loaded program and its maps. Detaches from every interface when dropped.
+pub struct XdpPath {
+    ebpf: Ebpf,
+    config: Array<MapData, Config>,
+    listen: HashMap<MapData, Endpoint, ListenValue>,
+    /// Channels, permissions and allocations, mirrored from the control plane's outputs.
+    #[cfg_attr(not(test), allow(dead_code))]
+    data_plane: mirror::DataPlaneMaps,
+    counters: PerCpuArray<MapData, u64>,
+    /// (interface, link) of every attachment.
+    attached: Vec<(String, XdpLinkId)>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from the XDP object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type or layout"))
+}
+
+impl XdpPath {
+    /// Load the committed object and verify its programs in the kernel (needs root or
+    /// CAP_BPF + CAP_NET_ADMIN). Nothing is attached yet; every switch is off until
+    /// [`XdpPath::set_switches`].
+    pub fn load() -> Result<XdpPath> {
+        let mut ebpf = Ebpf::load(OBJECT).context("cannot load the XDP object (root needed)")?;
+        xturn_program(&mut ebpf)?
+            .load()
+            .context("the kernel refused the XDP program")?;
+        Ok(XdpPath {
+            config: take(&mut ebpf, map_names::CONFIG)?,
+            listen: take(&mut ebpf, map_names::LISTEN)?,
+            data_plane: mirror::DataPlaneMaps {
+                channels: take(&mut ebpf, map_names::CHANNELS)?,
+                permissions: take(&mut ebpf, map_names::PERMISSIONS)?,
+                relays: take(&mut ebpf, map_names::RELAYS)?,
+            },
+            counters: take(&mut ebpf, map_names::COUNTERS)?,
+            ebpf,
+            attached: Vec::new(),
+        })
+    }
+
+    /// Load, configure for `listen` with every switch on, and attach to `interfaces`.
+    pub fn start(interfaces: &[String], listen: &[SocketAddr]) -> Result<XdpPath> {
+        let mut x = XdpPath::load()?;
+        for a in listen {
+            x.add_listener(*a)?;
+        }
+        x.set_switches(Switches::default())?;
+        for i in interfaces {
+            let mode = x.attach(i)?;
+            tracing::info!("XDP program attached to {i} ({mode:?} mode)");
+        }
+        Ok(x)
+    }
+
+    /// Attach the xturn program to `interface` in driver (native) mode, falling back to
+    /// generic (SKB) mode with a warning.
+    pub fn attach(&mut self, interface: &str) -> Result<XdpMode> {
+        let p = xturn_program(&mut self.ebpf)?;
+        let (mode, link) = match p.attach(interface, XdpMode::Driver) {
+            Ok(link) => (XdpMode::Driver, link),
+            Err(native) => {
+                let link = p.attach(interface, XdpMode::Skb).with_context(|| {
+                    format!("cannot attach XDP to {interface} (native mode failed too: {native})")
+                })?;
+                tracing::warn!(
+                    "{interface}: native XDP unavailable ({native}); running in generic (SKB) mode, \
+                     which is slower and gives AF_XDP copy mode only"
+                );
+                (XdpMode::Skb, link)
+            }
+        };
+        self.attached.push((interface.to_string(), link));
+        Ok(mode)
+    }
+
+    pub fn set_switches(&mut self, s: Switches) -> Result<()> {
+        self.config
+            .set(0, s.config(), 0)
+            .context("cannot write XT_CONFIG")
+    }
+
+    /// Serve STUN on `addr` (an unspecified address matches its whole family).
+    pub fn add_listener(&mut self, addr: SocketAddr) -> Result<()> {
+        if addr.port() == 0 {
+            bail!("XDP listener {addr} has no port");
+        }
+        self.listen
+            .insert(endpoint(addr), ListenValue { reserved: 0 }, 0)
+            .with_context(|| format!("cannot add listener {addr}"))
+    }
+
+    /// Per-CPU counters summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        read_counters(&self.counters)
+    }
+
+    /// Mirror one control-plane output into the channel, permission and allocation maps.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn apply(&mut self, out: &Output) -> Result<()> {
+        self.data_plane.apply(out)
+    }
+}
+
+/// Sum a counters map over CPUs.
+pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters> {
+    let mut out = [0u64; Counter::COUNT as usize];
+    for c in Counter::ALL {
+        let per_cpu = map
+            .get(&(c as u32), 0)
+            .with_context(|| format!("cannot read counter {}", c.name()))?;
+        out[c as usize] = per_cpu.iter().sum();
+    }
+    Ok(Counters(out))
+}
+
+/// Keeping the channel, permission and allocation maps in step with the control plane.
+///
+/// Status: the socket driver does not forward `Output`s here yet (that is one call,
+/// `xdp.apply(&output)`, where `Shared::drive` in driver.rs broadcasts data-plane outputs).
+/// Until it does, only the tests drive this module, the maps stay empty in the binary, and
+/// the program steers and drops nothing there: it answers Binding requests and passes
+/// everything else.
+mod mirror {
+    #![cfg_attr(not(test), allow(dead_code))]
+
+    use super::{endpoint, ip_key};
+    use anyhow::Result;
+    use aya::maps::{HashMap, MapData, MapError};
+    use std::net::IpAddr;
+    use std::time::Instant;
+    use xturn_control::{ChannelNumber, FiveTuple, Output, PeerAddr, RelayAddr};
+    use xturn_xdp_common::{ChannelKey, ChannelValue, Endpoint, Expiry, PermissionKey};
+
+    pub struct DataPlaneMaps {
+        pub channels: HashMap<MapData, ChannelKey, ChannelValue>,
+        pub permissions: HashMap<MapData, PermissionKey, Expiry>,
+        pub relays: HashMap<MapData, Endpoint, Expiry>,
+    }
+
+    /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+    pub fn monotonic_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        assert_eq!(r, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    /// An `Instant` as `CLOCK_MONOTONIC` nanoseconds, measured against the clock now
+    /// (Rust's `Instant` is CLOCK_MONOTONIC on Linux but does not expose its value).
+    pub fn instant_to_monotonic_ns(t: Instant) -> u64 {
+        let (now, now_ns) = (Instant::now(), monotonic_ns());
+        if t >= now {
+            now_ns.saturating_add(u64::try_from((t - now).as_nanos()).unwrap_or(u64::MAX))
+        } else {
+            now_ns.saturating_sub(u64::try_from((now - t).as_nanos()).unwrap_or(u64::MAX))
+        }
+    }
+
+    pub fn channel_key(five_tuple: &FiveTuple, channel: ChannelNumber) -> ChannelKey {
+        ChannelKey {
+            client_ip: ip_key(five_tuple.client.0.ip()),
+            server_ip: ip_key(five_tuple.server.ip()),
+            client_port: five_tuple.client.0.port().to_be_bytes(),
+            server_port: five_tuple.server.port().to_be_bytes(),
+            channel: channel.get().to_be_bytes(),
+            _pad: [0; 2],
+        }
+    }
+
+    pub fn permission_key(relay: RelayAddr, peer: IpAddr) -> PermissionKey {
+        PermissionKey {
+            peer_ip: ip_key(peer),
+            relay_port: relay.0.port().to_be_bytes(),
+            _pad: [0; 2],
+        }
+    }
+
+    fn expiry(t: Instant) -> Expiry {
+        Expiry {
+            expires_ns: instant_to_monotonic_ns(t),
+        }
+    }
+
+    /// A removal of something already gone is fine (the maps may have been full).
+    fn removed(r: Result<(), MapError>) -> Result<()> {
+        match r {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    impl DataPlaneMaps {
+        /// Mirror one control-plane output, so the program steers exactly what the socket
+        /// path's `DataPlane` would relay and drops peer data it would discard. Outputs
+        /// that do not change the data plane are ignored.
+        pub fn apply(&mut self, out: &Output) -> Result<()> {
+            match out {
+                Output::InstallAllocation { relay, expires, .. } => {
+                    self.relays.insert(endpoint(relay.0), expiry(*expires), 0)?
+                }
+                Output::RemoveAllocation { relay, .. } => {
+                    removed(self.relays.remove(&endpoint(relay.0)))?
+                }
+                Output::InstallPermission {
+                    relay,
+                    peer,
+                    expires,
+                } => self
+                    .permissions
+                    .insert(permission_key(*relay, *peer), expiry(*expires), 0)?,
+                Output::RemovePermission { relay, peer } => {
+                    removed(self.permissions.remove(&permission_key(*relay, *peer)))?
+                }
+                Output::InstallChannel {
+                    five_tuple,
+                    relay,
+                    channel,
+                    peer: PeerAddr(peer),
+                    expires,
+                } => self.channels.insert(
+                    channel_key(five_tuple, *channel),
+                    ChannelValue {
+                        peer_ip: ip_key(peer.ip()),
+                        relay_ip: ip_key(relay.0.ip()),
+                        peer_port: peer.port().to_be_bytes(),
+                        relay_port: relay.0.port().to_be_bytes(),
+                        _pad: [0; 4],
+                        expires_ns: expiry(*expires).expires_ns,
+                    },
+                    0,
+                )?,
+                Output::RemoveChannel {
+                    five_tuple,
+                    channel,
+                    ..
+                } => removed(self.channels.remove(&channel_key(five_tuple, *channel)))?,
+                Output::Transmit(_) | Output::BindRelay { .. } => {}
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Drop for XdpPath {
+    fn drop(&mut self) {
+        if let Ok(c) = self.counters() {
+            tracing::info!("XDP counters: {}", c.summary());
+        }
+        let attached: Vec<_> = self.attached.drain(..).collect();
+        for (interface, link) in attached {
+            match xturn_program(&mut self.ebpf).and_then(|p| Ok(p.detach(link)?)) {
+                Ok(()) => tracing::debug!("XDP program detached from {interface}"),
+                Err(e) => tracing::warn!("cannot detach XDP from {interface}: {e:#}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mirror::{instant_to_monotonic_ns, monotonic_ns};
+    use super::*;
+    use aya::programs::TestRun;
+    use aya::TestRunOptions;
+    use std::time::{Duration, Instant};
+    use xturn_control::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
+
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn instants_become_clock_monotonic_nanoseconds() {
+        let now = monotonic_ns();
+        let later = instant_to_monotonic_ns(Instant::now() + Duration::from_secs(5));
+        let earlier = instant_to_monotonic_ns(Instant::now() - Duration::from_millis(500));
+        let d = later - now;
+        assert!((5_000_000_000..5_100_000_000).contains(&d), "{d}");
+        assert!(
+            earlier < now && now - earlier < 600_000_000,
+            "{}",
+            now - earlier
+        );
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("SKIPPED: loading the XDP program needs root");
+        }
+        root
+    }
+
+    /// An IPv4/UDP frame (checksums are not checked on the steering path).
+    fn frame(from: SocketAddr, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (from.ip(), to.ip()) else {
+            panic!("IPv4 only")
+        };
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&s.octets());
+        f.extend_from_slice(&d.octets());
+        f.extend_from_slice(&from.port().to_be_bytes());
+        f.extend_from_slice(&to.port().to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Run `f` once; the action and the counter that moved.
+    fn run(x: &XdpPath, f: &[u8]) -> (u32, Vec<Counter>) {
+        let before = x.counters().unwrap();
+        let p: &Xdp = x
+            .ebpf
+            .program(program_names::XTURN)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; f.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        let after = x.counters().unwrap();
+        let moved = Counter::ALL
+            .into_iter()
+            .filter(|c| after.get(*c) != before.get(*c))
+            .collect();
+        (r.return_value, moved)
+    }
+
+    /// Control-plane outputs applied to the maps change what the program does with peer
+    /// data and ChannelData, including expiry times given as `Instant`s.
+    #[test]
+    fn outputs_drive_the_steering_maps() {
+        if !is_root() {
+            return;
+        }
+        let mut x = XdpPath::load().unwrap();
+        x.add_listener(sa("192.0.2.1:3478")).unwrap();
+        x.set_switches(Switches::default()).unwrap();
+        let five_tuple = FiveTuple {
+            client: ClientAddr(sa("192.0.2.2:40000")),
+            server: sa("192.0.2.1:3478"),
+        };
+        let relay = RelayAddr(sa("198.51.100.1:50000"));
+        let peer = sa("198.51.100.2:6000");
+        let live = Instant::now() + Duration::from_secs(60);
+        let from_peer = frame(peer, relay.0, b"data");
+        let cd = frame(
+            five_tuple.client.0,
+            five_tuple.server,
+            &[0x40, 0x01, 0, 1, 7],
+        );
+        use Counter::*;
+
+        assert_eq!(run(&x, &from_peer), (XDP_PASS, vec![PassNotOurs]));
+        x.apply(&Output::InstallAllocation {
+            five_tuple,
+            relay,
+            expires: live,
+        })
+        .unwrap();
+        assert_eq!(run(&x, &from_peer), (XDP_DROP, vec![DropNoPermission]));
+        x.apply(&Output::InstallPermission {
+            relay,
+            peer: peer.ip(),
+            expires: live,
+        })
+        .unwrap();
+        let key = mirror::permission_key(relay, peer.ip());
+        let exp = x.data_plane.permissions.get(&key, 0).unwrap().expires_ns;
+        let ahead = exp - monotonic_ns();
+        assert!(ahead > 59_000_000_000 && ahead <= 60_000_000_000, "{ahead}");
+        assert_eq!(run(&x, &from_peer), (XDP_PASS, vec![PassNoXskPeer]));
+
+        let channel = ChannelNumber::new(0x4001).unwrap();
+        assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassChannelUnbound]));
+        x.apply(&Output::InstallChannel {
+            five_tuple,
+            relay,
+            channel,
+            peer: PeerAddr(peer),
+            expires: live,
+        })
+        .unwrap();
+        assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassNoXskChannel]));
+
+        // A permission refreshed into the past (as the control plane's expiry would be
+        // once it passes) stops both directions at once.
+        x.apply(&Output::InstallPermission {
+            relay,
+            peer: peer.ip(),
+            expires: Instant::now() - Duration::from_millis(1),
+        })
+        .unwrap();
+        assert_eq!(run(&x, &from_peer), (XDP_DROP, vec![DropNoPermission]));
+        assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassChannelUnbound]));
+
+        for out in [
+            Output::RemoveChannel {
+                five_tuple,
+                relay,
+                channel,
+                peer: PeerAddr(peer),
+            },
+            Output::RemovePermission {
+                relay,
+                peer: peer.ip(),
+            },
+            Output::RemoveAllocation { five_tuple, relay },
+        ] {
+            x.apply(&out).unwrap();
+            // Removing again is not an error.
+            x.apply(&out).unwrap();
+        }
+        assert_eq!(run(&x, &from_peer), (XDP_PASS, vec![PassNotOurs]));
+        assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassChannelUnbound]));
+    }
+}

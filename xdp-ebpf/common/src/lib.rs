@@ -1,0 +1,331 @@
+//! # xturn-xdp-common: the kernel/user ABI of xturn's XDP program
+//!
+//! Everything the BPF program (`xdp-ebpf/program`) and user space (`relay/src/xdp.rs`,
+//! the tests) must agree on is defined here once: map names, map key and value types,
+//! the counter indices, the run-time configuration and the metadata the program puts in
+//! front of a frame it steers to an AF_XDP socket.
+//!
+//! Invariants:
+//! - Every type is `#[repr(C)]`, has no implicit padding (explicit `_pad` fields) and keeps
+//!   addresses and ports in network byte order as byte arrays, so the program can copy
+//!   them straight from packet headers. IPv4 addresses are stored IPv4-mapped
+//!   (`::ffff:a.b.c.d`) in 16 bytes, so one key type serves both families.
+//! - Expiry times are `CLOCK_MONOTONIC` nanoseconds, the clock of `bpf_ktime_get_ns()`.
+//!   An entry is live while `now < expires_ns`.
+//! - `tests/tests/xdp_abi.rs` reads the compiled object and checks the map names, key and
+//!   value sizes and struct layouts against these types; the program checks at compile
+//!   time that its map statics carry the names below.
+//!
+//! With the `user` feature every map type implements `aya::Pod`.
+
+#![no_std]
+
+/// Map names, exactly as the program's map statics are named (at most 15 bytes: the
+/// kernel's `BPF_OBJ_NAME_LEN`).
+pub mod map_names {
+    /// `Array<Config>` with one entry (index 0): run-time switches.
+    pub const CONFIG: &str = "XT_CONFIG";
+    /// `HashMap<Endpoint, ListenValue>`: the STUN/TURN listening addresses. An unspecified
+    /// address (`::ffff:0.0.0.0` or `::`) with a port matches every address of its family.
+    pub const LISTEN: &str = "XT_LISTEN";
+    /// `HashMap<ChannelKey, ChannelValue>`: bound channels by client 5-tuple and number.
+    pub const CHANNELS: &str = "XT_CHANNELS";
+    /// `HashMap<PermissionKey, Expiry>`: permissions by relay port and peer IP.
+    pub const PERMISSIONS: &str = "XT_PERMS";
+    /// `HashMap<Endpoint, Expiry>`: live relayed transport addresses (allocations).
+    pub const RELAYS: &str = "XT_RELAYS";
+    /// `XskMap` indexed by receive queue: the AF_XDP socket of each queue.
+    pub const XSKS: &str = "XT_XSKS";
+    /// `PerCpuArray<u64>` indexed by [`Counter`](crate::Counter).
+    pub const COUNTERS: &str = "XT_COUNTERS";
+
+    /// Every map of the object, for tests and diagnostics.
+    pub const ALL: [&str; 7] = [
+        CONFIG,
+        LISTEN,
+        CHANNELS,
+        PERMISSIONS,
+        RELAYS,
+        XSKS,
+        COUNTERS,
+    ];
+}
+
+/// Program names (ELF symbols of the entry points).
+pub mod program_names {
+    /// The xturn program: STUN responder and steering.
+    pub const XTURN: &str = "xturn_xdp";
+    /// A program that passes every frame. Attach it to the far end of a veth pair: the
+    /// kernel drops frames XDP_TX'd or redirected into a veth whose peer has no XDP program.
+    pub const PASS: &str = "xturn_xdp_pass";
+}
+
+/// Maximum entries of the hash maps and the XSK map.
+pub mod capacity {
+    pub const LISTEN: u32 = 64;
+    pub const CHANNELS: u32 = 65536;
+    pub const PERMISSIONS: u32 = 65536;
+    pub const RELAYS: u32 = 16384;
+    /// Receive queues served (index = queue number).
+    pub const XSKS: u32 = 64;
+}
+
+/// Bits of [`Config::flags`].
+pub mod flags {
+    /// Answer plain Binding requests with XDP_TX.
+    pub const STUN_RESPONDER: u32 = 1 << 0;
+    /// Redirect ChannelData on live channels and peer data on live permissions to the
+    /// XSK map, and drop peer data without a live permission.
+    pub const STEERING: u32 = 1 << 1;
+    /// Answer Binding requests that carry comprehension-optional attributes (>= 0x8000)
+    /// the program does not know, ignoring them as RFC 8489 section 5 allows and as the
+    /// socket path does. Without it such requests go to user space.
+    pub const IGNORE_UNKNOWN_OPTIONAL: u32 = 1 << 2;
+    /// The default: everything on.
+    pub const ALL: u32 = STUN_RESPONDER | STEERING | IGNORE_UNKNOWN_OPTIONAL;
+}
+
+/// Run-time configuration (entry 0 of [`map_names::CONFIG`]). A zeroed entry (a freshly
+/// loaded program) turns every feature off: the program then passes everything.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    /// [`flags`] bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// An IP address (IPv4-mapped for IPv4) and a UDP port, network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub ip: [u8; 16],
+    pub port: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`map_names::LISTEN`]: reserved for per-listener options, must be 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenValue {
+    pub reserved: u32,
+}
+
+/// An absolute expiry time: live while `bpf_ktime_get_ns() < expires_ns`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expiry {
+    pub expires_ns: u64,
+}
+
+/// Key of [`map_names::CHANNELS`]: the client 5-tuple (client and server transport
+/// addresses, UDP) and the channel number.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ChannelKey {
+    pub client_ip: [u8; 16],
+    pub server_ip: [u8; 16],
+    pub client_port: [u8; 2],
+    pub server_port: [u8; 2],
+    pub channel: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`map_names::CHANNELS`]: where the channel leads and until when.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelValue {
+    pub peer_ip: [u8; 16],
+    pub relay_ip: [u8; 16],
+    pub peer_port: [u8; 2],
+    pub relay_port: [u8; 2],
+    pub _pad: [u8; 4],
+    pub expires_ns: u64,
+}
+
+/// Key of [`map_names::PERMISSIONS`] (RFC 8656 section 9: a permission is per peer IP,
+/// ports ignored). The relay IP is implied: one relay address per family, and a peer's
+/// family is its relay's.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PermissionKey {
+    pub peer_ip: [u8; 16],
+    pub relay_port: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// Counter indices of [`map_names::COUNTERS`]: one per outcome of the program. Every frame
+/// the program sees increments exactly one counter.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Not IPv4 or IPv6 (ARP, VLAN-tagged, ...), or shorter than an Ethernet header.
+    PassNotIp = 0,
+    /// IP but not UDP, or IPv6 with extension headers.
+    PassNotUdp,
+    /// IPv4 with options or a fragment.
+    PassIpv4OptionsOrFragment,
+    /// Headers truncated or length fields inconsistent with the frame.
+    PassMalformed,
+    /// UDP to neither a listening nor a relayed address.
+    PassNotOurs,
+    /// To a listening address but neither STUN nor ChannelData 0x4000-0x4FFF.
+    PassOtherListenTraffic,
+    /// STUN that is not a Binding request the program fully understands (integrity,
+    /// comprehension-required attributes, bad FINGERPRINT, ...): user space decides.
+    PassStunForUserSpace,
+    /// A Binding request with a bad IPv4 header or UDP checksum: the kernel drops it.
+    PassBadChecksum,
+    /// A Binding request while the responder is switched off.
+    PassStunDisabled,
+    /// ChannelData without a live channel, permission and allocation.
+    PassChannelUnbound,
+    /// ChannelData or peer data while steering is switched off.
+    PassSteeringDisabled,
+    /// Steered ChannelData, but no AF_XDP socket on the receive queue: passed on.
+    PassNoXskChannel,
+    /// Steered peer data, but no AF_XDP socket on the receive queue: passed on.
+    PassNoXskPeer,
+    /// Binding request over IPv4 answered with XDP_TX.
+    TxBindingIpv4,
+    /// Binding request over IPv6 answered with XDP_TX.
+    TxBindingIpv6,
+    /// ChannelData on a live channel redirected to the queue's AF_XDP socket.
+    RedirectChannel,
+    /// Peer data with a live permission redirected to the queue's AF_XDP socket.
+    RedirectPeer,
+    /// Data to a relayed address from a peer without a live permission (or to an expired
+    /// allocation): dropped (RFC 8656 section 10.3).
+    DropNoPermission,
+    /// A helper failed while rewriting a frame (XDP_ABORTED).
+    Aborted,
+}
+
+impl Counter {
+    /// Number of counters: the size of the counters map.
+    pub const COUNT: u32 = Counter::Aborted as u32 + 1;
+
+    /// Every counter in index order.
+    pub const ALL: [Counter; Counter::COUNT as usize] = [
+        Counter::PassNotIp,
+        Counter::PassNotUdp,
+        Counter::PassIpv4OptionsOrFragment,
+        Counter::PassMalformed,
+        Counter::PassNotOurs,
+        Counter::PassOtherListenTraffic,
+        Counter::PassStunForUserSpace,
+        Counter::PassBadChecksum,
+        Counter::PassStunDisabled,
+        Counter::PassChannelUnbound,
+        Counter::PassSteeringDisabled,
+        Counter::PassNoXskChannel,
+        Counter::PassNoXskPeer,
+        Counter::TxBindingIpv4,
+        Counter::TxBindingIpv6,
+        Counter::RedirectChannel,
+        Counter::RedirectPeer,
+        Counter::DropNoPermission,
+        Counter::Aborted,
+    ];
+
+    /// A stable snake_case name for logs and statistics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PassNotIp => "pass_not_ip",
+            Counter::PassNotUdp => "pass_not_udp",
+            Counter::PassIpv4OptionsOrFragment => "pass_ipv4_options_or_fragment",
+            Counter::PassMalformed => "pass_malformed",
+            Counter::PassNotOurs => "pass_not_ours",
+            Counter::PassOtherListenTraffic => "pass_other_listen_traffic",
+            Counter::PassStunForUserSpace => "pass_stun_for_user_space",
+            Counter::PassBadChecksum => "pass_bad_checksum",
+            Counter::PassStunDisabled => "pass_stun_disabled",
+            Counter::PassChannelUnbound => "pass_channel_unbound",
+            Counter::PassSteeringDisabled => "pass_steering_disabled",
+            Counter::PassNoXskChannel => "pass_no_xsk_channel",
+            Counter::PassNoXskPeer => "pass_no_xsk_peer",
+            Counter::TxBindingIpv4 => "tx_binding_ipv4",
+            Counter::TxBindingIpv6 => "tx_binding_ipv6",
+            Counter::RedirectChannel => "redirect_channel",
+            Counter::RedirectPeer => "redirect_peer",
+            Counter::DropNoPermission => "drop_no_permission",
+            Counter::Aborted => "aborted",
+        }
+    }
+}
+
+/// Direction of a frame steered to an AF_XDP socket ([`XskMeta::direction`]).
+pub mod direction {
+    /// ChannelData from a client on a live channel.
+    pub const CLIENT_TO_PEER: u8 = 1;
+    /// A datagram from a peer with a live permission to a relayed address.
+    pub const PEER_TO_CLIENT: u8 = 2;
+}
+
+/// Magic value of [`XskMeta::magic`] ("XTM1"): tells the forwarder the metadata is there.
+pub const XSK_META_MAGIC: [u8; 4] = *b"XTM1";
+
+/// XDP metadata in front of a frame steered to an AF_XDP socket (`bpf_xdp_adjust_meta`,
+/// at most 32 bytes, a multiple of 4). It ends right before the frame, so the forwarder
+/// finds it at `frame - size_of::<XskMeta>()` and checks `magic` (the last field) first.
+/// The binding it names: the peer and relay port of the channel (client to peer), or the
+/// sending peer and the relay port it sent to (peer to client; `channel` is zero).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XskMeta {
+    pub peer_ip: [u8; 16],
+    pub peer_port: [u8; 2],
+    pub relay_port: [u8; 2],
+    pub channel: [u8; 2],
+    /// A [`direction`] value.
+    pub direction: u8,
+    pub _pad: u8,
+    pub magic: [u8; 4],
+}
+
+/// IPv4-mapped form of an IPv4 address (`::ffff:a.b.c.d`), as stored in map keys.
+pub const fn ipv4_mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+// Sizes are part of the ABI; a change here is a change on both sides.
+const _: () = {
+    assert!(core::mem::size_of::<Config>() == 8);
+    assert!(core::mem::size_of::<Endpoint>() == 20);
+    assert!(core::mem::size_of::<ListenValue>() == 4);
+    assert!(core::mem::size_of::<Expiry>() == 8);
+    assert!(core::mem::size_of::<ChannelKey>() == 40);
+    assert!(core::mem::size_of::<ChannelValue>() == 48);
+    assert!(core::mem::size_of::<PermissionKey>() == 20);
+    assert!(core::mem::size_of::<XskMeta>() == 28);
+    assert!(
+        core::mem::size_of::<XskMeta>() <= 32 && core::mem::size_of::<XskMeta>().is_multiple_of(4)
+    );
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as u32 == i as u32);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < map_names::ALL.len() {
+        assert!(map_names::ALL[i].len() <= 15);
+        i += 1;
+    }
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type is #[repr(C)], made only of integers and byte arrays, without
+    // implicit padding (the size assertions above), so every bit pattern is valid and
+    // there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::ListenValue {}
+    unsafe impl aya::Pod for super::Expiry {}
+    unsafe impl aya::Pod for super::ChannelKey {}
+    unsafe impl aya::Pod for super::ChannelValue {}
+    unsafe impl aya::Pod for super::PermissionKey {}
+    unsafe impl aya::Pod for super::XskMeta {}
+}
