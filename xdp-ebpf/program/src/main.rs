@@ -34,9 +34,9 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
+    btf_maps::{Array, HashMap, PerCpuArray, XskMap},
     helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
-    macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, XskMap},
+    macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use core::mem::size_of;
@@ -47,22 +47,25 @@ use xturn_xdp_common::{
 
 // ------------------------------------------------------------------------------ maps
 
-#[map]
-static XT_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
-#[map]
-static XT_LISTEN: HashMap<Endpoint, ListenValue> = HashMap::with_max_entries(capacity::LISTEN, 0);
-#[map]
-static XT_CHANNELS: HashMap<ChannelKey, ChannelValue> =
-    HashMap::with_max_entries(capacity::CHANNELS, 0);
-#[map]
-static XT_PERMS: HashMap<PermissionKey, Expiry> =
-    HashMap::with_max_entries(capacity::PERMISSIONS, 0);
-#[map]
-static XT_RELAYS: HashMap<Endpoint, Expiry> = HashMap::with_max_entries(capacity::RELAYS, 0);
-#[map]
-static XT_XSKS: XskMap = XskMap::with_max_entries(capacity::XSKS, 0);
-#[map]
-static XT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+// BTF-defined maps (section `.maps`): their key and value types are in the object's BTF
+// with every member, which is what `tests/tests/xdp_abi.rs` compares with the Rust types.
+
+#[btf_map]
+static XT_CONFIG: Array<Config, 1> = Array::new();
+#[btf_map]
+static XT_LISTEN: HashMap<Endpoint, ListenValue, { capacity::LISTEN as usize }> = HashMap::new();
+#[btf_map]
+static XT_CHANNELS: HashMap<ChannelKey, ChannelValue, { capacity::CHANNELS as usize }> =
+    HashMap::new();
+#[btf_map]
+static XT_PERMS: HashMap<PermissionKey, Expiry, { capacity::PERMISSIONS as usize }> =
+    HashMap::new();
+#[btf_map]
+static XT_RELAYS: HashMap<Endpoint, Expiry, { capacity::RELAYS as usize }> = HashMap::new();
+#[btf_map]
+static XT_XSKS: XskMap<{ capacity::XSKS as usize }> = XskMap::new();
+#[btf_map]
+static XT_COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

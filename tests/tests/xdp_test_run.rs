@@ -1,0 +1,814 @@
+//! The XDP program under BPF_PROG_TEST_RUN (katran style): a fixture table of input frames,
+//! each with the expected action, the expected output bytes and the one counter it must
+//! increment. Binding responses are also checked independently: IP and UDP checksums
+//! recomputed here, the STUN message parsed with `xturn_control::wire`, FINGERPRINT
+//! verified, XOR-MAPPED-ADDRESS decoded. Needs root (skips otherwise).
+
+mod xdp_support;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::Xdp;
+use aya::{Ebpf, TestRun, TestRunOptions};
+use std::net::SocketAddr;
+use xdp_support::{parse_checked, root_or_skip, FrameSpec, MAC_CLIENT, MAC_SERVER, OBJECT};
+use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
+use xturn_xdp_common::{
+    direction, flags, ipv4_mapped, map_names, program_names, ChannelKey, ChannelValue, Config,
+    Counter, Endpoint, Expiry, ListenValue, PermissionKey, XskMeta, XSK_META_MAGIC,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const SERVER4: &str = "192.0.2.1:3478";
+const CLIENT4: &str = "192.0.2.2:40000";
+const SERVER6: &str = "[2001:db8::1]:3478";
+const CLIENT6: &str = "[2001:db8::2]:40001";
+const RELAY4: &str = "198.51.100.1:50000";
+const PEER4: &str = "198.51.100.2:6000";
+const OTHER_PEER4: &str = "198.51.100.3:6000";
+/// A relay port whose allocation has expired.
+const EXPIRED_RELAY4: &str = "198.51.100.1:50002";
+/// Not a relay port at all.
+const UNKNOWN_PORT4: &str = "198.51.100.1:50004";
+
+const LIVE: u64 = u64::MAX / 2;
+const EXPIRED: u64 = 1;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn key_ip(a: SocketAddr) -> [u8; 16] {
+    match a.ip() {
+        std::net::IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn ep(a: SocketAddr) -> Endpoint {
+    Endpoint {
+        ip: key_ip(a),
+        port: a.port().to_be_bytes(),
+        _pad: [0; 2],
+    }
+}
+
+/// The loaded program with its maps.
+struct Harness {
+    ebpf: Ebpf,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let mut ebpf = Ebpf::load(OBJECT).expect("load the XDP object");
+        let p: &mut Xdp = ebpf
+            .program_mut(program_names::XTURN)
+            .expect("program")
+            .try_into()
+            .unwrap();
+        p.load().expect("the verifier accepts the program");
+        let mut h = Harness { ebpf };
+        h.set(flags::ALL);
+        let mut listen: HashMap<&mut MapData, Endpoint, ListenValue> =
+            HashMap::try_from(h.ebpf.map_mut(map_names::LISTEN).unwrap()).unwrap();
+        for a in [SERVER4, SERVER6] {
+            listen
+                .insert(ep(sa(a)), ListenValue { reserved: 0 }, 0)
+                .unwrap();
+        }
+        let mut relays: HashMap<&mut MapData, Endpoint, Expiry> =
+            HashMap::try_from(h.ebpf.map_mut(map_names::RELAYS).unwrap()).unwrap();
+        relays
+            .insert(ep(sa(RELAY4)), Expiry { expires_ns: LIVE }, 0)
+            .unwrap();
+        relays
+            .insert(
+                ep(sa(EXPIRED_RELAY4)),
+                Expiry {
+                    expires_ns: EXPIRED,
+                },
+                0,
+            )
+            .unwrap();
+        let mut perms: HashMap<&mut MapData, PermissionKey, Expiry> =
+            HashMap::try_from(h.ebpf.map_mut(map_names::PERMISSIONS).unwrap()).unwrap();
+        for (relay, peer, exp) in [
+            (RELAY4, PEER4, LIVE),
+            (RELAY4, OTHER_PEER4, EXPIRED),
+            (EXPIRED_RELAY4, PEER4, LIVE),
+        ] {
+            let k = PermissionKey {
+                peer_ip: key_ip(sa(peer)),
+                relay_port: sa(relay).port().to_be_bytes(),
+                _pad: [0; 2],
+            };
+            perms.insert(k, Expiry { expires_ns: exp }, 0).unwrap();
+        }
+        let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
+            HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
+        for (ch, peer, exp) in [
+            (0x4001u16, PEER4, LIVE),
+            (0x4002, PEER4, EXPIRED),
+            // Live channel whose peer's permission has expired.
+            (0x4003, OTHER_PEER4, LIVE),
+        ] {
+            chans
+                .insert(channel_key(ch), channel_value(peer, exp), 0)
+                .unwrap();
+        }
+        h
+    }
+
+    /// Write the run-time switches (`flags` bits).
+    fn set(&mut self, flags: u32) {
+        let mut cfg: Array<&mut MapData, Config> =
+            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+        cfg.set(0, Config { flags, _pad: 0 }, 0).unwrap();
+    }
+
+    fn counters(&self) -> Vec<u64> {
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::COUNTERS).unwrap()).unwrap();
+        Counter::ALL
+            .iter()
+            .map(|c| m.get(&(*c as u32), 0).unwrap().iter().sum())
+            .collect()
+    }
+
+    /// Run one frame: (action, metadata bytes, frame bytes).
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
+        let p: &Xdp = self
+            .ebpf
+            .program(program_names::XTURN)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; frame.len() + 512];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (u32 each).
+        let mut ctx_in = [0u8; 24];
+        ctx_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        let mut ctx_out = [0u8; 24];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {}: {e}", hex(frame)));
+        out.truncate(r.data_size_out as usize);
+        let meta_len = u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize;
+        let frame = out.split_off(meta_len);
+        (r.return_value, out, frame)
+    }
+}
+
+fn channel_key(ch: u16) -> ChannelKey {
+    let (c, s) = (sa(CLIENT4), sa(SERVER4));
+    ChannelKey {
+        client_ip: key_ip(c),
+        server_ip: key_ip(s),
+        client_port: c.port().to_be_bytes(),
+        server_port: s.port().to_be_bytes(),
+        channel: ch.to_be_bytes(),
+        _pad: [0; 2],
+    }
+}
+
+fn channel_value(peer: &str, expires_ns: u64) -> ChannelValue {
+    let (p, r) = (sa(peer), sa(RELAY4));
+    ChannelValue {
+        peer_ip: key_ip(p),
+        relay_ip: key_ip(r),
+        peer_port: p.port().to_be_bytes(),
+        relay_port: r.port().to_be_bytes(),
+        _pad: [0; 4],
+        expires_ns,
+    }
+}
+
+fn tid(n: u8) -> TransactionId {
+    TransactionId([0xa0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, n])
+}
+
+fn binding(n: u8, body: impl FnOnce(&mut MessageBuilder)) -> Vec<u8> {
+    let mut b = MessageBuilder::new(Method::Binding, Class::Request, tid(n));
+    body(&mut b);
+    b.finish()
+}
+
+/// What the socket path would put in a Binding response, minus SOFTWARE: the expected
+/// STUN payload of the XDP answer.
+fn expected_response(n: u8, client: SocketAddr, fingerprint: bool) -> Vec<u8> {
+    let mut b = MessageBuilder::new(Method::Binding, Class::Success, tid(n));
+    b.xor_addr(attr::XOR_MAPPED_ADDRESS, client);
+    if fingerprint {
+        b.fingerprint();
+    }
+    b.finish()
+}
+
+/// The exact frame the program must send back for a request from `client` to `server`.
+fn expected_frame(client: SocketAddr, server: SocketAddr, stun: &[u8]) -> Vec<u8> {
+    let mut s = FrameSpec::new(server, client);
+    s.src_mac = MAC_SERVER;
+    s.dst_mac = MAC_CLIENT;
+    // What the program writes: TOS 0, identification 0, Don't Fragment, TTL/hop limit 64.
+    (s.tos, s.id, s.frag, s.ttl) = (0, 0, 0x4000, 64);
+    s.build(stun)
+}
+
+enum Expect {
+    /// The frame unchanged, no metadata.
+    Unchanged,
+    /// An exact output frame (no metadata).
+    Frame(Vec<u8>),
+    /// The frame unchanged, with this metadata in front.
+    Meta(XskMeta),
+}
+
+struct Fixture {
+    desc: &'static str,
+    input: Vec<u8>,
+    action: u32,
+    counter: Counter,
+    expect: Expect,
+}
+
+fn udp4(payload: &[u8]) -> Vec<u8> {
+    FrameSpec::new(sa(CLIENT4), sa(SERVER4)).build(payload)
+}
+
+fn udp6(payload: &[u8]) -> Vec<u8> {
+    FrameSpec::new(sa(CLIENT6), sa(SERVER6)).build(payload)
+}
+
+fn with(f: impl FnOnce(&mut FrameSpec), payload: &[u8]) -> Vec<u8> {
+    let mut s = FrameSpec::new(sa(CLIENT4), sa(SERVER4));
+    f(&mut s);
+    s.build(payload)
+}
+
+fn tx(desc: &'static str, input: Vec<u8>, client: &str, server: &str, n: u8, fp: bool) -> Fixture {
+    let (c, s) = (sa(client), sa(server));
+    Fixture {
+        desc,
+        input,
+        action: XDP_TX,
+        counter: if c.is_ipv4() {
+            Counter::TxBindingIpv4
+        } else {
+            Counter::TxBindingIpv6
+        },
+        expect: Expect::Frame(expected_frame(c, s, &expected_response(n, c, fp))),
+    }
+}
+
+fn pass(desc: &'static str, input: Vec<u8>, counter: Counter) -> Fixture {
+    Fixture {
+        desc,
+        input,
+        action: XDP_PASS,
+        counter,
+        expect: Expect::Unchanged,
+    }
+}
+
+fn channel_data(ch: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = ch.to_be_bytes().to_vec();
+    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let plain = binding(1, |_| {});
+    let fp = binding(2, |b| {
+        b.fingerprint();
+    });
+    let software_fp = binding(3, |b| {
+        b.attr(attr::SOFTWARE, b"some client 1.0 with a long name");
+        b.fingerprint();
+    });
+    let unknown_optional = binding(4, |b| {
+        b.attr(0xc057, &[0, 1, 0, 0]);
+    });
+    let mut bad_fp = binding(5, |b| {
+        b.fingerprint();
+    });
+    let l = bad_fp.len();
+    bad_fp[l - 1] ^= 1;
+    let fp_not_last = {
+        let mut v = binding(6, |b| {
+            b.fingerprint();
+        });
+        // Append SOFTWARE after FINGERPRINT and fix the length.
+        v.extend_from_slice(&[0x80, 0x22, 0, 4, b'a', b'b', b'c', b'd']);
+        let len = (v.len() - 20) as u16;
+        v[2..4].copy_from_slice(&len.to_be_bytes());
+        v
+    };
+    let integrity = binding(7, |b| {
+        b.message_integrity(b"key");
+    });
+    let username = binding(8, |b| {
+        b.attr(attr::USERNAME, b"alice");
+    });
+    let mut rfc3489 = binding(9, |_| {});
+    rfc3489[4..8].copy_from_slice(&[1, 2, 3, 4]);
+    let mut length_not_multiple_of_4 = binding(10, |b| {
+        b.attr(attr::SOFTWARE, b"abcd");
+    });
+    length_not_multiple_of_4[3] -= 2;
+    let mut length_past_datagram = binding(11, |_| {});
+    length_past_datagram[3] = 8;
+    let success = {
+        let mut b = MessageBuilder::new(Method::Binding, Class::Success, tid(12));
+        b.xor_addr(attr::XOR_MAPPED_ADDRESS, sa(CLIENT4));
+        b.finish()
+    };
+    let allocate = {
+        let mut b = MessageBuilder::new(Method::Allocate, Class::Request, tid(13));
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        b.finish()
+    };
+    let meta_channel = XskMeta {
+        peer_ip: key_ip(sa(PEER4)),
+        peer_port: sa(PEER4).port().to_be_bytes(),
+        relay_port: sa(RELAY4).port().to_be_bytes(),
+        channel: 0x4001u16.to_be_bytes(),
+        direction: direction::CLIENT_TO_PEER,
+        _pad: 0,
+        magic: XSK_META_MAGIC,
+    };
+    let meta_peer = XskMeta {
+        channel: [0; 2],
+        direction: direction::PEER_TO_CLIENT,
+        ..meta_channel
+    };
+    let peer_to = |peer: &str, relay: &str, payload: &[u8]| {
+        FrameSpec::new(sa(peer), sa(relay)).build(payload)
+    };
+
+    vec![
+        tx(
+            "IPv4 Binding request",
+            udp4(&plain),
+            CLIENT4,
+            SERVER4,
+            1,
+            false,
+        ),
+        tx(
+            "IPv4 Binding request with FINGERPRINT",
+            udp4(&fp),
+            CLIENT4,
+            SERVER4,
+            2,
+            true,
+        ),
+        tx(
+            "IPv6 Binding request",
+            udp6(&plain),
+            CLIENT6,
+            SERVER6,
+            1,
+            false,
+        ),
+        tx(
+            "IPv6 Binding request with FINGERPRINT",
+            udp6(&fp),
+            CLIENT6,
+            SERVER6,
+            2,
+            true,
+        ),
+        tx(
+            "SOFTWARE and FINGERPRINT: the answer is shorter (frame shrinks at the head)",
+            udp4(&software_fp),
+            CLIENT4,
+            SERVER4,
+            3,
+            true,
+        ),
+        tx(
+            "IPv6 with SOFTWARE and FINGERPRINT",
+            udp6(&software_fp),
+            CLIENT6,
+            SERVER6,
+            3,
+            true,
+        ),
+        tx(
+            "unknown comprehension-optional attribute is ignored",
+            udp4(&unknown_optional),
+            CLIENT4,
+            SERVER4,
+            4,
+            false,
+        ),
+        tx(
+            "Ethernet padding after the IP packet is trimmed",
+            with(|s| s.trailer = vec![0; 6], &plain),
+            CLIENT4,
+            SERVER4,
+            1,
+            false,
+        ),
+        tx(
+            "IPv4 UDP checksum zero (none) is accepted",
+            with(|s| s.zero_udp_checksum = true, &plain),
+            CLIENT4,
+            SERVER4,
+            1,
+            false,
+        ),
+        pass(
+            "MESSAGE-INTEGRITY goes to user space",
+            udp4(&integrity),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "USERNAME (comprehension-required) goes to user space",
+            udp4(&username),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "RFC 3489 request without magic cookie",
+            udp4(&rfc3489),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "bad FINGERPRINT",
+            udp4(&bad_fp),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "FINGERPRINT not last",
+            udp4(&fp_not_last),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "STUN length not a multiple of 4",
+            udp4(&length_not_multiple_of_4),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "STUN length past the datagram",
+            udp4(&length_past_datagram),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "truncated STUN header",
+            udp4(&plain[..12]),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "Binding success response",
+            udp4(&success),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "Allocate request",
+            udp4(&allocate),
+            Counter::PassStunForUserSpace,
+        ),
+        pass(
+            "bad UDP checksum",
+            with(|s| s.bad_udp_checksum = true, &plain),
+            Counter::PassBadChecksum,
+        ),
+        pass(
+            "IPv6 UDP checksum zero is invalid",
+            {
+                let mut s = FrameSpec::new(sa(CLIENT6), sa(SERVER6));
+                s.zero_udp_checksum = true;
+                s.build(&plain)
+            },
+            Counter::PassBadChecksum,
+        ),
+        pass(
+            "IPv4 options",
+            with(|s| s.ipv4_options = vec![1, 1, 1, 0], &plain),
+            Counter::PassIpv4OptionsOrFragment,
+        ),
+        pass(
+            "IPv4 fragment (more fragments)",
+            with(|s| s.frag = 0x2000, &plain),
+            Counter::PassIpv4OptionsOrFragment,
+        ),
+        pass(
+            "IPv4 fragment (offset)",
+            with(|s| s.frag = 0x0010, &plain),
+            Counter::PassIpv4OptionsOrFragment,
+        ),
+        pass(
+            "wrong port",
+            FrameSpec::new(sa(CLIENT4), sa("192.0.2.1:3479")).build(&plain),
+            Counter::PassNotOurs,
+        ),
+        pass(
+            "wrong address, right port",
+            FrameSpec::new(sa(CLIENT4), sa("192.0.2.9:3478")).build(&plain),
+            Counter::PassNotOurs,
+        ),
+        pass(
+            "not UDP",
+            with(|s| s.protocol = 6, &plain),
+            Counter::PassNotUdp,
+        ),
+        pass(
+            "ARP",
+            {
+                let mut f = udp4(&plain);
+                f[12..14].copy_from_slice(&[0x08, 0x06]);
+                f
+            },
+            Counter::PassNotIp,
+        ),
+        pass(
+            "Ethernet header only",
+            udp4(&plain)[..14].to_vec(),
+            Counter::PassMalformed,
+        ),
+        pass(
+            "IPv4 total length past the frame",
+            {
+                let mut f = udp4(&plain);
+                f.truncate(f.len() - 4);
+                f
+            },
+            Counter::PassMalformed,
+        ),
+        pass(
+            "neither STUN nor ChannelData to the listener",
+            udp4(&[0x80, 0, 0, 0, 1, 2, 3, 4]),
+            Counter::PassOtherListenTraffic,
+        ),
+        Fixture {
+            desc: "ChannelData on a live channel: steered, no XSK bound so passed with metadata",
+            input: udp4(&channel_data(0x4001, b"hello peer")),
+            action: XDP_PASS,
+            counter: Counter::PassNoXskChannel,
+            expect: Expect::Meta(meta_channel),
+        },
+        pass(
+            "ChannelData on an unbound channel",
+            udp4(&channel_data(0x4005, b"x")),
+            Counter::PassChannelUnbound,
+        ),
+        pass(
+            "ChannelData on an expired channel",
+            udp4(&channel_data(0x4002, b"x")),
+            Counter::PassChannelUnbound,
+        ),
+        pass(
+            "ChannelData whose peer's permission expired",
+            udp4(&channel_data(0x4003, b"x")),
+            Counter::PassChannelUnbound,
+        ),
+        pass(
+            "ChannelData from another client port",
+            FrameSpec::new(sa("192.0.2.2:40009"), sa(SERVER4)).build(&channel_data(0x4001, b"x")),
+            Counter::PassChannelUnbound,
+        ),
+        pass(
+            "ChannelData length past the datagram",
+            udp4(&[0x40, 0x01, 0, 200, 1, 2, 3, 4]),
+            Counter::PassMalformed,
+        ),
+        pass(
+            "channel 0x5000 is not ChannelData (RFC 8656 range)",
+            udp4(&channel_data(0x5000, b"x")),
+            Counter::PassOtherListenTraffic,
+        ),
+        Fixture {
+            desc: "peer data with a live permission: steered, no XSK bound so passed with metadata",
+            input: peer_to(PEER4, RELAY4, b"to the client"),
+            action: XDP_PASS,
+            counter: Counter::PassNoXskPeer,
+            expect: Expect::Meta(meta_peer),
+        },
+        Fixture {
+            desc: "peer data without a permission is dropped",
+            input: peer_to("198.51.100.7:6000", RELAY4, b"spoofed"),
+            action: XDP_DROP,
+            counter: Counter::DropNoPermission,
+            expect: Expect::Unchanged,
+        },
+        Fixture {
+            desc: "peer data on an expired permission is dropped",
+            input: peer_to(OTHER_PEER4, RELAY4, b"late"),
+            action: XDP_DROP,
+            counter: Counter::DropNoPermission,
+            expect: Expect::Unchanged,
+        },
+        Fixture {
+            desc: "peer data to an expired allocation is dropped",
+            input: peer_to(PEER4, EXPIRED_RELAY4, b"late"),
+            action: XDP_DROP,
+            counter: Counter::DropNoPermission,
+            expect: Expect::Unchanged,
+        },
+        pass(
+            "UDP to a port that is not a relayed address",
+            peer_to(PEER4, UNKNOWN_PORT4, b"x"),
+            Counter::PassNotOurs,
+        ),
+    ]
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn xdp_fixture_table() {
+    if !root_or_skip("xdp_fixture_table") {
+        return;
+    }
+    let h = Harness::new();
+    let mut failures = Vec::new();
+    for f in fixtures() {
+        let before = h.counters();
+        let (action, meta, frame) = h.run(&f.input);
+        let after = h.counters();
+        let mut diffs: Vec<(Counter, u64)> = Counter::ALL
+            .iter()
+            .map(|c| (*c, after[*c as usize] - before[*c as usize]))
+            .filter(|(_, d)| *d != 0)
+            .collect();
+        diffs.sort_by_key(|(c, _)| *c as u32);
+        if action != f.action {
+            failures.push(format!("{}: action {action}, want {}", f.desc, f.action));
+        }
+        if diffs != vec![(f.counter, 1)] {
+            failures.push(format!(
+                "{}: counters {diffs:?}, want [{:?}]",
+                f.desc, f.counter
+            ));
+        }
+        let (want_meta, want_frame) = match &f.expect {
+            Expect::Unchanged => (Vec::new(), f.input.clone()),
+            Expect::Frame(b) => (Vec::new(), b.clone()),
+            Expect::Meta(m) => (meta_bytes(m), f.input.clone()),
+        };
+        if meta != want_meta {
+            failures.push(format!(
+                "{}: metadata\n  got  {}\n  want {}",
+                f.desc,
+                hex(&meta),
+                hex(&want_meta)
+            ));
+        }
+        if frame != want_frame {
+            failures.push(format!(
+                "{}: frame\n  got  {}\n  want {}",
+                f.desc,
+                hex(&frame),
+                hex(&want_frame)
+            ));
+        }
+        if action == XDP_TX {
+            check_response(f.desc, &f.input, &frame);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn meta_bytes(m: &XskMeta) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&m.peer_ip);
+    v.extend_from_slice(&m.peer_port);
+    v.extend_from_slice(&m.relay_port);
+    v.extend_from_slice(&m.channel);
+    v.push(m.direction);
+    v.push(m._pad);
+    v.extend_from_slice(&m.magic);
+    assert_eq!(v.len(), std::mem::size_of::<XskMeta>());
+    v
+}
+
+/// A Binding response checked without the expected bytes: checksums, addresses swapped,
+/// STUN parsed, FINGERPRINT verified, XOR-MAPPED-ADDRESS = the request's source.
+fn check_response(desc: &str, request: &[u8], response: &[u8]) {
+    let mut req = request.to_vec();
+    // A zero UDP checksum is valid input over IPv4; parse_checked wants a computed one.
+    let q = if req[12..14] == [0x08, 0x00] && req[40..42] == [0, 0] {
+        let ihl = (req[14] & 0x0f) as usize * 4;
+        let udp = 14 + ihl;
+        let total = u16::from_be_bytes([req[16], req[17]]) as usize;
+        let src = std::net::IpAddr::from(<[u8; 4]>::try_from(&req[26..30]).unwrap());
+        let dst = std::net::IpAddr::from(<[u8; 4]>::try_from(&req[30..34]).unwrap());
+        let c = xdp_support::udp_checksum(src, dst, &req[udp..14 + total]);
+        req[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+        parse_checked(&req, desc)
+    } else {
+        parse_checked(&req, desc)
+    };
+    let r = parse_checked(response, desc);
+    assert_eq!(
+        (r.src, r.dst),
+        (q.dst, q.src),
+        "{desc}: addresses not swapped"
+    );
+    assert_eq!(
+        (r.src_mac, r.dst_mac),
+        (q.dst_mac, q.src_mac),
+        "{desc}: MACs not swapped"
+    );
+    let m = Message::new_checked(&r.payload[..]).unwrap_or_else(|e| panic!("{desc}: {e}"));
+    assert_eq!(
+        (m.method(), m.class()),
+        (Method::Binding, Class::Success),
+        "{desc}"
+    );
+    let qm = Message::new_checked(&q.payload[..]).unwrap();
+    assert_eq!(
+        m.transaction_id(),
+        qm.transaction_id(),
+        "{desc}: transaction id"
+    );
+    let had_fp = qm.attribute(attr::FINGERPRINT).is_some();
+    assert_eq!(m.check_fingerprint(), Ok(had_fp), "{desc}: FINGERPRINT");
+    let xma = m
+        .attribute(attr::XOR_MAPPED_ADDRESS)
+        .expect("XOR-MAPPED-ADDRESS");
+    let mapped = attr::decode_xor_address(xma.value, &m.transaction_id()).unwrap();
+    assert_eq!(mapped, q.src, "{desc}: XOR-MAPPED-ADDRESS");
+}
+
+/// Frames built here are what the fixtures claim: a sanity check of the test's own builder
+/// against the control crate's parser, so a builder bug cannot hide a program bug.
+#[test]
+fn xdp_fixture_builder_is_consistent() {
+    let f = udp4(&binding(1, |b| {
+        b.fingerprint();
+    }));
+    let p = parse_checked(&f, "builder");
+    assert_eq!(p.src, sa(CLIENT4));
+    let m = Message::new_checked(&p.payload[..]).unwrap();
+    assert_eq!(m.check_fingerprint(), Ok(true));
+    let f6 = udp6(&binding(1, |_| {}));
+    assert_eq!(parse_checked(&f6, "builder v6").dst, sa(SERVER6));
+}
+
+#[test]
+fn xdp_switches_turn_features_off() {
+    if !root_or_skip("xdp_switches_turn_features_off") {
+        return;
+    }
+    let mut h = Harness::new();
+    let plain = udp4(&binding(1, |_| {}));
+    let cd = udp4(&channel_data(0x4001, b"x"));
+    let peer = FrameSpec::new(sa("198.51.100.7:6000"), sa(RELAY4)).build(b"x");
+    let optional = udp4(&binding(4, |b| {
+        b.attr(0xc057, &[0, 1, 0, 0]);
+    }));
+    let cases: [(u32, &Vec<u8>, u32, Counter); 6] = [
+        (
+            flags::ALL & !flags::STUN_RESPONDER,
+            &plain,
+            XDP_PASS,
+            Counter::PassStunDisabled,
+        ),
+        (
+            flags::ALL & !flags::STEERING,
+            &cd,
+            XDP_PASS,
+            Counter::PassSteeringDisabled,
+        ),
+        (
+            flags::ALL & !flags::STEERING,
+            &peer,
+            XDP_PASS,
+            Counter::PassSteeringDisabled,
+        ),
+        (
+            flags::ALL & !flags::IGNORE_UNKNOWN_OPTIONAL,
+            &optional,
+            XDP_PASS,
+            Counter::PassStunForUserSpace,
+        ),
+        (0, &plain, XDP_PASS, Counter::PassStunDisabled),
+        (flags::ALL, &plain, XDP_TX, Counter::TxBindingIpv4),
+    ];
+    for (f, input, action, counter) in cases {
+        h.set(f);
+        let before = h.counters()[counter as usize];
+        let (a, _, out) = h.run(input);
+        assert_eq!(a, action, "flags {f:#x} {counter:?}");
+        assert_eq!(
+            h.counters()[counter as usize],
+            before + 1,
+            "flags {f:#x} {counter:?}"
+        );
+        if a == XDP_PASS {
+            assert_eq!(&out, input, "flags {f:#x}: a passed frame is unchanged");
+        }
+    }
+}
