@@ -103,7 +103,8 @@ gen() { # gen NAME MODE ARGS... : run the generator in the client namespace
     local name=$1
     shift
     ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" "$@" --server "$SERVER" --cpus "$GEN_CPU" \
-        --relay-cpus "$RELAY_CPU" --duration "$DURATION" --json-out "$RES/$name.json" --quiet >"$TMP/$name.txt"
+        --relay-cpus "$RELAY_CPU" --relay-threads "$LAB_RELAY_NAPI_PIDS" --duration "$DURATION" \
+        --json-out "$RES/$name.json" --quiet >"$TMP/$name.txt"
     sed 's/^/    /' "$TMP/$name.txt" >&2
 }
 start_sink() { # start_sink [--echo]
@@ -140,7 +141,7 @@ load_echo() { # NAME PID RATE
     gen "$1" echo "${TURN_ARGS[@]}" --rate "$3" --relay-pid "$2"
     wait_sink
 }
-load_churn() { gen "$1" churn --user bench:bench --allocations 16; }
+load_churn() { gen "$1" churn --user bench:bench --allocations 16 --relay-pid "$2"; }
 
 # measured NAME LOAD ARGS...: run a load when the machine is quiet, and again (at most
 # twice) if other processes used more than 2 % of a CPU meanwhile; the interference left
@@ -222,7 +223,7 @@ stop_pid "$RPID"
 # ---- report -----------------------------------------------------------------------------
 NOTES=$(
     cat <<EOF
-Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.51.100.1) -- \`peer\` (198.51.100.2) joined by veth pairs with TX checksum offload off, GRO on and threaded NAPI; NAPI threads pinned:$NAPI_NOTE. Each server runs alone in the relay namespace under \`taskset -c $RELAY_CPU\` with one relay thread (thread affinity seen: coturn $COTURN_AFF, xturn $XTURN_AFF); the generator (\`xturn-bench\`, 1 thread) and the sink share CPU $GEN_CPU. Every load runs $DURATION s with $ALLOCS allocations (one UDP socket each; channels bound to $PEER_PORTS sink ports), $SIZE-byte ChannelData payloads; "relay core busy" is 1 - idle of CPU $RELAY_CPU from /proc/stat over the measured interval, so it includes the server's NAPI and softirq work.
+Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.51.100.1) -- \`peer\` (198.51.100.2) joined by veth pairs with TX checksum offload off, GRO on and threaded NAPI; NAPI threads pinned:$NAPI_NOTE. Each server runs alone in the relay namespace under \`taskset -c $RELAY_CPU\` with one relay thread (thread affinity seen: coturn $COTURN_AFF, xturn $XTURN_AFF); the generator (\`xturn-bench\`, 1 thread) and the sink share CPU $GEN_CPU. Every load runs $DURATION s with $ALLOCS allocations (one UDP socket each; channels bound to $PEER_PORTS sink ports), $SIZE-byte ChannelData payloads; "relay core busy" is 1 - idle of CPU $RELAY_CPU from /proc/stat over the measured interval, so it includes the server's NAPI and softirq work, and anything else that ran there; "relay threads' CPU" is the exact runtime (schedstat) of the server's threads and the relay-side NAPI kthreads only, which other processes cannot inflate.
 
 - coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV

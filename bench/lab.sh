@@ -6,7 +6,8 @@
 # veths ${PREFIX}ca/${PREFIX}rc, ${PREFIX}rp/${PREFIX}pa with TX checksum offload off
 # (NETLAB.md), GRO on and threaded NAPI; the relay-side napi/* threads are pinned to
 # RELAY_CPU and the outer ones to GEN_CPU, like two hosts whose NIC interrupts land on
-# their own cores. It sets LAB_NAPI (a description for the report). lab_down PREFIX
+# their own cores. It sets LAB_NAPI (a description for the report) and
+# LAB_RELAY_NAPI_PIDS (the relay side's NAPI kthreads, comma-separated). lab_down PREFIX
 # removes the namespaces (and with them the veths). Nothing here sends traffic.
 
 lab_up() {
@@ -31,6 +32,7 @@ lab_up() {
         ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded"
     done
     LAB_NAPI=""
+    LAB_RELAY_NAPI_PIDS=""
     for d in "${devs[@]}"; do
         IFS=: read -r dev ns cpu <<<"$d"
         found=0
@@ -42,6 +44,9 @@ lab_up() {
                 pid=${pid%/comm}
                 taskset -pc "$cpu" "$pid" >/dev/null
                 found=$((found + 1))
+                if [ "$ns" = "${p}r" ]; then
+                    LAB_RELAY_NAPI_PIDS="${LAB_RELAY_NAPI_PIDS:+$LAB_RELAY_NAPI_PIDS,}$pid"
+                fi
                 ;;
             esac
         done

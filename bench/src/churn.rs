@@ -537,7 +537,12 @@ pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
     let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::new(Live::default())).collect();
     let start_ns = net::now_ns() + 100_000_000;
     let stop_ns = start_ns + (c.duration * 1e9) as u64;
-    let (outs, cpu_a, cpu_b) = std::thread::scope(|sc| -> Result<_> {
+    let pids: Vec<u32> = c
+        .relay_pid
+        .into_iter()
+        .chain(c.relay_threads.iter().copied())
+        .collect();
+    let (outs, cpu_a, cpu_b, runtime) = std::thread::scope(|sc| -> Result<_> {
         let hs: Vec<_> = per_thread
             .iter()
             .enumerate()
@@ -570,6 +575,7 @@ pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
         };
         sleep_until(start_ns);
         let cpu_a = relay_cpus.as_ref().and_then(|r| cpu::sample(r).ok());
+        let run_a = cpu::runtime_of(&pids).filter(|_| !pids.is_empty());
         let mut prev = Live::snapshot(&live);
         for sec in 1u64.. {
             let t = start_ns + sec * 1_000_000_000;
@@ -590,11 +596,16 @@ pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
         }
         sleep_until(stop_ns);
         let cpu_b = relay_cpus.as_ref().and_then(|r| cpu::sample(r).ok());
+        let run_b = cpu::runtime_of(&pids).filter(|_| !pids.is_empty());
         let mut outs = Vec::new();
         for h in hs {
             outs.push(h.join().map_err(|_| anyhow!("churn thread panicked"))??);
         }
-        Ok((outs, cpu_a, cpu_b))
+        let runtime = match (run_a, run_b) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        Ok((outs, cpu_a, cpu_b, runtime))
     })?;
     let elapsed_s = (stop_ns - start_ns) as f64 / 1e9;
     let mut r = ChurnReport {
@@ -635,14 +646,17 @@ pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
     r.refresh_latency = LatencySummary::from_histogram(&hist[1]);
     r.delete_latency = LatencySummary::from_histogram(&hist[2]);
     if let (Some(rc), Some(a0), Some(b0)) = (&relay_cpus, cpu_a, cpu_b) {
-        r.cpu = Some(CpuReport::new(
-            rc,
-            a0,
-            b0,
-            cpu::ticks_per_second(),
-            r.cycles,
-            "complete allocate/refresh/delete cycles",
-        ));
+        r.cpu = Some(
+            CpuReport::new(
+                rc,
+                a0,
+                b0,
+                cpu::ticks_per_second(),
+                r.cycles,
+                "complete allocate/refresh/delete cycles",
+            )
+            .with_attributed(runtime),
+        );
     }
     Ok(r)
 }

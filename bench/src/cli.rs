@@ -66,6 +66,10 @@ pub struct Common {
     /// namespace (UDP RcvbufErrors of /proc/PID/net/snmp) are reported as drops at the relay.
     #[arg(long = "relay-pid")]
     pub relay_pid: Option<u32>,
+    /// More of the relay's threads (e.g. its NAPI kthreads), comma-separated PIDs: with
+    /// --relay-pid their exact runtime is reported as the relay's attributed CPU.
+    #[arg(long = "relay-threads", value_delimiter = ',')]
+    pub relay_threads: Vec<u32>,
     /// Print the result as JSON on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,

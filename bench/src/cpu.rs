@@ -97,6 +97,33 @@ pub fn ticks_per_second() -> u64 {
     }
 }
 
+/// CPU time (ns) the threads of `pid` have run so far: the sum over
+/// /proc/PID/task/*/schedstat (first field, the scheduler's exact runtime).
+pub fn runtime_ns(pid: u32) -> Option<u64> {
+    let mut sum = 0u64;
+    let mut any = false;
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(e) = e else { continue };
+        let Ok(t) = std::fs::read_to_string(e.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(v) = t
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            sum += v;
+            any = true;
+        }
+    }
+    any.then_some(sum)
+}
+
+/// Runtime of a set of processes/threads (None if any of them is gone).
+pub fn runtime_of(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|p| runtime_ns(*p)).sum()
+}
+
 /// The CPU cost of a measured interval on the relay's cores.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuReport {
@@ -111,6 +138,11 @@ pub struct CpuReport {
     pub packet_basis: String,
     /// Busy CPU time per packet in microseconds (None if no packets).
     pub us_per_packet: Option<f64>,
+    /// CPU-seconds run by the relay's own threads (the server's and its NAPI threads',
+    /// from schedstat) over the interval: unlike `busy`, blind to other processes that
+    /// happen to run on the relay's cores, and to kernel work outside those threads.
+    pub attributed_seconds: Option<f64>,
+    pub attributed_us_per_packet: Option<f64>,
 }
 
 impl CpuReport {
@@ -137,7 +169,20 @@ impl CpuReport {
             packets,
             packet_basis: basis.to_string(),
             us_per_packet: (packets > 0).then(|| busy_seconds * 1e6 / packets as f64),
+            attributed_seconds: None,
+            attributed_us_per_packet: None,
         }
+    }
+
+    /// Add the relay threads' own runtime over the interval (ns).
+    pub fn with_attributed(mut self, runtime_ns: Option<u64>) -> Self {
+        if let Some(ns) = runtime_ns {
+            let secs = ns as f64 / 1e9;
+            self.attributed_seconds = Some(secs);
+            self.attributed_us_per_packet =
+                (self.packets > 0).then(|| secs * 1e6 / self.packets as f64);
+        }
+        self
     }
 }
 
@@ -194,6 +239,30 @@ ctxt 5
         // 2.5 CPU-seconds over 100,000 packets = 25 µs per packet.
         assert!((r.us_per_packet.unwrap() - 25.0).abs() < 1e-9);
         assert_eq!(CpuReport::new(&[1], a, b, 100, 0, "x").us_per_packet, None);
+    }
+
+    #[test]
+    fn attributed_runtime() {
+        let r = CpuReport::new(
+            &[1],
+            CpuTicks::default(),
+            CpuTicks::default(),
+            100,
+            1000,
+            "x",
+        )
+        .with_attributed(Some(2_000_000_000));
+        assert_eq!(r.attributed_seconds, Some(2.0));
+        assert!((r.attributed_us_per_packet.unwrap() - 2000.0).abs() < 1e-9);
+        let me = std::process::id();
+        let a = runtime_ns(me).unwrap();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_add(std::hint::black_box(i));
+        }
+        std::hint::black_box(x);
+        assert!(runtime_ns(me).unwrap() > a);
+        assert!(runtime_of(&[me, u32::MAX]).is_none());
     }
 
     #[test]

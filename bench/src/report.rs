@@ -155,6 +155,7 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
     };
     let cpu_busy = get(&|r| r.cpu.as_ref().map(|c| c.busy));
     let cpu_pp = get(&|r| r.cpu.as_ref().and_then(|c| c.us_per_packet));
+    let cpu_attr = get(&|r| r.cpu.as_ref().and_then(|c| c.attributed_us_per_packet));
     match mode.as_str() {
         "stun" => {
             row(
@@ -174,6 +175,12 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
             row(
                 format!("{name}: relay CPU µs per response"),
                 cpu_pp,
+                f2,
+                false,
+            );
+            row(
+                format!("{name}: relay threads' CPU µs per response (server + its NAPI threads)"),
+                cpu_attr,
                 f2,
                 false,
             );
@@ -217,6 +224,14 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
                 f2,
                 false,
             );
+            row(
+                format!(
+                    "{name}: relay threads' CPU µs per relayed packet (server + its NAPI threads)"
+                ),
+                cpu_attr,
+                f2,
+                false,
+            );
         }
         _ => {
             row(
@@ -252,6 +267,12 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
             row(
                 format!("{name}: relay CPU µs per round trip"),
                 cpu_pp,
+                f2,
+                false,
+            );
+            row(
+                format!("{name}: relay threads' CPU µs per round trip (server + its NAPI threads)"),
+                cpu_attr,
                 f2,
                 false,
             );
@@ -298,6 +319,12 @@ fn churn_rows(name: &str, per: &[Option<&ChurnReport>]) -> Vec<Row> {
         Row {
             label: format!("{name}: relay CPU µs per cycle"),
             values: get(&|r| r.cpu.as_ref().and_then(|c| c.us_per_packet)),
+            fmt: f1,
+            higher_better: false,
+        },
+        Row {
+            label: format!("{name}: relay threads' CPU µs per cycle (server + its NAPI threads)"),
+            values: get(&|r| r.cpu.as_ref().and_then(|c| c.attributed_us_per_packet)),
             fmt: f1,
             higher_better: false,
         },

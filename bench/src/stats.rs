@@ -336,13 +336,16 @@ impl TrafficReport {
         }
         if let Some(c) = &self.cpu {
             s += &format!(
-                "  relay CPUs {:?} busy {:.1} %, {} per packet ({})\n",
+                "  relay CPUs {:?} busy {:.1} %, {} per packet ({}){}\n",
                 c.cpus,
                 c.busy * 100.0,
                 c.us_per_packet
                     .map(|u| format!("{u:.2} µs"))
                     .unwrap_or_else(|| "n/a".into()),
-                c.packet_basis
+                c.packet_basis,
+                c.attributed_us_per_packet
+                    .map(|u| format!("; relay threads alone {u:.2} µs per packet"))
+                    .unwrap_or_default()
             );
         }
         if let Some(g) = self.generator_us_per_packet {

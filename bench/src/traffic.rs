@@ -261,6 +261,16 @@ struct Measured {
     gen_cpu_ns: u64,
     /// Relay namespace UDP RcvbufErrors over the run (start to end of drain).
     relay_drops: Option<u64>,
+    /// Runtime of the relay's own threads over the measured interval.
+    relay_runtime_ns: Option<u64>,
+}
+
+/// The server's PID and its extra threads, for attributed CPU.
+fn relay_pids(c: &Common) -> Vec<u32> {
+    c.relay_pid
+        .into_iter()
+        .chain(c.relay_threads.iter().copied())
+        .collect()
 }
 
 fn measure<W: Workload>(
@@ -300,10 +310,13 @@ fn measure<W: Workload>(
         let drops_a = c.relay_pid.and_then(|p| sink::rcvbuf_errors_of(Some(p)));
         sleep_until(start_ns);
         let cpu_a = relay_sample(&p.relay_cpus);
+        let pids = relay_pids(c);
+        let run_a = cpu::runtime_of(&pids).filter(|_| !pids.is_empty());
         let gen_a = net::process_cpu_ns();
         progress(label, &live, start_ns, stop_ns, &p.relay_cpus, c.quiet);
         sleep_until(stop_ns);
         let cpu_b = relay_sample(&p.relay_cpus);
+        let run_b = cpu::runtime_of(&pids).filter(|_| !pids.is_empty());
         let gen_b = net::process_cpu_ns();
         let mut results = Vec::new();
         for h in hs {
@@ -311,6 +324,10 @@ fn measure<W: Workload>(
         }
         let drops_b = c.relay_pid.and_then(|p| sink::rcvbuf_errors_of(Some(p)));
         Ok(Measured {
+            relay_runtime_ns: match (run_a, run_b) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
             relay_drops: match (drops_a, drops_b) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a)),
                 _ => None,
@@ -368,14 +385,10 @@ fn base_report(
 
 fn finish_cpu(r: &mut TrafficReport, p: &Prepared, m: &Measured, packets: u64, basis: &str) {
     if let (Some(cpus), Some(a), Some(b)) = (&p.relay_cpus, m.cpu_a, m.cpu_b) {
-        r.cpu = Some(CpuReport::new(
-            cpus,
-            a,
-            b,
-            cpu::ticks_per_second(),
-            packets,
-            basis,
-        ));
+        r.cpu = Some(
+            CpuReport::new(cpus, a, b, cpu::ticks_per_second(), packets, basis)
+                .with_attributed(m.relay_runtime_ns),
+        );
     }
 }
 
