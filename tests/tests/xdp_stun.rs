@@ -1,0 +1,377 @@
+//! End to end over a real veth pair in two network namespaces (NETLAB topology): `xturn
+//! --xdp` answers STUN Binding requests in the driver. coturn's `turnutils_stunclient` and
+//! the project's own client get correct answers; the program's per-CPU counters (read here
+//! from the kernel, by program id) count every answer, and xturn's socket path (its trace
+//! log) never sees those requests, while a request the program passes to user space is
+//! answered by the socket path as before. Needs root (skips otherwise).
+//!
+//! ```text
+//!  ns xtNc: 192.0.2.2, 2001:db8::2 ──veth── ns xtNr: 192.0.2.1, 2001:db8::1 (xturn --xdp)
+//!  (XDP_PASS program: XDP_TX frames into a veth need an XDP program on the receiving end)
+//! ```
+
+mod xdp_support;
+
+use aya::maps::{Map, MapData, PerCpuArray};
+use aya::programs::{loaded_programs, Xdp, XdpMode};
+use aya::Ebpf;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use xdp_support::{root_or_skip, OBJECT};
+use xturn_control::client::binding_request;
+use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
+use xturn_tests::{have, xturn_bin, Proc};
+use xturn_xdp_common::{map_names, program_names, Counter};
+
+/// Run a command; panic with its output unless it succeeds.
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {text}");
+    text
+}
+
+/// Two namespaces joined by a veth pair, deleted (with the veth) on drop, also on panic.
+struct Lab {
+    client_ns: String,
+    relay_ns: String,
+    client_if: String,
+    relay_if: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!(
+            "xt{}{}",
+            std::process::id() % 10000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Lab {
+            client_ns: format!("{tag}c"),
+            relay_ns: format!("{tag}r"),
+            client_if: format!("{tag}a"),
+            relay_if: format!("{tag}b"),
+        };
+        run(&["ip", "netns", "add", &lab.client_ns]);
+        // From here on the guard exists: a failure below still deletes what was made.
+        run(&["ip", "netns", "add", &lab.relay_ns]);
+        run(&[
+            "ip",
+            "-n",
+            &lab.client_ns,
+            "link",
+            "add",
+            &lab.client_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.relay_if,
+            "netns",
+            &lab.relay_ns,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (
+                &lab.client_ns,
+                &lab.client_if,
+                "192.0.2.2/24",
+                "2001:db8::2/64",
+            ),
+            (
+                &lab.relay_ns,
+                &lab.relay_if,
+                "192.0.2.1/24",
+                "2001:db8::1/64",
+            ),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            run(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            // Complete checksums in frames from kernel sockets (NETLAB.md).
+            run(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
+        }
+        lab
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.client_ns, &self.relay_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Run `f` on a thread that has entered network namespace `ns` (setns affects only the
+/// calling thread; sockets and attachments made there keep their namespace).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: a valid namespace fd; setns(2) changes only this thread's namespace.
+        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// The XDP_PASS program on `dev` in `ns`, detached when the returned object drops.
+fn attach_pass(ns: &str, dev: &str) -> Ebpf {
+    let dev = dev.to_string();
+    in_netns(ns, move || {
+        let mut ebpf = Ebpf::load(OBJECT).expect("load object");
+        let p: &mut Xdp = ebpf
+            .program_mut(program_names::PASS)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        p.load().expect("load pass program");
+        p.attach(&dev, XdpMode::Driver)
+            .expect("attach pass program");
+        ebpf
+    })
+}
+
+/// The counters map of the XDP program attached to `dev` in `ns`, found by program id.
+fn counters_of(ns: &str, dev: &str) -> PerCpuArray<MapData, u64> {
+    let json = run(&["ip", "-n", ns, "-j", "link", "show", "dev", dev]);
+    let at = json
+        .find("\"prog\":{")
+        .unwrap_or_else(|| panic!("no XDP program on {dev}: {json}"));
+    let id: u32 = json[at..]
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no program id in {json}"));
+    let prog = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .unwrap_or_else(|| panic!("program {id} not loaded"));
+    for map_id in prog.map_ids().unwrap().unwrap_or_default() {
+        let info = aya::maps::MapInfo::from_id(map_id).unwrap();
+        if info.name_as_str() == Some(map_names::COUNTERS) {
+            let data = MapData::from_id(map_id).unwrap();
+            return PerCpuArray::try_from(Map::PerCpuArray(data)).unwrap();
+        }
+    }
+    panic!("program {id} has no {} map", map_names::COUNTERS)
+}
+
+fn read(c: &PerCpuArray<MapData, u64>, which: Counter) -> u64 {
+    c.get(&(which as u32), 0).unwrap().iter().sum()
+}
+
+/// Send `req` and wait for the answer with its transaction id (3 tries, 1 s each).
+fn exchange(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
+    let tid = Message::new_checked(req).unwrap().transaction_id();
+    let mut buf = [0u8; 1500];
+    for _ in 0..3 {
+        sock.send_to(req, to).unwrap();
+        let end = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < end {
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if Message::new_checked(&buf[..n]).map(|m| m.transaction_id()) == Ok(tid) {
+                    return Some(buf[..n].to_vec());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn client_socket(ns: &str, local: &str) -> UdpSocket {
+    let local: SocketAddr = local.parse().unwrap();
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(local).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    })
+}
+
+/// A checked Binding success response for `sock`: XOR-MAPPED-ADDRESS is its address,
+/// FINGERPRINT present and right iff asked for. Returns whether SOFTWARE is present
+/// (the socket path adds it, the XDP program does not).
+fn check_answer(resp: &[u8], sock: &UdpSocket, fingerprint: bool) -> bool {
+    let m = Message::new_checked(resp).expect("a STUN message");
+    assert_eq!((m.method(), m.class()), (Method::Binding, Class::Success));
+    assert_eq!(m.check_fingerprint(), Ok(fingerprint), "FINGERPRINT");
+    let a = m
+        .attribute(attr::XOR_MAPPED_ADDRESS)
+        .expect("XOR-MAPPED-ADDRESS");
+    let mapped = attr::decode_xor_address(a.value, &m.transaction_id()).unwrap();
+    assert_eq!(mapped, sock.local_addr().unwrap(), "XOR-MAPPED-ADDRESS");
+    m.attribute(attr::SOFTWARE).is_some()
+}
+
+fn tid(i: u32) -> TransactionId {
+    let mut t = [0x5a; 12];
+    t[8..].copy_from_slice(&i.to_be_bytes());
+    TransactionId(t)
+}
+
+#[test]
+fn xdp_answers_binding_requests_on_veth() {
+    if !root_or_skip("xdp_answers_binding_requests_on_veth") {
+        return;
+    }
+    assert!(
+        have("turnutils_stunclient") && have("ethtool"),
+        "turnutils_stunclient (Debian package coturn) and ethtool are needed: run tests/run.sh"
+    );
+    let bin = xturn_bin();
+    let lab = Lab::new();
+    let _pass = attach_pass(&lab.client_ns, &lab.client_if);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.relay_ns]).arg(&bin).args([
+        "--listening-ip",
+        "192.0.2.1",
+        "--listening-ip",
+        "2001:db8::1",
+        "--listening-port",
+        "3478",
+        "--threads",
+        "1",
+        "--log-level",
+        "trace",
+        "--xdp",
+        &lab.relay_if,
+    ]);
+    let xturn = Proc::spawn("xturn", cmd);
+    let attached = xturn.wait_for_line("XDP program attached", Duration::from_secs(10));
+    assert!(attached.is_some(), "no XDP attach:\n{}", xturn.output());
+    assert!(
+        attached.unwrap().contains("Driver"),
+        "veth has native XDP: {}",
+        xturn.output()
+    );
+    let server4: SocketAddr = "192.0.2.1:3478".parse().unwrap();
+    let server6: SocketAddr = "[2001:db8::1]:3478".parse().unwrap();
+    let sock4 = client_socket(&lab.client_ns, "192.0.2.2:0");
+    let sock6 = client_socket(&lab.client_ns, "[2001:db8::2]:0");
+
+    // Ready when the sockets are bound: the first answer of the socket path (a request
+    // the program passes) says so; the XDP path answers from the moment of attachment.
+    let probe = {
+        let mut b = MessageBuilder::new(Method::Binding, Class::Request, tid(0));
+        b.attr(attr::USERNAME, b"probe");
+        b.finish()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while exchange(&sock4, server4, &probe).is_none() {
+        assert!(
+            Instant::now() < end,
+            "xturn never answered:\n{}",
+            xturn.output()
+        );
+    }
+    let counters = counters_of(&lab.relay_ns, &lab.relay_if);
+    let seen_by_sockets = |s: &UdpSocket| {
+        // The reader threads need a moment to collect the latest log lines.
+        std::thread::sleep(Duration::from_millis(300));
+        let me = format!("from {} ", s.local_addr().unwrap());
+        xturn
+            .output()
+            .lines()
+            .filter(|l| l.contains("control traffic") && l.contains(&me))
+            .count()
+    };
+    let seen_before = (seen_by_sockets(&sock4), seen_by_sockets(&sock6));
+
+    // 1. The project's client, IPv4 and IPv6, with and without FINGERPRINT.
+    let (v4_before, v6_before) = (
+        read(&counters, Counter::TxBindingIpv4),
+        read(&counters, Counter::TxBindingIpv6),
+    );
+    let (mut n4, mut n6) = (0, 0);
+    for i in 1..=20u32 {
+        let fp = i % 2 == 0;
+        let (sock, server, n) = if i % 4 == 3 {
+            (&sock6, server6, &mut n6)
+        } else {
+            (&sock4, server4, &mut n4)
+        };
+        let resp = exchange(sock, server, &binding_request(tid(i), fp))
+            .unwrap_or_else(|| panic!("no answer to request {i}:\n{}", xturn.output()));
+        *n += 1;
+        assert!(
+            !check_answer(&resp, sock, fp),
+            "request {i} was answered by the socket path (SOFTWARE present)"
+        );
+    }
+    // One answer per request (no retransmissions were needed, or the deltas say so).
+    assert_eq!(read(&counters, Counter::TxBindingIpv4) - v4_before, n4);
+    assert_eq!(read(&counters, Counter::TxBindingIpv6) - v6_before, n6);
+    assert_eq!(
+        (seen_by_sockets(&sock4), seen_by_sockets(&sock6)),
+        seen_before,
+        "the socket path saw requests the program answered:\n{}",
+        xturn.output()
+    );
+
+    // 2. coturn's client.
+    let before = read(&counters, Counter::TxBindingIpv4);
+    let out = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.client_ns,
+        "timeout",
+        "10",
+        "turnutils_stunclient",
+        "-L",
+        "192.0.2.2",
+        "192.0.2.1",
+    ]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("UDP reflexive addr:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let mapped = line.rsplit(' ').next().unwrap().trim().to_string();
+    assert!(mapped.starts_with("192.0.2.2:"), "{line}");
+    assert!(
+        read(&counters, Counter::TxBindingIpv4) > before,
+        "turnutils_stunclient was not answered by XDP:\n{out}"
+    );
+    assert!(
+        !xturn.output().contains(&format!("from {mapped} ")),
+        "the socket path saw turnutils_stunclient's request:\n{}",
+        xturn.output()
+    );
+
+    // 3. What the program passes still reaches the socket path, which answers it.
+    let user_space = read(&counters, Counter::PassStunForUserSpace);
+    let mut b = MessageBuilder::new(Method::Binding, Class::Request, tid(99));
+    b.attr(attr::USERNAME, b"to user space");
+    b.fingerprint();
+    let resp = exchange(&sock4, server4, &b.finish()).expect("socket path answers");
+    assert!(
+        check_answer(&resp, &sock4, true),
+        "a passed request is answered by the socket path (with SOFTWARE)"
+    );
+    assert_eq!(
+        read(&counters, Counter::PassStunForUserSpace),
+        user_space + 1
+    );
+    let me = sock4.local_addr().unwrap().to_string();
+    assert!(
+        xturn
+            .wait_for_line(&format!("from {me} "), Duration::from_secs(2))
+            .is_some(),
+        "the socket path's trace log shows the passed request:\n{}",
+        xturn.output()
+    );
+    drop(xturn);
+    drop(lab);
+}
