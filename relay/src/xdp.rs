@@ -110,6 +110,22 @@ pub fn endpoint(a: SocketAddr) -> Endpoint {
     }
 }
 
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, whose default is too small for
+/// the maps here; newer kernels use memory cgroups and ignore it. Best effort.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit value for a resource this process owns.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "cannot raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn xturn_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     let name = program_names::XTURN;
     Ok(ebpf
@@ -146,6 +162,7 @@ impl XdpPath {
     /// CAP_BPF + CAP_NET_ADMIN). Nothing is attached yet; every switch is off until
     /// [`XdpPath::set_switches`].
     pub fn load() -> Result<XdpPath> {
+        raise_memlock_limit();
         let mut ebpf = Ebpf::load(OBJECT).context("cannot load the XDP object (root needed)")?;
         xturn_program(&mut ebpf)?
             .load()

@@ -17,55 +17,35 @@ use aya::programs::{loaded_programs, Xdp, XdpMode};
 use aya::Ebpf;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use xdp_support::{root_or_skip, OBJECT};
+use xdp_support::{in_netns, root_or_skip, run, unique_tag, Netns, OBJECT};
 use xturn_control::client::binding_request;
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use xturn_tests::{have, xturn_bin, Proc};
 use xturn_xdp_common::{map_names, program_names, Counter};
 
-/// Run a command; panic with its output unless it succeeds.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?} failed: {text}");
-    text
-}
-
-/// Two namespaces joined by a veth pair, deleted (with the veth) on drop, also on panic.
+/// Two namespaces joined by a veth pair; the namespace guards delete everything on drop.
 struct Lab {
-    client_ns: String,
-    relay_ns: String,
     client_if: String,
     relay_if: String,
+    // Declared last: dropped after the fields above, also on panic.
+    client: Netns,
+    relay: Netns,
 }
 
 impl Lab {
     fn new() -> Lab {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let tag = format!(
-            "xt{}{}",
-            std::process::id() % 10000,
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let tag = unique_tag();
         let lab = Lab {
-            client_ns: format!("{tag}c"),
-            relay_ns: format!("{tag}r"),
             client_if: format!("{tag}a"),
             relay_if: format!("{tag}b"),
+            client: Netns::new(format!("{tag}c")),
+            relay: Netns::new(format!("{tag}r")),
         };
-        run(&["ip", "netns", "add", &lab.client_ns]);
-        // From here on the guard exists: a failure below still deletes what was made.
-        run(&["ip", "netns", "add", &lab.relay_ns]);
         run(&[
             "ip",
             "-n",
-            &lab.client_ns,
+            &lab.client.name,
             "link",
             "add",
             &lab.client_if,
@@ -75,17 +55,17 @@ impl Lab {
             "name",
             &lab.relay_if,
             "netns",
-            &lab.relay_ns,
+            &lab.relay.name,
         ]);
         for (ns, dev, v4, v6) in [
             (
-                &lab.client_ns,
+                &lab.client.name,
                 &lab.client_if,
                 "192.0.2.2/24",
                 "2001:db8::2/64",
             ),
             (
-                &lab.relay_ns,
+                &lab.relay.name,
                 &lab.relay_if,
                 "192.0.2.1/24",
                 "2001:db8::1/64",
@@ -94,35 +74,11 @@ impl Lab {
             run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
             run(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
             // Complete checksums in frames from kernel sockets (NETLAB.md).
             run(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
         }
         lab
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.client_ns, &self.relay_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Run `f` on a thread that has entered network namespace `ns` (setns affects only the
-/// calling thread; sockets and attachments made there keep their namespace).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: a valid namespace fd; setns(2) changes only this thread's namespace.
-        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
 }
 
 /// The XDP_PASS program on `dev` in `ns`, detached when the returned object drops.
@@ -232,22 +188,24 @@ fn xdp_answers_binding_requests_on_veth() {
     );
     let bin = xturn_bin();
     let lab = Lab::new();
-    let _pass = attach_pass(&lab.client_ns, &lab.client_if);
+    let _pass = attach_pass(&lab.client.name, &lab.client_if);
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.relay_ns]).arg(&bin).args([
-        "--listening-ip",
-        "192.0.2.1",
-        "--listening-ip",
-        "2001:db8::1",
-        "--listening-port",
-        "3478",
-        "--threads",
-        "1",
-        "--log-level",
-        "trace",
-        "--xdp",
-        &lab.relay_if,
-    ]);
+    cmd.args(["netns", "exec", &lab.relay.name])
+        .arg(&bin)
+        .args([
+            "--listening-ip",
+            "192.0.2.1",
+            "--listening-ip",
+            "2001:db8::1",
+            "--listening-port",
+            "3478",
+            "--threads",
+            "1",
+            "--log-level",
+            "trace",
+            "--xdp",
+            &lab.relay_if,
+        ]);
     let xturn = Proc::spawn("xturn", cmd);
     let attached = xturn.wait_for_line("XDP program attached", Duration::from_secs(10));
     assert!(attached.is_some(), "no XDP attach:\n{}", xturn.output());
@@ -258,8 +216,8 @@ fn xdp_answers_binding_requests_on_veth() {
     );
     let server4: SocketAddr = "192.0.2.1:3478".parse().unwrap();
     let server6: SocketAddr = "[2001:db8::1]:3478".parse().unwrap();
-    let sock4 = client_socket(&lab.client_ns, "192.0.2.2:0");
-    let sock6 = client_socket(&lab.client_ns, "[2001:db8::2]:0");
+    let sock4 = client_socket(&lab.client.name, "192.0.2.2:0");
+    let sock6 = client_socket(&lab.client.name, "[2001:db8::2]:0");
 
     // Ready when the sockets are bound: the first answer of the socket path (a request
     // the program passes) says so; the XDP path answers from the moment of attachment.
@@ -276,7 +234,7 @@ fn xdp_answers_binding_requests_on_veth() {
             xturn.output()
         );
     }
-    let counters = counters_of(&lab.relay_ns, &lab.relay_if);
+    let counters = counters_of(&lab.relay.name, &lab.relay_if);
     let seen_by_sockets = |s: &UdpSocket| {
         // The reader threads need a moment to collect the latest log lines.
         std::thread::sleep(Duration::from_millis(300));
@@ -326,7 +284,7 @@ fn xdp_answers_binding_requests_on_veth() {
         "ip",
         "netns",
         "exec",
-        &lab.client_ns,
+        &lab.client.name,
         "timeout",
         "10",
         "turnutils_stunclient",

@@ -6,11 +6,14 @@
 
 mod xdp_support;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::Xdp;
 use aya::{Ebpf, TestRun, TestRunOptions};
 use std::net::SocketAddr;
-use xdp_support::{parse_checked, root_or_skip, FrameSpec, MAC_CLIENT, MAC_SERVER, OBJECT};
+use xdp_support::{
+    in_netns, parse_checked, root_or_skip, unique_tag, FrameSpec, Netns, Xsk, MAC_CLIENT,
+    MAC_SERVER, OBJECT,
+};
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use xturn_xdp_common::{
     direction, flags, ipv4_mapped, map_names, program_names, ChannelKey, ChannelValue, Config,
@@ -20,6 +23,7 @@ use xturn_xdp_common::{
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
 
 const SERVER4: &str = "192.0.2.1:3478";
 const CLIENT4: &str = "192.0.2.2:40000";
@@ -285,6 +289,32 @@ fn channel_data(ch: u16, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+fn peer_to(peer: &str, relay: &str, payload: &[u8]) -> Vec<u8> {
+    FrameSpec::new(sa(peer), sa(relay)).build(payload)
+}
+
+/// The metadata in front of ChannelData on channel 0x4001 (to PEER4 via RELAY4).
+fn meta_channel() -> XskMeta {
+    XskMeta {
+        peer_ip: key_ip(sa(PEER4)),
+        peer_port: sa(PEER4).port().to_be_bytes(),
+        relay_port: sa(RELAY4).port().to_be_bytes(),
+        channel: 0x4001u16.to_be_bytes(),
+        direction: direction::CLIENT_TO_PEER,
+        _pad: 0,
+        magic: XSK_META_MAGIC,
+    }
+}
+
+/// The metadata in front of data from PEER4 to RELAY4.
+fn meta_peer() -> XskMeta {
+    XskMeta {
+        channel: [0; 2],
+        direction: direction::PEER_TO_CLIENT,
+        ..meta_channel()
+    }
+}
+
 fn fixtures() -> Vec<Fixture> {
     let plain = binding(1, |_| {});
     let fp = binding(2, |b| {
@@ -336,23 +366,7 @@ fn fixtures() -> Vec<Fixture> {
         b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         b.finish()
     };
-    let meta_channel = XskMeta {
-        peer_ip: key_ip(sa(PEER4)),
-        peer_port: sa(PEER4).port().to_be_bytes(),
-        relay_port: sa(RELAY4).port().to_be_bytes(),
-        channel: 0x4001u16.to_be_bytes(),
-        direction: direction::CLIENT_TO_PEER,
-        _pad: 0,
-        magic: XSK_META_MAGIC,
-    };
-    let meta_peer = XskMeta {
-        channel: [0; 2],
-        direction: direction::PEER_TO_CLIENT,
-        ..meta_channel
-    };
-    let peer_to = |peer: &str, relay: &str, payload: &[u8]| {
-        FrameSpec::new(sa(peer), sa(relay)).build(payload)
-    };
+    let (meta_channel, meta_peer) = (meta_channel(), meta_peer());
 
     vec![
         tx(
@@ -811,4 +825,66 @@ fn xdp_switches_turn_features_off() {
             assert_eq!(&out, input, "flags {f:#x}: a passed frame is unchanged");
         }
     }
+}
+
+/// With an AF_XDP socket in the receive queue's XSKMAP slot, live ChannelData and
+/// permitted peer data are redirected to it (XDP_REDIRECT, with the metadata), while what
+/// the state does not allow is still passed or dropped.
+#[test]
+fn xdp_redirects_to_a_bound_xsk() {
+    if !root_or_skip("xdp_redirects_to_a_bound_xsk") {
+        return;
+    }
+    // A namespace of its own, so the socket binds to a private loopback device.
+    let ns = Netns::new(format!("{}x", unique_tag()));
+    let xsk = in_netns(&ns.name, || {
+        Xsk::bind("lo", 0).expect("AF_XDP socket on lo")
+    });
+    let mut h = Harness::new();
+    let mut xsks: XskMap<&mut MapData> =
+        XskMap::try_from(h.ebpf.map_mut(map_names::XSKS).unwrap()).unwrap();
+    // test_run frames arrive on queue 0.
+    xsks.set(0, std::os::fd::AsRawFd::as_raw_fd(&xsk.fd), 0)
+        .unwrap();
+    let cases = [
+        (
+            udp4(&channel_data(0x4001, b"to the peer")),
+            XDP_REDIRECT,
+            Counter::RedirectChannel,
+            meta_bytes(&meta_channel()),
+        ),
+        (
+            peer_to(PEER4, RELAY4, b"to the client"),
+            XDP_REDIRECT,
+            Counter::RedirectPeer,
+            meta_bytes(&meta_peer()),
+        ),
+        (
+            udp4(&channel_data(0x4002, b"expired channel")),
+            XDP_PASS,
+            Counter::PassChannelUnbound,
+            Vec::new(),
+        ),
+        (
+            peer_to(OTHER_PEER4, RELAY4, b"expired permission"),
+            XDP_DROP,
+            Counter::DropNoPermission,
+            Vec::new(),
+        ),
+    ];
+    for (input, action, counter, meta) in cases {
+        let before = h.counters();
+        let (a, m, frame) = h.run(&input);
+        let after = h.counters();
+        assert_eq!(a, action, "{counter:?}");
+        assert_eq!(
+            after[counter as usize],
+            before[counter as usize] + 1,
+            "{counter:?}"
+        );
+        assert_eq!(after.iter().sum::<u64>(), before.iter().sum::<u64>() + 1);
+        assert_eq!(m, meta, "{counter:?}: metadata");
+        assert_eq!(frame, input, "{counter:?}: the frame itself is not changed");
+    }
+    drop(ns);
 }

@@ -1,10 +1,13 @@
-//! Shared by the XDP tests (`xdp_*.rs`): the committed object, a root check, and a frame
-//! builder with its own checksum code (independent of the program's) to build inputs and
-//! verify outputs.
+//! Shared by the XDP tests (`xdp_*.rs`): the committed object, a root check, network
+//! namespaces with a Drop guard, a minimal AF_XDP socket, and a frame builder with its
+//! own checksum code (independent of the program's) to build inputs and verify outputs.
 
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The object `xturn --xdp` loads (the same file, included the same way).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../xdp-ebpf/xturn-xdp.bpf.o");
@@ -24,6 +27,164 @@ pub fn root_or_skip(test: &str) -> bool {
     }
     root
 }
+
+/// Run a command; panic with its output unless it succeeds.
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {text}");
+    text
+}
+
+/// A name prefix unique to this test process and call: `xt<pid%10000><n>` (NETLAB.md).
+pub fn unique_tag() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "xt{}{}",
+        std::process::id() % 10000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A network namespace, deleted (with its interfaces) on drop, also on panic.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Netns {
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Run `f` on a thread that has entered network namespace `ns` (setns affects only the
+/// calling thread; sockets and attachments made there keep their namespace).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: a valid namespace fd; setns(2) changes only this thread's namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// An AF_XDP socket bound (copy mode) to `queue` of interface `ifname`, with a UMEM and
+/// fill, completion and RX rings: enough to stand in an XSKMAP slot. Frames are never
+/// read from it (no ring is mapped).
+pub struct Xsk {
+    pub fd: OwnedFd,
+    umem: *mut libc::c_void,
+    umem_len: usize,
+}
+
+impl Xsk {
+    pub fn bind(ifname: &str, queue: u32) -> std::io::Result<Xsk> {
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(r)
+            }
+        };
+        let umem_len = 16 * 4096;
+        // SAFETY: plain syscalls on values owned here; every pointer passed points to a
+        // live local of the size given; the mapping is unmapped in Drop.
+        unsafe {
+            let fd = OwnedFd::from_raw_fd(check(libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0))?);
+            let umem = libc::mmap(
+                std::ptr::null_mut(),
+                umem_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if umem == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            let xsk = Xsk { fd, umem, umem_len };
+            let reg = libc::xdp_umem_reg {
+                addr: umem as u64,
+                len: umem_len as u64,
+                chunk_size: 4096,
+                headroom: 0,
+                flags: 0,
+                tx_metadata_len: 0,
+            };
+            let raw = xsk.fd.as_raw_fd();
+            let set = |opt: libc::c_int, v: *const libc::c_void, len: usize| {
+                check(libc::setsockopt(
+                    raw,
+                    libc::SOL_XDP,
+                    opt,
+                    v,
+                    len as libc::socklen_t,
+                ))
+            };
+            set(
+                libc::XDP_UMEM_REG,
+                (&raw const reg).cast(),
+                std::mem::size_of_val(&reg),
+            )?;
+            let entries: u32 = 16;
+            for opt in [
+                libc::XDP_UMEM_FILL_RING,
+                libc::XDP_UMEM_COMPLETION_RING,
+                libc::XDP_RX_RING,
+            ] {
+                set(opt, (&raw const entries).cast(), 4)?;
+            }
+            let name = std::ffi::CString::new(ifname).unwrap();
+            let ifindex = libc::if_nametoindex(name.as_ptr());
+            if ifindex == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let sa = libc::sockaddr_xdp {
+                sxdp_family: libc::AF_XDP as u16,
+                sxdp_flags: libc::XDP_COPY,
+                sxdp_ifindex: ifindex,
+                sxdp_queue_id: queue,
+                sxdp_shared_umem_fd: 0,
+            };
+            check(libc::bind(
+                raw,
+                (&raw const sa).cast(),
+                std::mem::size_of_val(&sa) as libc::socklen_t,
+            ))?;
+            Ok(xsk)
+        }
+    }
+}
+
+impl Drop for Xsk {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `bind`, unmapped once; the socket (closed after this
+        // by OwnedFd) holds its own pin on the pages.
+        unsafe { libc::munmap(self.umem, self.umem_len) };
+    }
+}
+
+// SAFETY: the UMEM pointer is only unmapped in Drop; the kernel owns the data path.
+unsafe impl Send for Xsk {}
 
 pub const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const MAC_SERVER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
