@@ -99,11 +99,12 @@ mkdir -p "$RES"
 
 # ---- helpers ----------------------------------------------------------------------------
 SERVER=192.0.2.1:3478
-gen() { # gen NAME MODE ARGS... : run the generator in the client namespace
+LOAD_DURATION=$DURATION
+gen() { # gen NAME MODE ARGS... : run the generator in the client namespace for LOAD_DURATION s
     local name=$1
     shift
     ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" "$@" --server "$SERVER" --cpus "$GEN_CPU" \
-        --relay-cpus "$RELAY_CPU" --relay-threads "$LAB_RELAY_NAPI_PIDS" --duration "$DURATION" \
+        --relay-cpus "$RELAY_CPU" --relay-threads "$LAB_RELAY_NAPI_PIDS" --duration "$LOAD_DURATION" \
         --json-out "$RES/$name.json" --quiet >"$TMP/$name.txt"
     sed 's/^/    /' "$TMP/$name.txt" >&2
 }
@@ -164,6 +165,31 @@ measured() {
     NOISE+=("$name: $((f1 - f0 > 0 ? f1 - f0 : 0)) (attempts: $attempt)")
 }
 
+# The highest offered rate the relay carries with at most 1 % loss: a binary search over
+# 20k..320k pps in six short steps; the best step's result becomes NAME-relay-sustained.
+SWEEP_DURATION=${SWEEP_DURATION:-3}
+sweep_relay() { # sweep_relay NAME SERVER_PID
+    local s=$1 pid=$2 lo=20000 hi=320000 mid best=0 step loss
+    mkdir -p "$RES/sweep" "$TMP/sweep"
+    LOAD_DURATION=$SWEEP_DURATION
+    for step in 1 2 3 4 5 6; do
+        mid=$(((lo + hi) / 2000 * 1000))
+        measured "$s-sweep-$mid" load_relay "sweep/$s-$mid" "$pid" "$mid"
+        loss=$(sed -n 's/^  "loss": \([0-9.eE+-]*\),$/\1/p' "$RES/sweep/$s-$mid.json")
+        if awk -v l="${loss:-1}" 'BEGIN { exit !(l <= 0.01) }'; then
+            best=$mid
+            lo=$mid
+        else
+            hi=$mid
+        fi
+    done
+    LOAD_DURATION=$DURATION
+    if [ "$best" -gt 0 ]; then
+        cp "$RES/sweep/$s-$best.json" "$RES/$s-relay-sustained.json"
+    fi
+    log "$s: sustained rate $best pps (loss <= 1 %)"
+}
+
 run_server_loads() { # run_server_loads NAME SERVER_PID
     local s=$1 pid=$2 rate
     measured "$s-stun" load_stun "$s-stun" "$pid"
@@ -171,6 +197,7 @@ run_server_loads() { # run_server_loads NAME SERVER_PID
     for rate in "${RATES[@]}"; do
         measured "$s-relay-$((rate / 1000))k" load_relay "$s-relay-$((rate / 1000))k" "$pid" "$rate"
     done
+    sweep_relay "$s" "$pid"
     measured "$s-echo-$((ECHO_RATE / 1000))k" load_echo "$s-echo-$((ECHO_RATE / 1000))k" "$pid" "$ECHO_RATE"
     measured "$s-churn" load_churn "$s-churn" "$pid"
 }
@@ -227,7 +254,7 @@ Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.
 
 - coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
-- Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
+- Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`relay-sustained\` (the highest offered rate with at most 1 % loss, found by a six-step binary search over 20k-320k pps with $SWEEP_DURATION s steps; every step's JSON is in results/sweep/), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
 - Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes used more than 2 % of a CPU during it; jiffies (1/$(getconf CLK_TCK) s) used by other processes during the kept run: $(IFS=';'; echo "${NOISE[*]}").
 - With two CPUs the generator and the sink share one: flat-out figures are bounded by that core (see the generator's ceiling below) and "dropped at full sink sockets" counts loss caused by the sink, not the relay. The fixed-rate rows are the fair comparison of relay cost.
 EOF

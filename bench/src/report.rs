@@ -139,7 +139,11 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
         .next()
         .map(|r| r.params.rate)
         .unwrap_or(0);
-    let offered = if rate == 0 {
+    let rates: Vec<u64> = per.iter().flatten().map(|r| r.params.rate).collect();
+    let same_rate = rates.windows(2).all(|w| w[0] == w[1]);
+    let offered = if !same_rate {
+        "offered rate per column above".to_string()
+    } else if rate == 0 {
         "flat out".to_string()
     } else {
         format!("{} pps offered", f0(rate as f64))
@@ -153,6 +157,14 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
             higher_better: hb,
         })
     };
+    if !same_rate {
+        row(
+            format!("{name}: offered pps"),
+            get(&|r| Some(r.params.rate as f64)),
+            f0,
+            true,
+        );
+    }
     let cpu_busy = get(&|r| r.cpu.as_ref().map(|c| c.busy));
     let cpu_pp = get(&|r| r.cpu.as_ref().and_then(|c| c.us_per_packet));
     let cpu_attr = get(&|r| r.cpu.as_ref().and_then(|c| c.attributed_us_per_packet));
@@ -584,6 +596,34 @@ mod tests {
     }
 
     #[test]
+    fn different_offered_rates_get_their_own_row() {
+        let mut res: Results = BTreeMap::new();
+        for (s, rate) in [("coturn", 90_000u64), ("xturn", 120_000)] {
+            res.entry(s.into()).or_default().insert(
+                "relay-sustained".into(),
+                traffic("relay", rate, rate as f64, None),
+            );
+        }
+        let a = ReportArgs {
+            dir: ".".into(),
+            out: "x".into(),
+            svg: "l.svg".into(),
+            command: "c".into(),
+            date: "d".into(),
+            notes: String::new(),
+        };
+        let (md, _) = render_markdown(&res, &a, "l.svg", "m");
+        assert!(
+            md.contains("| relay-sustained: offered pps ↑ | 90,000 | 120,000 | 1.33× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("relay-sustained: sent pps (offered rate per column above)"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn names_and_order() {
         assert_eq!(
             split_name("coturn-relay-20k.json"),
@@ -674,6 +714,7 @@ mod tests {
         assert!(md.contains("## xturn-xdp"));
         // Relay rows come before echo rows.
         assert!(md.find("relay-max:").unwrap() < md.find("echo-20k:").unwrap());
+        assert!(!md.contains("offered pps |"));
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(
             svg.contains("reflector (generator floor)")
