@@ -15,8 +15,14 @@
 //! and counters come from `xturn-xdp-common`, the single definition of the ABI.
 //!
 //! Invariant: the socket path stays complete. The program answers only what it fully
-//! understands and passes the rest, so xturn serves the same clients with or without XDP.
-//! Dropping [`XdpPath`] detaches the program from every interface.
+//! understands and passes the rest, so xturn serves the same clients with or without XDP
+//! (its Binding answers differ only in carrying no SOFTWARE attribute). Dropping
+//! [`XdpPath`] detaches the program from every interface and logs its counters.
+//!
+//! Status: the binary configures the switches and listeners; the channel, permission and
+//! allocation maps are filled by [`XdpPath::apply`], which the socket driver does not call
+//! yet (see `mod mirror`), so in the binary the program answers Binding requests and
+//! passes everything else.
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
