@@ -2,6 +2,7 @@
 # Runs every check and test of the workspace, as CI does (.ci/run calls this script).
 # On a fresh Debian machine it first installs what the tests need: coturn's turnutils_*
 # clients (Debian package coturn) and Python's aioice, used as independent interop peers.
+# Run as root: the XDP tests (BPF_PROG_TEST_RUN, veth in network namespaces) need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,10 @@ if ! python3 -c "import aioice" >/dev/null 2>&1; then
     echo "tests/run.sh: installing aioice (Python TURN client used by aiortc) with pip"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aioice
 fi
+
+# The committed XDP object must be what its source builds to (installs the BPF toolchain
+# on first use: Debian rustc-web + llvm-22, bpf-linker from crates.io).
+bash xdp-ebpf/check.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -14,6 +14,7 @@
 
 use crate::config::Settings;
 use crate::net::{self, Epoll, RecvBatch, SendBatch};
+use crate::xdp::XdpPath;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
 use rand::{RngCore, SeedableRng};
@@ -39,6 +40,9 @@ struct Shared {
     epolls: Vec<RawFd>,
     relays: Mutex<HashMap<RelayAddr, Arc<UdpSocket>>>,
     shutdown: Arc<AtomicBool>,
+    /// The XDP program's maps, kept in step with the same outputs as the workers' tables
+    /// (with `--xdp`). Only touched from `drive`, which runs under the server lock.
+    xdp: Option<Mutex<XdpPath>>,
 }
 
 const LISTENER: u64 = 1 << 63;
@@ -59,9 +63,22 @@ impl Shared {
         }
     }
 
+    fn mirror_to_xdp(&self, o: &Output) {
+        if let Some(x) = &self.xdp {
+            if let Err(e) = x.lock().expect("xdp lock").apply(o) {
+                tracing::warn!(
+                    "XDP maps not updated ({e:#}); the socket path still serves that traffic"
+                );
+            }
+        }
+    }
+
     /// Drain the server's outputs. Called with the server lock held.
     fn drive(&self, server: &mut Server, now: Instant, listeners: &[(SocketAddr, UdpSocket)]) {
         while let Some(o) = server.poll_output() {
+            if !matches!(o, Output::Transmit(_) | Output::BindRelay { .. }) {
+                self.mirror_to_xdp(&o);
+            }
             match o {
                 Output::Transmit(t) => {
                     let sock = listeners
@@ -302,8 +319,9 @@ impl Worker {
     }
 }
 
-/// Run the server until `shutdown` is set.
-pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<()> {
+/// Run the server until `shutdown` is set. With `xdp`, the program's maps follow the
+/// control plane; it is detached when this returns, after the sockets have stopped.
+pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) -> Result<()> {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -341,6 +359,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<()> {
         epolls: epolls.iter().map(|e| e.raw()).collect(),
         relays: Mutex::new(HashMap::new()),
         shutdown,
+        xdp: xdp.map(Mutex::new),
     });
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();

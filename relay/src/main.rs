@@ -66,7 +66,5 @@ fn real_main() -> Result<()> {
     } else {
         Some(xdp::XdpPath::start(&settings.xdp, &settings.listen)?)
     };
-    let result = driver::run(settings, shutdown);
-    drop(xdp);
-    result
+    driver::run(settings, shutdown, xdp)
 }

@@ -244,7 +244,6 @@ impl XdpPath {
     }
 
     /// Mirror one control-plane output into the channel, permission and allocation maps.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn apply(&mut self, out: &Output) -> Result<()> {
         self.data_plane.apply(out)
     }

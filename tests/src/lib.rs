@@ -182,7 +182,11 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn new(server: SocketAddr, user: &str, pass: &str) -> TestClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::with_socket(UdpSocket::bind("127.0.0.1:0").unwrap(), server, user, pass)
+    }
+
+    /// A client on a socket made elsewhere (e.g. inside a network namespace).
+    pub fn with_socket(sock: UdpSocket, server: SocketAddr, user: &str, pass: &str) -> TestClient {
         sock.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         TestClient {

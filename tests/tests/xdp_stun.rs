@@ -333,3 +333,86 @@ fn xdp_answers_binding_requests_on_veth() {
     drop(xturn);
     drop(lab);
 }
+
+/// With `--xdp`, the control plane's outputs reach the program's maps: ChannelData on a
+/// bound channel and peer data with a permission are steered toward AF_XDP, and while no
+/// AF_XDP socket is bound for the queue the program passes them, so the socket path
+/// relays them exactly as without XDP. The counters prove both that the maps were fed and
+/// that the fallback was taken for every datagram.
+#[test]
+fn xdp_maps_follow_the_control_plane_and_fall_back_to_sockets() {
+    if !root_or_skip("xdp_maps_follow_the_control_plane_and_fall_back_to_sockets") {
+        return;
+    }
+    let bin = xturn_bin();
+    let lab = Lab::new();
+    let _pass = attach_pass(&lab.client.name, &lab.client_if);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.relay.name])
+        .arg(&bin)
+        .args(["--listening-ip", "192.0.2.1", "--listening-port", "3478"])
+        .args([
+            "--user",
+            "alice:wonderland",
+            "--threads",
+            "1",
+            "--xdp",
+            &lab.relay_if,
+        ]);
+    let xturn = Proc::spawn("xturn", cmd);
+    assert!(
+        xturn
+            .wait_for_line("XDP program attached", Duration::from_secs(10))
+            .is_some(),
+        "no XDP attach:\n{}",
+        xturn.output()
+    );
+    let server: SocketAddr = "192.0.2.1:3478".parse().unwrap();
+    let mut client = xturn_tests::TestClient::with_socket(
+        client_socket(&lab.client.name, "192.0.2.2:0"),
+        server,
+        "alice",
+        "wonderland",
+    );
+    // The first request may race the socket path's start: TestClient retransmits.
+    let relay = client.allocate();
+    assert_eq!(relay.ip().to_string(), "192.0.2.1");
+    let peer = client_socket(&lab.client.name, "192.0.2.2:0");
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    client
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    assert_eq!(
+        client.channel_bind(0x4000, peer_addr),
+        xturn_control::client::Answer::Success
+    );
+    let counters = counters_of(&lab.relay.name, &lab.relay_if);
+    let (ch0, peer0) = (
+        read(&counters, Counter::PassNoXskChannel),
+        read(&counters, Counter::PassNoXskPeer),
+    );
+    const N: u64 = 200;
+    let mut buf = vec![0u8; 2048];
+    for i in 0..N {
+        let p = xturn_tests::payload(i);
+        client
+            .sock
+            .send_to(
+                &xturn_control::wire::channel_data::encode(0x4000, &p),
+                server,
+            )
+            .unwrap();
+        let (n, from) = peer.recv_from(&mut buf).expect("peer receives");
+        assert_eq!((from, &buf[..n]), (relay, &p[..]));
+        peer.send_to(&p, relay).unwrap();
+        let (n, _) = client.sock.recv_from(&mut buf).expect("client receives");
+        let cd = xturn_control::wire::ChannelData::new_checked(&buf[..n]).unwrap();
+        assert_eq!((cd.channel(), cd.payload()), (0x4000, &p[..]));
+    }
+    assert_eq!(read(&counters, Counter::PassNoXskChannel) - ch0, N);
+    assert_eq!(read(&counters, Counter::PassNoXskPeer) - peer0, N);
+    drop(xturn);
+    drop(lab);
+}
