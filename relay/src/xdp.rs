@@ -19,10 +19,10 @@
 //! (its Binding answers differ only in carrying no SOFTWARE attribute). Dropping
 //! [`XdpPath`] detaches the program from every interface and logs its counters.
 //!
-//! Status: the binary configures the switches and listeners; the channel, permission and
-//! allocation maps are filled by [`XdpPath::apply`], which the socket driver does not call
-//! yet (see `mod mirror`), so in the binary the program answers Binding requests and
-//! passes everything else.
+//! The socket driver mirrors every data-plane output into the channel, permission and
+//! allocation maps with [`XdpPath::apply`]. Until the AF_XDP forwarder binds sockets to the
+//! XSK map, steered traffic falls back to XDP_PASS and the socket path relays it; data to
+//! a relayed port without a live permission is dropped in the driver.
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
@@ -262,14 +262,8 @@ pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters> {
 }
 
 /// Keeping the channel, permission and allocation maps in step with the control plane.
-///
-/// Status: the socket driver does not forward `Output`s here yet (that is one call,
-/// `xdp.apply(&output)`, where `Shared::drive` in driver.rs broadcasts data-plane outputs).
-/// Until it does, only the tests drive this module, the maps stay empty in the binary, and
-/// the program steers and drops nothing there: it answers Binding requests and passes
-/// everything else.
+/// `Shared::drive` in driver.rs calls [`XdpPath::apply`] for every data-plane output.
 mod mirror {
-    #![cfg_attr(not(test), allow(dead_code))]
 
     use super::{endpoint, ip_key};
     use anyhow::Result;
