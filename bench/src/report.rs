@@ -46,6 +46,20 @@ pub fn parse_result(text: &str) -> Result<Option<RunResult>> {
     })
 }
 
+/// Interference per load from compare.sh's `interference.txt`: lines
+/// `NAME JIFFIES LIMIT`; returns the loads whose other-process CPU exceeded the limit.
+pub fn parse_interference(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            let j: u64 = f.next()?.parse().ok()?;
+            let limit: u64 = f.next()?.parse().ok()?;
+            (j > limit).then(|| (name.to_string(), j))
+        })
+        .collect()
+}
+
 pub fn load_dir(dir: &Path) -> Result<Results> {
     let mut out: Results = BTreeMap::new();
     let rd = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -210,7 +224,18 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
                 f0,
                 true,
             );
-            row(format!("{name}: loss"), get(&|r| r.loss), pct, false);
+            row(
+                format!("{name}: loss end to end"),
+                get(&|r| r.loss),
+                pct,
+                false,
+            );
+            row(
+                format!("{name}: loss at or before the relay"),
+                get(&|r| r.relay_loss),
+                pct,
+                false,
+            );
             row(
                 format!("{name}: of which dropped at full relay sockets"),
                 get(&|r| r.relay_rcvbuf_drops.map(|d| d as f64)),
@@ -220,6 +245,20 @@ fn traffic_rows(name: &str, per: &[Option<&TrafficReport>]) -> Vec<Row> {
             row(
                 format!("{name}: of which dropped at full sink sockets"),
                 get(&|r| r.sink_rcvbuf_drops.map(|d| d as f64)),
+                f0,
+                false,
+            );
+            row(
+                format!(
+                    "{name}: dropped in veth rings towards the relay (relay core's NAPI behind)"
+                ),
+                get(&|r| r.client_if_drops.map(|d| d as f64)),
+                f0,
+                false,
+            );
+            row(
+                format!("{name}: dropped leaving the relay (peer side's NAPI behind)"),
+                get(&|r| r.relay_if_drops.map(|d| d as f64)),
                 f0,
                 false,
             );
@@ -364,6 +403,7 @@ fn machine() -> String {
 /// Build the Markdown (and the plot series) from loaded results.
 pub fn render_markdown(
     res: &Results,
+    disturbed: &BTreeMap<String, u64>,
     a: &ReportArgs,
     svg_name: &str,
     machine: &str,
@@ -430,11 +470,25 @@ pub fn render_markdown(
                 .collect();
             traffic_rows(t, &v)
         };
+        let mark: Vec<&str> = SERVERS
+            .iter()
+            .map(|s| {
+                if disturbed.contains_key(&format!("{s}-{t}")) {
+                    " ⚠"
+                } else {
+                    ""
+                }
+            })
+            .collect();
         for r in rows {
             let cells: Vec<String> = r
                 .values
                 .iter()
-                .map(|v| v.map(r.fmt).unwrap_or_else(|| "–".into()))
+                .zip(&mark)
+                .map(|(v, m)| {
+                    v.map(|v| format!("{}{m}", (r.fmt)(v)))
+                        .unwrap_or_else(|| "–".into())
+                })
                 .collect();
             let _ = writeln!(
                 md,
@@ -446,6 +500,17 @@ pub fn render_markdown(
                 ratio(r.values[1], r.values[0])
             );
         }
+    }
+    if !disturbed.is_empty() {
+        let list: Vec<String> = disturbed
+            .iter()
+            .map(|(n, j)| format!("{n} ({j} jiffies)"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "\n⚠ Other processes on this shared machine used more than 2 % of a CPU during this load even after two re-runs: {}. Its rates, loss and latency may be disturbed; the relay threads' CPU figures are not (they count only the relay's own threads).",
+            list.join(", ")
+        );
     }
     // The generator's own ceiling.
     if let Some(g) = res.get(GENERATOR) {
@@ -467,9 +532,14 @@ pub fn render_markdown(
         for (n, r) in gt {
             if let RunResult::Traffic(t) = r {
                 let l = t.latency.as_ref();
+                let warn = if disturbed.contains_key(&format!("{GENERATOR}-{n}")) {
+                    " ⚠"
+                } else {
+                    ""
+                };
                 let _ = writeln!(
                     md,
-                    "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {n}{warn} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     if t.params.rate == 0 {
                         "flat out".into()
                     } else {
@@ -552,7 +622,10 @@ pub fn run_report(a: &ReportArgs) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "latency.svg".into());
-    let (md, svg) = render_markdown(&res, a, &svg_name, &machine());
+    let disturbed = std::fs::read_to_string(a.dir.join("interference.txt"))
+        .map(|t| parse_interference(&t))
+        .unwrap_or_default();
+    let (md, svg) = render_markdown(&res, &disturbed, a, &svg_name, &machine());
     std::fs::write(&a.out, md).with_context(|| format!("cannot write {}", a.out.display()))?;
     if !svg.is_empty() {
         std::fs::write(&a.svg, svg).with_context(|| format!("cannot write {}", a.svg.display()))?;
@@ -612,7 +685,7 @@ mod tests {
             date: "d".into(),
             notes: String::new(),
         };
-        let (md, _) = render_markdown(&res, &a, "l.svg", "m");
+        let (md, _) = render_markdown(&res, &BTreeMap::new(), &a, "l.svg", "m");
         assert!(
             md.contains("| relay-sustained: offered pps ↑ | 90,000 | 120,000 | 1.33× |"),
             "{md}"
@@ -621,6 +694,13 @@ mod tests {
             md.contains("relay-sustained: sent pps (offered rate per column above)"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn interference_file() {
+        let m = parse_interference("coturn-stun 3 12\nxturn-relay-50k 242 12\nbad line\n");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get("xturn-relay-50k"), Some(&242));
     }
 
     #[test]
@@ -690,7 +770,9 @@ mod tests {
             date: "2026-01-01".into(),
             notes: "topology".into(),
         };
-        let (md, svg) = render_markdown(&res, &a, "latency.svg", "2 CPUs");
+        let mut disturbed = BTreeMap::new();
+        disturbed.insert("xturn-echo-20k".to_string(), 99u64);
+        let (md, svg) = render_markdown(&res, &disturbed, &a, "latency.svg", "2 CPUs");
         assert!(md.contains("`bash bench/compare.sh`"));
         assert!(md.contains("2026-01-01") && md.contains("2 CPUs"));
         // 150k / 100k
@@ -702,9 +784,10 @@ mod tests {
         );
         // Latency ratio 30/40.
         assert!(
-            md.contains("| echo-20k: RTT p50 µs ↓ | 40.0 | 30.0 | 0.75× | not built yet |"),
+            md.contains("| echo-20k: RTT p50 µs ↓ | 40.0 | 30.0 ⚠ | 0.75× | not built yet |"),
             "{md}"
         );
+        assert!(md.contains("xturn-echo-20k (99 jiffies)"), "{md}");
         assert!(md.contains("The generator's ceiling"));
         assert!(
             md.contains("| relay-max | flat out | 300,000 | 300,000 |"),

@@ -54,6 +54,40 @@ fn rcvbuf_errors() -> Option<u64> {
     rcvbuf_errors_of(None)
 }
 
+/// Transmit drops of every interface but `lo`, from /proc/net/dev text. On veth a packet
+/// that finds the other end's receive ring full is counted here, on the sending end.
+pub fn parse_if_drops(dev: &str) -> Option<u64> {
+    let mut sum = 0u64;
+    let mut seen = false;
+    for line in dev.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() == "lo" {
+            continue;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if v.len() < 16 {
+            return None;
+        }
+        sum += v[11];
+        seen = true;
+    }
+    seen.then_some(sum)
+}
+
+/// Interface drops of this process's network namespace, or of `pid`'s.
+pub fn if_drops_of(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/net/dev"),
+        None => "/proc/net/dev".to_string(),
+    };
+    parse_if_drops(&std::fs::read_to_string(path).ok()?)
+}
+
 /// Per-flow accumulator of one thread.
 #[derive(Debug, Default)]
 pub struct FlowAcc {
@@ -229,6 +263,7 @@ fn run(kind: Kind, o: Opts) -> Result<SinkReport> {
         );
     }
     let drops_before = rcvbuf_errors();
+    let if_before = if_drops_of(None);
     let results = std::thread::scope(|sc| -> Result<Vec<ThreadCounts>> {
         let hs: Vec<_> = groups
             .into_iter()
@@ -281,6 +316,10 @@ fn run(kind: Kind, o: Opts) -> Result<SinkReport> {
     })?;
     let mut r = summarise(kind, o.listen, o.threads, results);
     r.rcvbuf_errors = match (drops_before, rcvbuf_errors()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    r.if_drops = match (if_before, if_drops_of(None)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
@@ -374,6 +413,17 @@ pub fn run_reflect(a: &ReflectArgs) -> Result<SinkReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_dev_parsing() {
+        let t = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n    lo: 1 2 0 7 0 0 0 0 1 2 0 9 0 0 0 0\nxt1ca: 100 10 0 3 0 0 0 0 200 20 0 5 0 0 0 0\nxt1cb: 100 10 0 1 0 0 0 0 200 20 0 0 0 0 0 0\n";
+        assert_eq!(parse_if_drops(t), Some(5));
+        assert_eq!(
+            parse_if_drops("a\nb\n    lo: 1 2 0 7 0 0 0 0 1 2 0 9 0 0 0 0\n"),
+            None
+        );
+        assert_eq!(parse_if_drops("a\nb\nx: 1 2 3\n"), None);
+    }
 
     #[test]
     fn snmp_parsing() {

@@ -151,6 +151,12 @@ pub fn loss(sent: u64, received: u64) -> Option<f64> {
     Some(sent.saturating_sub(received) as f64 / sent as f64)
 }
 
+/// Loss at or before the relay: of `sent`, those neither received at the peer nor dropped
+/// after leaving the relay (`dropped_after`). None when nothing was sent.
+pub fn relay_loss(sent: u64, received: u64, dropped_after: u64) -> Option<f64> {
+    loss(sent, received.saturating_add(dropped_after))
+}
+
 /// Rate over an interval; 0 for an empty interval.
 pub fn per_second(count: u64, seconds: f64) -> f64 {
     if seconds > 0.0 {
@@ -264,6 +270,16 @@ pub struct TrafficReport {
     /// Datagrams dropped for full socket buffers in the relay's network namespace (with
     /// --relay-pid): the server did not read its sockets fast enough.
     pub relay_rcvbuf_drops: Option<u64>,
+    /// Transmit drops in the generator's namespace: on veth, datagrams that found the
+    /// relay end's receive ring full (the relay core's NAPI did not keep up).
+    pub client_if_drops: Option<u64>,
+    /// Transmit drops in the relay's namespace (with --relay-pid): on veth, datagrams the
+    /// relay sent that found the peer end's receive ring full (the peer side's NAPI, on
+    /// the generator's core here, did not keep up).
+    pub relay_if_drops: Option<u64>,
+    /// Loss at or before the relay: sent minus received at the peer minus the drops on
+    /// the way out of the relay (`relay_if_drops`), over sent. What the relay itself lost.
+    pub relay_loss: Option<f64>,
     pub duplicates: u64,
     pub reordered: u64,
     pub invalid: u64,
@@ -323,6 +339,15 @@ impl TrafficReport {
         }
         if let Some(d) = self.sink_rcvbuf_drops {
             s += &format!("  dropped by full socket buffers at the sink: {d}\n");
+        }
+        if self.client_if_drops.is_some() || self.relay_if_drops.is_some() {
+            let f = |d: Option<u64>| d.map(|d| d.to_string()).unwrap_or_else(|| "?".into());
+            s += &format!(
+                "  veth drops: entering the relay {}, leaving the relay {}; loss at or before the relay {}\n",
+                f(self.client_if_drops),
+                f(self.relay_if_drops),
+                fmt_pct(self.relay_loss)
+            );
         }
         s += &format!(
             "  invalid {} {:?}, duplicates {}, reordered {}\n",
@@ -398,6 +423,8 @@ pub struct SinkReport {
     /// namespace during the run (UDP RcvbufErrors of /proc/net/snmp): loss that happened
     /// at the sink, not in the relay.
     pub rcvbuf_errors: Option<u64>,
+    /// Interface drops in the sink's namespace during the run (/proc/net/dev).
+    pub if_drops: Option<u64>,
     pub flows: Vec<SinkFlow>,
 }
 
@@ -434,6 +461,11 @@ mod tests {
         // More received than sent (cannot happen after duplicate removal) is no gain.
         assert_eq!(loss(100, 120), Some(0.0));
         assert_eq!(per_second(500, 2.0), 250.0);
+        // 285,000 sent, 283,533 at the peer, 1,273 dropped leaving the relay: 194 lost
+        // at or before the relay.
+        let l = relay_loss(285_000, 283_533, 1_273).unwrap();
+        assert!((l - 194.0 / 285_000.0).abs() < 1e-12);
+        assert_eq!(relay_loss(0, 0, 0), None);
         assert_eq!(per_second(5, 0.0), 0.0);
         // 1,250,000 bytes in 1 s = 10 Mbit/s.
         assert!((mbps(1_250_000, 1.0) - 10.0).abs() < 1e-9);

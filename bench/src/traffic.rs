@@ -263,6 +263,9 @@ struct Measured {
     relay_drops: Option<u64>,
     /// Runtime of the relay's own threads over the measured interval.
     relay_runtime_ns: Option<u64>,
+    /// Interface drops in the generator's and the relay's namespaces over the run.
+    client_if_drops: Option<u64>,
+    relay_if_drops: Option<u64>,
 }
 
 /// The server's PID and its extra threads, for attributed CPU.
@@ -308,6 +311,8 @@ fn measure<W: Workload>(
             })
             .collect();
         let drops_a = c.relay_pid.and_then(|p| sink::rcvbuf_errors_of(Some(p)));
+        let cif_a = sink::if_drops_of(None);
+        let rif_a = c.relay_pid.and_then(|p| sink::if_drops_of(Some(p)));
         sleep_until(start_ns);
         let cpu_a = relay_sample(&p.relay_cpus);
         let pids = relay_pids(c);
@@ -323,7 +328,15 @@ fn measure<W: Workload>(
             results.push(h.join().map_err(|_| anyhow!("worker thread panicked"))??);
         }
         let drops_b = c.relay_pid.and_then(|p| sink::rcvbuf_errors_of(Some(p)));
+        let cif_b = sink::if_drops_of(None);
+        let rif_b = c.relay_pid.and_then(|p| sink::if_drops_of(Some(p)));
+        let delta = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
         Ok(Measured {
+            client_if_drops: delta(cif_a, cif_b),
+            relay_if_drops: delta(rif_a, rif_b),
             relay_runtime_ns: match (run_a, run_b) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a)),
                 _ => None,
@@ -379,6 +392,8 @@ fn base_report(
     }
     r.sent_pps = stats::per_second(r.sent, m.elapsed_s);
     r.relay_rcvbuf_drops = m.relay_drops;
+    r.client_if_drops = m.client_if_drops;
+    r.relay_if_drops = m.relay_if_drops;
     r.generator_us_per_packet = (r.sent > 0).then(|| m.gen_cpu_ns as f64 / 1000.0 / r.sent as f64);
     (r, inv)
 }
@@ -547,6 +562,9 @@ pub fn run_traffic(a: &TrafficArgs, echo: bool) -> Result<TrafficReport> {
         r.reordered = reo;
         r.invalid_reasons.insert("at_sink".into(), sink_inv);
         r.sink_rcvbuf_drops = s.rcvbuf_errors;
+        r.relay_loss = r
+            .relay_if_drops
+            .and_then(|d| stats::relay_loss(r.sent, recv, d));
         (recv, "distinct valid datagrams at the peer (sink JSON)")
     } else if echo {
         (r.received, "round trips back at the generator")
