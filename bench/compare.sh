@@ -255,6 +255,12 @@ measured "reflector-echo-$((ECHO_RATE / 1000))k" gen "reflector-echo-$((ECHO_RAT
 stop_pid "$RPID"
 
 # ---- report -----------------------------------------------------------------------------
+noise_summary() { # one sentence about interference, from NOISE and interference.txt
+    local max reruns
+    max=$(awk '{ if ($2 > m) m = $2 } END { print m + 0 }' "$RES/interference.txt")
+    reruns=$(printf '%s\n' "${NOISE[@]}" | grep -v 'attempts: 1)' | tr '\n' ';' || true)
+    echo "Largest CPU use by other processes during a kept load: $max jiffies (1/$(getconf CLK_TCK) s).${reruns:+ Loads that needed re-runs (other-process jiffies of the kept run): ${reruns%;}.}"
+}
 NOTES=$(
     cat <<EOF
 Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.51.100.1) -- \`peer\` (198.51.100.2) joined by veth pairs with TX checksum offload off, GRO on and threaded NAPI; NAPI threads pinned:$NAPI_NOTE. Each server runs alone in the relay namespace under \`taskset -c $RELAY_CPU\` with one relay thread (thread affinity seen: coturn $COTURN_AFF, xturn $XTURN_AFF); the generator (\`xturn-bench\`, 1 thread) and the sink share CPU $GEN_CPU. Every load runs $DURATION s with $ALLOCS allocations (one UDP socket each; channels bound to $PEER_PORTS sink ports), $SIZE-byte ChannelData payloads; "relay core busy" is 1 - idle of CPU $RELAY_CPU from /proc/stat over the measured interval, so it includes the server's NAPI and softirq work, and anything else that ran there; "relay threads' CPU" is the exact runtime (schedstat) of the server's threads and the relay-side NAPI kthreads only, which other processes cannot inflate.
@@ -262,8 +268,8 @@ Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.
 - coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
 - Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`relay-sustained\` (the highest offered rate at which at most 1 % is lost at or before the relay, i.e. not counting drops after it on the generator's core, found by a six-step binary search over 20k-320k pps with $SWEEP_DURATION s steps; every step's JSON is in results/sweep/), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
-- Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes used more than 2 % of a CPU during it; jiffies (1/$(getconf CLK_TCK) s) used by other processes during the kept run: $(IFS=';'; echo "${NOISE[*]}").
-- With two CPUs the generator and the sink share one: flat-out figures are bounded by that core (see the generator's ceiling below) and "dropped at full sink sockets" counts loss caused by the sink, not the relay. The fixed-rate rows are the fair comparison of relay cost.
+- Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes used more than 2 % of a CPU during it. $(noise_summary)
+- With two CPUs the generator, the sink and the peer side's NAPI thread share one core. The generator offers far more than either server relays (see its ceiling below), so the flat-out rows measure the servers; but there the relay core is split between the server and the NAPI thread feeding it (receive livelock), which moves those figures by some 20 % from run to run. The fixed-rate rows (CPU cost) and \`relay-sustained\` are the stable comparison. "Dropped leaving the relay" counts datagrams lost in the peer side's veth ring because the generator's core was busy, not because of the relay.
 EOF
 )
 "$B" report --dir "$RES" --out "$ROOT/bench/RESULTS.md" --svg "$ROOT/bench/latency.svg" \
