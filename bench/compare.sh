@@ -272,7 +272,9 @@ Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.
 - With two CPUs the generator, the sink and the peer side's NAPI thread share one core. The generator offers far more than either server relays (see its ceiling below), so the flat-out rows measure the servers; but there the relay core is split between the server and the NAPI thread feeding it (receive livelock), which moves those figures by some 20 % from run to run. The fixed-rate rows (CPU cost) and \`relay-sustained\` are the stable comparison. "Dropped leaving the relay" counts datagrams lost in the peer side's veth ring because the generator's core was busy, not because of the relay.
 EOF
 )
-"$B" report --dir "$RES" --out "$ROOT/bench/RESULTS.md" --svg "$ROOT/bench/latency.svg" \
-    --command "bash bench/compare.sh (DURATION=$DURATION GEN_CPU=$GEN_CPU RELAY_CPU=$RELAY_CPU)" \
-    --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --notes "$NOTES"
+# The results directory describes itself, so the report can be regenerated from it alone.
+printf '%s\n' "$NOTES" >"$RES/notes.md"
+echo "bash bench/compare.sh (DURATION=$DURATION GEN_CPU=$GEN_CPU RELAY_CPU=$RELAY_CPU)" >"$RES/command.txt"
+date -u '+%Y-%m-%d %H:%M UTC' >"$RES/date.txt"
+"$B" report --dir "$RES" --out "$ROOT/bench/RESULTS.md" --svg "$ROOT/bench/latency.svg"
 log "wrote bench/RESULTS.md, bench/latency.svg and bench/results/*.json"

@@ -279,15 +279,16 @@ pub struct ReportArgs {
     /// SVG latency plot to write (referenced from the Markdown by file name).
     #[arg(long)]
     pub svg: PathBuf,
-    /// The command that produced the results (quoted in the report).
+    /// The command that produced the results (quoted in the report); default: DIR/command.txt.
     #[arg(long)]
-    pub command: String,
-    /// Date of the run (quoted in the report).
+    pub command: Option<String>,
+    /// Date of the run (quoted in the report); default: DIR/date.txt.
     #[arg(long)]
-    pub date: String,
-    /// Free text about the set-up (topology, pinning), quoted in the report.
-    #[arg(long, default_value = "")]
-    pub notes: String,
+    pub date: Option<String>,
+    /// Free text about the set-up (topology, pinning), quoted in the report; default:
+    /// DIR/notes.md if present.
+    #[arg(long)]
+    pub notes: Option<String>,
 }
 
 /// Parse listening addresses: `IP:PORT` or `IP:P1-P2` (at most 1024 ports per range).

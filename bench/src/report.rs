@@ -46,6 +46,44 @@ pub fn parse_result(text: &str) -> Result<Option<RunResult>> {
     })
 }
 
+/// What the report says about the run besides the figures.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub command: String,
+    pub date: String,
+    pub notes: String,
+}
+
+impl Meta {
+    /// From the command line, falling back to `command.txt`, `date.txt` and `notes.md` in
+    /// the results directory (compare.sh writes them, so a report can be regenerated from
+    /// the directory alone).
+    pub fn resolve(a: &ReportArgs) -> Result<Meta> {
+        let file = |name: &str| std::fs::read_to_string(a.dir.join(name)).ok();
+        let need = |v: &Option<String>, name: &str| -> Result<String> {
+            v.clone()
+                .or_else(|| file(name))
+                .map(|t| t.trim().to_string())
+                .with_context(|| {
+                    format!(
+                        "give --{} or put {name} in {}",
+                        name.split('.').next().unwrap_or(name),
+                        a.dir.display()
+                    )
+                })
+        };
+        Ok(Meta {
+            command: need(&a.command, "command.txt")?,
+            date: need(&a.date, "date.txt")?,
+            notes: a
+                .notes
+                .clone()
+                .or_else(|| file("notes.md"))
+                .unwrap_or_default(),
+        })
+    }
+}
+
 /// Interference per load from compare.sh's `interference.txt`: lines
 /// `NAME JIFFIES LIMIT`; returns the loads whose other-process CPU exceeded the limit.
 pub fn parse_interference(text: &str) -> BTreeMap<String, u64> {
@@ -404,7 +442,7 @@ fn machine() -> String {
 pub fn render_markdown(
     res: &Results,
     disturbed: &BTreeMap<String, u64>,
-    a: &ReportArgs,
+    a: &Meta,
     svg_name: &str,
     machine: &str,
 ) -> (String, String) {
@@ -520,7 +558,7 @@ pub fn render_markdown(
         );
         let _ = writeln!(
             md,
-            "The reflector echoes ChannelData unchanged on the relay's core; no TURN processing. What the generator reaches here bounds every figure above.\n"
+            "The reflector echoes ChannelData unchanged on the relay's core; no TURN processing. The sent rate flat out is the generator's own ceiling (one core, sendmmsg); the echoed-back rate is bounded by the reflector's core, not by the generator.\n"
         );
         let _ = writeln!(
             md,
@@ -625,7 +663,8 @@ pub fn run_report(a: &ReportArgs) -> Result<()> {
     let disturbed = std::fs::read_to_string(a.dir.join("interference.txt"))
         .map(|t| parse_interference(&t))
         .unwrap_or_default();
-    let (md, svg) = render_markdown(&res, &disturbed, a, &svg_name, &machine());
+    let meta = Meta::resolve(a)?;
+    let (md, svg) = render_markdown(&res, &disturbed, &meta, &svg_name, &machine());
     std::fs::write(&a.out, md).with_context(|| format!("cannot write {}", a.out.display()))?;
     if !svg.is_empty() {
         std::fs::write(&a.svg, svg).with_context(|| format!("cannot write {}", a.svg.display()))?;
@@ -677,10 +716,7 @@ mod tests {
                 traffic("relay", rate, rate as f64, None),
             );
         }
-        let a = ReportArgs {
-            dir: ".".into(),
-            out: "x".into(),
-            svg: "l.svg".into(),
+        let a = Meta {
             command: "c".into(),
             date: "d".into(),
             notes: String::new(),
@@ -694,6 +730,31 @@ mod tests {
             md.contains("relay-sustained: sent pps (offered rate per column above)"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn meta_from_the_results_directory() {
+        let dir = std::env::temp_dir().join(format!("xtb-meta-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut a = ReportArgs {
+            dir: dir.clone(),
+            out: "o".into(),
+            svg: "s".into(),
+            command: None,
+            date: Some("today".into()),
+            notes: None,
+        };
+        assert!(Meta::resolve(&a).is_err(), "no command anywhere");
+        std::fs::write(dir.join("command.txt"), "bash bench/compare.sh\n").unwrap();
+        std::fs::write(dir.join("notes.md"), "notes").unwrap();
+        let m = Meta::resolve(&a).unwrap();
+        assert_eq!(
+            (m.command.as_str(), m.date.as_str(), m.notes.as_str()),
+            ("bash bench/compare.sh", "today", "notes")
+        );
+        a.command = Some("other".into());
+        assert_eq!(Meta::resolve(&a).unwrap().command, "other");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -762,10 +823,7 @@ mod tests {
                 traffic("echo", 20_000, 20_000.0, Some(lat)),
             );
         }
-        let a = ReportArgs {
-            dir: ".".into(),
-            out: "x".into(),
-            svg: "latency.svg".into(),
+        let a = Meta {
             command: "bash bench/compare.sh".into(),
             date: "2026-01-01".into(),
             notes: "topology".into(),
