@@ -473,7 +473,7 @@ mod tests {
                     threads: 1,
                     cpus: &None,
                     duration: 5.0,
-                    idle_exit: 0.3,
+                    idle_exit: 1.0,
                     quiet: true,
                 },
             )
@@ -522,7 +522,7 @@ mod tests {
                     threads: 2,
                     cpus: &None,
                     duration: 5.0,
-                    idle_exit: 0.3,
+                    idle_exit: 1.0,
                     quiet: true,
                 },
             )
