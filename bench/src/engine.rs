@@ -32,7 +32,6 @@ pub struct Flow {
 /// Timing and options of one worker.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
-    pub index: usize,
     /// Datagrams per second for this thread; 0 = flat out.
     pub rate: u64,
     pub start_ns: u64,
@@ -354,7 +353,6 @@ mod tests {
         let (addr, refl) = reflector(2500);
         let start = net::now_ns() + 20_000_000;
         let cfg = WorkerConfig {
-            index: 0,
             rate: 2_000,
             start_ns: start,
             stop_ns: start + 200_000_000,
@@ -387,7 +385,6 @@ mod tests {
         let (addr, refl) = reflector(1500);
         let start = net::now_ns() + 10_000_000;
         let cfg = WorkerConfig {
-            index: 0,
             rate: 100,
             start_ns: start,
             stop_ns: start + 100_000_000,

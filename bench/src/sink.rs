@@ -12,7 +12,7 @@ use crate::cli::{parse_listen, ReflectArgs, SinkArgs};
 use crate::cpu;
 use crate::net::{self, Epoll, RecvBatch, BATCH};
 use crate::payload;
-use crate::seq::{SeqOutcome, SeqWindow};
+use crate::seq::SeqWindow;
 use crate::stats::{self, Live, SinkFlow, SinkReport};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ impl FlowAcc {
         match payload::check(d) {
             Ok(h) if self.flow_id.is_none_or(|f| f == h.flow) => {
                 self.flow_id = Some(h.flow);
-                let _: SeqOutcome = self.window.record(h.seq);
+                self.window.record(h.seq);
             }
             // A different flow id from the same source, or a damaged payload.
             _ => self.invalid += 1,

@@ -296,7 +296,6 @@ fn measure<W: Workload>(
             .map(|(t, flows)| {
                 let l = live[t].clone();
                 let cfg = WorkerConfig {
-                    index: t,
                     rate: split_rate(c.rate, threads, t),
                     start_ns,
                     stop_ns,
