@@ -70,7 +70,7 @@ impl Config {
             user_quota: 0,
             total_quota: 0,
             max_permissions: 1000,
-            unauth_rate: 2000,
+            unauth_rate: 20_000,
             rfc5766_channels: false,
             filter,
         }

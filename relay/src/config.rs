@@ -66,6 +66,11 @@ pub struct Args {
     /// Allow peers on loopback addresses (127.0.0.0/8, ::1), as coturn's option of that name.
     #[arg(long = "allow-loopback-peers")]
     pub allow_loopback_peers: bool,
+    /// Unauthenticated (401) answers per second, server-wide; beyond it requests without
+    /// credentials are dropped (they cost the server nothing then). 0 = unlimited.
+    /// Default 20000: every new client needs one.
+    #[arg(long = "unauth-rate")]
+    pub unauth_rate: Option<u32>,
     /// Seconds a nonce stays valid. Default 600.
     #[arg(long = "stale-nonce")]
     pub stale_nonce: Option<u64>,
@@ -116,6 +121,7 @@ pub struct FileConfig {
     pub denied_peer_ip: Option<Vec<String>>,
     pub allowed_peer_ip: Option<Vec<String>>,
     pub allow_loopback_peers: Option<bool>,
+    pub unauth_rate: Option<u32>,
     pub stale_nonce: Option<u64>,
     pub default_allocate_lifetime: Option<u64>,
     pub max_allocate_lifetime: Option<u64>,
@@ -343,6 +349,7 @@ impl Settings {
         server.nonce_lifetime = nonce_lifetime;
         server.user_quota = pick(a.user_quota, f.user_quota, 0);
         server.total_quota = pick(a.total_quota, f.total_quota, 0);
+        server.unauth_rate = pick(a.unauth_rate, f.unauth_rate, server.unauth_rate);
         server.rfc5766_channels = a.rfc5766_channels || f.rfc5766_channels.unwrap_or(false);
         Ok(Settings {
             listen,
@@ -440,6 +447,15 @@ mod tests {
             .check_ip("198.51.100.5".parse().unwrap())
             .is_err());
         assert!(s.server.credentials.has_users() && s.server.credentials.has_secrets());
+    }
+
+    #[test]
+    fn unauth_rate_default_and_option() {
+        assert_eq!(parse(&[]).unwrap().server.unauth_rate, 20_000);
+        assert_eq!(
+            parse(&["--unauth-rate", "5"]).unwrap().server.unauth_rate,
+            5
+        );
     }
 
     #[test]
