@@ -257,7 +257,7 @@ impl Worker {
                     if let Some(s) = self.relays.get(relay) {
                         batch.flush(s.as_raw_fd());
                     } else {
-                        batch.flush(-1);
+                        batch.clear();
                     }
                 }
             }

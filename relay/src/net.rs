@@ -164,6 +164,12 @@ impl SendBatch {
         self.items.len()
     }
 
+    /// Forget what is queued (its socket is gone).
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.data.clear();
+    }
+
     pub fn push(&mut self, to: SocketAddr, payload: &[u8]) {
         let off = self.data.len();
         self.data.extend_from_slice(payload);

@@ -1,0 +1,340 @@
+//! `xturn stats`: the XDP program's per-CPU counters, summed over CPUs, for every xturn
+//! XDP program attached on this machine (or the one on `--xdp IFACE`).
+//!
+//! The running server is not asked: the kernel is. Programs are found among the loaded
+//! BPF programs by name ([`program_names::XTURN`]), their counters map among the
+//! program's maps by name ([`map_names::COUNTERS`]), and where they are attached from an
+//! rtnetlink dump of this network namespace ([`crate::netlink`]); a program attached
+//! through a BPF link in another network namespace is listed as such (the kernel does
+//! not say which interface there). Loaded programs attached nowhere (a server starting
+//! or stopping, a test run) are left out. Needs root, as every BPF id lookup does.
+
+use crate::netlink;
+use crate::xdp::{read_counters, Counters};
+use anyhow::{bail, Context, Result};
+use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
+use aya::programs::links::LinkType;
+use aya::programs::{loaded_links, loaded_programs, ProgramInfo};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use xturn_xdp_common::{map_names, program_names, Counter};
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Only the xturn XDP program attached to this interface (of this network namespace).
+    #[arg(long)]
+    pub xdp: Option<String>,
+    /// Print JSON: {"programs": [{"id", "interfaces", "in_this_netns", "counters": {name: value}}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An interface a program is attached to, in this network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    pub interface: String,
+    pub mode: &'static str,
+}
+
+/// One attached xturn XDP program and its counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramStats {
+    pub id: u32,
+    /// Where it is attached in this network namespace (empty when `in_this_netns` is false).
+    pub interfaces: Vec<Attachment>,
+    /// False for a program attached through a BPF link in another network namespace.
+    pub in_this_netns: bool,
+    #[serde(serialize_with = "counters_in_order")]
+    pub counters: Counters,
+}
+
+/// Counters as a JSON object in index order, keyed by [`Counter::name`].
+fn counters_in_order<S: Serializer>(c: &Counters, s: S) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(Some(Counter::ALL.len()))?;
+    for k in Counter::ALL {
+        m.serialize_entry(k.name(), &c.get(k))?;
+    }
+    m.end()
+}
+
+#[derive(Debug, Serialize)]
+struct Output<'a> {
+    programs: &'a [ProgramStats],
+}
+
+pub fn run(a: &StatsArgs) -> Result<()> {
+    let progs = collect(a.xdp.as_deref())?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Output { programs: &progs })?
+        );
+    } else {
+        print!("{}", human(&progs));
+    }
+    Ok(())
+}
+
+/// The human form: a heading per program, then one `name value` line per counter.
+pub fn human(progs: &[ProgramStats]) -> String {
+    let mut out = String::new();
+    for (i, p) in progs.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let at = if p.in_this_netns {
+            let v: Vec<String> = p
+                .interfaces
+                .iter()
+                .map(|a| format!("{} ({} mode)", a.interface, a.mode))
+                .collect();
+            format!("on {}", v.join(", "))
+        } else {
+            "attached in another network namespace".to_string()
+        };
+        out.push_str(&format!(
+            "xturn XDP program {} {at}: counters summed over CPUs\n",
+            p.id
+        ));
+        for c in Counter::ALL {
+            out.push_str(&format!("{:<30} {}\n", c.name(), p.counters.get(c)));
+        }
+    }
+    out
+}
+
+/// True if `e` or one of its sources is EPERM/EACCES.
+fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::PermissionDenied
+                || io.raw_os_error() == Some(libc::EPERM)
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+const NEED_ROOT: &str = "xturn stats reads BPF programs and maps by id, which needs root \
+     (CAP_SYS_ADMIN): run it with sudo";
+
+/// Loaded programs named like xturn's XDP program. Programs that vanish while being listed
+/// are skipped; a permission error is reported as such.
+fn xturn_programs() -> Result<Vec<ProgramInfo>> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut out = Vec::new();
+    for p in loaded_programs() {
+        match p {
+            Ok(p) if p.name_as_str() == Some(program_names::XTURN) => out.push(p),
+            Ok(_) => {}
+            Err(e) if permission_denied(&e) || !root => {
+                return Err(anyhow::Error::new(e).context(NEED_ROOT))
+            }
+            Err(_) => {} // gone between listing its id and opening it
+        }
+    }
+    Ok(out)
+}
+
+/// Ids of programs attached through an XDP BPF link (in any network namespace).
+fn xdp_link_programs() -> Vec<u32> {
+    loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| l.link_type().ok() == Some(LinkType::Xdp))
+        .map(|l| l.program_id())
+        .collect()
+}
+
+/// The counters of program `p`, from its map named [`map_names::COUNTERS`].
+fn counters_of(p: &ProgramInfo) -> Result<Counters> {
+    let id = p.id();
+    let map_ids = p
+        .map_ids()
+        .with_context(|| format!("cannot list the maps of program {id}"))?
+        .unwrap_or_default();
+    for map_id in map_ids {
+        let Ok(info) = MapInfo::from_id(map_id) else {
+            continue;
+        };
+        if info.name_as_str() != Some(map_names::COUNTERS) {
+            continue;
+        }
+        if info.max_entries() < Counter::COUNT || info.value_size() != 8 {
+            bail!(
+                "program {id}: its {} map has {} entries of {} bytes, this xturn expects {} of 8: \
+                 the program comes from another xturn version",
+                map_names::COUNTERS,
+                info.max_entries(),
+                info.value_size(),
+                Counter::COUNT
+            );
+        }
+        let data = MapData::from_id(map_id)
+            .with_context(|| format!("cannot open map {map_id} of program {id}"))?;
+        let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(data))
+            .with_context(|| format!("map {map_id} of program {id} is not a per-CPU array"))?;
+        return read_counters(&map);
+    }
+    bail!("program {id} has no {} map", map_names::COUNTERS)
+}
+
+/// Every attached xturn XDP program with its counters (only the one on `only` if given).
+pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
+    let progs = xturn_programs()?;
+    let ifaces = netlink::interfaces().context("cannot list this namespace's interfaces")?;
+    if let Some(name) = only {
+        let iface = ifaces
+            .iter()
+            .find(|i| i.name == name)
+            .with_context(|| format!("no interface {name:?} in this network namespace"))?;
+        let Some((p, mode)) = iface
+            .xdp
+            .iter()
+            .find_map(|(id, m)| progs.iter().find(|p| p.id() == *id).map(|p| (p, *m)))
+        else {
+            let what = if iface.xdp.is_empty() {
+                "no XDP program is attached to it".to_string()
+            } else {
+                let ids: Vec<String> = iface.xdp.iter().map(|(id, _)| id.to_string()).collect();
+                format!(
+                    "the XDP program attached to it (id {}) is not {}",
+                    ids.join(", "),
+                    program_names::XTURN
+                )
+            };
+            bail!("no xturn XDP program on {name}: {what} (start the server with --xdp {name})");
+        };
+        return Ok(vec![ProgramStats {
+            id: p.id(),
+            interfaces: vec![Attachment {
+                interface: name.to_string(),
+                mode: mode.name(),
+            }],
+            in_this_netns: true,
+            counters: counters_of(p)?,
+        }]);
+    }
+    let linked = xdp_link_programs();
+    let mut out = Vec::new();
+    for p in &progs {
+        let here: Vec<Attachment> = ifaces
+            .iter()
+            .flat_map(|i| {
+                i.xdp
+                    .iter()
+                    .filter(|(id, _)| *id == p.id())
+                    .map(|(_, m)| Attachment {
+                        interface: i.name.clone(),
+                        mode: m.name(),
+                    })
+            })
+            .collect();
+        let elsewhere = here.is_empty() && linked.contains(&p.id());
+        if here.is_empty() && !elsewhere {
+            continue; // loaded, attached nowhere
+        }
+        // A program detached and unloaded meanwhile has no counters to show.
+        let counters = match counters_of(p) {
+            Ok(c) => c,
+            Err(e) if !still_loaded(p.id()) => {
+                tracing::debug!("program {} went away: {e:#}", p.id());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        out.push(ProgramStats {
+            id: p.id(),
+            in_this_netns: !here.is_empty(),
+            interfaces: here,
+            counters,
+        });
+    }
+    if out.is_empty() {
+        bail!(
+            "no xturn XDP program is attached on this machine ({} loaded, none attached): \
+             start the server with --xdp IFACE",
+            progs.len()
+        );
+    }
+    out.sort_by_key(|p| (!p.in_this_netns, p.id));
+    Ok(out)
+}
+
+fn still_loaded(id: u32) -> bool {
+    loaded_programs().filter_map(Result::ok).any(|p| p.id() == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ProgramStats {
+        let mut c = [0u64; Counter::COUNT as usize];
+        c[Counter::TxBindingIpv4 as usize] = 20;
+        c[Counter::PassNotIp as usize] = 3;
+        ProgramStats {
+            id: 57,
+            interfaces: vec![Attachment {
+                interface: "xt1b".into(),
+                mode: "driver",
+            }],
+            in_this_netns: true,
+            counters: Counters(c),
+        }
+    }
+
+    #[test]
+    fn human_has_one_line_per_counter() {
+        let mut other = sample();
+        other.id = 58;
+        other.interfaces.clear();
+        other.in_this_netns = false;
+        let text = human(&[sample(), other]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "xturn XDP program 57 on xt1b (driver mode): counters summed over CPUs"
+        );
+        assert_eq!(lines.len(), 2 * (1 + Counter::COUNT as usize) + 1);
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            let f: Vec<&str> = lines[1 + i].split_whitespace().collect();
+            assert_eq!(f[0], c.name());
+        }
+        assert!(text.contains("\ntx_binding_ipv4                20\n"), "{text}");
+        assert!(text.contains("xturn XDP program 58 attached in another network namespace"));
+    }
+
+    #[test]
+    fn json_keys_are_counter_names_in_order() {
+        let text = serde_json::to_string(&Output {
+            programs: &[sample()],
+        })
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let p = &v["programs"][0];
+        assert_eq!(p["id"], 57);
+        assert_eq!(p["interfaces"][0]["interface"], "xt1b");
+        assert_eq!(p["interfaces"][0]["mode"], "driver");
+        assert_eq!(p["in_this_netns"], true);
+        assert_eq!(p["counters"]["tx_binding_ipv4"], 20);
+        assert_eq!(p["counters"]["pass_not_ip"], 3);
+        assert_eq!(p["counters"].as_object().unwrap().len(), Counter::ALL.len());
+        // Index order in the text, not alphabetical.
+        let a = text.find("pass_not_ip").unwrap();
+        let b = text.find("aborted").unwrap();
+        assert!(a < b);
+    }
+
+    #[test]
+    fn permission_errors_are_recognised_through_sources() {
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EPERM)).context("x");
+        assert!(permission_denied(e.as_ref()));
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(!permission_denied(e.as_ref()));
+    }
+}
