@@ -1,10 +1,13 @@
 //! `xturn`: the TURN server binary. It parses configuration, then runs the socket data
 //! path ([`driver`]) around the sans-IO control plane of `xturn-control`; with `--xdp` it
 //! also attaches the XDP program ([`xdp`]) that answers STUN Binding requests in the driver.
+//! `xturn stats` prints the counters of the attached XDP programs ([`stats`]).
 
 mod config;
 mod driver;
 mod net;
+mod netlink;
+mod stats;
 mod xdp;
 
 use anyhow::Result;
@@ -19,8 +22,37 @@ fn main() {
     }
 }
 
+/// `xturn [OPTIONS]` runs the server; `xturn stats` reads the XDP counters.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xturn",
+    version,
+    about = "xturn: a STUN/TURN relay (RFC 8489/8656)",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    server: config::Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the XDP program's counters (summed over CPUs) for every xturn XDP program
+    /// attached on this machine, or the one on --xdp IFACE. Needs root.
+    Stats(stats::StatsArgs),
+}
+
 fn real_main() -> Result<()> {
-    let args = config::Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Stats(a)) => stats::run(&a),
+        None => serve(cli.server),
+    }
+}
+
+fn serve(args: config::Args) -> Result<()> {
     let settings = config::Settings::load(args)?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(

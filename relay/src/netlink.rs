@@ -133,7 +133,10 @@ pub fn parse_dump(b: &[u8], seq: u32, out: &mut Vec<Interface>) -> Result<bool> 
     while at + NLMSG_HDRLEN <= b.len() {
         let len = u32_at(b, at) as usize;
         if len < NLMSG_HDRLEN || at + len > b.len() {
-            bail!("malformed netlink message (length {len} at {at} of {})", b.len());
+            bail!(
+                "malformed netlink message (length {len} at {at} of {})",
+                b.len()
+            );
         }
         let kind = u16_at(b, at + 4);
         let msg_seq = u32_at(b, at + 8);
@@ -263,7 +266,11 @@ mod tests {
 
     #[test]
     fn dump_with_single_and_multi_attachments() {
-        let single = [attr(IFLA_XDP_ATTACHED, &[1]), attr(IFLA_XDP_PROG_ID, &42u32.to_ne_bytes())].concat();
+        let single = [
+            attr(IFLA_XDP_ATTACHED, &[1]),
+            attr(IFLA_XDP_PROG_ID, &42u32.to_ne_bytes()),
+        ]
+        .concat();
         let multi = [
             attr(IFLA_XDP_ATTACHED, &[4]),
             attr(IFLA_XDP_DRV_PROG_ID, &5u32.to_ne_bytes()),
@@ -280,8 +287,16 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Interface { index: 1, name: "lo".into(), xdp: vec![] },
-                Interface { index: 7, name: "xt1b".into(), xdp: vec![(42, XdpMode::Driver)] },
+                Interface {
+                    index: 1,
+                    name: "lo".into(),
+                    xdp: vec![]
+                },
+                Interface {
+                    index: 7,
+                    name: "xt1b".into(),
+                    xdp: vec![(42, XdpMode::Driver)]
+                },
                 Interface {
                     index: 9,
                     name: "eth0".into(),
@@ -314,6 +329,9 @@ mod tests {
     #[test]
     fn this_namespace_has_loopback() {
         let all = interfaces().unwrap();
-        assert!(all.iter().any(|i| i.name == "lo" && i.index == 1), "{all:?}");
+        assert!(
+            all.iter().any(|i| i.name == "lo" && i.index == 1),
+            "{all:?}"
+        );
     }
 }

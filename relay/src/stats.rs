@@ -22,7 +22,7 @@ use xturn_xdp_common::{map_names, program_names, Counter};
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
     /// Only the xturn XDP program attached to this interface (of this network namespace).
-    #[arg(long)]
+    #[arg(long, value_name = "IFACE")]
     pub xdp: Option<String>,
     /// Print JSON: {"programs": [{"id", "interfaces", "in_this_netns", "counters": {name: value}}]}.
     #[arg(long)]
@@ -64,15 +64,16 @@ struct Output<'a> {
 
 pub fn run(a: &StatsArgs) -> Result<()> {
     let progs = collect(a.xdp.as_deref())?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&Output { programs: &progs })?
-        );
+    let text = if a.json {
+        serde_json::to_string_pretty(&Output { programs: &progs })? + "\n"
     } else {
-        print!("{}", human(&progs));
+        human(&progs)
+    };
+    // A reader that went away (`xturn stats | head`) is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The human form: a heading per program, then one `name value` line per counter.
@@ -266,7 +267,9 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
 }
 
 fn still_loaded(id: u32) -> bool {
-    loaded_programs().filter_map(Result::ok).any(|p| p.id() == id)
+    loaded_programs()
+        .filter_map(Result::ok)
+        .any(|p| p.id() == id)
 }
 
 #[cfg(test)]
@@ -305,7 +308,10 @@ mod tests {
             let f: Vec<&str> = lines[1 + i].split_whitespace().collect();
             assert_eq!(f[0], c.name());
         }
-        assert!(text.contains("\ntx_binding_ipv4                20\n"), "{text}");
+        assert!(
+            text.contains("\ntx_binding_ipv4                20\n"),
+            "{text}"
+        );
         assert!(text.contains("xturn XDP program 58 attached in another network namespace"));
     }
 

@@ -98,18 +98,23 @@ fn attach_pass(ns: &str, dev: &str) -> Ebpf {
     })
 }
 
-/// The counters map of the XDP program attached to `dev` in `ns`, found by program id.
-fn counters_of(ns: &str, dev: &str) -> PerCpuArray<MapData, u64> {
+/// The id of the XDP program attached to `dev` in `ns`, as iproute2 shows it.
+fn prog_id_of(ns: &str, dev: &str) -> u32 {
     let json = run(&["ip", "-n", ns, "-j", "link", "show", "dev", dev]);
     let at = json
         .find("\"prog\":{")
         .unwrap_or_else(|| panic!("no XDP program on {dev}: {json}"));
-    let id: u32 = json[at..]
+    json[at..]
         .split("\"id\":")
         .nth(1)
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no program id in {json}"));
+        .unwrap_or_else(|| panic!("no program id in {json}"))
+}
+
+/// The counters map of the XDP program attached to `dev` in `ns`, found by program id.
+fn counters_of(ns: &str, dev: &str) -> PerCpuArray<MapData, u64> {
+    let id = prog_id_of(ns, dev);
     let prog = loaded_programs()
         .filter_map(Result::ok)
         .find(|p| p.id() == id)
@@ -175,6 +180,113 @@ fn tid(i: u32) -> TransactionId {
     let mut t = [0x5a; 12];
     t[8..].copy_from_slice(&i.to_be_bytes());
     TransactionId(t)
+}
+
+/// Run `xturn stats ARGS` in namespace `ns`: (success, stdout, stderr).
+fn xturn_stats(bin: &std::path::Path, ns: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(bin)
+        .arg("stats")
+        .args(args)
+        .output()
+        .expect("run xturn stats");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `xturn stats --json` (and its text form, and its errors) against the counters the test
+/// reads itself from the program attached to the relay's veth.
+fn check_stats_command(bin: &std::path::Path, lab: &Lab, counters: &PerCpuArray<MapData, u64>) {
+    let id = prog_id_of(&lab.relay.name, &lab.relay_if);
+    let before: Vec<u64> = Counter::ALL.iter().map(|c| read(counters, *c)).collect();
+    let (ok, json, err) = xturn_stats(bin, &lab.relay.name, &["--json"]);
+    let after: Vec<u64> = Counter::ALL.iter().map(|c| read(counters, *c)).collect();
+    assert!(ok, "xturn stats --json failed: {err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    // Other tests' xturn programs (other namespaces) may be listed too: ours is the one on
+    // the relay's veth.
+    let mine: Vec<&serde_json::Value> = v["programs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no programs array: {json}"))
+        .iter()
+        .filter(|p| {
+            p["interfaces"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["interface"] == lab.relay_if.as_str()))
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "{json}");
+    let p = mine[0];
+    assert_eq!(p["id"], id, "{json}");
+    assert_eq!(p["in_this_netns"], true, "{json}");
+    assert_eq!(p["interfaces"][0]["mode"], "driver", "{json}");
+    let c = p["counters"].as_object().unwrap();
+    assert_eq!(c.len(), Counter::ALL.len(), "{json}");
+    for (i, k) in Counter::ALL.iter().enumerate() {
+        let got = c
+            .get(k.name())
+            .and_then(|x| x.as_u64())
+            .unwrap_or_else(|| panic!("no counter {} in {json}", k.name()));
+        // Nothing sends STUN meanwhile; only stray frames (IPv6 ND) may move others.
+        assert!(
+            (before[i]..=after[i]).contains(&got),
+            "{}: {got} not in {}..={}",
+            k.name(),
+            before[i],
+            after[i]
+        );
+    }
+    for k in [Counter::TxBindingIpv4, Counter::TxBindingIpv6] {
+        assert!(read(counters, k) > 0);
+        assert_eq!(c[k.name()], read(counters, k), "{}: {json}", k.name());
+    }
+
+    // The text form: one `name value` line per counter, for the program on --xdp IFACE.
+    let (ok, text, err) = xturn_stats(bin, &lab.relay.name, &["--xdp", &lab.relay_if]);
+    assert!(ok, "xturn stats --xdp failed: {err}");
+    assert!(
+        text.starts_with(&format!("xturn XDP program {id} on {} ", lab.relay_if)),
+        "{text}"
+    );
+    let line = format!(
+        "{} {}",
+        Counter::TxBindingIpv4.name(),
+        read(counters, Counter::TxBindingIpv4)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line),
+        "no line {line:?} in:\n{text}"
+    );
+    assert_eq!(text.lines().count(), 1 + Counter::ALL.len(), "{text}");
+
+    // Clear errors: the client's veth carries the XDP_PASS program, not xturn's.
+    let (ok, _, err) = xturn_stats(bin, &lab.client.name, &["--xdp", &lab.client_if]);
+    assert!(!ok && err.contains("is not xturn_xdp"), "{err}");
+    let (ok, _, err) = xturn_stats(bin, &lab.client.name, &["--xdp", &lab.relay_if]);
+    assert!(!ok && err.contains("no interface"), "{err}");
+    // Not root: refused with the reason (setpriv is in util-linux; the check needs a
+    // binary that user nobody may run, which a checkout under /root is not).
+    let as_nobody = |arg: &str| {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(bin)
+            .arg(arg)
+            .output()
+    };
+    match as_nobody("--version") {
+        Ok(v) if v.status.success() => {
+            let out = as_nobody("stats").unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains("needs root"), "{err}");
+        }
+        _ => eprintln!("not checking `xturn stats` as a non-root user: setpriv or access missing"),
+    }
 }
 
 #[test]
@@ -277,6 +389,9 @@ fn xdp_answers_binding_requests_on_veth() {
         "the socket path saw requests the program answered:\n{}",
         xturn.output()
     );
+
+    // 1b. `xturn stats`, run in the relay's namespace, shows the counters read above.
+    check_stats_command(&bin, &lab, &counters);
 
     // 2. coturn's client.
     let before = read(&counters, Counter::TxBindingIpv4);
