@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# bench/compare.sh: the same loads against coturn and against xturn (on sockets), in the
-# standard NETLAB topology, and bench/RESULTS.md + bench/latency.svg from the results.
+# bench/compare.sh: the same loads against coturn, against xturn on sockets and (STUN only)
+# against xturn --xdp, in the standard NETLAB topology; then the XDP Binding responder's
+# capacity against a bare XDP_TX reflector (kernel-bypass load) and its programs'
+# micro-benchmark; and bench/RESULTS.md + bench/latency.svg from the results.
 #
 #   ns client (192.0.2.2) --veth-- ns relay (192.0.2.1 | 198.51.100.1) --veth-- ns peer (198.51.100.2)
 #
@@ -28,6 +30,8 @@ PEER_PORTS=4
 SIZE=100
 RATES=(20000 50000)
 ECHO_RATE=20000
+STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
+XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
 
 log() { echo "compare.sh: $*" >&2; }
 
@@ -132,6 +136,7 @@ TURN_ARGS=(--user bench:bench --allocations "$ALLOCS" --peer 198.51.100.2:40000 
 
 # The loads. Each is a function of (result name, server PID) that starts what it needs.
 load_stun() { gen "$1" stun --sockets 32 --relay-pid "$2"; }
+load_stun_rate() { gen "$1" stun --sockets 32 --rate "$3" --relay-pid "$2"; } # NAME PID RATE
 load_relay() { # NAME PID RATE
     start_sink
     gen "$1" relay "${TURN_ARGS[@]}" --rate "$3" --sink-json "$TMP/sink.json" --relay-pid "$2"
@@ -200,6 +205,7 @@ sweep_relay() { # sweep_relay NAME SERVER_PID
 run_server_loads() { # run_server_loads NAME SERVER_PID
     local s=$1 pid=$2 rate
     measured "$s-stun" load_stun "$s-stun" "$pid"
+    measured "$s-stun-$((STUN_RATE / 1000))k" load_stun_rate "$s-stun-$((STUN_RATE / 1000))k" "$pid" "$STUN_RATE"
     measured "$s-relay-max" load_relay "$s-relay-max" "$pid" 0
     for rate in "${RATES[@]}"; do
         measured "$s-relay-$((rate / 1000))k" load_relay "$s-relay-$((rate / 1000))k" "$pid" "$rate"
@@ -241,6 +247,50 @@ XTURN_AFF=$(affinity "$XPID")
 run_server_loads xturn "$XPID"
 stop_pid "$XPID"
 
+# ---- xturn --xdp: Binding answered by the XDP program -----------------------------------
+# The same binary and options plus --xdp on the relay's client-side veth. Frames the
+# relay sends back with XDP_TX arrive only if the client's veth has an XDP program: hold
+# xturn's XDP_PASS program there while the socket generator runs.
+wait_line() { # wait_line FILE TEXT: at most 5 s
+    local _
+    for _ in $(seq 1 50); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "no \"$2\" in $1: $(cat "$1" 2>/dev/null)"
+    return 1
+}
+XDP_CMD=("${XTURN_CMD[@]}" --xdp "${P}rc")
+log "xturn-xdp: ${XDP_CMD[*]}"
+ip netns exec "$NR" taskset -c "$RELAY_CPU" "${XDP_CMD[@]}" >"$TMP/xturn-xdp.out" 2>&1 &
+XDPID=$!
+PIDS+=("$XDPID")
+ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 300 >"$TMP/xdp-pass.out" 2>&1 &
+PASSPID=$!
+PIDS+=("$PASSPID")
+wait_line "$TMP/xdp-pass.out" "xdp-pass:"
+ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+XDP_AFF=$(affinity "$XDPID")
+measured xturn-xdp-stun load_stun xturn-xdp-stun "$XDPID"
+for rate in "$STUN_RATE" "$XDP_STUN_RATE"; do
+    measured "xturn-xdp-stun-$((rate / 1000))k" load_stun_rate "xturn-xdp-stun-$((rate / 1000))k" "$XDPID" "$rate"
+done
+stop_pid "$PASSPID"
+
+# The responder's capacity: `xturn-bench xdp-load` sends live XDP frames (one Binding
+# request each) out of the client's veth, flat out, and drops what comes back there.
+RC_MAC=$(ip netns exec "$NR" cat "/sys/class/net/${P}rc/address")
+load_xdp() { # NAME PID: the kernel-bypass load against the program on the relay's veth
+    gen "$1" xdp-load --iface "${P}ca" --dst-mac "$RC_MAC" --relay-iface "${P}rc" --relay-pid "$2"
+}
+load_xdp_responder() { # NAME PID: the same, with xturn's own counters before and after
+    ip netns exec "$NR" "$XT" stats --xdp "${P}rc" --json >"$RES/xdp-stats-before.json"
+    load_xdp "$@"
+    ip netns exec "$NR" "$XT" stats --xdp "${P}rc" --json >"$RES/xdp-stats-after.json"
+}
+measured xdp-responder load_xdp_responder xdp-responder "$XDPID"
+stop_pid "$XDPID"
+
 # ---- the generator's ceiling: a trivial reflector on the relay core ---------------------
 log "reflector"
 ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" reflect --listen "$SERVER" --cpus "$RELAY_CPU" --duration 400 --quiet \
@@ -253,6 +303,20 @@ measured reflector-relay-max gen reflector-relay-max relay "${REFL_ARGS[@]}" --r
 measured reflector-echo-max gen reflector-echo-max echo "${REFL_ARGS[@]}" --rate 0
 measured "reflector-echo-$((ECHO_RATE / 1000))k" gen "reflector-echo-$((ECHO_RATE / 1000))k" echo "${REFL_ARGS[@]}" --rate "$ECHO_RATE"
 stop_pid "$RPID"
+
+# ---- the bare XDP_TX reflector under the same kernel-bypass load, and the programs alone --
+ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-reflect "${P}rc" --duration 120 >"$TMP/xdp-reflect.out" 2>&1 &
+XRPID=$!
+PIDS+=("$XRPID")
+wait_line "$TMP/xdp-reflect.out" "xdp-reflect:"
+measured xdp-reflector load_xdp xdp-reflector "$XRPID"
+stop_pid "$XRPID"
+xdp_cost() { # BPF_PROG_TEST_RUN of the responder, the reflector and XDP_PASS on the relay core
+    ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-cost --cpus "$RELAY_CPU" --runs 200000 \
+        --json-out "$RES/xdp-cost.json" >"$TMP/xdp-cost.txt"
+    sed 's/^/    /' "$TMP/xdp-cost.txt" >&2
+}
+measured xdp-cost xdp_cost
 
 # ---- report -----------------------------------------------------------------------------
 noise_summary() { # one sentence about interference, from NOISE and interference.txt
@@ -267,7 +331,8 @@ Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.
 
 - coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
-- Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`relay-sustained\` (the highest offered rate at which at most 1 % is lost at or before the relay, i.e. not counting drops after it on the generator's core, found by a six-step binary search over 20k-320k pps with $SWEEP_DURATION s steps; every step's JSON is in results/sweep/), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
+- xturn-xdp: the same binary, \`${XDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $XDP_AFF), with xturn's XDP_PASS program on the client's veth (\`xturn-bench xdp-pass\`) during its socket loads; it runs the STUN loads only (TURN data needs the AF_XDP forwarder, not built). Its capacity is measured with \`xturn-bench xdp-load\` (live-frame BPF_PROG_RUN from the client namespace, pinned to CPU $GEN_CPU, flat out for $DURATION s) against it and against \`xturn-bench xdp-reflect\` (a bare XDP_TX reflector on the same veth), and the programs alone with \`xturn-bench xdp-cost\` (BPF_PROG_TEST_RUN on CPU $RELAY_CPU).
+- Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`stun-$((STUN_RATE / 1000))k\` (the same at a fixed rate: CPU per answer; xturn-xdp also at $((XDP_STUN_RATE / 1000))k), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`relay-sustained\` (the highest offered rate at which at most 1 % is lost at or before the relay, i.e. not counting drops after it on the generator's core, found by a six-step binary search over 20k-320k pps with $SWEEP_DURATION s steps; every step's JSON is in results/sweep/), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
 - Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes used more than 2 % of a CPU during it. $(noise_summary)
 - With two CPUs the generator, the sink and the peer side's NAPI thread share one core. The generator offers far more than either server relays (see its ceiling below), so the flat-out rows measure the servers; but there the relay core is split between the server and the NAPI thread feeding it (receive livelock), which moves those figures by some 20 % from run to run. The fixed-rate rows (CPU cost) and \`relay-sustained\` are the stable comparison. "Dropped leaving the relay" counts datagrams lost in the peer side's veth ring because the generator's core was busy, not because of the relay.
 EOF

@@ -35,6 +35,19 @@ pub enum Cmd {
     Ping(PingArgs),
     /// Write RESULTS.md and the latency plot from a directory of JSON results.
     Report(ReportArgs),
+    /// Hold xturn's XDP_PASS program on IFACE (the far end of a veth the relay answers
+    /// into with XDP_TX) until SIGINT/SIGTERM or --duration.
+    XdpPass(XdpHoldArgs),
+    /// Hold a bare XDP_TX reflector (swaps Ethernet addresses) on IFACE until
+    /// SIGINT/SIGTERM or --duration: the yardstick for xturn's XDP responder.
+    XdpReflect(XdpHoldArgs),
+    /// Kernel-bypass Binding load: live-frame BPF_PROG_RUN XDP_TX's one Binding request
+    /// per frame out of --iface (millions per second), a drop program there takes the
+    /// answers; reports sent, answered (interface counters) and the relay core's cost.
+    XdpLoad(XdpLoadArgs),
+    /// Micro-benchmark: BPF_PROG_TEST_RUN of xturn's responder, a bare XDP_TX reflector
+    /// and XDP_PASS on one Binding request (kernel-timed single runs).
+    XdpCost(XdpCostArgs),
 }
 
 /// Options every generator mode has.
@@ -266,6 +279,55 @@ pub struct PingArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct XdpHoldArgs {
+    /// Interface (of this network namespace) to attach to, in driver mode.
+    pub iface: String,
+    /// Detach after this many seconds at the latest (at most 3600).
+    #[arg(long, default_value_t = 600.0)]
+    pub duration: f64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct XdpLoadArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The client-side interface: frames are sent out of it, answers dropped on it.
+    #[arg(long)]
+    pub iface: String,
+    /// Destination MAC of the requests (the relay-side veth's address).
+    #[arg(long = "dst-mac")]
+    pub dst_mac: String,
+    /// The relay-side interface, in the namespace of --relay-pid: its receive counters
+    /// and drops (ring full) are reported.
+    #[arg(long = "relay-iface")]
+    pub relay_iface: Option<String>,
+    /// Frames per live-frame batch (the kernel's batch_size, 1..=256).
+    #[arg(long, default_value_t = 64)]
+    pub batch: u32,
+    /// Frames per live-frame run (one BPF_PROG_RUN call). Each run costs tens of
+    /// milliseconds of set-up, so long runs are needed to reach millions per second.
+    #[arg(long = "frames-per-run", default_value_t = 1 << 22)]
+    pub frames_per_run: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct XdpCostArgs {
+    /// The listening address the responder is configured for (the request goes there).
+    #[arg(long, default_value = "192.0.2.1:3478")]
+    pub server: SocketAddr,
+    /// Kernel-timed runs per program.
+    #[arg(long, default_value_t = 200_000)]
+    pub runs: u64,
+    /// Pin to this CPU (e.g. the relay's core).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long = "json-out")]
+    pub json_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -13,12 +13,14 @@
 //!   and anything unexpected is counted as invalid, never trusted and never a panic;
 //! - every loop is bounded in time (`--duration`, drain and retransmission limits);
 //! - loss is "sent minus distinct valid received", so duplicates never hide loss;
-//! - all `unsafe` syscall code is in [`net`].
+//! - all `unsafe` syscall code is in [`net`] (sockets, clocks) and [`bpf`] (the XDP
+//!   benchmark's raw `bpf(2)` calls).
 //!
 //! The TURN protocol itself (messages, credentials, 401/438 handling) comes from
 //! `xturn_control` (its `client` and `wire` modules); this crate adds sockets, pacing,
 //! accounting and reporting.
 
+pub mod bpf;
 pub mod churn;
 pub mod cli;
 pub mod cpu;
@@ -34,3 +36,4 @@ pub mod stats;
 pub mod traffic;
 pub mod turn;
 pub mod workload;
+pub mod xdp_bench;

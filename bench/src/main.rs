@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
 use xturn_bench::cli::{Cli, Cmd};
-use xturn_bench::{churn, net, report, sink, traffic, turn};
+use xturn_bench::{churn, net, report, sink, traffic, turn, xdp_bench};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -77,5 +77,15 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Report(a) => report::run_report(a),
+        Cmd::XdpPass(a) => xdp_bench::run_xdp_pass(a),
+        Cmd::XdpReflect(a) => xdp_bench::run_xdp_reflect(a),
+        Cmd::XdpLoad(a) => {
+            let r = xdp_bench::run_xdp_load(a)?;
+            emit(&r, r.human(), a.common.json, a.common.json_out.as_deref())
+        }
+        Cmd::XdpCost(a) => {
+            let r = xdp_bench::run_xdp_cost(a)?;
+            emit(&r, r.human(), a.json, a.json_out.as_deref())
+        }
     }
 }

@@ -1,0 +1,468 @@
+//! Tiny XDP programs written as raw BPF instructions, and the three `bpf(2)` commands the
+//! XDP benchmark needs for them (BPF_PROG_LOAD, BPF_PROG_TEST_RUN, BPF_LINK_CREATE).
+//! All `unsafe` code of the XDP benchmark is in this file.
+//!
+//! Why raw instructions: the benchmark needs programs that xturn's committed object does
+//! not have and should not carry (a bare XDP_TX reflector to compare the responder with,
+//! a drop sink, and a frame generator for BPF_PROG_RUN's live-frame mode). Each is a few
+//! instructions; building them here keeps the BPF toolchain out of the bench and the
+//! object byte-identical to its source. xturn's own programs are loaded from the object
+//! with aya (see `xdp_bench.rs`), and are run with [`test_run`] the same way.
+//!
+//! Layouts follow include/uapi/linux/bpf.h (`union bpf_attr`, `struct bpf_insn`,
+//! `struct xdp_md`); every attribute buffer is zeroed first, so fields not set are 0, as
+//! the kernel requires.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// XDP actions.
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+/// `XDP_FLAGS_DRV_MODE`: native XDP only, no fallback to generic mode.
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// One `struct bpf_insn` (8 bytes: code, dst:4 | src:4, off, imm; little-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Insn(pub [u8; 8]);
+
+/// Registers used below: r0 return value, r1 context, r2-r8 scratch.
+pub mod reg {
+    pub const R0: u8 = 0;
+    pub const R1: u8 = 1;
+    pub const R2: u8 = 2;
+    pub const R3: u8 = 3;
+    pub const R4: u8 = 4;
+    pub const R5: u8 = 5;
+    pub const R6: u8 = 6;
+    pub const R7: u8 = 7;
+    pub const R8: u8 = 8;
+}
+
+impl Insn {
+    pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        let o = off.to_le_bytes();
+        let i = imm.to_le_bytes();
+        Insn([code, dst | (src << 4), o[0], o[1], i[0], i[1], i[2], i[3]])
+    }
+    /// dst = *(u32 *)(src + off)
+    pub const fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x61, dst, src, off, 0)
+    }
+    /// dst = *(u16 *)(src + off)
+    pub const fn ldx_h(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x69, dst, src, off, 0)
+    }
+    /// *(u32 *)(dst + off) = src
+    pub const fn stx_w(dst: u8, off: i16, src: u8) -> Insn {
+        Insn::new(0x63, dst, src, off, 0)
+    }
+    /// *(u16 *)(dst + off) = src
+    pub const fn stx_h(dst: u8, off: i16, src: u8) -> Insn {
+        Insn::new(0x6b, dst, src, off, 0)
+    }
+    /// *(u32 *)(dst + off) = imm
+    pub const fn st_w(dst: u8, off: i16, imm: i32) -> Insn {
+        Insn::new(0x62, dst, 0, off, imm)
+    }
+    /// *(u16 *)(dst + off) = imm
+    pub const fn st_h(dst: u8, off: i16, imm: i32) -> Insn {
+        Insn::new(0x6a, dst, 0, off, imm)
+    }
+    /// *(u8 *)(dst + off) = imm
+    pub const fn st_b(dst: u8, off: i16, imm: i32) -> Insn {
+        Insn::new(0x72, dst, 0, off, imm)
+    }
+    /// dst = src (64-bit)
+    pub const fn mov(dst: u8, src: u8) -> Insn {
+        Insn::new(0xbf, dst, src, 0, 0)
+    }
+    /// dst = imm (64-bit)
+    pub const fn mov_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0xb7, dst, 0, 0, imm)
+    }
+    /// dst += imm (64-bit)
+    pub const fn add_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0x07, dst, 0, 0, imm)
+    }
+    /// if dst > src (unsigned) goto pc + 1 + off
+    pub const fn jgt(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x2d, dst, src, off, 0)
+    }
+    pub const fn exit() -> Insn {
+        Insn::new(0x95, 0, 0, 0, 0)
+    }
+}
+
+/// `r2 = ctx->data; r3 = ctx->data_end; if r2 + len > r3 goto fail`, with the jump
+/// offset patched by [`finish`]. Returns the index of the jump.
+fn bounds_check(p: &mut Vec<Insn>, len: usize) -> usize {
+    use reg::*;
+    p.push(Insn::ldx_w(R2, R1, 0)); // xdp_md.data
+    p.push(Insn::ldx_w(R3, R1, 4)); // xdp_md.data_end
+    p.push(Insn::mov(R4, R2));
+    p.push(Insn::add_imm(R4, len as i32));
+    p.push(Insn::jgt(R4, R3, 0));
+    p.len() - 1
+}
+
+/// `return ok;` then the `fail:` label (`return fail;`) the bounds check jumps to.
+fn finish(mut p: Vec<Insn>, jump: usize, ok: u32, fail: u32) -> Vec<Insn> {
+    p.push(Insn::mov_imm(reg::R0, ok as i32));
+    p.push(Insn::exit());
+    let off = (p.len() - jump - 1) as i16;
+    p[jump] = Insn::jgt(reg::R4, reg::R3, off);
+    p.push(Insn::mov_imm(reg::R0, fail as i32));
+    p.push(Insn::exit());
+    p
+}
+
+/// `return action;`
+pub fn constant(action: u32) -> Vec<Insn> {
+    vec![Insn::mov_imm(reg::R0, action as i32), Insn::exit()]
+}
+
+/// The bare XDP_TX reflector: swap the Ethernet addresses and send the frame back out of
+/// the interface it came in on (what `xdp-bench tx` does); frames shorter than an
+/// Ethernet header are passed.
+pub fn mac_swap_tx() -> Vec<Insn> {
+    use reg::*;
+    let mut p = Vec::new();
+    let j = bounds_check(&mut p, 14);
+    p.push(Insn::ldx_w(R5, R2, 0));
+    p.push(Insn::ldx_h(R6, R2, 4));
+    p.push(Insn::ldx_w(R7, R2, 6));
+    p.push(Insn::ldx_h(R8, R2, 10));
+    p.push(Insn::stx_w(R2, 0, R7));
+    p.push(Insn::stx_h(R2, 4, R8));
+    p.push(Insn::stx_w(R2, 6, R5));
+    p.push(Insn::stx_h(R2, 10, R6));
+    finish(p, j, XDP_TX, XDP_PASS)
+}
+
+/// A frame generator for live-frame test runs: write `frame` over the start of the packet
+/// and XDP_TX it. Pages are recycled without being reset (a frame the responder turned
+/// into an answer comes back as that answer), so every run rewrites the whole frame.
+pub fn write_frame_tx(frame: &[u8]) -> Vec<Insn> {
+    use reg::*;
+    let mut p = Vec::new();
+    let j = bounds_check(&mut p, frame.len());
+    let mut at = 0;
+    while at < frame.len() {
+        let left = frame.len() - at;
+        let off = at as i16;
+        if left >= 4 {
+            let v = u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+            p.push(Insn::st_w(R2, off, v as i32));
+            at += 4;
+        } else if left >= 2 {
+            p.push(Insn::st_h(
+                R2,
+                off,
+                u16::from_le_bytes([frame[at], frame[at + 1]]) as i32,
+            ));
+            at += 2;
+        } else {
+            p.push(Insn::st_b(R2, off, frame[at] as i32));
+            at += 1;
+        }
+    }
+    finish(p, j, XDP_TX, XDP_ABORTED)
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a zero-initialised buffer at least as large as the part of union
+    // bpf_attr the command reads, with every pointer inside it pointing to memory that
+    // outlives the call (the callers' locals); the kernel writes only within `attr`'s size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr() as *mut libc::c_void,
+            std::mem::size_of_val(attr) as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Write a u32 at byte offset `at` of an attribute buffer.
+fn put32(attr: &mut [u64], at: usize, v: u32) {
+    let w = &mut attr[at / 8];
+    let shift = (at % 8) * 8;
+    *w = (*w & !(0xffff_ffffu64 << shift)) | ((v as u64) << shift);
+}
+
+fn get32(attr: &[u64], at: usize) -> u32 {
+    (attr[at / 8] >> ((at % 8) * 8)) as u32
+}
+
+/// A loaded program; unloaded when dropped (and no link holds it).
+#[derive(Debug)]
+pub struct Prog {
+    fd: OwnedFd,
+}
+
+impl Prog {
+    /// Load `insns` as an XDP program named `name` (at most 15 bytes). The verifier's log
+    /// is in the error if it refuses the program.
+    pub fn load(name: &str, insns: &[Insn]) -> io::Result<Prog> {
+        let license = b"GPL\0";
+        let mut log = vec![0u8; 64 * 1024];
+        let mut attr = [0u64; 18];
+        put32(&mut attr, 0, BPF_PROG_TYPE_XDP);
+        put32(&mut attr, 4, insns.len() as u32);
+        attr[1] = insns.as_ptr() as u64;
+        attr[2] = license.as_ptr() as u64;
+        put32(&mut attr, 24, 1); // log_level
+        put32(&mut attr, 28, log.len() as u32);
+        attr[4] = log.as_mut_ptr() as u64;
+        let mut n = [0u8; 16];
+        for (d, s) in n.iter_mut().zip(name.bytes().take(15)) {
+            *d = s;
+        }
+        attr[6] = u64::from_le_bytes(n[..8].try_into().expect("8 bytes"));
+        attr[7] = u64::from_le_bytes(n[8..].try_into().expect("8 bytes"));
+        match bpf(BPF_PROG_LOAD, &mut attr) {
+            // SAFETY: a successful BPF_PROG_LOAD returns a new file descriptor we own.
+            Ok(fd) => Ok(Prog {
+                fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            }),
+            Err(e) => {
+                let end = log.iter().position(|&c| c == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_PROG_LOAD {name}: {e}; verifier: {}", text.trim()),
+                ))
+            }
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+}
+
+/// What one BPF_PROG_TEST_RUN call reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (of the last run).
+    pub retval: u32,
+    /// Mean kernel-measured time per run, ns (the kernel's own timer around the runs).
+    pub duration_ns: u32,
+    /// Bytes written to `data_out`.
+    pub data_out_len: u32,
+}
+
+/// How to run: plain (the frame is run in a buffer, nothing is sent; `out` receives the
+/// frame after the last run) or live (`BPF_F_TEST_XDP_LIVE_FRAMES`: every run gets a
+/// real frame, and XDP_TX sends it out of interface `ifindex`).
+#[derive(Debug)]
+pub enum Mode<'a> {
+    Plain { out: Option<&'a mut [u8]> },
+    Live { ifindex: u32, batch: u32 },
+}
+
+/// BPF_PROG_TEST_RUN of XDP program `prog` on `data`, `repeat` times.
+pub fn test_run(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    repeat: u32,
+    mode: Mode<'_>,
+) -> io::Result<TestRun> {
+    let mut attr = [0u64; 10];
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    let mut ctx = [0u32; 6];
+    put32(&mut attr, 0, prog.as_raw_fd() as u32);
+    put32(&mut attr, 8, data.len() as u32);
+    attr[2] = data.as_ptr() as u64;
+    put32(&mut attr, 32, repeat);
+    match mode {
+        Mode::Plain { out } => {
+            if let Some(out) = out {
+                put32(&mut attr, 12, out.len() as u32);
+                attr[3] = out.as_mut_ptr() as u64;
+            }
+        }
+        Mode::Live { ifindex, batch } => {
+            ctx[1] = data.len() as u32;
+            ctx[3] = ifindex;
+            put32(&mut attr, 40, std::mem::size_of_val(&ctx) as u32);
+            attr[6] = ctx.as_ptr() as u64;
+            put32(&mut attr, 64, BPF_F_TEST_XDP_LIVE_FRAMES);
+            put32(&mut attr, 72, batch);
+        }
+    }
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(TestRun {
+        retval: get32(&attr, 4),
+        duration_ns: get32(&attr, 36),
+        data_out_len: get32(&attr, 12),
+    })
+}
+
+/// An XDP attachment through a BPF link: detached when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct XdpLink {
+    _fd: OwnedFd,
+}
+
+/// Attach `prog` to interface `ifindex` in native (driver) mode.
+pub fn attach_xdp(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<XdpLink> {
+    let mut attr = [0u64; 8];
+    put32(&mut attr, 0, prog.as_raw_fd() as u32);
+    put32(&mut attr, 4, ifindex);
+    put32(&mut attr, 8, BPF_XDP);
+    put32(&mut attr, 12, XDP_FLAGS_DRV_MODE);
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: a successful BPF_LINK_CREATE returns a new file descriptor we own.
+    Ok(XdpLink {
+        _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+    })
+}
+
+/// Index of interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name:?} in this network namespace"),
+        ))
+    } else {
+        Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let r = unsafe { libc::geteuid() } == 0;
+        if !r {
+            eprintln!("SKIPPED: loading BPF programs needs root");
+        }
+        r
+    }
+
+    #[test]
+    fn encoding() {
+        // r0 = 3; exit  (as clang emits it)
+        assert_eq!(
+            constant(XDP_TX),
+            vec![
+                Insn([0xb7, 0x00, 0, 0, 3, 0, 0, 0]),
+                Insn([0x95, 0, 0, 0, 0, 0, 0, 0])
+            ]
+        );
+        // r2 = *(u32 *)(r1 + 4); *(u16 *)(r2 + 10) = r6; if r4 > r3 goto +7
+        assert_eq!(Insn::ldx_w(2, 1, 4).0, [0x61, 0x12, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(Insn::stx_h(2, 10, 6).0, [0x6b, 0x62, 10, 0, 0, 0, 0, 0]);
+        assert_eq!(Insn::jgt(4, 3, 7).0, [0x2d, 0x34, 7, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Insn::st_w(2, 4, -2).0,
+            [0x62, 0x02, 4, 0, 0xfe, 0xff, 0xff, 0xff]
+        );
+        // The bounds check jumps to the fail label, past `r0 = ok; exit`.
+        let p = mac_swap_tx();
+        let j = p.iter().position(|i| i.0[0] == 0x2d).unwrap();
+        let off = i16::from_le_bytes([p[j].0[2], p[j].0[3]]) as usize;
+        assert_eq!(p[j + 1 + off], Insn::mov_imm(0, XDP_PASS as i32));
+        // 70 bytes: 17 words and a half word.
+        let w = write_frame_tx(&[7u8; 70]);
+        assert_eq!(w.iter().filter(|i| i.0[0] == 0x62).count(), 17);
+        assert_eq!(w.iter().filter(|i| i.0[0] == 0x6a).count(), 1);
+    }
+
+    #[test]
+    fn put_and_get() {
+        let mut a = [0u64; 2];
+        put32(&mut a, 4, 0xdead_beef);
+        put32(&mut a, 8, 7);
+        assert_eq!(a[0], 0xdead_beef_0000_0000);
+        assert_eq!(
+            (get32(&a, 4), get32(&a, 8), get32(&a, 0)),
+            (0xdead_beef, 7, 0)
+        );
+    }
+
+    #[test]
+    fn programs_run_in_the_kernel() {
+        if !root() {
+            return;
+        }
+        let mut frame: Vec<u8> = (0u8..64).collect();
+        // The reflector swaps the Ethernet addresses and returns XDP_TX.
+        let r = Prog::load("xtb_test_tx", &mac_swap_tx()).unwrap();
+        let mut out = vec![0u8; 64];
+        let t = test_run(
+            r.fd(),
+            &frame,
+            1,
+            Mode::Plain {
+                out: Some(&mut out),
+            },
+        )
+        .unwrap();
+        assert_eq!((t.retval, t.data_out_len), (XDP_TX, 64));
+        assert_eq!(&out[0..6], &frame[6..12]);
+        assert_eq!(&out[6..12], &frame[0..6]);
+        assert_eq!(&out[12..], &frame[12..]);
+        // (Frames shorter than Ethernet cannot be test-run: the kernel refuses them.)
+        // The generator writes its frame over whatever the packet held.
+        let want: Vec<u8> = (100u8..171).collect();
+        let g = Prog::load("xtb_test_gen", &write_frame_tx(&want)).unwrap();
+        frame.resize(80, 0xaa);
+        let mut out = vec![0u8; 80];
+        let t = test_run(
+            g.fd(),
+            &frame,
+            1,
+            Mode::Plain {
+                out: Some(&mut out),
+            },
+        )
+        .unwrap();
+        assert_eq!(t.retval, XDP_TX);
+        assert_eq!(&out[..71], &want[..]);
+        assert_eq!(&out[71..], &frame[71..]);
+        let t = test_run(g.fd(), &frame[..70], 1, Mode::Plain { out: None }).unwrap();
+        assert_eq!(t.retval, XDP_ABORTED, "shorter than the frame it writes");
+        let d = Prog::load("xtb_test_drop", &constant(XDP_DROP)).unwrap();
+        assert_eq!(
+            test_run(d.fd(), &frame, 1000, Mode::Plain { out: None })
+                .unwrap()
+                .retval,
+            XDP_DROP
+        );
+        // The kernel refuses an out-of-bounds store, and says why.
+        let bad = vec![
+            Insn::ldx_w(2, 1, 0),
+            Insn::st_w(2, 0, 1),
+            Insn::mov_imm(0, 2),
+            Insn::exit(),
+        ];
+        let e = Prog::load("xtb_test_bad", &bad).unwrap_err().to_string();
+        assert!(e.contains("verifier"), "{e}");
+        assert!(ifindex("lo").unwrap() == 1 && ifindex("no-such-if").is_err());
+    }
+}
