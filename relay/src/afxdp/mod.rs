@@ -1,0 +1,10 @@
+//! The AF_XDP fast path: frames the XDP program steered to an AF_XDP socket are relayed
+//! by rewriting them in place in the UMEM.
+//!
+//! - [`frame`]: parsing and in-place rewriting of Ethernet/IP/UDP frames (ChannelData to
+//!   UDP and back), safe code over byte buffers.
+//! - [`ring`]: the one module with unsafe code: UMEM, AF_XDP sockets and their rings,
+//!   behind a small API with an in-memory implementation for tests.
+
+pub mod frame;
+pub mod ring;
