@@ -76,9 +76,13 @@ fi
 
 # 3. The program. BTF generated from debug info (--btf); memset/memcpy expanded inline (a
 # BPF program cannot call them); BPF ISA v3 (Linux >= 5.1: 32-bit ALU and jumps, which
-# keep the verifier's bounds precise). Paths that end up in BTF line info are remapped to
-# fixed names by the wrapper above.
-RUSTFLAGS="-C link-arg=--btf -C link-arg=--disable-expand-memcpy-in-order -C target-cpu=v3"
+# keep the verifier's bounds precise). Misaligned memory access allowed (LLVM 22's
+# allows-misaligned-mem-access): without it every 16- or 32-bit field of the packet (the
+# IP header sits at offset 14) and every copy of a byte-array key is done a byte at a
+# time; the verifier accepts misaligned packet and map-value access on architectures with
+# efficient unaligned access (x86-64, arm64) and the JIT emits plain loads. Paths that end
+# up in BTF line info are remapped to fixed names by the wrapper above.
+RUSTFLAGS="-C link-arg=--btf -C link-arg=--disable-expand-memcpy-in-order -C target-cpu=v3 -C link-arg=--cpu-features=+allows-misaligned-mem-access"
 (
     cd "$HERE/program"
     XTURN_XDP_REMAP="--remap-path-prefix=$HERE/program=/xturn/xdp-ebpf/program --remap-path-prefix=$CARGO_HOME=/cargo" \

@@ -277,6 +277,7 @@ fn count(c: Counter) {
 // --------------------------------------------------------------------------- parsing
 
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
 enum Family {
     #[default]
     V4,
@@ -284,17 +285,25 @@ enum Family {
 }
 
 /// A parsed UDP datagram: addresses (IPv4-mapped for IPv4), ports, and where its payload is.
+///
+/// Structs that live on the BPF stack are 8-byte aligned with every field at an offset
+/// aligned to its size (up to 8): the program is built with misaligned access allowed
+/// (fast packet loads), so LLVM merges neighbouring byte copies into wide loads and stores,
+/// and the verifier accepts those on the stack only when they are aligned.
 #[derive(Default)]
+#[repr(C, align(8))]
 struct Datagram {
-    family: Family,
     src_ip: [u8; 16],
     dst_ip: [u8; 16],
-    src_port: [u8; 2],
-    dst_port: [u8; 2],
     /// Offset of the UDP header from the frame start.
     udp_off: usize,
     /// UDP payload length (from the UDP header; at most what the IP header allows).
     payload_len: usize,
+    src_port: [u8; 2],
+    dst_port: [u8; 2],
+    /// 4 bytes wide: the size is a multiple of 8, so whole-struct copies and zeroing take
+    /// aligned stores only.
+    family: Family,
 }
 
 impl Datagram {
@@ -312,8 +321,9 @@ fn classify(ctx: &XdpContext) -> Verdict {
     if let Err(c) = parse(ctx, &mut d) {
         return Verdict::Pass(c);
     }
-    if let Some(server_ip) = listening(&d) {
-        return to_listener(ctx, &d, server_ip, cfg);
+    let mut server_ip = Ip16([0; 16]);
+    if listening(&d, &mut server_ip) {
+        return to_listener(ctx, &d, &server_ip, cfg);
     }
     let relay = Endpoint {
         ip: d.dst_ip,
@@ -399,25 +409,33 @@ fn parse(ctx: &XdpContext, d: &mut Datagram) -> Result<(), Counter> {
     Ok(())
 }
 
-/// The listening address the datagram is for (its own, or the wildcard of its family).
+/// An IP address on the stack, aligned like [`Datagram`].
+#[repr(C, align(8))]
+struct Ip16([u8; 16]);
+
+/// Is the datagram for a listening address? Then `server_ip` is that address (its own, or
+/// the wildcard of its family).
 #[inline(never)]
-fn listening(d: &Datagram) -> Option<[u8; 16]> {
+fn listening(d: &Datagram, server_ip: &mut Ip16) -> bool {
     let mut key = Endpoint {
         ip: d.dst_ip,
         port: d.dst_port,
         _pad: [0; 2],
     };
-    if XT_LISTEN.get_ptr(&key).is_some() {
-        return Some(key.ip);
+    if XT_LISTEN.get_ptr(&key).is_none() {
+        key.ip = match d.family {
+            Family::V4 => xturn_xdp_common::ipv4_mapped([0; 4]),
+            Family::V6 => [0; 16],
+        };
+        if XT_LISTEN.get_ptr(&key).is_none() {
+            return false;
+        }
     }
-    key.ip = match d.family {
-        Family::V4 => xturn_xdp_common::ipv4_mapped([0; 4]),
-        Family::V6 => [0; 16],
-    };
-    XT_LISTEN.get_ptr(&key).map(|_| key.ip)
+    server_ip.0 = key.ip;
+    true
 }
 
-fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: [u8; 16], cfg: u32) -> Verdict {
+fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: &Ip16, cfg: u32) -> Verdict {
     let Some(first) = header::<[u8; CHANNEL_DATA_HEADER_LEN]>(ctx, d.payload_off()) else {
         return Verdict::Pass(Counter::PassOtherListenTraffic);
     };
@@ -476,7 +494,7 @@ fn permitted(relay_port: [u8; 2], peer_ip: [u8; 16], now: u64) -> bool {
 fn channel_data(
     ctx: &XdpContext,
     d: &Datagram,
-    server_ip: [u8; 16],
+    server_ip: &Ip16,
     channel: [u8; 2],
     length: u16,
 ) -> Verdict {
@@ -485,7 +503,7 @@ fn channel_data(
     }
     let key = ChannelKey {
         client_ip: d.src_ip,
-        server_ip,
+        server_ip: server_ip.0,
         client_port: d.src_port,
         server_port: d.dst_port,
         channel,
@@ -570,11 +588,20 @@ fn set_meta(ctx: &XdpContext, meta: XskMeta) {
 // ---------------------------------------------------------------------- STUN Binding
 
 /// What the answer needs from the request once the frame is about to be rewritten.
+/// Laid out for the stack like [`Datagram`].
+#[repr(C, align(8))]
 struct Request {
-    mac_src: [u8; 6],
-    mac_dst: [u8; 6],
     tid: [u8; 12],
-    fingerprint: bool,
+    /// Non-zero when the request had a FINGERPRINT.
+    fingerprint: u32,
+    /// Ethernet addresses in the first 6 bytes of 8.
+    mac_src: [u8; 8],
+    mac_dst: [u8; 8],
+}
+
+#[inline(always)]
+fn mac8(m: [u8; 6]) -> [u8; 8] {
+    [m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]
 }
 
 /// A plain Binding request: answered in place with XDP_TX; anything else to user space.
@@ -614,12 +641,12 @@ fn binding(ctx: &XdpContext, d: &Datagram, cfg: u32) -> Verdict {
     // SAFETY: `header` checked the bounds.
     let eth = unsafe { &*eth };
     let req = Request {
-        mac_src: eth.src,
-        mac_dst: eth.dst,
+        mac_src: mac8(eth.src),
+        mac_dst: mac8(eth.dst),
         tid,
-        fingerprint: fingerprint_at.is_some(),
+        fingerprint: u32::from(fingerprint_at.is_some()),
     };
-    let ok = match (d.family, req.fingerprint) {
+    let ok = match (d.family, req.fingerprint != 0) {
         (Family::V4, false) => respond::<false, false>(ctx, d, &req),
         (Family::V4, true) => respond::<false, true>(ctx, d, &req),
         (Family::V6, false) => respond::<true, false>(ctx, d, &req),
@@ -677,10 +704,11 @@ fn walk_attributes(
     }
 }
 
-/// One's complement sum of `n` bytes (n <= MAX_BYTES, even) at frame offset `off`, as
-/// big-endian 16-bit words.
+/// One's complement sum of `n` bytes (n <= MAX_BYTES, a multiple of 4) at frame offset
+/// `off`, taken a 32-bit word at a time in the machine's (little-endian) byte order: fold
+/// it and swap its bytes ([`swapped`]) for the big-endian sum (RFC 1071 section 2(B)).
 #[inline(always)]
-fn sum_frame<const MAX_BYTES: usize>(ctx: &XdpContext, off: usize, n: usize) -> Option<u64> {
+fn sum_frame_le<const MAX_BYTES: usize>(ctx: &XdpContext, off: usize, n: usize) -> Option<u64> {
     let n = opaque(n);
     let mut sum = 0u64;
     let mut i = 0;
@@ -688,12 +716,18 @@ fn sum_frame<const MAX_BYTES: usize>(ctx: &XdpContext, off: usize, n: usize) -> 
         if i >= n {
             break;
         }
-        let w = header::<[u8; 2]>(ctx, off + i)?;
+        let w = header::<[u8; 4]>(ctx, off + i)?;
         // SAFETY: `header` checked the bounds.
-        sum += u64::from(be16(unsafe { *w }));
-        i += 2;
+        sum += u64::from(u32::from_le_bytes(unsafe { *w }));
+        i += 4;
     }
     Some(sum)
+}
+
+/// The big-endian 16-bit one's complement sum of a little-endian word sum.
+#[inline(always)]
+fn swapped(sum_le: u64) -> u64 {
+    u64::from(fold(sum_le).swap_bytes())
 }
 
 #[inline(always)]
@@ -732,7 +766,8 @@ fn pseudo_sum(family: Family, src: &[u8; 16], dst: &[u8; 16], udp_len: usize) ->
 /// datagram otherwise, so the responder must not answer it.
 fn request_checksums_ok(ctx: &XdpContext, d: &Datagram) -> bool {
     if d.family == Family::V4 {
-        match sum_frame::<IPV4_LEN>(ctx, ETH_LEN, IPV4_LEN) {
+        // A sum of 0xffff reads the same in either byte order.
+        match sum_frame_le::<IPV4_LEN>(ctx, ETH_LEN, IPV4_LEN) {
             Some(s) if fold(s) == 0xffff => {}
             _ => return false,
         }
@@ -745,43 +780,54 @@ fn request_checksums_ok(ctx: &XdpContext, d: &Datagram) -> bool {
         return d.family == Family::V4;
     }
     let udp_len = UDP_LEN + d.payload_len;
-    let Some(s) = sum_frame::<{ UDP_LEN + MAX_STUN_LEN }>(ctx, d.udp_off, udp_len) else {
+    // udp_len is a multiple of 4: `binding` checked the STUN length.
+    let Some(s) = sum_frame_le::<{ UDP_LEN + MAX_STUN_LEN }>(ctx, d.udp_off, udp_len) else {
         return false;
     };
-    fold(s + pseudo_sum(d.family, &d.src_ip, &d.dst_ip, udp_len)) == 0xffff
+    fold(swapped(s) + pseudo_sum(d.family, &d.src_ip, &d.dst_ip, udp_len)) == 0xffff
 }
 
-/// One's complement sum of the first `N` (even) bytes at `p`, which the caller has
-/// bounds-checked.
+/// One's complement sum of the first `N` bytes (a multiple of 4) at `p`, which the caller
+/// has bounds-checked, in little-endian 32-bit words (see [`sum_frame_le`]).
 #[inline(always)]
-fn sum_ptr<const N: usize>(p: *const u8) -> u64 {
+fn sum_ptr_le<const N: usize>(p: *const u8) -> u64 {
+    const { assert!(N % 4 == 0) };
     let mut sum = 0u64;
     let mut i = 0;
     while i < N {
-        // SAFETY: i + 1 < N, inside the caller's checked range.
-        sum += u64::from(be16(unsafe { [*p.add(i), *p.add(i + 1)] }));
-        i += 2;
+        // SAFETY: i + 3 < N, inside the caller's checked range.
+        sum += u64::from(u32::from_le(unsafe {
+            core::ptr::read_unaligned(p.add(i).cast::<u32>())
+        }));
+        i += 4;
     }
     sum
 }
 
-/// CRC-32 of the first `N` bytes at `p`, which the caller has bounds-checked. Not inlined:
-/// the unrolled table look-ups would spill into the caller's share of the 512-byte stack.
+/// CRC-32 of the first `N` bytes (a multiple of 4) at `p`, which the caller has
+/// bounds-checked. Not inlined: the unrolled table look-ups would spill into the caller's
+/// share of the 512-byte stack.
 #[inline(never)]
 fn crc_ptr<const N: usize>(p: *const u8) -> u32 {
+    const { assert!(N % 4 == 0) };
     let mut crc = !0u32;
     let mut i = 0;
     while i < N {
-        // SAFETY: i < N, inside the caller's checked range.
-        crc = crc_byte(crc, unsafe { *p.add(i) });
-        i += 1;
+        // SAFETY: i + 3 < N, inside the caller's checked range.
+        crc = crc_word(crc, unsafe {
+            core::ptr::read_unaligned(p.add(i).cast::<[u8; 4]>())
+        });
+        i += 4;
     }
     !crc
 }
 
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) lookup table.
-static CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) tables for slicing by 4
+/// (Intel's "slicing-by-N"): `CRC_TABLES[0]` is the byte-at-a-time table, and
+/// `CRC_TABLES[k][b]` advances byte `b` by k further zero bytes, so four look-ups that do
+/// not depend on each other consume a 32-bit word.
+static CRC_TABLES: [[u32; 256]; 4] = {
+    let mut t = [[0u32; 256]; 4];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u32;
@@ -794,18 +840,34 @@ static CRC_TABLE: [u32; 256] = {
             };
             k += 1;
         }
-        t[i] = c;
+        t[0][i] = c;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 256 {
+        let mut k = 1;
+        while k < 4 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            k += 1;
+        }
         i += 1;
     }
     t
 };
 
+/// Advance `crc` (pre-inverted, reflected) over the four bytes `w`, in order.
 #[inline(always)]
-fn crc_byte(crc: u32, b: u8) -> u32 {
-    CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8)
+fn crc_word(crc: u32, w: [u8; 4]) -> u32 {
+    let x = crc ^ u32::from_le_bytes(w);
+    CRC_TABLES[3][(x & 0xff) as usize]
+        ^ CRC_TABLES[2][((x >> 8) & 0xff) as usize]
+        ^ CRC_TABLES[1][((x >> 16) & 0xff) as usize]
+        ^ CRC_TABLES[0][(x >> 24) as usize]
 }
 
-/// CRC-32 of `n` frame bytes at `off` (n <= MAX_BYTES), pre- and post-inverted.
+/// CRC-32 of `n` frame bytes at `off` (n <= MAX_BYTES, a multiple of 4), pre- and
+/// post-inverted.
 #[inline(always)]
 fn crc_frame<const MAX_BYTES: usize>(ctx: &XdpContext, off: usize, n: usize) -> Option<u32> {
     let n = opaque(n);
@@ -815,10 +877,10 @@ fn crc_frame<const MAX_BYTES: usize>(ctx: &XdpContext, off: usize, n: usize) -> 
         if i >= n {
             break;
         }
-        let b = header::<u8>(ctx, off + i)?;
+        let w = header::<[u8; 4]>(ctx, off + i)?;
         // SAFETY: `header` checked the bounds.
-        crc = crc_byte(crc, unsafe { *b });
-        i += 1;
+        crc = crc_word(crc, unsafe { *w });
+        i += 4;
     }
     Some(!crc)
 }
@@ -875,8 +937,8 @@ fn respond<const V6: bool, const FP: bool>(ctx: &XdpContext, d: &Datagram, req: 
         core::ptr::write_unaligned(p.add(off).cast::<[u8; 4]>(), v.to_be_bytes());
     };
 
-    put(0, &req.mac_src);
-    put(6, &req.mac_dst);
+    put(0, &req.mac_src[..6]);
+    put(6, &req.mac_dst[..6]);
     let udp_len = UDP_LEN + stun_len;
     if V6 {
         put16(12, be16(ETHERTYPE_IPV6));
@@ -943,19 +1005,19 @@ fn respond<const V6: bool, const FP: bool>(ctx: &XdpContext, d: &Datagram, req: 
     }
     if !V6 {
         // SAFETY: as above.
-        let s = sum_ptr::<IPV4_LEN>(unsafe { p.add(ETH_LEN) });
-        put16(ETH_LEN + 10, !fold(s));
+        let s = sum_ptr_le::<IPV4_LEN>(unsafe { p.add(ETH_LEN) });
+        put16(ETH_LEN + 10, !(swapped(s) as u16));
     }
     // SAFETY: as above.
     let udp = unsafe { p.add(udp_off) };
     let s = match (V6, FP) {
-        (true, true) => sum_ptr::<{ UDP_LEN + STUN_HEADER_LEN + 24 + 8 }>(udp),
-        (true, false) => sum_ptr::<{ UDP_LEN + STUN_HEADER_LEN + 24 }>(udp),
-        (false, true) => sum_ptr::<{ UDP_LEN + STUN_HEADER_LEN + 12 + 8 }>(udp),
-        (false, false) => sum_ptr::<{ UDP_LEN + STUN_HEADER_LEN + 12 }>(udp),
+        (true, true) => sum_ptr_le::<{ UDP_LEN + STUN_HEADER_LEN + 24 + 8 }>(udp),
+        (true, false) => sum_ptr_le::<{ UDP_LEN + STUN_HEADER_LEN + 24 }>(udp),
+        (false, true) => sum_ptr_le::<{ UDP_LEN + STUN_HEADER_LEN + 12 + 8 }>(udp),
+        (false, false) => sum_ptr_le::<{ UDP_LEN + STUN_HEADER_LEN + 12 }>(udp),
     };
     let family = if V6 { Family::V6 } else { Family::V4 };
-    let c = !fold(s + pseudo_sum(family, &d.dst_ip, &d.src_ip, udp_len));
+    let c = !fold(swapped(s) + pseudo_sum(family, &d.dst_ip, &d.src_ip, udp_len));
     // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
     put16(udp_off + 6, if c == 0 { 0xffff } else { c });
     true
