@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xturn_control::wire::{attr, Class, Message, Method, TransactionId};
 use xturn_xdp_common::{
-    flags, ipv4_mapped, map_names, program_names, Config, Endpoint, ListenValue,
+    flags, ipv4_mapped, map_names, program_names, Config, Endpoint, ListenPort, ListenValue,
 };
 
 /// xturn's XDP object, the same bytes `xturn --xdp` loads.
@@ -631,6 +631,13 @@ pub fn run_xdp_cost(a: &XdpCostArgs) -> Result<XdpCostReport> {
         ListenValue { reserved: 0 },
         0,
     )?;
+    let mut ports: Array<MapData, ListenPort> = Array::try_from(
+        ebpf.take_map(map_names::LISTEN_PORTS)
+            .context("no listening ports map")?,
+    )?;
+    let port = u32::from(server.port());
+    let entry = ports.get(&port, 0)?.with(ipv4_mapped(server.ip().octets()));
+    ports.set(port, entry, 0)?;
     let fd_of = |name: &str| -> Result<std::os::fd::OwnedFd> {
         let p: &Xdp = ebpf.program(name).context("program missing")?.try_into()?;
         Ok(p.fd()?.as_fd().try_clone_to_owned()?)

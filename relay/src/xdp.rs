@@ -20,19 +20,23 @@
 //! [`XdpPath`] detaches the program from every interface and logs its counters.
 //!
 //! The socket driver mirrors every data-plane output into the channel, permission and
-//! allocation maps with [`XdpPath::apply`]. Until the AF_XDP forwarder binds sockets to the
-//! XSK map, steered traffic falls back to XDP_PASS and the socket path relays it; data to
-//! a relayed port without a live permission is dropped in the driver.
+//! allocation maps with [`XdpPath::apply`]. Steered frames go to the AF_XDP socket of
+//! their (interface, queue) registered with [`XdpPath::serve_queue`], with the next hop
+//! from the kernel's FIB in the metadata; without a socket there, or without a usable
+//! next hop, they fall back to XDP_PASS and the socket path relays them. Data to a relayed
+//! port without a live permission is dropped in the driver.
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
 use xturn_control::Output;
 use xturn_xdp_common::{
-    flags, ipv4_mapped, map_names, program_names, Config, Counter, Endpoint, ListenValue,
+    capacity, flags, ipv4_mapped, map_names, program_names, xsk_index, Config, Counter, Endpoint,
+    ListenPort, ListenValue,
 };
 
 /// The compiled program (8-byte aligned, as ELF parsing requires).
@@ -145,6 +149,14 @@ pub struct XdpPath {
     ebpf: Ebpf,
     config: Array<MapData, Config>,
     listen: HashMap<MapData, Endpoint, ListenValue>,
+    listen_ports: Array<MapData, ListenPort>,
+    #[allow(dead_code)]
+    ifaces: Array<MapData, u32>,
+    #[allow(dead_code)]
+    xsks: XskMap<MapData>,
+    /// Interface index of each XSK slot in use.
+    #[allow(dead_code)]
+    slots: Vec<u32>,
     /// Channels, permissions and allocations, mirrored from the control plane's outputs.
     #[cfg_attr(not(test), allow(dead_code))]
     data_plane: mirror::DataPlaneMaps,
@@ -176,6 +188,10 @@ impl XdpPath {
         Ok(XdpPath {
             config: take(&mut ebpf, map_names::CONFIG)?,
             listen: take(&mut ebpf, map_names::LISTEN)?,
+            listen_ports: take(&mut ebpf, map_names::LISTEN_PORTS)?,
+            ifaces: take(&mut ebpf, map_names::IFACES)?,
+            xsks: take(&mut ebpf, map_names::XSKS)?,
+            slots: Vec::new(),
             data_plane: mirror::DataPlaneMaps {
                 channels: take(&mut ebpf, map_names::CHANNELS)?,
                 permissions: take(&mut ebpf, map_names::PERMISSIONS)?,
@@ -233,9 +249,50 @@ impl XdpPath {
         if addr.port() == 0 {
             bail!("XDP listener {addr} has no port");
         }
+        let port = u32::from(addr.port());
+        let entry = self
+            .listen_ports
+            .get(&port, 0)
+            .with_context(|| format!("cannot read the listening ports entry of {addr}"))?;
         self.listen
             .insert(endpoint(addr), ListenValue { reserved: 0 }, 0)
-            .with_context(|| format!("cannot add listener {addr}"))
+            .with_context(|| format!("cannot add listener {addr}"))?;
+        self.listen_ports
+            .set(port, entry.with(ip_key(addr.ip())), 0)
+            .with_context(|| format!("cannot add listener {addr} to the port index"))
+    }
+
+    /// Steer the frames of receive queue `queue` of interface `ifindex` to the AF_XDP
+    /// socket `fd` (bound to that interface and queue), and accept the interface as a next
+    /// hop for steered frames.
+    #[allow(dead_code)] // The forwarder (driver.rs) registers its sockets here.
+    pub fn serve_queue(&mut self, ifindex: u32, queue: u32, fd: RawFd) -> Result<()> {
+        if ifindex >= capacity::IFACES {
+            bail!(
+                "interface index {ifindex} is too large for the AF_XDP fast path (limit {})",
+                capacity::IFACES
+            );
+        }
+        let slot = match self.slots.iter().position(|&i| i == ifindex) {
+            Some(s) => s as u32,
+            None => {
+                self.slots.push(ifindex);
+                self.slots.len() as u32 - 1
+            }
+        };
+        let Some(index) = xsk_index(slot, queue) else {
+            bail!(
+                "AF_XDP fast path: at most {} interfaces and {} queues per interface",
+                capacity::XSK_IFACES,
+                capacity::MAX_QUEUES
+            );
+        };
+        self.xsks
+            .set(index, fd, 0)
+            .with_context(|| format!("cannot put the AF_XDP socket of queue {queue} in XT_XSKS"))?;
+        self.ifaces
+            .set(ifindex, slot + 1, 0)
+            .context("cannot write XT_IFACES")
     }
 
     /// Per-CPU counters summed over CPUs.
@@ -271,12 +328,12 @@ mod mirror {
     use std::net::IpAddr;
     use std::time::Instant;
     use xturn_control::{ChannelNumber, FiveTuple, Output, PeerAddr, RelayAddr};
-    use xturn_xdp_common::{ChannelKey, ChannelValue, Endpoint, Expiry, PermissionKey};
+    use xturn_xdp_common::{ChannelKey, ChannelValue, Endpoint, Expiry, PermissionKey, RelayValue};
 
     pub struct DataPlaneMaps {
         pub channels: HashMap<MapData, ChannelKey, ChannelValue>,
         pub permissions: HashMap<MapData, PermissionKey, Expiry>,
-        pub relays: HashMap<MapData, Endpoint, Expiry>,
+        pub relays: HashMap<MapData, Endpoint, RelayValue>,
     }
 
     /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
@@ -344,9 +401,22 @@ mod mirror {
         /// that do not change the data plane are ignored.
         pub fn apply(&mut self, out: &Output) -> Result<()> {
             match out {
-                Output::InstallAllocation { relay, expires, .. } => {
-                    self.relays.insert(endpoint(relay.0), expiry(*expires), 0)?
-                }
+                Output::InstallAllocation {
+                    five_tuple,
+                    relay,
+                    expires,
+                } => self.relays.insert(
+                    endpoint(relay.0),
+                    RelayValue {
+                        expires_ns: expiry(*expires).expires_ns,
+                        client_ip: ip_key(five_tuple.client.0.ip()),
+                        server_ip: ip_key(five_tuple.server.ip()),
+                        client_port: five_tuple.client.0.port().to_be_bytes(),
+                        server_port: five_tuple.server.port().to_be_bytes(),
+                        _pad: [0; 4],
+                    },
+                    0,
+                )?,
                 Output::RemoveAllocation { relay, .. } => {
                     removed(self.relays.remove(&endpoint(relay.0)))?
                 }

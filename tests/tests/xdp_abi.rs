@@ -10,7 +10,7 @@ use std::mem::{offset_of, size_of};
 use xdp_support::OBJECT;
 use xturn_xdp_common::{
     capacity, map_names, program_names, ChannelKey, ChannelValue, Config, Counter, Endpoint,
-    Expiry, ListenValue, PermissionKey,
+    Expiry, ListenPort, ListenValue, PermissionKey, RelayValue,
 };
 
 // ------------------------------------------------------------------- ELF and BTF reader
@@ -296,6 +296,13 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             capacity::LISTEN,
         ),
         (
+            map_names::LISTEN_PORTS,
+            BPF_MAP_TYPE_ARRAY,
+            layout!(scalar u32),
+            layout!(ListenPort { v6, v4, flags }),
+            capacity::LISTEN_PORTS,
+        ),
+        (
             map_names::CHANNELS,
             BPF_MAP_TYPE_HASH,
             layout!(ChannelKey {
@@ -331,8 +338,22 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             map_names::RELAYS,
             BPF_MAP_TYPE_HASH,
             endpoint(),
-            expiry(),
+            layout!(RelayValue {
+                expires_ns,
+                client_ip,
+                server_ip,
+                client_port,
+                server_port,
+                _pad
+            }),
             capacity::RELAYS,
+        ),
+        (
+            map_names::IFACES,
+            BPF_MAP_TYPE_ARRAY,
+            layout!(scalar u32),
+            layout!(scalar u32),
+            capacity::IFACES,
         ),
         (
             map_names::XSKS,

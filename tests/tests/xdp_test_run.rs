@@ -16,8 +16,9 @@ use xdp_support::{
 };
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use xturn_xdp_common::{
-    direction, flags, ipv4_mapped, map_names, program_names, ChannelKey, ChannelValue, Config,
-    Counter, Endpoint, Expiry, ListenValue, PermissionKey, XskMeta, XSK_META_MAGIC,
+    direction, flags, ipv4_mapped, map_names, program_names, xsk_index, ChannelKey, ChannelValue,
+    Config, Counter, Endpoint, Expiry, ListenPort, ListenValue, PermissionKey, RelayValue, XskMeta,
+    XSK_META_MAGIC,
 };
 
 const XDP_DROP: u32 = 1;
@@ -82,19 +83,18 @@ impl Harness {
                 .insert(ep(sa(a)), ListenValue { reserved: 0 }, 0)
                 .unwrap();
         }
-        let mut relays: HashMap<&mut MapData, Endpoint, Expiry> =
+        let mut ports: Array<&mut MapData, ListenPort> =
+            Array::try_from(h.ebpf.map_mut(map_names::LISTEN_PORTS).unwrap()).unwrap();
+        for a in [SERVER4, SERVER6] {
+            let port = u32::from(sa(a).port());
+            let e = ports.get(&port, 0).unwrap().with(key_ip(sa(a)));
+            ports.set(port, e, 0).unwrap();
+        }
+        let mut relays: HashMap<&mut MapData, Endpoint, RelayValue> =
             HashMap::try_from(h.ebpf.map_mut(map_names::RELAYS).unwrap()).unwrap();
+        relays.insert(ep(sa(RELAY4)), relay_value(LIVE), 0).unwrap();
         relays
-            .insert(ep(sa(RELAY4)), Expiry { expires_ns: LIVE }, 0)
-            .unwrap();
-        relays
-            .insert(
-                ep(sa(EXPIRED_RELAY4)),
-                Expiry {
-                    expires_ns: EXPIRED,
-                },
-                0,
-            )
+            .insert(ep(sa(EXPIRED_RELAY4)), relay_value(EXPIRED), 0)
             .unwrap();
         let mut perms: HashMap<&mut MapData, PermissionKey, Expiry> =
             HashMap::try_from(h.ebpf.map_mut(map_names::PERMISSIONS).unwrap()).unwrap();
@@ -143,6 +143,11 @@ impl Harness {
 
     /// Run one frame: (action, metadata bytes, frame bytes).
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
+        self.run_on(0, frame)
+    }
+
+    /// Run one frame received on interface `ifindex` (0: the namespace's loopback).
+    fn run_on(&self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
         let p: &Xdp = self
             .ebpf
             .program(program_names::XTURN)
@@ -154,6 +159,7 @@ impl Harness {
         // egress_ifindex (u32 each).
         let mut ctx_in = [0u8; 24];
         ctx_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx_in[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let mut ctx_out = [0u8; 24];
         let r = p
             .test_run(TestRunOptions {
@@ -168,6 +174,19 @@ impl Harness {
         let meta_len = u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize;
         let frame = out.split_off(meta_len);
         (r.return_value, out, frame)
+    }
+}
+
+/// The allocation of CLIENT4 (via SERVER4) on a relay port.
+fn relay_value(expires_ns: u64) -> RelayValue {
+    let (c, s) = (sa(CLIENT4), sa(SERVER4));
+    RelayValue {
+        expires_ns,
+        client_ip: key_ip(c),
+        server_ip: key_ip(s),
+        client_port: c.port().to_be_bytes(),
+        server_port: s.port().to_be_bytes(),
+        _pad: [0; 4],
     }
 }
 
@@ -293,25 +312,34 @@ fn peer_to(peer: &str, relay: &str, payload: &[u8]) -> Vec<u8> {
     FrameSpec::new(sa(peer), sa(relay)).build(payload)
 }
 
-/// The metadata in front of ChannelData on channel 0x4001 (to PEER4 via RELAY4).
-fn meta_channel() -> XskMeta {
+/// Interface MACs of the redirect test's namespace, and the peer's (a static neighbour).
+const MAC_C: [u8; 6] = [0x02, 0, 0, 0, 0x0c, 0x01];
+const MAC_P: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 0x01];
+const MAC_PEER: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 0x02];
+
+/// The metadata in front of ChannelData on channel 0x4001 (to PEER4 via RELAY4): the
+/// next hop is the peer, out of the peer-side interface `p`.
+fn meta_channel(p: u32) -> XskMeta {
     XskMeta {
-        peer_ip: key_ip(sa(PEER4)),
-        peer_port: sa(PEER4).port().to_be_bytes(),
-        relay_port: sa(RELAY4).port().to_be_bytes(),
-        channel: 0x4001u16.to_be_bytes(),
+        dst_mac: MAC_PEER,
+        src_mac: MAC_P,
+        egress_ifindex: p,
         direction: direction::CLIENT_TO_PEER,
-        _pad: 0,
+        _pad: [0; 3],
         magic: XSK_META_MAGIC,
     }
 }
 
-/// The metadata in front of data from PEER4 to RELAY4.
-fn meta_peer() -> XskMeta {
+/// The metadata in front of data from PEER4 to RELAY4: the next hop is the client, out of
+/// the client-side interface `c`.
+fn meta_peer(c: u32) -> XskMeta {
     XskMeta {
-        channel: [0; 2],
+        dst_mac: MAC_CLIENT,
+        src_mac: MAC_C,
+        egress_ifindex: c,
         direction: direction::PEER_TO_CLIENT,
-        ..meta_channel()
+        _pad: [0; 3],
+        magic: XSK_META_MAGIC,
     }
 }
 
@@ -366,7 +394,6 @@ fn fixtures() -> Vec<Fixture> {
         b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         b.finish()
     };
-    let (meta_channel, meta_peer) = (meta_channel(), meta_peer());
 
     vec![
         tx(
@@ -564,11 +591,11 @@ fn fixtures() -> Vec<Fixture> {
             Counter::PassOtherListenTraffic,
         ),
         Fixture {
-            desc: "ChannelData on a live channel: steered, no XSK bound so passed with metadata",
+            desc: "ChannelData on a live channel: no XSK on the queue, so passed unchanged",
             input: udp4(&channel_data(0x4001, b"hello peer")),
             action: XDP_PASS,
             counter: Counter::PassNoXskChannel,
-            expect: Expect::Meta(meta_channel),
+            expect: Expect::Unchanged,
         },
         pass(
             "ChannelData on an unbound channel",
@@ -601,11 +628,11 @@ fn fixtures() -> Vec<Fixture> {
             Counter::PassOtherListenTraffic,
         ),
         Fixture {
-            desc: "peer data with a live permission: steered, no XSK bound so passed with metadata",
+            desc: "peer data with a live permission: no XSK on the queue, so passed unchanged",
             input: peer_to(PEER4, RELAY4, b"to the client"),
             action: XDP_PASS,
             counter: Counter::PassNoXskPeer,
-            expect: Expect::Meta(meta_peer),
+            expect: Expect::Unchanged,
         },
         Fixture {
             desc: "peer data without a permission is dropped",
@@ -696,12 +723,11 @@ fn xdp_fixture_table() {
 
 fn meta_bytes(m: &XskMeta) -> Vec<u8> {
     let mut v = Vec::new();
-    v.extend_from_slice(&m.peer_ip);
-    v.extend_from_slice(&m.peer_port);
-    v.extend_from_slice(&m.relay_port);
-    v.extend_from_slice(&m.channel);
+    v.extend_from_slice(&m.dst_mac);
+    v.extend_from_slice(&m.src_mac);
+    v.extend_from_slice(&m.egress_ifindex.to_ne_bytes());
     v.push(m.direction);
-    v.push(m._pad);
+    v.extend_from_slice(&m._pad);
     v.extend_from_slice(&m.magic);
     assert_eq!(v.len(), std::mem::size_of::<XskMeta>());
     v
@@ -827,64 +853,200 @@ fn xdp_switches_turn_features_off() {
     }
 }
 
-/// With an AF_XDP socket in the receive queue's XSKMAP slot, live ChannelData and
-/// permitted peer data are redirected to it (XDP_REDIRECT, with the metadata), while what
-/// the state does not allow is still passed or dropped.
+/// With an AF_XDP socket in the XSK map slot of the receive interface and queue, live
+/// ChannelData and permitted peer data are redirected to it (XDP_REDIRECT) with the next
+/// hop from the kernel's FIB and neighbour tables in the metadata; without a usable next
+/// hop or without the egress interface served they are passed; what the state does not
+/// allow is still passed or dropped.
 #[test]
 fn xdp_redirects_to_a_bound_xsk() {
     if !root_or_skip("xdp_redirects_to_a_bound_xsk") {
         return;
     }
-    // A namespace of its own, so the socket binds to a private loopback device.
     let ns = Netns::new(format!("{}x", unique_tag()));
-    let xsk = in_netns(&ns.name, || {
-        Xsk::bind("lo", 0).expect("AF_XDP socket on lo")
-    });
-    let mut h = Harness::new();
-    let mut xsks: XskMap<&mut MapData> =
-        XskMap::try_from(h.ebpf.map_mut(map_names::XSKS).unwrap()).unwrap();
-    // test_run frames arrive on queue 0.
-    xsks.set(0, std::os::fd::AsRawFd::as_raw_fd(&xsk.fd), 0)
-        .unwrap();
-    let cases = [
-        (
-            udp4(&channel_data(0x4001, b"to the peer")),
-            XDP_REDIRECT,
-            Counter::RedirectChannel,
-            meta_bytes(&meta_channel()),
-        ),
-        (
-            peer_to(PEER4, RELAY4, b"to the client"),
-            XDP_REDIRECT,
-            Counter::RedirectPeer,
-            meta_bytes(&meta_peer()),
-        ),
-        (
-            udp4(&channel_data(0x4002, b"expired channel")),
+    let name = ns.name.clone();
+    // Two interfaces, the relay's two sides: `c` (192.0.2.1, client side) and `p`
+    // (198.51.100.1, peer side), a veth pair inside the namespace, with static neighbours
+    // for the client and the peer. 198.51.100.3 (OTHER_PEER4) has no neighbour entry.
+    let sh = |cmd: &str| {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        xdp_support::run(&[&["ip", "-n", &name][..], &args[..]].concat());
+    };
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    sh("link add c type veth peer name p");
+    sh(&format!("link set c address {}", mac(MAC_C)));
+    sh(&format!("link set p address {}", mac(MAC_P)));
+    sh("addr add 192.0.2.1/24 dev c");
+    sh("addr add 198.51.100.1/24 dev p");
+    sh("link set c up");
+    sh("link set p up");
+
+    sh(&format!(
+        "neigh replace 192.0.2.2 lladdr {} dev c nud permanent",
+        mac(MAC_CLIENT)
+    ));
+    sh(&format!(
+        "neigh replace 198.51.100.2 lladdr {} dev p nud permanent",
+        mac(MAC_PEER)
+    ));
+    in_netns(&name, || {
+        let ifindex = |n: &str| {
+            let c = std::ffi::CString::new(n).unwrap();
+            // SAFETY: a valid C string.
+            unsafe { libc::if_nametoindex(c.as_ptr()) }
+        };
+        let (c, p) = (ifindex("c"), ifindex("p"));
+        assert!(c != 0 && p != 0);
+        let xsk_c = Xsk::bind("c", 0).expect("AF_XDP socket on c");
+        let xsk_p = Xsk::bind("p", 0).expect("AF_XDP socket on p");
+        let mut h = Harness::new();
+        {
+            let mut xsks: XskMap<&mut MapData> =
+                XskMap::try_from(h.ebpf.map_mut(map_names::XSKS).unwrap()).unwrap();
+            use std::os::fd::AsRawFd;
+            // c in slot 0, p in slot 1; test_run frames arrive on queue 0.
+            xsks.set(xsk_index(0, 0).unwrap(), xsk_c.fd.as_raw_fd(), 0)
+                .unwrap();
+            xsks.set(xsk_index(1, 0).unwrap(), xsk_p.fd.as_raw_fd(), 0)
+                .unwrap();
+        }
+        let serve = |h: &mut Harness, ifindex: u32, slot_plus_one: u32| {
+            let mut ifaces: Array<&mut MapData, u32> =
+                Array::try_from(h.ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
+            ifaces.set(ifindex, slot_plus_one, 0).unwrap();
+        };
+        serve(&mut h, c, 1);
+        serve(&mut h, p, 2);
+        let cd = udp4(&channel_data(0x4001, b"to the peer"));
+        let from_peer = peer_to(PEER4, RELAY4, b"to the client");
+        let forwarding = |on: bool| {
+            let v = format!("net.ipv4.conf.all.forwarding={}", u8::from(on));
+            xdp_support::run(&["sysctl", "-qw", &v]);
+        };
+        let cases = [
+            (
+                "live channel",
+                c,
+                cd.clone(),
+                XDP_REDIRECT,
+                Counter::RedirectChannel,
+                meta_bytes(&meta_channel(p)),
+            ),
+            (
+                "permitted peer",
+                p,
+                from_peer.clone(),
+                XDP_REDIRECT,
+                Counter::RedirectPeer,
+                meta_bytes(&meta_peer(c)),
+            ),
+            (
+                "expired channel",
+                c,
+                udp4(&channel_data(0x4002, b"expired channel")),
+                XDP_PASS,
+                Counter::PassChannelUnbound,
+                Vec::new(),
+            ),
+            (
+                "peer with an expired permission",
+                p,
+                peer_to(OTHER_PEER4, RELAY4, b"expired permission"),
+                XDP_DROP,
+                Counter::DropNoPermission,
+                Vec::new(),
+            ),
+        ];
+        let check =
+            |h: &Harness, desc: &str, ifx: u32, input: &[u8], action, counter, meta: &[u8]| {
+                let before = h.counters();
+                let (a, m, frame) = h.run_on(ifx, input);
+                let after = h.counters();
+                let moved: Vec<_> = Counter::ALL
+                    .iter()
+                    .filter(|c| after[**c as usize] != before[**c as usize])
+                    .collect();
+                assert_eq!(a, action, "{desc}: {counter:?} moved {moved:?}");
+                assert_eq!(
+                    after[counter as usize],
+                    before[counter as usize] + 1,
+                    "{desc}: {counter:?}"
+                );
+                assert_eq!(after.iter().sum::<u64>(), before.iter().sum::<u64>() + 1);
+                assert_eq!(m, meta, "{desc}: metadata");
+                assert_eq!(frame, input, "{desc}: the frame itself is not changed");
+            };
+        // bpf_fib_lookup answers only for interfaces with forwarding on (its
+        // BPF_FIB_LKUP_RET_FWD_DISABLED): off, the socket path relays everything.
+        forwarding(false);
+        check(
+            &h,
+            "forwarding off",
+            c,
+            &cd,
             XDP_PASS,
-            Counter::PassChannelUnbound,
-            Vec::new(),
-        ),
-        (
-            peer_to(OTHER_PEER4, RELAY4, b"expired permission"),
-            XDP_DROP,
-            Counter::DropNoPermission,
-            Vec::new(),
-        ),
-    ];
-    for (input, action, counter, meta) in cases {
-        let before = h.counters();
-        let (a, m, frame) = h.run(&input);
-        let after = h.counters();
-        assert_eq!(a, action, "{counter:?}");
-        assert_eq!(
-            after[counter as usize],
-            before[counter as usize] + 1,
-            "{counter:?}"
+            Counter::PassNoNextHop,
+            &[],
         );
-        assert_eq!(after.iter().sum::<u64>(), before.iter().sum::<u64>() + 1);
-        assert_eq!(m, meta, "{counter:?}: metadata");
-        assert_eq!(frame, input, "{counter:?}: the frame itself is not changed");
-    }
+        forwarding(true);
+        for (desc, ifx, input, action, counter, meta) in &cases {
+            check(&h, desc, *ifx, input, *action, *counter, meta);
+        }
+        // No neighbour entry for the peer yet: the socket path relays it (and the kernel
+        // resolves the neighbour).
+        let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
+            HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
+        chans
+            .insert(
+                channel_key(0x4009),
+                channel_value("198.51.100.9:6000", LIVE),
+                0,
+            )
+            .unwrap();
+        let mut perms: HashMap<&mut MapData, PermissionKey, Expiry> =
+            HashMap::try_from(h.ebpf.map_mut(map_names::PERMISSIONS).unwrap()).unwrap();
+        let k = PermissionKey {
+            peer_ip: key_ip(sa("198.51.100.9:6000")),
+            relay_port: sa(RELAY4).port().to_be_bytes(),
+            _pad: [0; 2],
+        };
+        perms.insert(k, Expiry { expires_ns: LIVE }, 0).unwrap();
+        check(
+            &h,
+            "peer without a neighbour entry",
+            c,
+            &udp4(&channel_data(0x4009, b"x")),
+            XDP_PASS,
+            Counter::PassNoNextHop,
+            &[],
+        );
+        // The egress interface not served: passed.
+        serve(&mut h, p, 0);
+        check(
+            &h,
+            "egress not served",
+            c,
+            &cd,
+            XDP_PASS,
+            Counter::PassNoNextHop,
+            &[],
+        );
+        // The receive interface not served: no socket, passed.
+        check(
+            &h,
+            "ingress not served",
+            p,
+            &from_peer,
+            XDP_PASS,
+            Counter::PassNoXskPeer,
+            &[],
+        );
+        drop((xsk_c, xsk_p));
+    });
     drop(ns);
 }

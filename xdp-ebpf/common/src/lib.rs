@@ -32,20 +32,31 @@ pub mod map_names {
     pub const CHANNELS: &str = "XT_CHANNELS";
     /// `HashMap<PermissionKey, Expiry>`: permissions by relay port and peer IP.
     pub const PERMISSIONS: &str = "XT_PERMS";
-    /// `HashMap<Endpoint, Expiry>`: live relayed transport addresses (allocations).
+    /// `Array<ListenPort>` indexed by UDP port: the listening addresses of each port, so
+    /// the common case (one address or the wildcard per family and port) costs an array
+    /// index instead of hash look-ups; [`LISTEN`] holds the rest.
+    pub const LISTEN_PORTS: &str = "XT_LPORTS";
+    /// `HashMap<Endpoint, RelayValue>`: live relayed transport addresses (allocations) and
+    /// the client 5-tuple each belongs to.
     pub const RELAYS: &str = "XT_RELAYS";
-    /// `XskMap` indexed by receive queue: the AF_XDP socket of each queue.
+    /// `Array<u32>` indexed by interface index: 1 + the interface's slot in [`XSKS`] for
+    /// interfaces served by AF_XDP sockets, 0 for the others.
+    pub const IFACES: &str = "XT_IFACES";
+    /// `XskMap` indexed by `slot * MAX_QUEUES + receive queue` ([`crate::xsk_index`]): the
+    /// AF_XDP socket of each (interface, queue).
     pub const XSKS: &str = "XT_XSKS";
     /// `PerCpuArray<u64>` indexed by [`Counter`](crate::Counter).
     pub const COUNTERS: &str = "XT_COUNTERS";
 
     /// Every map of the object, for tests and diagnostics.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 9] = [
         CONFIG,
         LISTEN,
+        LISTEN_PORTS,
         CHANNELS,
         PERMISSIONS,
         RELAYS,
+        IFACES,
         XSKS,
         COUNTERS,
     ];
@@ -66,8 +77,26 @@ pub mod capacity {
     pub const CHANNELS: u32 = 65536;
     pub const PERMISSIONS: u32 = 65536;
     pub const RELAYS: u32 = 16384;
-    /// Receive queues served (index = queue number).
-    pub const XSKS: u32 = 64;
+    /// UDP ports: the size of the listening-port index.
+    pub const LISTEN_PORTS: u32 = 65536;
+    /// Interface indices below this can be served by AF_XDP sockets.
+    pub const IFACES: u32 = 16384;
+    /// Interfaces served by AF_XDP sockets at once.
+    pub const XSK_IFACES: u32 = 64;
+    /// Receive queues served per interface (queue numbers below this).
+    pub const MAX_QUEUES: u32 = 64;
+    /// Entries of the XSK map: every (interface slot, queue).
+    pub const XSKS: u32 = XSK_IFACES * MAX_QUEUES;
+}
+
+/// Index of the AF_XDP socket of receive queue `queue` of the interface in slot `slot`
+/// in [`map_names::XSKS`]; `None` beyond the capacities.
+pub const fn xsk_index(slot: u32, queue: u32) -> Option<u32> {
+    if slot < capacity::XSK_IFACES && queue < capacity::MAX_QUEUES {
+        Some(slot * capacity::MAX_QUEUES + queue)
+    } else {
+        None
+    }
 }
 
 /// Bits of [`Config::flags`].
@@ -104,6 +133,104 @@ pub struct Endpoint {
     pub _pad: [u8; 2],
 }
 
+/// Bits of [`ListenPort::flags`].
+pub mod listen_flags {
+    /// [`ListenPort::v4`](crate::ListenPort::v4) is a listening IPv4 address.
+    pub const V4_ONE: u32 = 1 << 0;
+    /// The IPv4 wildcard listens on this port.
+    pub const V4_ANY: u32 = 1 << 1;
+    /// More IPv4 addresses listen on this port: look them up in `XT_LISTEN`.
+    pub const V4_MORE: u32 = 1 << 2;
+    /// [`ListenPort::v6`](crate::ListenPort::v6) is a listening IPv6 address.
+    pub const V6_ONE: u32 = 1 << 3;
+    /// The IPv6 wildcard listens on this port.
+    pub const V6_ANY: u32 = 1 << 4;
+    /// More IPv6 addresses listen on this port: look them up in `XT_LISTEN`.
+    pub const V6_MORE: u32 = 1 << 5;
+}
+
+/// Value of [`map_names::LISTEN_PORTS`]: the listening addresses of one UDP port. A
+/// zeroed entry: nothing listens there. An address is specific or the wildcard; a
+/// specific address matches before the wildcard (as `XT_LISTEN` does).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenPort {
+    /// The first IPv6 address listening on the port (with `V6_ONE`).
+    pub v6: [u8; 16],
+    /// The first IPv4 address listening on the port (with `V4_ONE`).
+    pub v4: [u8; 4],
+    /// [`listen_flags`] bits.
+    pub flags: u32,
+}
+
+impl ListenPort {
+    /// This entry with the listening address `ip` added (IPv4-mapped for IPv4; the
+    /// unspecified address of a family is its wildcard). The address also goes into
+    /// [`map_names::LISTEN`], which is consulted when a family has `*_MORE`.
+    pub const fn with(mut self, ip: [u8; 16]) -> ListenPort {
+        let mut v4 = true;
+        let mut i = 0;
+        while i < 12 {
+            if ip[i] != ipv4_mapped([0; 4])[i] {
+                v4 = false;
+            }
+            i += 1;
+        }
+        let mut unspecified = true;
+        let mut i = if v4 { 12 } else { 0 };
+        while i < 16 {
+            if ip[i] != 0 {
+                unspecified = false;
+            }
+            i += 1;
+        }
+        let (one, any, more) = if v4 {
+            (
+                listen_flags::V4_ONE,
+                listen_flags::V4_ANY,
+                listen_flags::V4_MORE,
+            )
+        } else {
+            (
+                listen_flags::V6_ONE,
+                listen_flags::V6_ANY,
+                listen_flags::V6_MORE,
+            )
+        };
+        if unspecified {
+            self.flags |= any;
+        } else if self.flags & one == 0 {
+            self.flags |= one;
+            if v4 {
+                self.v4 = [ip[12], ip[13], ip[14], ip[15]];
+            } else {
+                self.v6 = ip;
+            }
+        } else {
+            let same = if v4 {
+                self.v4[0] == ip[12]
+                    && self.v4[1] == ip[13]
+                    && self.v4[2] == ip[14]
+                    && self.v4[3] == ip[15]
+            } else {
+                let mut same = true;
+                let mut i = 0;
+                while i < 16 {
+                    if self.v6[i] != ip[i] {
+                        same = false;
+                    }
+                    i += 1;
+                }
+                same
+            };
+            if !same {
+                self.flags |= more;
+            }
+        }
+        self
+    }
+}
+
 /// Value of [`map_names::LISTEN`]: reserved for per-listener options, must be 0.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,6 +243,19 @@ pub struct ListenValue {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Expiry {
     pub expires_ns: u64,
+}
+
+/// Value of [`map_names::RELAYS`]: an allocation's expiry and the client 5-tuple it
+/// belongs to (where peer data is relayed to, and from which server address).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayValue {
+    pub expires_ns: u64,
+    pub client_ip: [u8; 16],
+    pub server_ip: [u8; 16],
+    pub client_port: [u8; 2],
+    pub server_port: [u8; 2],
+    pub _pad: [u8; 4],
 }
 
 /// Key of [`map_names::CHANNELS`]: the client 5-tuple (client and server transport
@@ -186,6 +326,13 @@ pub enum Counter {
     PassNoXskChannel,
     /// Steered peer data, but no AF_XDP socket on the receive queue: passed on.
     PassNoXskPeer,
+    /// Steerable, but no next hop the forwarder can use: the FIB lookup failed (no route,
+    /// neighbour not resolved yet, ...), the route leaves by an interface without AF_XDP
+    /// sockets, or the server address is a wildcard. The socket path relays it (and the
+    /// kernel resolves the neighbour).
+    PassNoNextHop,
+    /// Steerable, but the driver has no room for XDP metadata: passed on.
+    PassNoMetadata,
     /// Binding request over IPv4 answered with XDP_TX.
     TxBindingIpv4,
     /// Binding request over IPv6 answered with XDP_TX.
@@ -220,6 +367,8 @@ impl Counter {
         Counter::PassSteeringDisabled,
         Counter::PassNoXskChannel,
         Counter::PassNoXskPeer,
+        Counter::PassNoNextHop,
+        Counter::PassNoMetadata,
         Counter::TxBindingIpv4,
         Counter::TxBindingIpv6,
         Counter::RedirectChannel,
@@ -244,6 +393,8 @@ impl Counter {
             Counter::PassSteeringDisabled => "pass_steering_disabled",
             Counter::PassNoXskChannel => "pass_no_xsk_channel",
             Counter::PassNoXskPeer => "pass_no_xsk_peer",
+            Counter::PassNoNextHop => "pass_no_next_hop",
+            Counter::PassNoMetadata => "pass_no_metadata",
             Counter::TxBindingIpv4 => "tx_binding_ipv4",
             Counter::TxBindingIpv6 => "tx_binding_ipv6",
             Counter::RedirectChannel => "redirect_channel",
@@ -263,23 +414,26 @@ pub mod direction {
 }
 
 /// Magic value of [`XskMeta::magic`] ("XTM1"): tells the forwarder the metadata is there.
-pub const XSK_META_MAGIC: [u8; 4] = *b"XTM1";
+pub const XSK_META_MAGIC: [u8; 4] = *b"XTM2";
 
 /// XDP metadata in front of a frame steered to an AF_XDP socket (`bpf_xdp_adjust_meta`,
 /// at most 32 bytes, a multiple of 4). It ends right before the frame, so the forwarder
 /// finds it at `frame - size_of::<XskMeta>()` and checks `magic` (the last field) first.
-/// The binding it names: the peer and relay port of the channel (client to peer), or the
-/// sending peer and the relay port it sent to (peer to client; `channel` is zero).
+/// It carries the next hop of the relayed frame, from the kernel's FIB and neighbour
+/// tables (`bpf_fib_lookup`): the interface to send it on and the Ethernet addresses to
+/// write. What the frame is relayed to comes from the forwarder's own tables.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XskMeta {
-    pub peer_ip: [u8; 16],
-    pub peer_port: [u8; 2],
-    pub relay_port: [u8; 2],
-    pub channel: [u8; 2],
+    /// Destination Ethernet address of the relayed frame (the peer, client or gateway).
+    pub dst_mac: [u8; 6],
+    /// Source Ethernet address of the relayed frame (the egress interface's).
+    pub src_mac: [u8; 6],
+    /// Interface index to send the relayed frame on.
+    pub egress_ifindex: u32,
     /// A [`direction`] value.
     pub direction: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 3],
     pub magic: [u8; 4],
 }
 
@@ -288,6 +442,51 @@ pub const fn ipv4_mapped(v4: [u8; 4]) -> [u8; 16] {
     [
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_ports_record_one_address_per_family_then_defer_to_the_hash() {
+        let a = ipv4_mapped([192, 0, 2, 1]);
+        let b = ipv4_mapped([192, 0, 2, 9]);
+        let mut v6 = [0u8; 16];
+        v6[0] = 0x20;
+        let e = ListenPort::default().with(a);
+        assert_eq!((e.flags, e.v4), (listen_flags::V4_ONE, [192, 0, 2, 1]));
+        assert_eq!(
+            e.with(a),
+            e,
+            "adding the same address twice changes nothing"
+        );
+        let e = e.with(b);
+        assert_eq!(e.flags, listen_flags::V4_ONE | listen_flags::V4_MORE);
+        assert_eq!(e.v4, [192, 0, 2, 1], "the first address stays inline");
+        let e = e.with(ipv4_mapped([0; 4])).with(v6).with([0; 16]);
+        assert_eq!(
+            e.flags,
+            listen_flags::V4_ONE
+                | listen_flags::V4_MORE
+                | listen_flags::V4_ANY
+                | listen_flags::V6_ONE
+                | listen_flags::V6_ANY
+        );
+        assert_eq!(e.v6, v6);
+    }
+
+    #[test]
+    fn xsk_indices_are_unique_and_bounded() {
+        assert_eq!(xsk_index(0, 0), Some(0));
+        assert_eq!(xsk_index(1, 0), Some(capacity::MAX_QUEUES));
+        assert_eq!(xsk_index(0, capacity::MAX_QUEUES), None);
+        assert_eq!(xsk_index(capacity::XSK_IFACES, 0), None);
+        assert_eq!(
+            xsk_index(capacity::XSK_IFACES - 1, capacity::MAX_QUEUES - 1),
+            Some(capacity::XSKS - 1)
+        );
+    }
 }
 
 // Sizes are part of the ABI; a change here is a change on both sides.
@@ -299,7 +498,9 @@ const _: () = {
     assert!(core::mem::size_of::<ChannelKey>() == 40);
     assert!(core::mem::size_of::<ChannelValue>() == 48);
     assert!(core::mem::size_of::<PermissionKey>() == 20);
-    assert!(core::mem::size_of::<XskMeta>() == 28);
+    assert!(core::mem::size_of::<XskMeta>() == 24);
+    assert!(core::mem::size_of::<ListenPort>() == 24);
+    assert!(core::mem::size_of::<RelayValue>() == 48);
     assert!(
         core::mem::size_of::<XskMeta>() <= 32 && core::mem::size_of::<XskMeta>().is_multiple_of(4)
     );
@@ -328,4 +529,6 @@ mod pod {
     unsafe impl aya::Pod for super::ChannelValue {}
     unsafe impl aya::Pod for super::PermissionKey {}
     unsafe impl aya::Pod for super::XskMeta {}
+    unsafe impl aya::Pod for super::ListenPort {}
+    unsafe impl aya::Pod for super::RelayValue {}
 }

@@ -33,16 +33,20 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
     btf_maps::{Array, HashMap, PerCpuArray, XskMap},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
+        bpf_xdp_adjust_tail,
+    },
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use core::mem::size_of;
 use xturn_xdp_common::{
-    capacity, direction, flags, map_names, program_names, ChannelKey, ChannelValue, Config,
-    Counter, Endpoint, Expiry, ListenValue, PermissionKey, XskMeta, XSK_META_MAGIC,
+    capacity, direction, flags, listen_flags, map_names, program_names, xsk_index, ChannelKey,
+    ChannelValue, Config, Counter, Endpoint, Expiry, ListenPort, ListenValue, PermissionKey,
+    RelayValue, XskMeta, XSK_META_MAGIC,
 };
 
 // ------------------------------------------------------------------------------ maps
@@ -55,13 +59,17 @@ static XT_CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]
 static XT_LISTEN: HashMap<Endpoint, ListenValue, { capacity::LISTEN as usize }> = HashMap::new();
 #[btf_map]
+static XT_LPORTS: Array<ListenPort, { capacity::LISTEN_PORTS as usize }> = Array::new();
+#[btf_map]
 static XT_CHANNELS: HashMap<ChannelKey, ChannelValue, { capacity::CHANNELS as usize }> =
     HashMap::new();
 #[btf_map]
 static XT_PERMS: HashMap<PermissionKey, Expiry, { capacity::PERMISSIONS as usize }> =
     HashMap::new();
 #[btf_map]
-static XT_RELAYS: HashMap<Endpoint, Expiry, { capacity::RELAYS as usize }> = HashMap::new();
+static XT_RELAYS: HashMap<Endpoint, RelayValue, { capacity::RELAYS as usize }> = HashMap::new();
+#[btf_map]
+static XT_IFACES: Array<u32, { capacity::IFACES as usize }> = Array::new();
 #[btf_map]
 static XT_XSKS: XskMap<{ capacity::XSKS as usize }> = XskMap::new();
 #[btf_map]
@@ -92,6 +100,8 @@ macro_rules! assert_named {
 assert_named!(
     XT_CONFIG => map_names::CONFIG,
     XT_LISTEN => map_names::LISTEN,
+    XT_LPORTS => map_names::LISTEN_PORTS,
+    XT_IFACES => map_names::IFACES,
     XT_CHANNELS => map_names::CHANNELS,
     XT_PERMS => map_names::PERMISSIONS,
     XT_RELAYS => map_names::RELAYS,
@@ -227,14 +237,17 @@ const fn be16(b: [u8; 2]) -> u16 {
 
 // --------------------------------------------------------------------------- outcome
 
-/// What the program decided for a frame.
+/// What the program decided for a frame. 8-byte aligned like the structs on the stack
+/// (see [`Datagram`]): it is returned through a stack slot.
+#[repr(align(8))]
 enum Verdict {
     Pass(Counter),
     Drop(Counter),
     Tx(Counter),
-    /// Redirect to the XSK of the receive queue; `ok` counts a redirect, `fallback` a
-    /// frame passed on because no socket is bound there.
+    /// Redirect to the XSK at `index` (the receive queue's); `ok` counts a redirect,
+    /// `fallback` a frame passed on because no socket is bound there.
     Redirect {
+        index: u32,
         ok: Counter,
         fallback: Counter,
     },
@@ -248,12 +261,14 @@ pub fn xturn_xdp(ctx: XdpContext) -> u32 {
         Verdict::Pass(c) => (c, xdp_action::XDP_PASS),
         Verdict::Drop(c) => (c, xdp_action::XDP_DROP),
         Verdict::Tx(c) => (c, xdp_action::XDP_TX),
-        Verdict::Redirect { ok, fallback } => {
-            match XT_XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
-                Ok(action) => (ok, action),
-                Err(action) => (fallback, action),
-            }
-        }
+        Verdict::Redirect {
+            index,
+            ok,
+            fallback,
+        } => match XT_XSKS.redirect(index, u64::from(xdp_action::XDP_PASS)) {
+            Ok(action) => (ok, action),
+            Err(action) => (fallback, action),
+        },
         Verdict::Aborted => (Counter::Aborted, xdp_action::XDP_ABORTED),
     };
     count(counter);
@@ -335,7 +350,7 @@ fn classify(ctx: &XdpContext) -> Verdict {
         if cfg & flags::STEERING == 0 {
             return Verdict::Pass(Counter::PassSteeringDisabled);
         }
-        return from_peer(ctx, &d, alloc.expires_ns);
+        return from_peer(ctx, &d, alloc);
     }
     Verdict::Pass(Counter::PassNotOurs)
 }
@@ -414,25 +429,56 @@ fn parse(ctx: &XdpContext, d: &mut Datagram) -> Result<(), Counter> {
 struct Ip16([u8; 16]);
 
 /// Is the datagram for a listening address? Then `server_ip` is that address (its own, or
-/// the wildcard of its family).
+/// the wildcard of its family). The port index answers the common cases; the hash map the
+/// ports with several addresses of a family.
 #[inline(never)]
 fn listening(d: &Datagram, server_ip: &mut Ip16) -> bool {
-    let mut key = Endpoint {
-        ip: d.dst_ip,
-        port: d.dst_port,
-        _pad: [0; 2],
+    let Some(lp) = XT_LPORTS.get(u32::from(be16(d.dst_port))) else {
+        return false;
     };
-    if XT_LISTEN.get_ptr(&key).is_none() {
-        key.ip = match d.family {
+    let (one, any, more) = match d.family {
+        Family::V4 => (
+            listen_flags::V4_ONE,
+            listen_flags::V4_ANY,
+            listen_flags::V4_MORE,
+        ),
+        Family::V6 => (
+            listen_flags::V6_ONE,
+            listen_flags::V6_ANY,
+            listen_flags::V6_MORE,
+        ),
+    };
+    let f = lp.flags;
+    if f & (one | any | more) == 0 {
+        return false;
+    }
+    let own = match d.family {
+        Family::V4 => d.dst_ip[12..] == lp.v4,
+        Family::V6 => d.dst_ip == lp.v6,
+    };
+    if f & one != 0 && own {
+        server_ip.0 = d.dst_ip;
+        return true;
+    }
+    if f & more != 0 {
+        let key = Endpoint {
+            ip: d.dst_ip,
+            port: d.dst_port,
+            _pad: [0; 2],
+        };
+        if XT_LISTEN.get_ptr(&key).is_some() {
+            server_ip.0 = d.dst_ip;
+            return true;
+        }
+    }
+    if f & any != 0 {
+        server_ip.0 = match d.family {
             Family::V4 => xturn_xdp_common::ipv4_mapped([0; 4]),
             Family::V6 => [0; 16],
         };
-        if XT_LISTEN.get_ptr(&key).is_none() {
-            return false;
-        }
+        return true;
     }
-    server_ip.0 = key.ip;
-    true
+    false
 }
 
 fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: &Ip16, cfg: u32) -> Verdict {
@@ -456,13 +502,7 @@ fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: &Ip16, cfg: u32) -> Ve
             if cfg & flags::STEERING == 0 {
                 return Verdict::Pass(Counter::PassSteeringDisabled);
             }
-            channel_data(
-                ctx,
-                d,
-                server_ip,
-                [first[0], first[1]],
-                be16([first[2], first[3]]),
-            )
+            channel_data(ctx, d, server_ip, first)
         }
         _ => Verdict::Pass(Counter::PassOtherListenTraffic),
     }
@@ -489,15 +529,18 @@ fn permitted(relay_port: [u8; 2], peer_ip: [u8; 16], now: u64) -> bool {
 }
 
 /// ChannelData from a client: steered when the channel, its peer's permission and the
-/// allocation are all live (the checks `DataPlane::client_to_peer` makes).
+/// allocation are all live (the checks `DataPlane::client_to_peer` makes), and the kernel
+/// knows the next hop to the peer.
 #[inline(never)]
 fn channel_data(
     ctx: &XdpContext,
     d: &Datagram,
     server_ip: &Ip16,
-    channel: [u8; 2],
-    length: u16,
+    header: [u8; CHANNEL_DATA_HEADER_LEN],
 ) -> Verdict {
+    // Channel number and length (RFC 8656 section 12.4).
+    let channel = [header[0], header[1]];
+    let length = be16([header[2], header[3]]);
     if CHANNEL_DATA_HEADER_LEN + length as usize > d.payload_len {
         return Verdict::Pass(Counter::PassMalformed);
     }
@@ -524,66 +567,186 @@ fn channel_data(
     if now >= ch.expires_ns || !alloc_live || !permitted(ch.relay_port, ch.peer_ip, now) {
         return Verdict::Pass(Counter::PassChannelUnbound);
     }
-    set_meta(
+    let hop = Hop {
+        family: d.family,
+        src_ip: ch.relay_ip,
+        dst_ip: ch.peer_ip,
+        src_port: ch.relay_port,
+        dst_port: ch.peer_port,
+    };
+    steer(
         ctx,
-        XskMeta {
-            peer_ip: ch.peer_ip,
-            peer_port: ch.peer_port,
-            relay_port: ch.relay_port,
-            channel,
-            direction: direction::CLIENT_TO_PEER,
-            _pad: 0,
-            magic: XSK_META_MAGIC,
-        },
-    );
-    Verdict::Redirect {
-        ok: Counter::RedirectChannel,
-        fallback: Counter::PassNoXskChannel,
-    }
+        &hop,
+        direction::CLIENT_TO_PEER,
+        Counter::RedirectChannel,
+        Counter::PassNoXskChannel,
+    )
 }
 
-/// A datagram to a relayed address: steered with a live permission and allocation,
-/// dropped otherwise.
+/// A datagram to a relayed address: steered with a live permission and allocation (when
+/// the kernel knows the next hop to the client), dropped otherwise.
 #[inline(never)]
-fn from_peer(ctx: &XdpContext, d: &Datagram, alloc_expires_ns: u64) -> Verdict {
+fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
     let now = now_ns();
-    if now >= alloc_expires_ns || !permitted(d.dst_port, d.src_ip, now) {
+    if now >= alloc.expires_ns || !permitted(d.dst_port, d.src_ip, now) {
         return Verdict::Drop(Counter::DropNoPermission);
     }
-    set_meta(
+    // The client's family is the listener's, which may differ from the peer's
+    // (ADDITIONAL-ADDRESS-FAMILY): the forwarder does not translate, the socket path does.
+    let client_v4 = alloc.client_ip[..12] == xturn_xdp_common::ipv4_mapped([0; 4])[..12];
+    if client_v4 != (d.family == Family::V4) {
+        return Verdict::Pass(Counter::PassNoNextHop);
+    }
+    let hop = Hop {
+        family: d.family,
+        src_ip: alloc.server_ip,
+        dst_ip: alloc.client_ip,
+        src_port: alloc.server_port,
+        dst_port: alloc.client_port,
+    };
+    steer(
         ctx,
-        XskMeta {
-            peer_ip: d.src_ip,
-            peer_port: d.src_port,
-            relay_port: d.dst_port,
-            channel: [0; 2],
-            direction: direction::PEER_TO_CLIENT,
-            _pad: 0,
-            magic: XSK_META_MAGIC,
-        },
-    );
+        &hop,
+        direction::PEER_TO_CLIENT,
+        Counter::RedirectPeer,
+        Counter::PassNoXskPeer,
+    )
+}
+
+/// The datagram a steered frame becomes: the forwarder sends it from `src` to `dst`.
+#[repr(C, align(8))]
+struct Hop {
+    src_ip: [u8; 16],
+    dst_ip: [u8; 16],
+    src_port: [u8; 2],
+    dst_port: [u8; 2],
+    family: Family,
+}
+
+/// `bpf_fib_lookup`'s parameters, aligned for the stack like [`Datagram`].
+#[repr(C, align(8))]
+struct Fib(FibParams);
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Redirect to this queue's AF_XDP socket with the next hop of `hop` in the metadata, or
+/// pass to the socket path when there is no usable next hop or no socket.
+#[inline(always)]
+fn steer(ctx: &XdpContext, hop: &Hop, direction: u8, ok: Counter, fallback: Counter) -> Verdict {
+    // SAFETY: ctx.ctx is the kernel's xdp_md.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(index) = served_slot(ingress).and_then(|slot| xsk_index(slot, ctx.rx_queue_index()))
+    else {
+        return Verdict::Pass(fallback);
+    };
+    if hop.src_ip == [0; 16] || hop.src_ip == xturn_xdp_common::ipv4_mapped([0; 4]) {
+        // A wildcard server address: the forwarder would not know what to send from.
+        return Verdict::Pass(Counter::PassNoNextHop);
+    }
+    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
+    let mut fib = Fib(unsafe { core::mem::zeroed() });
+    let p = &mut fib.0;
+    p.l4_protocol = IPPROTO_UDP;
+    p.sport = u16::from_ne_bytes(hop.src_port);
+    p.dport = u16::from_ne_bytes(hop.dst_port);
+    p.ifindex = ingress;
+    match hop.family {
+        Family::V4 => {
+            p.family = AF_INET;
+            let (s, d) = (&hop.src_ip, &hop.dst_ip);
+            p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([s[12], s[13], s[14], s[15]]);
+            p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([d[12], d[13], d[14], d[15]]);
+        }
+        Family::V6 => {
+            p.family = AF_INET6;
+            p.__bindgen_anon_3.ipv6_src = words(&hop.src_ip);
+            p.__bindgen_anon_4.ipv6_dst = words(&hop.dst_ip);
+        }
+    }
+    // SAFETY: ctx is the program's context; `p` is a valid, writable parameter block of
+    // the size passed.
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), p, size_of::<FibParams>() as i32, 0) };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || served_slot(p.ifindex).is_none() {
+        return Verdict::Pass(Counter::PassNoNextHop);
+    }
+    if !set_meta(ctx, &fib, direction) {
+        return Verdict::Pass(Counter::PassNoMetadata);
+    }
     Verdict::Redirect {
-        ok: Counter::RedirectPeer,
-        fallback: Counter::PassNoXskPeer,
+        index,
+        ok,
+        fallback,
     }
 }
 
-/// Put `meta` in front of the frame. Best effort: a driver without metadata support
-/// still gets the redirect, and the forwarder sees no magic.
+/// The XSK slot of an interface served by AF_XDP sockets.
 #[inline(always)]
-fn set_meta(ctx: &XdpContext, meta: XskMeta) {
+fn served_slot(ifindex: u32) -> Option<u32> {
+    match XT_IFACES.get(ifindex) {
+        Some(&v) if v != 0 => Some(v - 1),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn words(ip: &[u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+/// Put the [`XskMeta`] of the next hop in `fib` in front of the frame. False when the
+/// driver has no room for it. Written field by field straight into the metadata area: a
+/// copy of the struct through the stack would be merged into misaligned stack accesses,
+/// which the verifier rejects (see [`Datagram`]).
+#[inline(always)]
+fn set_meta(ctx: &XdpContext, fib: &Fib, direction: u8) -> bool {
     const LEN: usize = size_of::<XskMeta>();
     // SAFETY: ctx is the program's context; the helper checks the headroom.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(LEN as i32)) } != 0 {
-        return;
+        return false;
     }
     let start = data_meta(ctx);
     if start + LEN > data(ctx) {
-        return;
+        return false;
     }
-    // SAFETY: LEN bytes of metadata before `data`, checked just above.
-    unsafe { core::ptr::write_unaligned(start as *mut XskMeta, meta) };
+    let m = start as *mut u8;
+    let p = &fib.0;
+    // The MACs sit at 2-byte aligned offsets of the stack block: read them 16 bits at a
+    // time, volatile so that the reads are not merged into wider, misaligned ones.
+    let mac_words = |mac: &[u8; 6]| -> [u16; 3] {
+        let w = mac.as_ptr().cast::<u16>();
+        // SAFETY: three u16 inside the 6-byte array, which is 2-byte aligned in the
+        // 4-byte aligned bpf_fib_lookup (offsets 52 and 58).
+        unsafe {
+            [
+                core::ptr::read_volatile(w),
+                core::ptr::read_volatile(w.add(1)),
+                core::ptr::read_volatile(w.add(2)),
+            ]
+        }
+    };
+    // SAFETY (the writes): inside the LEN bytes of metadata checked above; packet memory
+    // may be written at any alignment.
+    unsafe {
+        core::ptr::write_unaligned(m.cast::<[u16; 3]>(), mac_words(&p.dmac));
+        core::ptr::write_unaligned(m.add(6).cast::<[u16; 3]>(), mac_words(&p.smac));
+        core::ptr::write_unaligned(m.add(12).cast::<u32>(), p.ifindex);
+        core::ptr::write_unaligned(m.add(16).cast::<[u8; 4]>(), [direction, 0, 0, 0]);
+        core::ptr::write_unaligned(m.add(20).cast::<[u8; 4]>(), XSK_META_MAGIC);
+    }
+    true
 }
+
+/// The metadata offsets [`set_meta`] writes are [`XskMeta`]'s.
+const _: () = {
+    assert!(core::mem::offset_of!(XskMeta, dst_mac) == 0);
+    assert!(core::mem::offset_of!(XskMeta, src_mac) == 6);
+    assert!(core::mem::offset_of!(XskMeta, egress_ifindex) == 12);
+    assert!(core::mem::offset_of!(XskMeta, direction) == 16);
+    assert!(core::mem::offset_of!(XskMeta, magic) == 20);
+    assert!(size_of::<XskMeta>() == 24);
+};
 
 // ---------------------------------------------------------------------- STUN Binding
 
@@ -677,10 +840,13 @@ fn walk_attributes(
         if at >= len {
             return Ok(fingerprint);
         }
-        if fingerprint.is_some() || at > MAX_STUN_LEN {
+        // The bound is checked on the very value the packet access uses (`opaque`): LLVM
+        // otherwise checks a copy and the verifier loses the bound of the offset.
+        let at_checked = opaque(at);
+        if fingerprint.is_some() || at_checked > MAX_STUN_LEN {
             return Err(());
         }
-        let a = header::<[u8; 4]>(ctx, off + at).ok_or(())?;
+        let a = header::<[u8; 4]>(ctx, off + at_checked).ok_or(())?;
         // SAFETY: `header` checked the bounds.
         let a = unsafe { *a };
         let typ = be16([a[0], a[1]]);
