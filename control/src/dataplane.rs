@@ -42,6 +42,17 @@ pub struct ToPeer {
     pub payload: core::ops::Range<usize>,
 }
 
+/// Where a peer datagram goes, before it is framed: the AF_XDP forwarder frames it in
+/// place (ChannelData) or hands it to the slow path (Data indication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// The server address the client talks to (source of the datagram).
+    pub server: SocketAddr,
+    pub client: ClientAddr,
+    /// The live channel bound to the peer, if any.
+    pub channel: Option<ChannelNumber>,
+}
+
 /// A peer datagram resolved to the client it goes to; the framed message is in the
 /// caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +202,38 @@ impl DataPlane {
         tid: TransactionId,
         out: &mut Vec<u8>,
     ) -> Option<ToClient> {
-        if payload.len() > u16::MAX as usize - 64 {
+        let route = self.route_peer(now, relay, peer, payload.len())?;
+        out.clear();
+        match route.channel {
+            Some(ch) => {
+                out.resize(channel_data::HEADER_LEN + payload.len(), 0);
+                channel_data::write_header(out, ch.get(), payload.len() as u16);
+                out[channel_data::HEADER_LEN..].copy_from_slice(payload);
+            }
+            None => {
+                let mut b = MessageBuilder::new(Method::Data, Class::Indication, tid);
+                b.xor_addr(attr::XOR_PEER_ADDRESS, peer.0);
+                b.attr(attr::DATA, payload);
+                out.extend_from_slice(b.as_bytes());
+            }
+        }
+        Some(ToClient {
+            server: route.server,
+            client: route.client,
+        })
+    }
+
+    /// The checks and counting of [`DataPlane::peer_to_client`] without the framing: where
+    /// `len` bytes from `peer` to `relay` go, or `None` to discard them (no live
+    /// allocation or permission, or too long to frame).
+    pub fn route_peer(
+        &mut self,
+        now: Instant,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        len: usize,
+    ) -> Option<PeerRoute> {
+        if len > u16::MAX as usize - 64 {
             return None;
         }
         let a = self.allocs.get_mut(&relay)?;
@@ -202,25 +244,16 @@ impl DataPlane {
             Some(&exp) if now < exp => {}
             _ => return None,
         }
-        out.clear();
-        match a.channel_by_peer.get(&peer.0) {
-            Some(&(ch, exp)) if now < exp => {
-                out.resize(channel_data::HEADER_LEN + payload.len(), 0);
-                channel_data::write_header(out, ch.get(), payload.len() as u16);
-                out[channel_data::HEADER_LEN..].copy_from_slice(payload);
-            }
-            _ => {
-                let mut b = MessageBuilder::new(Method::Data, Class::Indication, tid);
-                b.xor_addr(attr::XOR_PEER_ADDRESS, peer.0);
-                b.attr(attr::DATA, payload);
-                out.extend_from_slice(b.as_bytes());
-            }
-        }
+        let channel = match a.channel_by_peer.get(&peer.0) {
+            Some(&(ch, exp)) if now < exp => Some(ch),
+            _ => None,
+        };
         a.counters.to_client_packets += 1;
-        a.counters.to_client_bytes += payload.len() as u64;
-        Some(ToClient {
+        a.counters.to_client_bytes += len as u64;
+        Some(PeerRoute {
             server: a.five_tuple.server,
             client: a.five_tuple.client,
+            channel,
         })
     }
 }

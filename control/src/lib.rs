@@ -25,7 +25,7 @@ pub mod server;
 pub mod types;
 pub mod wire;
 
-pub use dataplane::DataPlane;
+pub use dataplane::{DataPlane, PeerRoute, ToClient, ToPeer};
 pub use error::TurnError;
 pub use server::{BindToken, Config, Server};
 pub use types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
