@@ -48,6 +48,10 @@ pub enum Cmd {
     /// Micro-benchmark: BPF_PROG_TEST_RUN of xturn's responder, a bare XDP_TX reflector
     /// and XDP_PASS on one Binding request (kernel-timed single runs).
     XdpCost(XdpCostArgs),
+    /// Bare AF_XDP reflector on IFACE (xturn's ring module): a raw XDP program redirects
+    /// every frame but ARP to the AF_XDP socket of its queue, one pinned thread per queue
+    /// swaps Ethernet/IP/UDP source and destination and sends it back; counts as JSON.
+    XskReflect(XskReflectArgs),
 }
 
 /// Options every generator mode has.
@@ -311,6 +315,44 @@ pub struct XdpLoadArgs {
     /// milliseconds of set-up, so long runs are needed to reach millions per second.
     #[arg(long = "frames-per-run", default_value_t = 1 << 22)]
     pub frames_per_run: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct XskReflectArgs {
+    /// Interface (of this network namespace): the redirect program is attached to it in
+    /// driver mode, the sockets bound to its queues.
+    pub iface: String,
+    /// Receive queues to serve, e.g. `0` or `0-1` (default: every receive queue).
+    #[arg(long)]
+    pub queues: Option<String>,
+    /// Pin the thread of the i-th queue to CPU LIST[i % len], e.g. `1`.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Reflect for this many seconds (or until SIGINT/SIGTERM), at most 3600.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// UMEM frame size, 2048 or 4096 (default: from the interface MTU).
+    #[arg(long = "frame-size")]
+    pub frame_size: Option<usize>,
+    /// UMEM frames per queue.
+    #[arg(long, default_value_t = 4096)]
+    pub frames: usize,
+    /// Entries of each ring (RX, TX, fill, completion): a power of two.
+    #[arg(long = "ring-size", default_value_t = 2048)]
+    pub ring_size: u32,
+    /// Descriptors per receive/send batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Spin instead of waiting in poll(2) when nothing arrived.
+    #[arg(long = "busy-poll")]
+    pub busy_poll: bool,
+    /// Bind in copy mode even where zero-copy is available.
+    #[arg(long)]
+    pub copy: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long = "json-out")]
+    pub json_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

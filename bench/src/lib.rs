@@ -14,7 +14,8 @@
 //! - every loop is bounded in time (`--duration`, drain and retransmission limits);
 //! - loss is "sent minus distinct valid received", so duplicates never hide loss;
 //! - all `unsafe` syscall code is in [`net`] (sockets, clocks) and [`bpf`] (the XDP
-//!   benchmark's raw `bpf(2)` calls).
+//!   benchmark's raw `bpf(2)` calls); the AF_XDP reflector ([`xsk_reflect`]) uses
+//!   xturn's own ring module (`xturn_relay::afxdp::ring`), where its `unsafe` lives.
 //!
 //! The TURN protocol itself (messages, credentials, 401/438 handling) comes from
 //! `xturn_control` (its `client` and `wire` modules); this crate adds sockets, pacing,
@@ -37,3 +38,4 @@ pub mod traffic;
 pub mod turn;
 pub mod workload;
 pub mod xdp_bench;
+pub mod xsk_reflect;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
 use xturn_bench::cli::{Cli, Cmd};
-use xturn_bench::{churn, net, report, sink, traffic, turn, xdp_bench};
+use xturn_bench::{churn, net, report, sink, traffic, turn, xdp_bench, xsk_reflect};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -85,6 +85,10 @@ fn real_main() -> Result<()> {
         }
         Cmd::XdpCost(a) => {
             let r = xdp_bench::run_xdp_cost(a)?;
+            emit(&r, r.human(), a.json, a.json_out.as_deref())
+        }
+        Cmd::XskReflect(a) => {
+            let r = xsk_reflect::run_xsk_reflect(a)?;
             emit(&r, r.human(), a.json, a.json_out.as_deref())
         }
     }

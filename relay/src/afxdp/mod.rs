@@ -5,6 +5,10 @@
 //!   UDP and back), safe code over byte buffers.
 //! - [`ring`]: the one module with unsafe code: UMEM, AF_XDP sockets and their rings,
 //!   behind a small API with an in-memory implementation for tests.
+//! - [`forwarder`]: the per-thread loop, generic over the rings: metadata from the XDP
+//!   program, the thread's `DataPlane` copy decides, frames are rewritten and sent on the
+//!   egress interface's socket, the rest goes to a kernel-socket slow path.
 
+pub mod forwarder;
 pub mod frame;
 pub mod ring;
