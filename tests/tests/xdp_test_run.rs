@@ -250,8 +250,6 @@ enum Expect {
     Unchanged,
     /// An exact output frame (no metadata).
     Frame(Vec<u8>),
-    /// The frame unchanged, with this metadata in front.
-    Meta(XskMeta),
 }
 
 struct Fixture {
@@ -696,7 +694,6 @@ fn xdp_fixture_table() {
         let (want_meta, want_frame) = match &f.expect {
             Expect::Unchanged => (Vec::new(), f.input.clone()),
             Expect::Frame(b) => (Vec::new(), b.clone()),
-            Expect::Meta(m) => (meta_bytes(m), f.input.clone()),
         };
         if meta != want_meta {
             failures.push(format!(
