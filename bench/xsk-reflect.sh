@@ -74,8 +74,8 @@ xsk() { # NAME ARGS...: the AF_XDP reflector on every queue of the relay's veth,
     sed 's/^/    /' "$OUT/$name.txt" >&2
 }
 
-xsk xsk-reflect-poll
-xsk xsk-reflect-busy --busy-poll
+# (Not --busy-poll: on a core shared with the NAPI thread, spinning only takes its time.)
+xsk xsk-reflect
 
 ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-reflect "${P}rc" --duration 60 >"$OUT/xdp-reflect.txt" 2>&1 &
 XR=$!

@@ -343,7 +343,9 @@ pub struct XskReflectArgs {
     /// Descriptors per receive/send batch.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Spin instead of waiting in poll(2) when nothing arrived.
+    /// Spin instead of waiting in poll(2) when nothing arrived. Only for a core of its
+    /// own: on a core shared with the interface's NAPI thread (copy mode on veth), it
+    /// takes the time the kernel needs to deliver frames.
     #[arg(long = "busy-poll")]
     pub busy_poll: bool,
     /// Bind in copy mode even where zero-copy is available.

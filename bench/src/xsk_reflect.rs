@@ -287,6 +287,7 @@ pub fn run_xsk_reflect(a: &XskReflectArgs) -> Result<XskReflectReport> {
                 }
             };
             let _ = fd_tx.send(Ok((q, set.fd(0), set.mode(0))));
+            drop(fd_tx);
             while !go.load(Ordering::Acquire) {
                 if stop.load(Ordering::Relaxed) {
                     return None;
@@ -324,7 +325,8 @@ pub fn run_xsk_reflect(a: &XskReflectArgs) -> Result<XskReflectReport> {
     drop(fd_tx);
     let mut failed = Vec::new();
     let mut modes = Vec::new();
-    for r in fd_rx.iter() {
+    // One message per queue thread (each keeps its sender while it runs).
+    for r in fd_rx.iter().take(queues.len()) {
         match r {
             Ok((q, fd, mode)) => {
                 xsks.set(q, fd, 0)

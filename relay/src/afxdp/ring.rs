@@ -10,7 +10,7 @@
 //!
 //! Invariant: every UMEM frame has exactly one owner at any time (the free list, one
 //! port's fill ring, the caller, or one port's TX/completion ring) and the total never
-//! changes. [`Frames`] tracks the owner of each frame; the checks that protect memory
+//! changes. `Frames` tracks the owner of each frame; the checks that protect memory
 //! safety (the kernel never writes a frame the caller holds) are `assert!`s, the full
 //! recount is [`XskSet::check_accounting`] / [`MemRings::check_accounting`].
 //!

@@ -9,8 +9,8 @@
 //! zero-copy the whole set is rebuilt in copy mode.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use super::raw::{self, Ring, Umem};
 use super::{
@@ -166,6 +166,30 @@ fn ctx(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// bind(2), retried for up to [`BIND_BUSY_WAIT`] while the queue is still held by a
+/// socket that was just closed (EBUSY: the kernel releases a socket's buffer pool from a
+/// workqueue after close, e.g. when a relay restarts).
+fn bind_retrying(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    queue: u32,
+    flags: u16,
+    shared: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let start = Instant::now();
+    loop {
+        match raw::bind(fd, ifindex, queue, flags, shared) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < BIND_BUSY_WAIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long [`bind_retrying`] waits for a busy queue.
+const BIND_BUSY_WAIT: Duration = Duration::from_secs(1);
+
 /// Create, map and bind one socket per port in `mode`.
 fn open(
     umem: &Umem,
@@ -214,7 +238,8 @@ fn open(
             }
             Some(first) => (libc::XDP_SHARED_UMEM, Some(first.fd.as_fd())),
         };
-        raw::bind(b, ifindex, queue, flags, shared).map_err(|e| ctx(e, format!("{what}: bind")))?;
+        bind_retrying(b, ifindex, queue, flags, shared)
+            .map_err(|e| ctx(e, format!("{what}: bind")))?;
         let zc = raw::zero_copy(b)?;
         socks.push(Sock {
             fd,

@@ -626,3 +626,36 @@ fn frame_helpers() {
     f[12] = 0x86;
     assert!(!reflect(&mut f));
 }
+
+#[test]
+fn rebinding_a_queue_right_after_close_succeeds() {
+    if !root_or_skip("rebinding_a_queue_right_after_close_succeeds") {
+        return;
+    }
+    let t = unique_tag();
+    let a_ns = Netns::new(format!("{t}f"));
+    let b_ns = Netns::new(format!("{t}r"));
+    let (a, b) = (format!("{t}a"), format!("{t}b"));
+    veth(
+        &a,
+        &a_ns,
+        "02:00:00:00:04:02",
+        "192.0.2.2/24",
+        &b,
+        &b_ns,
+        "02:00:00:00:04:01",
+        "192.0.2.1/24",
+    );
+    // The kernel releases a closed socket's pool from a workqueue: binding the same queue
+    // at once can see EBUSY, which XskSet waits out.
+    let r = spawn_in(&b_ns.0, move || {
+        (0..5)
+            .map(|_| XskSet::new(&[(b.as_str(), 0)], 2048, 256).map(|s| s.mode(0)))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .expect("bind thread");
+    for m in r {
+        assert_eq!(m.expect("bind after close"), Mode::Copy);
+    }
+}
