@@ -81,6 +81,13 @@ impl DataPlane {
         self.allocs.get(&relay).map(|a| a.counters)
     }
 
+    /// Every allocation in this table with its five-tuple and what this table counted.
+    pub fn allocations(&self) -> impl Iterator<Item = (RelayAddr, FiveTuple, Counters)> + '_ {
+        self.allocs
+            .iter()
+            .map(|(r, a)| (*r, a.five_tuple, a.counters))
+    }
+
     /// Apply one control-plane output; outputs that are not data-plane changes are ignored.
     pub fn apply(&mut self, out: &Output) {
         match out {

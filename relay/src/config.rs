@@ -97,10 +97,16 @@ pub struct Args {
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
     /// Attach the XDP program to these interfaces (comma-separated or repeated): STUN
-    /// Binding requests to the listening addresses are answered in the driver, everything
-    /// else still reaches the socket path. Needs root. Default: off.
+    /// Binding requests to the listening addresses are answered in the driver, and TURN
+    /// data of live channels and permissions is relayed by AF_XDP forwarder threads
+    /// (one socket per receive queue); everything else still reaches the socket path.
+    /// Needs root, and IP forwarding on these interfaces for the AF_XDP path. Default: off.
     #[arg(long = "xdp", value_delimiter = ',')]
     pub xdp: Vec<String>,
+    /// With --xdp: no AF_XDP forwarder, TURN data takes the socket path (STUN Binding is
+    /// still answered in the driver).
+    #[arg(long = "no-afxdp")]
+    pub no_afxdp: bool,
 }
 
 /// The same keys in a TOML file.
@@ -131,6 +137,7 @@ pub struct FileConfig {
     pub threads: Option<usize>,
     pub log_level: Option<String>,
     pub xdp: Option<Vec<String>>,
+    pub afxdp: Option<bool>,
 }
 
 /// Everything the running server needs, validated.
@@ -143,6 +150,8 @@ pub struct Settings {
     pub log_level: String,
     /// Interfaces to attach the XDP program to (empty: sockets only).
     pub xdp: Vec<String>,
+    /// With `xdp`: relay TURN data with the AF_XDP forwarder.
+    pub afxdp: bool,
     pub server: xturn_control::Config,
     /// Set when no credentials were configured: (user, password) of the demo user.
     pub demo_user: Option<(String, String)>,
@@ -333,6 +342,17 @@ impl Settings {
             bail!("--xdp {bad:?}: not an interface name");
         }
 
+        let afxdp = !a.no_afxdp && f.afxdp.unwrap_or(true);
+        if !xdp.is_empty() && afxdp {
+            if let Some(w) = listen.iter().find(|l| l.ip().is_unspecified()) {
+                bail!(
+                    "--xdp relays data with AF_XDP, which needs specific listening addresses \
+                     (a frame carries the address the client sent to), not {w}: give \
+                     --listening-ip, or add --no-afxdp"
+                );
+            }
+        }
+
         let mut server = xturn_control::Config::new(
             creds,
             relay_ipv4.or(relay_ipv6).expect("set above"),
@@ -358,6 +378,7 @@ impl Settings {
             threads,
             log_level,
             xdp,
+            afxdp,
             server,
             demo_user,
         })

@@ -13,6 +13,7 @@
 //! take the server mutex; they are rare next to data.
 
 use crate::config::Settings;
+use crate::fastpath;
 use crate::net::{self, Epoll, RecvBatch, SendBatch};
 use crate::xdp::XdpPath;
 use anyhow::Result;
@@ -26,9 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xturn_control::wire::{looks_like_channel_data, TransactionId};
 use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server};
+use xturn_relay::afxdp::forwarder::Forwarder;
+use xturn_relay::afxdp::ring::Xsk;
 
-/// What workers learn from the control plane.
-enum Update {
+/// What workers (and AF_XDP forwarder threads) learn from the control plane.
+pub enum Update {
     Data(Output),
     RelayOpened(RelayAddr, Arc<UdpSocket>),
     RelayClosed(RelayAddr),
@@ -353,6 +356,62 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
         }
         per_worker.push(ls);
     }
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let core_for = |i: usize| (!cores.is_empty()).then(|| cores[i % cores.len()]);
+
+    // The AF_XDP fast path: sockets bound and registered with the XDP program before the
+    // control plane runs, so the first allocation's data can take it.
+    let mut xdp = xdp;
+    let mut fast = Vec::new();
+    let mut status = None;
+    if let (Some(x), true) = (xdp.as_mut(), settings.afxdp) {
+        let ifaces = settings
+            .xdp
+            .iter()
+            .map(|i| fastpath::Interface::probe(i))
+            .collect::<Result<Vec<_>>>()?;
+        fastpath::check_forwarding(
+            &ifaces,
+            settings.relay_ipv4.is_some(),
+            settings.relay_ipv6.is_some(),
+        );
+        let plan = fastpath::plan(&ifaces, n)?;
+        let sets = fastpath::open(&plan, x)?;
+        let mut reports = Vec::new();
+        for (t, set) in sets.into_iter().enumerate() {
+            let modes: Vec<String> = (0..set.ports())
+                .map(|p| {
+                    let name = ifaces
+                        .iter()
+                        .find(|i| i.ifindex == set.ifindex(p))
+                        .map_or("?", |i| i.name.as_str());
+                    format!("{name}/{} ({:?})", set.queue(p), set.mode(p))
+                })
+                .collect();
+            tracing::info!("AF_XDP forwarder {t}: {}", modes.join(", "));
+            let (tx, rx) = crossbeam_channel::unbounded();
+            txs.push(tx);
+            let report = Arc::new(Mutex::new(fastpath::ThreadReport {
+                thread: t,
+                core: core_for(t).map(|c| c.id),
+                ..Default::default()
+            }));
+            reports.push(report.clone());
+            let ifindex = (0..set.ports()).map(|p| set.ifindex(p)).collect();
+            // Duplicated descriptors: sending through them leaves receiving to the workers.
+            let listeners = per_worker[0]
+                .iter()
+                .map(|(a, s)| Ok((*a, s.try_clone()?)))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let slow = fastpath::SocketSlowPath {
+                listeners,
+                relays: HashMap::new(),
+            };
+            let fw = Forwarder::new(set, ifindex, slow, rand::random());
+            fast.push((t, fw, rx, report));
+        }
+        status = Some(fastpath::StatusWriter::new(ifaces, reports));
+    }
     let shared = Arc::new(Shared {
         server: Mutex::new(server),
         updates: txs,
@@ -361,14 +420,23 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
         shutdown,
         xdp: xdp.map(Mutex::new),
     });
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
+    for (t, fw, rx, report) in fast {
+        let core = core_for(t);
+        let shutdown = shared.shutdown.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("xturn-afxdp-{t}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    fastpath::run_thread(fw, rx, shutdown, report)
+                })?,
+        );
+    }
     for (idx, ((epoll, rx), listeners)) in epolls.into_iter().zip(rxs).zip(per_worker).enumerate() {
-        let core = if cores.is_empty() {
-            None
-        } else {
-            Some(cores[idx % cores.len()])
-        };
+        let core = core_for(idx);
         let nl = listeners.len();
         let w = Worker {
             idx,
@@ -396,8 +464,25 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
                 })?,
         );
     }
+    if let Some(st) = &status {
+        let mut warned = false;
+        while !shared.shutdown.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            if let Err(e) = st.write() {
+                if !warned {
+                    tracing::warn!("AF_XDP counters not published: {e:#}");
+                    warned = true;
+                }
+            }
+        }
+    }
     for h in handles {
         let _ = h.join();
+    }
+    if let Some(st) = &status {
+        for line in st.summary() {
+            tracing::info!("{line}");
+        }
     }
     let alive = shared
         .server

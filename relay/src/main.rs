@@ -5,6 +5,7 @@
 
 mod config;
 mod driver;
+mod fastpath;
 mod net;
 mod netlink;
 mod stats;

@@ -9,6 +9,7 @@
 //! not say which interface there). Loaded programs attached nowhere (a server starting
 //! or stopping, a test run) are left out. Needs root, as every BPF id lookup does.
 
+use crate::fastpath::STATUS_DIR;
 use crate::netlink;
 use crate::xdp::{read_counters, Counters};
 use anyhow::{bail, Context, Result};
@@ -17,6 +18,8 @@ use aya::programs::links::LinkType;
 use aya::programs::{loaded_links, loaded_programs, ProgramInfo};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
 use xturn_xdp_common::{map_names, program_names, Counter};
 
 #[derive(Debug, clap::Args)]
@@ -60,14 +63,26 @@ fn counters_in_order<S: Serializer>(c: &Counters, s: S) -> Result<S::Ok, S::Erro
 #[derive(Debug, Serialize)]
 struct Output<'a> {
     programs: &'a [ProgramStats],
+    /// The AF_XDP fast path of each running server: its status file as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    afxdp: Option<&'a [serde_json::Value]>,
 }
 
 pub fn run(a: &StatsArgs) -> Result<()> {
     let progs = collect(a.xdp.as_deref())?;
+    let servers = afxdp_servers(Path::new(STATUS_DIR), a.xdp.as_deref());
     let text = if a.json {
-        serde_json::to_string_pretty(&Output { programs: &progs })? + "\n"
+        serde_json::to_string_pretty(&Output {
+            programs: &progs,
+            afxdp: Some(&servers),
+        })? + "\n"
     } else {
-        human(&progs)
+        let mut t = human(&progs);
+        for s in &servers {
+            t.push('\n');
+            t.push_str(&human_afxdp(s));
+        }
+        t
     };
     // A reader that went away (`xturn stats | head`) is not an error.
     match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
@@ -266,6 +281,96 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
     Ok(out)
 }
 
+/// The status files of running servers (`<pid>.json` in `dir` whose process lives), in
+/// pid order; with `only`, those of servers with an AF_XDP socket on that interface.
+/// Unreadable or stale files are skipped: a server may stop while they are read.
+pub fn afxdp_servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, Value)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid: u32 = name.strip_suffix(".json")?.parse().ok()?;
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return None;
+            }
+            let v: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            if let Some(i) = only {
+                let serves = v["interfaces"]
+                    .as_object()
+                    .is_some_and(|m| m.values().any(|n| n == i));
+                if !serves {
+                    return None;
+                }
+            }
+            Some((pid, v))
+        })
+        .collect();
+    out.sort_by_key(|(pid, _)| *pid);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The human form of one server's AF_XDP status: per thread its forwarder counters, per
+/// socket the kernel's XDP_STATISTICS and the ring module's counters, then the
+/// allocations' traffic.
+pub fn human_afxdp(v: &Value) -> String {
+    let mut out = format!(
+        "xturn server {}: AF_XDP fast path\n",
+        v["pid"].as_u64().unwrap_or(0)
+    );
+    let ifname = |i: &Value| -> String {
+        let idx = i.as_u64().unwrap_or(0).to_string();
+        v["interfaces"][&idx]
+            .as_str()
+            .map_or(format!("ifindex {idx}"), str::to_string)
+    };
+    let fields = |o: &Value, prefix: &str, out: &mut String| {
+        if let Some(m) = o.as_object() {
+            for (k, x) in m {
+                out.push_str(&format!("{:<40} {}\n", format!("{prefix}{k}"), x));
+            }
+        }
+    };
+    for t in v["threads"].as_array().into_iter().flatten() {
+        let core = t["core"]
+            .as_u64()
+            .map_or("unpinned".to_string(), |c| format!("core {c}"));
+        out.push_str(&format!("thread {} ({core})\n", t["thread"]));
+        fields(&t["forwarder"], "  ", &mut out);
+        for p in t["ports"].as_array().into_iter().flatten() {
+            let mode = p["mode"].as_str().unwrap_or("?");
+            out.push_str(&format!(
+                "  socket {} queue {} ({mode} mode)\n",
+                ifname(&p["ifindex"]),
+                p["queue"]
+            ));
+            fields(&p["xdp_statistics"], "    ", &mut out);
+            fields(&p["rings"], "    ring_", &mut out);
+        }
+    }
+    let allocs = v["allocations"]
+        .as_array()
+        .map_or(&[][..], |a| a.as_slice());
+    out.push_str(&format!(
+        "allocations relayed by AF_XDP: {}\n",
+        allocs.len()
+    ));
+    for a in allocs {
+        out.push_str(&format!(
+            "  {} for {}: to peer {} packets {} bytes, to client {} packets {} bytes\n",
+            a["relay"].as_str().unwrap_or("?"),
+            a["client"].as_str().unwrap_or("?"),
+            a["to_peer_packets"],
+            a["to_peer_bytes"],
+            a["to_client_packets"],
+            a["to_client_bytes"]
+        ));
+    }
+    out
+}
+
 fn still_loaded(id: u32) -> bool {
     loaded_programs()
         .filter_map(Result::ok)
@@ -319,6 +424,7 @@ mod tests {
     fn json_keys_are_counter_names_in_order() {
         let text = serde_json::to_string(&Output {
             programs: &[sample()],
+            afxdp: None,
         })
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -334,6 +440,58 @@ mod tests {
         let a = text.find("pass_not_ip").unwrap();
         let b = text.find("aborted").unwrap();
         assert!(a < b);
+    }
+
+    #[test]
+    fn afxdp_status_files_of_live_servers_are_read_and_printed() {
+        let dir = std::env::temp_dir().join(format!("xturn-stats-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = std::process::id();
+        let status = serde_json::json!({
+            "pid": me,
+            "interfaces": {"4": "xt1b", "5": "xt1c"},
+            "threads": [{
+                "thread": 0, "core": 1,
+                "ports": [{"ifindex": 4, "queue": 0, "mode": "copy",
+                           "xdp_statistics": {"rx_dropped": 7}, "rings": {"rx": 9}}],
+                "forwarder": {"received": 9, "to_peer": 9}
+            }],
+            "allocations": [{"relay": "198.51.100.1:50000", "client": "192.0.2.2:4000",
+                             "to_peer_packets": 9, "to_peer_bytes": 900,
+                             "to_client_packets": 0, "to_client_bytes": 0}]
+        });
+        std::fs::write(dir.join(format!("{me}.json")), status.to_string()).unwrap();
+        // A dead process's file (pid beyond pid_max), a broken file, a foreign name.
+        std::fs::write(dir.join("4194305.json"), status.to_string()).unwrap();
+        std::fs::write(dir.join("1.json"), "{not json").unwrap();
+        std::fs::write(dir.join("notes.txt"), "x").unwrap();
+        let all = afxdp_servers(&dir, None);
+        assert_eq!(all, vec![status.clone()]);
+        assert_eq!(afxdp_servers(&dir, Some("xt1c")).len(), 1);
+        assert!(afxdp_servers(&dir, Some("eth9")).is_empty());
+        assert!(afxdp_servers(&dir.join("missing"), None).is_empty());
+        let text = human_afxdp(&all[0]);
+        assert!(
+            text.starts_with(&format!("xturn server {me}: AF_XDP fast path\n")),
+            "{text}"
+        );
+        assert!(text.contains("thread 0 (core 1)\n"), "{text}");
+        assert!(
+            text.contains("  socket xt1b queue 0 (copy mode)\n"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().eq(["rx_dropped", "7"])),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().eq(["ring_rx", "9"])),
+            "{text}"
+        );
+        assert!(text.contains("198.51.100.1:50000 for 192.0.2.2:4000: to peer 9 packets 900 bytes"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

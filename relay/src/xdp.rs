@@ -265,7 +265,6 @@ impl XdpPath {
     /// Steer the frames of receive queue `queue` of interface `ifindex` to the AF_XDP
     /// socket `fd` (bound to that interface and queue), and accept the interface as a next
     /// hop for steered frames.
-    #[allow(dead_code)] // The forwarder (driver.rs) registers its sockets here.
     pub fn serve_queue(&mut self, ifindex: u32, queue: u32, fd: RawFd) -> Result<()> {
         if ifindex >= capacity::IFACES {
             bail!(

@@ -39,7 +39,7 @@ pub trait SlowPath {
 }
 
 /// What the forwarder did with the frames it received.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ForwarderStats {
     pub received: u64,
     /// Rewritten in place and queued for transmission.

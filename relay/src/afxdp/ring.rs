@@ -65,7 +65,7 @@ pub struct Desc {
 ///
 /// For [`XskSet`] these are the kernel's counters; [`MemRings`] counts the same events
 /// in its emulated kernel. The module's own per-port counts are [`PortCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueStats {
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
@@ -76,7 +76,7 @@ pub struct QueueStats {
 }
 
 /// What the module counts per port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PortCounters {
     /// Descriptors handed to the caller by `recv`.
     pub rx: u64,
@@ -94,7 +94,8 @@ pub struct PortCounters {
 }
 
 /// How a socket is bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// The NIC DMAs straight into the UMEM (XDP_ZEROCOPY).
     ZeroCopy,

@@ -1,0 +1,463 @@
+//! The AF_XDP fast path inside the server (with `--xdp`): forwarder threads, each owning
+//! the AF_XDP sockets of some receive queues of every XDP interface in one shared UMEM,
+//! registered in the XDP program's XSK map so the program steers TURN data to them.
+//!
+//! ```text
+//!  --xdp A,B (queues 0..n each) ─► plan: thread t owns queue q of A and B when q % threads == t
+//!  thread t: XskSet [(A,q), (B,q), ...] ─► XdpPath::serve_queue ─► Forwarder::poll loop, pinned
+//!  control plane ─► Update channel (as the socket workers) ─► Forwarder::apply
+//!  slow path (Data indications, family change): the listener's and relay's kernel sockets
+//! ```
+//!
+//! Every thread publishes its counters (forwarder, module, kernel XDP_STATISTICS per
+//! socket, per-allocation packets and bytes) about once a second; [`StatusWriter`] writes
+//! them to `/run/xturn/<pid>.json`, which `xturn stats` reads.
+
+use crate::driver::Update;
+use crate::xdp::XdpPath;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use xturn_control::{FiveTuple, RelayAddr};
+use xturn_relay::afxdp::forwarder::{Forwarder, ForwarderStats, SlowPath};
+use xturn_relay::afxdp::ring::{
+    frame_size_for_mtu, Mode, PortCounters, QueueStats, Xsk, XskConfig, XskSet, DEFAULT_RING_SIZE,
+};
+
+/// Where running servers publish their fast-path counters, one `<pid>.json` each.
+pub const STATUS_DIR: &str = "/run/xturn";
+
+/// Upper bound on receive queues served per interface (the XSK map's layout).
+const MAX_QUEUES: u32 = xturn_xdp_common::capacity::MAX_QUEUES;
+
+/// An interface the XDP program is attached to, as the fast path sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    /// Receive queues (the `queues/rx-*` entries in sysfs).
+    pub queues: u32,
+    pub mtu: u32,
+}
+
+impl Interface {
+    /// Read `name`'s index, queue count and MTU from sysfs (this network namespace).
+    pub fn probe(name: &str) -> Result<Interface> {
+        let dir = Path::new("/sys/class/net").join(name);
+        let read = |f: &str| -> Result<u32> {
+            let p = dir.join(f);
+            let s = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            s.trim()
+                .parse()
+                .with_context(|| format!("{}: not a number: {s:?}", p.display()))
+        };
+        let ifindex = read("ifindex")?;
+        let mtu = read("mtu")?;
+        let queues = std::fs::read_dir(dir.join("queues"))
+            .with_context(|| format!("cannot list the queues of {name}"))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            .count() as u32;
+        if queues == 0 {
+            bail!("{name} has no receive queues in sysfs");
+        }
+        Ok(Interface {
+            name: name.to_string(),
+            ifindex,
+            queues,
+            mtu,
+        })
+    }
+}
+
+/// Which (interface index, queue) pairs each forwarder thread owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub threads: Vec<Vec<(u32, u32)>>,
+    pub frame_size: usize,
+}
+
+/// Spread the queues of `ifaces` over at most `max_threads` threads: thread `t` owns
+/// queue `q` of every interface that has it when `q % threads == t`, so a frame received
+/// on one interface can leave on another from the same thread's UMEM, with no copy.
+pub fn plan(ifaces: &[Interface], max_threads: usize) -> Result<Plan> {
+    if ifaces.is_empty() {
+        bail!("no interface for the AF_XDP fast path");
+    }
+    let most = ifaces.iter().map(|i| i.queues).max().unwrap_or(1);
+    if most > MAX_QUEUES {
+        bail!(
+            "{} has {most} receive queues; the AF_XDP fast path serves at most {MAX_QUEUES} \
+             per interface (reduce them with ethtool -L)",
+            ifaces
+                .iter()
+                .find(|i| i.queues == most)
+                .map_or("", |i| &i.name)
+        );
+    }
+    let n = (most as usize).min(max_threads.max(1));
+    let mut threads = vec![Vec::new(); n];
+    for q in 0..most {
+        for i in ifaces {
+            if q < i.queues {
+                threads[q as usize % n].push((i.ifindex, q));
+            }
+        }
+    }
+    let mtu = ifaces.iter().map(|i| i.mtu).max().unwrap_or(1500);
+    Ok(Plan {
+        threads,
+        frame_size: frame_size_for_mtu(mtu as usize),
+    })
+}
+
+/// UMEM frames per socket: its fill ring full plus as many in flight through RX and TX.
+const FRAMES_PER_PORT: usize = 2 * DEFAULT_RING_SIZE as usize;
+
+/// The sockets of every thread of `plan`, bound and registered in the XDP program's XSK
+/// map. Fails (naming the socket) if any cannot be bound.
+pub fn open(plan: &Plan, xdp: &mut XdpPath) -> Result<Vec<XskSet>> {
+    let mut sets = Vec::new();
+    for ports in &plan.threads {
+        let cfg = XskConfig::new(plan.frame_size, FRAMES_PER_PORT * ports.len());
+        let set = XskSet::with_config(ports, cfg).with_context(|| {
+            format!(
+                "cannot open AF_XDP sockets on (ifindex, queue) {ports:?} (run without the \
+                 fast path with --no-afxdp)"
+            )
+        })?;
+        for p in 0..set.ports() {
+            xdp.serve_queue(set.ifindex(p), set.queue(p), set.fd(p))?;
+        }
+        sets.push(set);
+    }
+    Ok(sets)
+}
+
+/// Warn when IP forwarding is off on an interface: the XDP program's FIB lookup then
+/// fails and TURN data stays on the socket path (still correct, only slower).
+pub fn check_forwarding(ifaces: &[Interface], ipv4: bool, ipv6: bool) {
+    for i in ifaces {
+        for (on, fam, path) in [
+            (
+                ipv4,
+                "ipv4",
+                format!("/proc/sys/net/ipv4/conf/{}/forwarding", i.name),
+            ),
+            (
+                ipv6,
+                "ipv6",
+                format!("/proc/sys/net/ipv6/conf/{}/forwarding", i.name),
+            ),
+        ] {
+            if !on {
+                continue;
+            }
+            if std::fs::read_to_string(&path)
+                .map(|s| s.trim() == "0")
+                .unwrap_or(false)
+            {
+                tracing::warn!(
+                    "{fam} forwarding is off on {}: the XDP program cannot look up next hops, \
+                     so relayed {fam} data takes the socket path (sysctl -w \
+                     net.{fam}.conf.{}.forwarding=1; see README, AF_XDP fast path)",
+                    i.name,
+                    i.name
+                );
+            }
+        }
+    }
+}
+
+/// The fast path's kernel sockets: the server's listeners (duplicated descriptors of the
+/// socket workers' sockets, so receiving is unchanged) and the relayed addresses' sockets.
+pub struct SocketSlowPath {
+    pub listeners: Vec<(SocketAddr, UdpSocket)>,
+    pub relays: HashMap<RelayAddr, Arc<UdpSocket>>,
+}
+
+impl SlowPath for SocketSlowPath {
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+        let sock = match self.listeners.iter().find(|(a, _)| *a == from) {
+            Some((_, s)) => s,
+            None => match self.relays.get(&RelayAddr(from)) {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        if let Err(e) = sock.send_to(payload, to) {
+            tracing::debug!("slow path send {from} -> {to} failed: {e}");
+        }
+    }
+}
+
+/// One socket of a forwarder thread, as published.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    pub ifindex: u32,
+    pub queue: u32,
+    pub mode: Mode,
+    /// The kernel's XDP_STATISTICS of the socket.
+    pub xdp_statistics: QueueStats,
+    /// What the ring module counted.
+    pub rings: PortCounters,
+}
+
+/// One forwarder thread, as published.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ThreadReport {
+    pub thread: usize,
+    pub core: Option<usize>,
+    pub ports: Vec<PortReport>,
+    pub forwarder: ForwarderStats,
+    /// Per allocation (relayed address): what this thread relayed.
+    #[serde(skip)]
+    pub allocations: Vec<(RelayAddr, FiveTuple, xturn_control::dataplane::Counters)>,
+}
+
+/// How often a thread publishes its counters.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
+/// Longest sleep without frames: bounds the delay of shutdown and of the first update.
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+
+/// A forwarder thread's loop: updates first (so a frame steered after an update is
+/// judged by it), then a batch from every socket, then sleep in poll(2) when idle.
+pub fn run_thread(
+    mut fw: Forwarder<XskSet, SocketSlowPath>,
+    updates: crossbeam_channel::Receiver<Update>,
+    shutdown: Arc<AtomicBool>,
+    report: Arc<Mutex<ThreadReport>>,
+) {
+    let mut next_report = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) {
+        while let Ok(u) = updates.try_recv() {
+            match u {
+                Update::Data(o) => fw.apply(&o),
+                Update::RelayOpened(r, s) => {
+                    fw.slow_path().relays.insert(r, s);
+                }
+                Update::RelayClosed(r) => {
+                    fw.slow_path().relays.remove(&r);
+                }
+            }
+        }
+        let now = Instant::now();
+        let n = fw.poll(now);
+        if now >= next_report {
+            next_report = now + REPORT_EVERY;
+            publish(&mut fw, &report);
+        }
+        if n == 0 {
+            fw.xsk().wait(IDLE_WAIT);
+        }
+    }
+    publish(&mut fw, &report);
+}
+
+fn publish(fw: &mut Forwarder<XskSet, SocketSlowPath>, report: &Mutex<ThreadReport>) {
+    let forwarder = fw.stats();
+    let allocations = fw.data_plane().allocations().collect();
+    let xsk = fw.xsk();
+    let ports = (0..xsk.ports())
+        .map(|p| PortReport {
+            ifindex: xsk.ifindex(p),
+            queue: xsk.queue(p),
+            mode: xsk.mode(p),
+            xdp_statistics: xsk.stats(p),
+            rings: xsk.counters(p),
+        })
+        .collect();
+    let mut r = report.lock().expect("report lock");
+    r.forwarder = forwarder;
+    r.ports = ports;
+    r.allocations = allocations;
+}
+
+#[derive(Serialize)]
+struct AllocationReport {
+    relay: SocketAddr,
+    client: SocketAddr,
+    server: SocketAddr,
+    to_peer_packets: u64,
+    to_peer_bytes: u64,
+    to_client_packets: u64,
+    to_client_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    pid: u32,
+    /// Interfaces by index, for reading the per-port entries.
+    interfaces: BTreeMap<u32, &'a str>,
+    threads: Vec<ThreadReport>,
+    /// Summed over the forwarder threads: data relayed by the AF_XDP fast path.
+    allocations: Vec<AllocationReport>,
+}
+
+/// Writes the threads' reports to `/run/xturn/<pid>.json` (atomically: temporary file,
+/// then rename) and removes it when dropped.
+pub struct StatusWriter {
+    path: PathBuf,
+    interfaces: Vec<Interface>,
+    reports: Vec<Arc<Mutex<ThreadReport>>>,
+}
+
+impl StatusWriter {
+    pub fn new(interfaces: Vec<Interface>, reports: Vec<Arc<Mutex<ThreadReport>>>) -> Self {
+        StatusWriter {
+            path: Path::new(STATUS_DIR).join(format!("{}.json", std::process::id())),
+            interfaces,
+            reports,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<ThreadReport> {
+        self.reports
+            .iter()
+            .map(|r| r.lock().expect("report lock").clone())
+            .collect()
+    }
+
+    pub fn write(&self) -> Result<()> {
+        let threads = self.snapshot();
+        let mut sums: BTreeMap<SocketAddr, AllocationReport> = BTreeMap::new();
+        for t in &threads {
+            for (relay, ft, c) in &t.allocations {
+                let a = sums.entry(relay.0).or_insert(AllocationReport {
+                    relay: relay.0,
+                    client: ft.client.0,
+                    server: ft.server,
+                    to_peer_packets: 0,
+                    to_peer_bytes: 0,
+                    to_client_packets: 0,
+                    to_client_bytes: 0,
+                });
+                a.to_peer_packets += c.to_peer_packets;
+                a.to_peer_bytes += c.to_peer_bytes;
+                a.to_client_packets += c.to_client_packets;
+                a.to_client_bytes += c.to_client_bytes;
+            }
+        }
+        let status = Status {
+            pid: std::process::id(),
+            interfaces: self
+                .interfaces
+                .iter()
+                .map(|i| (i.ifindex, i.name.as_str()))
+                .collect(),
+            threads,
+            allocations: sums.into_values().collect(),
+        };
+        std::fs::create_dir_all(STATUS_DIR)
+            .with_context(|| format!("cannot create {STATUS_DIR}"))?;
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&status)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot rename {} into place", tmp.display()))
+    }
+
+    /// A one-line summary per thread for the log.
+    pub fn summary(&self) -> Vec<String> {
+        self.snapshot()
+            .iter()
+            .map(|t| {
+                let f = &t.forwarder;
+                let k = t.ports.iter().fold(QueueStats::default(), |a, p| {
+                    let s = &p.xdp_statistics;
+                    QueueStats {
+                        rx_dropped: a.rx_dropped + s.rx_dropped,
+                        rx_invalid_descs: a.rx_invalid_descs + s.rx_invalid_descs,
+                        tx_invalid_descs: a.tx_invalid_descs + s.tx_invalid_descs,
+                        rx_ring_full: a.rx_ring_full + s.rx_ring_full,
+                        rx_fill_ring_empty_descs: a.rx_fill_ring_empty_descs
+                            + s.rx_fill_ring_empty_descs,
+                        tx_ring_empty_descs: a.tx_ring_empty_descs + s.tx_ring_empty_descs,
+                    }
+                });
+                format!(
+                    "AF_XDP thread {}: received {} to_peer {} to_client {} slow_path {} \
+                     not_allowed {} malformed {} bad_checksum {} tx_full {}; kernel \
+                     rx_dropped {} rx_ring_full {} fill_ring_empty {} tx_invalid {}",
+                    t.thread,
+                    f.received,
+                    f.to_peer,
+                    f.to_client,
+                    f.slow_path,
+                    f.dropped_not_allowed,
+                    f.dropped_malformed,
+                    f.dropped_bad_checksum,
+                    f.dropped_tx_full,
+                    k.rx_dropped,
+                    k.rx_ring_full,
+                    k.rx_fill_ring_empty_descs,
+                    k.tx_invalid_descs
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, ifindex: u32, queues: u32, mtu: u32) -> Interface {
+        Interface {
+            name: name.into(),
+            ifindex,
+            queues,
+            mtu,
+        }
+    }
+
+    #[test]
+    fn queues_are_spread_over_threads_with_every_interface_in_each() {
+        let p = plan(&[iface("a", 5, 4, 1500), iface("b", 7, 2, 1500)], 2).unwrap();
+        assert_eq!(
+            p.threads,
+            vec![vec![(5, 0), (7, 0), (5, 2)], vec![(5, 1), (7, 1), (5, 3)]]
+        );
+        assert_eq!(p.frame_size, 2048);
+    }
+
+    #[test]
+    fn no_more_threads_than_queues_and_big_mtu_gets_big_frames() {
+        let p = plan(&[iface("a", 5, 1, 9000)], 8).unwrap();
+        assert_eq!(p.threads, vec![vec![(5, 0)]]);
+        assert_eq!(p.frame_size, 4096);
+        let p = plan(&[iface("a", 5, 3, 1500)], 1).unwrap();
+        assert_eq!(p.threads, vec![vec![(5, 0), (5, 1), (5, 2)]]);
+    }
+
+    #[test]
+    fn too_many_queues_or_no_interface_is_an_error() {
+        let e = plan(&[iface("big", 5, MAX_QUEUES + 1, 1500)], 2).unwrap_err();
+        assert!(e.to_string().contains("ethtool -L"), "{e}");
+        assert!(plan(&[], 2).is_err());
+    }
+
+    #[test]
+    fn loopback_probes_from_sysfs() {
+        let lo = Interface::probe("lo").unwrap();
+        assert_eq!(lo.ifindex, 1);
+        assert!(lo.queues >= 1 && lo.mtu >= 1280, "{lo:?}");
+        let e = Interface::probe("xt-no-such-if").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/sys/class/net/xt-no-such-if"),
+            "{e:#}"
+        );
+    }
+}
