@@ -1,0 +1,486 @@
+//! End to end through the AF_XDP fast path, in the standard NETLAB relay topology: `xturn
+//! --xdp` on both of the relay's veths, TURN clients in the client namespace, UDP peers in
+//! the peer namespace. 100,000 ChannelData datagrams go each way at a moderate rate, every
+//! one arrives once and byte-exact, the peer sees the relayed address as source, and the
+//! counters (`xturn stats --json`: the XDP program's redirects and the forwarder threads')
+//! show that exactly those datagrams took the AF_XDP path. After the permission expires
+//! (the channel still lives), nothing passes either way. Run with 1 queue per veth and with
+//! 2 queues and 2 forwarder threads, flows spread over both. Needs root (skips otherwise).
+//!
+//! ```text
+//!  ns c: 192.0.2.2 ──veth── ns r: 192.0.2.1 | 198.51.100.1 (xturn --xdp rc,rp) ──veth── ns p: 198.51.100.2
+//! ```
+
+mod xdp_support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xdp_support::{in_netns, root_or_skip, run, unique_tag, Netns};
+use xturn_control::client::Answer;
+use xturn_tests::{have, payload, xturn_bin, Proc, TestClient};
+
+const DATAGRAMS: u64 = 100_000;
+/// Flows (allocation, channel, peer port), datagram `n` goes on flow `n % FLOWS`.
+const FLOWS: u64 = 8;
+/// Offered rate per direction: moderate, both directions at once.
+const RATE: u64 = 20_000;
+const PERMISSION_LIFETIME: u64 = 25;
+const SERVER: &str = "192.0.2.1:3478";
+const PEER_BASE_PORT: u16 = 7000;
+
+struct Lab {
+    ns_c: String,
+    ns_r: String,
+    ns_p: String,
+    rc: String,
+    rp: String,
+    // Declared last: dropped after the fields above, also on panic.
+    _guards: [Netns; 3],
+}
+
+impl Lab {
+    fn new(queues: u32) -> Lab {
+        let tag = unique_tag();
+        let guards = [
+            Netns::new(format!("{tag}c")),
+            Netns::new(format!("{tag}r")),
+            Netns::new(format!("{tag}p")),
+        ];
+        let [c, r, p] = [0, 1, 2].map(|i| guards[i].name.clone());
+        let q = queues.to_string();
+        let qs = ["numrxqueues", &q, "numtxqueues", &q];
+        let (ca, rc, rp, pa) = (
+            format!("{tag}ca"),
+            format!("{tag}rc"),
+            format!("{tag}rp"),
+            format!("{tag}pa"),
+        );
+        for (ns, a, b, other) in [(&c, &ca, &rc, &r), (&r, &rp, &pa, &p)] {
+            let mut args = vec!["ip", "-n", ns, "link", "add", a];
+            args.extend(qs);
+            args.extend(["type", "veth", "peer", "name", b]);
+            args.extend(qs);
+            args.extend(["netns", other]);
+            run(&args);
+        }
+        for (ns, dev, addr) in [
+            (&c, &ca, "192.0.2.2/24"),
+            (&r, &rc, "192.0.2.1/24"),
+            (&r, &rp, "198.51.100.1/24"),
+            (&p, &pa, "198.51.100.2/24"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            // Complete checksums in frames from kernel sockets (NETLAB.md).
+            run(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
+        }
+        // The XDP program's FIB lookup (next hop of steered frames) needs forwarding on.
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.forwarding=1",
+        ]);
+        Lab {
+            ns_c: c,
+            ns_r: r,
+            ns_p: p,
+            rc,
+            rp,
+            _guards: guards,
+        }
+    }
+}
+
+/// A UDP socket bound in namespace `ns`, with a large receive buffer and a short timeout.
+fn socket_in(ns: &str, local: SocketAddr) -> UdpSocket {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind {local}: {e}"));
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt on a live socket with a pointer to a local int of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        s
+    })
+}
+
+struct Flow {
+    client: TestClient,
+    relay: SocketAddr,
+    peer: UdpSocket,
+    channel: u16,
+}
+
+fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + data.len());
+    v.extend_from_slice(&channel.to_be_bytes());
+    v.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// Send datagrams `seqs` (each on flow `seq % FLOWS`) with `send`, paced at [`RATE`].
+fn paced(seqs: std::ops::Range<u64>, mut send: impl FnMut(u64)) {
+    let start = Instant::now();
+    for (k, n) in seqs.enumerate() {
+        send(n);
+        if k % 32 == 31 {
+            let due = start + Duration::from_secs_f64((k + 1) as f64 / RATE as f64);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+}
+
+/// What one receiving socket saw.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: Vec<u64>,
+    bad: Vec<String>,
+}
+
+/// Receive on `sock` until `stop` is set and the socket has been quiet for a moment, or
+/// `deadline`; `check` returns the sequence number of a correct datagram or why not.
+fn receive(
+    sock: UdpSocket,
+    stop: Arc<AtomicBool>,
+    deadline: Instant,
+    check: impl Fn(SocketAddr, &[u8]) -> Result<u64, String> + Send + 'static,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut seen = Seen::default();
+        let mut buf = vec![0u8; 2048];
+        while Instant::now() < deadline {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => match check(from, &buf[..n]) {
+                    Ok(seq) => seen.ok.push(seq),
+                    Err(e) if seen.bad.len() < 10 => seen.bad.push(e),
+                    Err(_) => {}
+                },
+                Err(_) if stop.load(Ordering::Relaxed) => break,
+                Err(_) => {}
+            }
+        }
+        seen
+    })
+}
+
+fn seq_of(data: &[u8]) -> Result<u64, String> {
+    let head: [u8; 8] = data
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{} bytes: too short", data.len()))?;
+    let n = u64::from_be_bytes(head);
+    if n >= 2 * DATAGRAMS || data != payload(n).as_slice() {
+        return Err(format!("datagram {n}: wrong bytes ({} bytes)", data.len()));
+    }
+    Ok(n)
+}
+
+/// `xturn stats --json --xdp IFACE` in the relay namespace.
+fn stats(bin: &std::path::Path, lab: &Lab) -> serde_json::Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns_r])
+        .arg(bin)
+        .args(["stats", "--json", "--xdp", &lab.rc])
+        .output()
+        .expect("run xturn stats");
+    assert!(
+        out.status.success(),
+        "xturn stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("xturn stats JSON")
+}
+
+/// (XDP redirect_channel, redirect_peer; forwarder to_peer, to_client; per-allocation
+/// to_peer_packets, to_client_packets summed; per-thread received) for the server `pid`.
+fn fast_path_counters(v: &serde_json::Value, pid: u32) -> ([u64; 6], Vec<u64>) {
+    let c = &v["programs"][0]["counters"];
+    let servers = v["afxdp"].as_array().expect("afxdp array");
+    let me = servers
+        .iter()
+        .find(|s| s["pid"] == pid)
+        .unwrap_or_else(|| panic!("no AF_XDP status of pid {pid}: {v}"));
+    let threads = me["threads"].as_array().unwrap();
+    let sum = |k: &str| {
+        threads
+            .iter()
+            .map(|t| t["forwarder"][k].as_u64().unwrap())
+            .sum()
+    };
+    let allocs = me["allocations"].as_array().unwrap();
+    let per_alloc = |k: &str| allocs.iter().map(|a| a[k].as_u64().unwrap()).sum();
+    (
+        [
+            c["redirect_channel"].as_u64().unwrap(),
+            c["redirect_peer"].as_u64().unwrap(),
+            sum("to_peer"),
+            sum("to_client"),
+            per_alloc("to_peer_packets"),
+            per_alloc("to_client_packets"),
+        ],
+        threads
+            .iter()
+            .map(|t| t["forwarder"]["received"].as_u64().unwrap())
+            .collect(),
+    )
+}
+
+/// Publication of the forwarders' counters happens every 500 ms.
+fn settled_stats(bin: &std::path::Path, lab: &Lab) -> serde_json::Value {
+    std::thread::sleep(Duration::from_millis(1200));
+    stats(bin, lab)
+}
+
+fn relay_through_afxdp(queues: u32) {
+    let test = format!("afxdp_relay_{queues}_queues");
+    if !root_or_skip(&test) {
+        return;
+    }
+    assert!(have("ethtool"), "ethtool is needed: run tests/run.sh");
+    let bin = xturn_bin();
+    let lab = Lab::new(queues);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns_r]).arg(&bin).args([
+        "--listening-ip",
+        "192.0.2.1",
+        "--listening-port",
+        "3478",
+        "--relay-ip",
+        "198.51.100.1",
+        "--user",
+        "alice:wonderland",
+        "--permission-lifetime",
+        &PERMISSION_LIFETIME.to_string(),
+        "--threads",
+        &queues.to_string(),
+        "--log-level",
+        "debug",
+        "--xdp",
+        &format!("{},{}", lab.rc, lab.rp),
+    ]);
+    let xturn = Proc::spawn("xturn", cmd);
+    let pid = xturn.child.id();
+    let ready = xturn.wait_for_line(
+        &format!("AF_XDP forwarder {}", queues - 1),
+        Duration::from_secs(10),
+    );
+    assert!(ready.is_some(), "no AF_XDP forwarder:\n{}", xturn.output());
+    let server: SocketAddr = SERVER.parse().unwrap();
+
+    // Flows: an allocation each, a channel to its own peer port.
+    let t_bind = Instant::now();
+    let mut flows = Vec::new();
+    for i in 0..FLOWS {
+        let sock = socket_in(&lab.ns_c, "192.0.2.2:0".parse().unwrap());
+        let mut client = TestClient::with_socket(sock, server, "alice", "wonderland");
+        let relay = client.allocate();
+        assert_eq!(relay.ip().to_string(), "198.51.100.1");
+        let peer_addr: SocketAddr = format!("198.51.100.2:{}", PEER_BASE_PORT + i as u16)
+            .parse()
+            .unwrap();
+        let peer = socket_in(&lab.ns_p, peer_addr);
+        let channel = 0x4000 + i as u16;
+        assert_eq!(client.channel_bind(channel, peer_addr), Answer::Success);
+        flows.push(Flow {
+            client,
+            relay,
+            peer,
+            channel,
+        });
+    }
+
+    // Warm-up, one datagram each way per flow: the relay's kernel learns both neighbours
+    // (the XDP program's FIB lookup needs them; until then frames take the socket path).
+    let mut buf = [0u8; 2048];
+    for (i, f) in flows.iter().enumerate() {
+        let warm = payload(2 * DATAGRAMS - 1 - i as u64);
+        f.client
+            .sock
+            .send_to(&channel_data(f.channel, &warm), server)
+            .unwrap();
+        let (n, from) = f.peer.recv_from(&mut buf).expect("warm-up to the peer");
+        assert_eq!((from, &buf[..n]), (f.relay, warm.as_slice()));
+        f.peer.send_to(&warm, f.relay).unwrap();
+        let (n, _) = f
+            .client
+            .sock
+            .recv_from(&mut buf)
+            .expect("warm-up to the client");
+        assert_eq!(&buf[..n], channel_data(f.channel, &warm).as_slice());
+    }
+    let (before, threads_before) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+
+    // 100,000 each way, both directions at once, checked on arrival.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut at_peers = Vec::new();
+    let mut at_clients = Vec::new();
+    for (i, f) in flows.iter().enumerate() {
+        let (relay, channel, i) = (f.relay, f.channel, i as u64);
+        at_peers.push(receive(
+            f.peer.try_clone().unwrap(),
+            stop.clone(),
+            deadline,
+            move |from, d| {
+                let n = seq_of(d)?;
+                if from != relay || n % FLOWS != i {
+                    return Err(format!("datagram {n} from {from} on flow {i} ({relay})"));
+                }
+                Ok(n)
+            },
+        ));
+        at_clients.push(receive(
+            f.client.sock.try_clone().unwrap(),
+            stop.clone(),
+            deadline,
+            move |from, d| {
+                if from != SERVER.parse::<SocketAddr>().unwrap() || d.len() < 4 {
+                    return Err(format!("{} bytes from {from}", d.len()));
+                }
+                let len = u16::from_be_bytes([d[2], d[3]]) as usize;
+                if u16::from_be_bytes([d[0], d[1]]) != channel || d.len() != 4 + len {
+                    return Err(format!("bad ChannelData header {:02x?}", &d[..4]));
+                }
+                let n = seq_of(&d[4..])?;
+                if n % FLOWS != i || n < DATAGRAMS {
+                    return Err(format!("datagram {n} on flow {i}"));
+                }
+                Ok(n)
+            },
+        ));
+    }
+    let to_peers: Vec<(UdpSocket, u16)> = flows
+        .iter()
+        .map(|f| (f.client.sock.try_clone().unwrap(), f.channel))
+        .collect();
+    let sender_c = std::thread::spawn(move || {
+        paced(0..DATAGRAMS, |n| {
+            let (s, ch) = &to_peers[(n % FLOWS) as usize];
+            s.send_to(&channel_data(*ch, &payload(n)), server).unwrap();
+        })
+    });
+    let to_clients: Vec<(UdpSocket, SocketAddr)> = flows
+        .iter()
+        .map(|f| (f.peer.try_clone().unwrap(), f.relay))
+        .collect();
+    let sender_p = std::thread::spawn(move || {
+        paced(DATAGRAMS..2 * DATAGRAMS, |n| {
+            let (s, relay) = &to_clients[(n % FLOWS) as usize];
+            s.send_to(&payload(n), *relay).unwrap();
+        })
+    });
+    sender_c.join().unwrap();
+    sender_p.join().unwrap();
+    let sent_by = t_bind.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for (what, handles, range) in [
+        ("peers", at_peers, 0..DATAGRAMS),
+        ("clients", at_clients, DATAGRAMS..2 * DATAGRAMS),
+    ] {
+        let mut got = vec![0u32; DATAGRAMS as usize];
+        let mut bad = Vec::new();
+        for h in handles {
+            let s = h.join().unwrap();
+            bad.extend(s.bad);
+            for n in s.ok {
+                got[(n - range.start) as usize] += 1;
+            }
+        }
+        let missing = got.iter().filter(|&&c| c == 0).count();
+        let dups = got.iter().filter(|&&c| c > 1).count();
+        assert!(
+            bad.is_empty() && missing == 0 && dups == 0,
+            "at the {what}: {missing} missing, {dups} duplicated, wrong: {bad:?}\n{}",
+            xturn.output()
+        );
+    }
+    assert!(
+        sent_by < Duration::from_secs(PERMISSION_LIFETIME),
+        "the run outlived the permission ({sent_by:?}): the machine is too slow for this test"
+    );
+
+    // Every one of them through AF_XDP: steered by the program, relayed by a forwarder.
+    let v = settled_stats(&bin, &lab);
+    let (after, threads_after) = fast_path_counters(&v, pid);
+    let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        delta,
+        vec![DATAGRAMS; 6],
+        "deltas of (redirect_channel, redirect_peer, to_peer, to_client, per-allocation \
+         to_peer_packets, to_client_packets): {v:#}"
+    );
+    let me = v["afxdp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pid"] == pid);
+    assert_eq!(
+        me.unwrap()["allocations"].as_array().unwrap().len(),
+        FLOWS as usize
+    );
+    // With 2 queues the flows are spread: both threads relayed some.
+    assert_eq!(threads_after.len(), queues as usize, "{v:#}");
+    for (t, (a, b)) in threads_after.iter().zip(&threads_before).enumerate() {
+        assert!(a > b, "forwarder thread {t} relayed nothing: {v:#}");
+    }
+    // The permission expires (the channel, 600 s, lives on): nothing passes any more.
+    let expired = t_bind + Duration::from_secs(PERMISSION_LIFETIME) + Duration::from_millis(1500);
+    if let Some(d) = expired.checked_duration_since(Instant::now()) {
+        std::thread::sleep(d);
+    }
+    let f = &flows[0];
+    for k in 0..50 {
+        let d = payload(k * FLOWS);
+        f.peer.send_to(&d, f.relay).unwrap();
+        f.client
+            .sock
+            .send_to(&channel_data(f.channel, &d), server)
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        if let Ok((n, from)) = f.client.sock.recv_from(&mut buf) {
+            panic!("the client got {n} bytes from {from} after the permission expired");
+        }
+        if let Ok((n, from)) = f.peer.recv_from(&mut buf) {
+            panic!("the peer got {n} bytes from {from} after the permission expired");
+        }
+    }
+    let (late, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    assert_eq!(
+        (late[2], late[3]),
+        (after[2], after[3]),
+        "the forwarder relayed after expiry"
+    );
+    drop(xturn);
+}
+
+#[test]
+fn afxdp_relays_100k_each_way_on_one_queue() {
+    relay_through_afxdp(1);
+}
+
+#[test]
+fn afxdp_relays_100k_each_way_on_two_queues() {
+    relay_through_afxdp(2);
+}
