@@ -200,7 +200,12 @@ fn xturn_stats(bin: &std::path::Path, ns: &str, args: &[&str]) -> (bool, String,
 
 /// `xturn stats --json` (and its text form, and its errors) against the counters the test
 /// reads itself from the program attached to the relay's veth.
-fn check_stats_command(bin: &std::path::Path, lab: &Lab, counters: &PerCpuArray<MapData, u64>) {
+fn check_stats_command(
+    bin: &std::path::Path,
+    lab: &Lab,
+    counters: &PerCpuArray<MapData, u64>,
+    pid: u32,
+) {
     let id = prog_id_of(&lab.relay.name, &lab.relay_if);
     let before: Vec<u64> = Counter::ALL.iter().map(|c| read(counters, *c)).collect();
     let (ok, json, err) = xturn_stats(bin, &lab.relay.name, &["--json"]);
@@ -263,7 +268,19 @@ fn check_stats_command(bin: &std::path::Path, lab: &Lab, counters: &PerCpuArray<
             .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line),
         "no line {line:?} in:\n{text}"
     );
-    assert_eq!(text.lines().count(), 1 + Counter::ALL.len(), "{text}");
+    // Then, after a blank line, the AF_XDP fast path of the server on that interface.
+    let program_part = text.split("\n\n").next().unwrap();
+    assert_eq!(
+        program_part.lines().count(),
+        1 + Counter::ALL.len(),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\n\nxturn server {pid}: AF_XDP fast path\nthread 0 "
+        )),
+        "{text}"
+    );
 
     // Clear errors: the client's veth carries the XDP_PASS program, not xturn's.
     let (ok, _, err) = xturn_stats(bin, &lab.client.name, &["--xdp", &lab.client_if]);
@@ -391,7 +408,7 @@ fn xdp_answers_binding_requests_on_veth() {
     );
 
     // 1b. `xturn stats`, run in the relay's namespace, shows the counters read above.
-    check_stats_command(&bin, &lab, &counters);
+    check_stats_command(&bin, &lab, &counters, xturn.child.id());
 
     // 2. coturn's client.
     let before = read(&counters, Counter::TxBindingIpv4);
@@ -453,7 +470,8 @@ fn xdp_answers_binding_requests_on_veth() {
 /// bound channel and peer data with a permission are steered toward AF_XDP, and while no
 /// AF_XDP socket is bound for the queue the program passes them, so the socket path
 /// relays them exactly as without XDP. The counters prove both that the maps were fed and
-/// that the fallback was taken for every datagram.
+/// that the fallback was taken for every datagram. (`--no-afxdp`: the server binds no
+/// AF_XDP socket; afxdp_relay.rs tests the path with them.)
 #[test]
 fn xdp_maps_follow_the_control_plane_and_fall_back_to_sockets() {
     if !root_or_skip("xdp_maps_follow_the_control_plane_and_fall_back_to_sockets") {
@@ -473,6 +491,7 @@ fn xdp_maps_follow_the_control_plane_and_fall_back_to_sockets() {
             "1",
             "--xdp",
             &lab.relay_if,
+            "--no-afxdp",
         ]);
     let xturn = Proc::spawn("xturn", cmd);
     assert!(

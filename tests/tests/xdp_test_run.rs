@@ -621,9 +621,14 @@ fn fixtures() -> Vec<Fixture> {
             Counter::PassMalformed,
         ),
         pass(
-            "channel 0x5000 is not ChannelData (RFC 8656 range)",
+            "channel 0x5000 (RFC 5766 range) is looked up: unbound here",
             udp4(&channel_data(0x5000, b"x")),
-            Counter::PassOtherListenTraffic,
+            Counter::PassChannelUnbound,
+        ),
+        pass(
+            "channel 0x7FFF is looked up: never bound",
+            udp4(&channel_data(0x7fff, b"x")),
+            Counter::PassChannelUnbound,
         ),
         Fixture {
             desc: "peer data with a live permission: no XSK on the queue, so passed unchanged",

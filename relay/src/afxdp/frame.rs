@@ -40,7 +40,7 @@ pub enum Reject {
     TtlExceeded,
     /// The rewrite changes the IP family (IPv4 <-> IPv6): slow path.
     FamilyChange,
-    /// Client -> peer: the UDP payload is not a ChannelData message (first byte 0x40-0x4F,
+    /// Client -> peer: the UDP payload is not a ChannelData message (first byte 0x40-0x7F,
     /// 4-byte header, length field <= payload length - 4).
     NotChannelData,
     /// Peer -> client: fewer than 4 bytes of headroom before `start`, or the grown frame does
@@ -144,8 +144,10 @@ mod field {
         pub const LENGTH: Field = 2..4;
         pub const HEADER_LEN: usize = 4;
 
-        /// Channel numbers are 0x4000-0x4FFF, so the first byte is 0x40-0x4F.
-        pub const FIRST_BYTE: core::ops::RangeInclusive<u8> = 0x40..=0x4F;
+        /// Channel numbers are 0x4000-0x4FFF (RFC 8656), or up to 0x7FFE with RFC 5766's
+        /// range (`--rfc5766-channels`), so the first byte is 0x40-0x7F (RFC 7983). Whether
+        /// a number is bound is the data plane's decision, made before any rewrite.
+        pub const FIRST_BYTE: core::ops::RangeInclusive<u8> = 0x40..=0x7F;
     }
 }
 
@@ -806,7 +808,7 @@ pub fn channel_data_to_udp(
 /// new (start, len): start - 4.
 ///
 /// `channel` is written as given (the caller's channel binding holds a valid number,
-/// 0x4000-0x4FFF). Checks run in this order, all before the first write:
+/// 0x4000-0x4FFF, or 0x4000-0x7FFE with RFC 5766's range). Checks run in this order, all before the first write:
 /// [`Reject::Malformed`] / [`Reject::BadChecksum`], [`Reject::FamilyChange`],
 /// [`Reject::TtlExceeded`], [`Reject::NoRoom`] (also when the grown IP packet would exceed
 /// 65535 bytes).
@@ -1761,7 +1763,7 @@ mod tests {
                 vec![0x40, 0x00, 0x00],
                 cd_len_too_big,
                 channel_data(0x3FFF, b"abcd", &[]),
-                channel_data(0x5000, b"abcd", &[]),
+                channel_data(0x8000, b"abcd", &[]),
                 vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42], // STUN
             ];
             for payload in cases {
@@ -1771,8 +1773,8 @@ mod tests {
                 assert_eq!(c, Err(Reject::NotChannelData), "{payload:x?}");
                 assert!(u.is_ok());
             }
-            // Boundaries: 0x4000 and 0x4FFF, length exactly the rest.
-            for ch in [0x4000, 0x4FFF] {
+            // Boundaries: 0x4000, 0x4FFF and RFC 5766's 0x7FFE, length exactly the rest.
+            for ch in [0x4000, 0x4FFF, 0x7FFE] {
                 run_c2u(v6, &OPTS, b"abcd", &[], 0);
                 let f = build(a.client, a.server, &OPTS, &channel_data(ch, b"", &[]));
                 assert!(run_all(&f, v6).1.is_ok());

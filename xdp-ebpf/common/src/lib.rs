@@ -309,7 +309,7 @@ pub enum Counter {
     PassMalformed,
     /// UDP to neither a listening nor a relayed address.
     PassNotOurs,
-    /// To a listening address but neither STUN nor ChannelData 0x4000-0x4FFF.
+    /// To a listening address but neither STUN nor ChannelData (first byte 0x40-0x7F).
     PassOtherListenTraffic,
     /// STUN that is not a Binding request the program fully understands (integrity,
     /// comprehension-required attributes, bad FINGERPRINT, ...): user space decides.

@@ -491,14 +491,16 @@ fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: &Ip16, cfg: u32) -> Ve
     // SAFETY: `header` checked the bounds.
     let first = unsafe { *first };
     match first[0] {
-        // RFC 7983 / RFC 8656 section 12: 0-3 STUN, 0x40-0x4F ChannelData 0x4000-0x4FFF.
+        // RFC 7983 / RFC 8656 section 12: 0-3 STUN, 0x40-0x7F ChannelData. The channel
+        // map holds only numbers the control plane accepted: 0x4000-0x4FFF, or RFC 5766's
+        // 0x4000-0x7FFE with --rfc5766-channels; any other number is simply unbound.
         0x00..=0x03 => {
             if cfg & flags::STUN_RESPONDER == 0 {
                 return Verdict::Pass(Counter::PassStunDisabled);
             }
             binding(ctx, d, cfg)
         }
-        0x40..=0x4f => {
+        0x40..=0x7f => {
             if cfg & flags::STEERING == 0 {
                 return Verdict::Pass(Counter::PassSteeringDisabled);
             }
