@@ -160,18 +160,16 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
             self.stats.dropped_no_meta += 1;
             return None;
         };
-        let Some(frame_bytes) = chunk.get(off..off + len) else {
-            self.stats.dropped_malformed += 1;
-            return None;
-        };
-        let dg = match frame::parse(frame_bytes) {
-            Ok(dg) => dg,
+        // Parsed and verified once (checksums included); the rewrites reuse it.
+        let checked = match frame::check(chunk, off, len) {
+            Ok(c) => c,
             Err(r) => {
                 self.count_reject(r);
                 return None;
             }
         };
-        let payload = &frame_bytes[dg.payload_off..dg.payload_off + dg.payload_len];
+        let dg = *checked.datagram();
+        let payload = &chunk[off + dg.payload_off..off + dg.payload_off + dg.payload_len];
         let egress = self.ifindex.iter().position(|&i| i == meta.egress_ifindex);
         match meta.direction {
             direction::CLIENT_TO_PEER => {
@@ -196,7 +194,7 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                     return None;
                 };
                 let (chunk, _) = self.xsk.chunk_mut(d.addr);
-                match frame::channel_data_to_udp(chunk, off, len, &rw) {
+                match frame::channel_data_to_udp_checked(chunk, &checked, &rw) {
                     Ok((start, new_len)) => {
                         self.stats.to_peer += 1;
                         Some((port, rebased(d, off, start, new_len)))
@@ -264,7 +262,7 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                     return None;
                 };
                 let (chunk, _) = self.xsk.chunk_mut(d.addr);
-                match frame::udp_to_channel_data(chunk, off, len, channel.get(), &rw) {
+                match frame::udp_to_channel_data_checked(chunk, &checked, channel.get(), &rw) {
                     Ok((start, new_len)) => {
                         self.stats.to_client += 1;
                         Some((port, rebased(d, off, start, new_len)))

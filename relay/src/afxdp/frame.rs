@@ -718,6 +718,26 @@ fn verify_in(buf: &[u8], start: usize, len: usize) -> Result<Verified, Reject> {
     verify(buf.get(start..end).ok_or(Reject::Malformed)?)
 }
 
+/// The frame at `buf[start..start + len]` parsed and verified once ([`check`]): the
+/// `*_checked` rewrites take it instead of verifying the frame again, so a relayed frame's
+/// payload is summed once. Only valid for the same `buf`, `start` and `len`, unchanged.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    v: Verified,
+    start: usize,
+}
+
+impl Checked {
+    pub fn datagram(&self) -> &Datagram {
+        &self.v.dgram
+    }
+}
+
+/// Parse and verify the frame at `buf[start..start + len]` like [`parse`].
+pub fn check(buf: &[u8], start: usize, len: usize) -> Result<Checked, Reject> {
+    verify_in(buf, start, len).map(|v| Checked { v, start })
+}
+
 /// The new addresses of a rewrite, of one family.
 #[derive(Debug, Clone, Copy)]
 enum Endpoints {
@@ -755,8 +775,18 @@ pub fn channel_data_to_udp(
     len: usize,
     rw: &Rewrite,
 ) -> Result<(usize, usize), Reject> {
+    let c = check(buf, start, len)?;
+    channel_data_to_udp_checked(buf, &c, rw)
+}
+
+/// [`channel_data_to_udp`] of a frame already [`check`]ed.
+pub fn channel_data_to_udp_checked(
+    buf: &mut [u8],
+    c: &Checked,
+    rw: &Rewrite,
+) -> Result<(usize, usize), Reject> {
     const CD_HEADER: usize = field::channel_data::HEADER_LEN;
-    let v = verify_in(buf, start, len)?;
+    let (v, start) = (c.v, c.start);
     let headers = v.family.headers_len();
     // In range: verify_in checked start + payload_off + payload_len <= start + len.
     let payload_start = start + v.dgram.payload_off;
@@ -819,8 +849,19 @@ pub fn udp_to_channel_data(
     channel: u16,
     rw: &Rewrite,
 ) -> Result<(usize, usize), Reject> {
+    let c = check(buf, start, len)?;
+    udp_to_channel_data_checked(buf, &c, channel, rw)
+}
+
+/// [`udp_to_channel_data`] of a frame already [`check`]ed.
+pub fn udp_to_channel_data_checked(
+    buf: &mut [u8],
+    c: &Checked,
+    channel: u16,
+    rw: &Rewrite,
+) -> Result<(usize, usize), Reject> {
     const CD_HEADER: usize = field::channel_data::HEADER_LEN;
-    let v = verify_in(buf, start, len)?;
+    let (v, start) = (c.v, c.start);
     let endpoints = check_family_and_ttl(&v, rw)?;
     let new_start = start.checked_sub(CD_HEADER).ok_or(Reject::NoRoom)?;
     let data_len = v.dgram.payload_len;
