@@ -406,6 +406,24 @@ mod tests {
     }
 
     #[test]
+    fn afxdp_follows_xdp_and_needs_specific_listeners() {
+        let s = parse(&["--listening-ip", "192.0.2.1", "--xdp", "eth0,eth1"]).unwrap();
+        assert_eq!(s.xdp, vec!["eth0", "eth1"]);
+        assert!(s.afxdp);
+        let s = parse(&["--listening-ip", "192.0.2.1", "--xdp", "eth0", "--no-afxdp"]).unwrap();
+        assert!(!s.afxdp);
+        let any = ["--listening-ip", "0.0.0.0", "--relay-ip", "198.51.100.1"];
+        let e = parse(&[&any[..], &["--xdp", "eth0"]].concat()).unwrap_err();
+        assert!(e.to_string().contains("--no-afxdp"), "{e}");
+        assert!(parse(&[&any[..], &["--xdp", "eth0", "--no-afxdp"]].concat()).is_ok());
+        // Without --xdp a wildcard listener is fine.
+        assert!(parse(&any).is_ok());
+        let f: FileConfig = toml::from_str("xdp = [\"eth0\"]\nafxdp = false").unwrap();
+        let a = Args::try_parse_from(["xturn", "--listening-ip", "192.0.2.1"]).unwrap();
+        assert!(!Settings::merge(a, f).unwrap().afxdp);
+    }
+
+    #[test]
     fn coturn_option_names() {
         let s = parse(&[
             "--listening-ip",
