@@ -99,6 +99,39 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// xturn in the relay namespace on 192.0.2.1:3478, relaying from 198.51.100.1, with
+    /// `--xdp` on both of its veths and `threads` threads; returns once every forwarder
+    /// thread (one per queue) is up.
+    fn start_xturn(&self, bin: &std::path::Path, threads: u32, extra: &[&str]) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns_r]).arg(bin).args([
+            "--listening-ip",
+            "192.0.2.1",
+            "--listening-port",
+            "3478",
+            "--relay-ip",
+            "198.51.100.1",
+            "--user",
+            "alice:wonderland",
+            "--threads",
+            &threads.to_string(),
+            "--log-level",
+            "debug",
+            "--xdp",
+            &format!("{},{}", self.rc, self.rp),
+        ]);
+        cmd.args(extra);
+        let xturn = Proc::spawn("xturn", cmd);
+        let ready = xturn.wait_for_line(
+            &format!("AF_XDP forwarder {}", threads - 1),
+            Duration::from_secs(10),
+        );
+        assert!(ready.is_some(), "no AF_XDP forwarder:\n{}", xturn.output());
+        xturn
+    }
+}
+
 /// A UDP socket bound in namespace `ns`, with a large receive buffer and a short timeout.
 fn socket_in(ns: &str, local: SocketAddr) -> UdpSocket {
     in_netns(ns, move || {
@@ -264,32 +297,12 @@ fn relay_through_afxdp(queues: u32) {
     assert!(have("ethtool"), "ethtool is needed: run tests/run.sh");
     let bin = xturn_bin();
     let lab = Lab::new(queues);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.ns_r]).arg(&bin).args([
-        "--listening-ip",
-        "192.0.2.1",
-        "--listening-port",
-        "3478",
-        "--relay-ip",
-        "198.51.100.1",
-        "--user",
-        "alice:wonderland",
-        "--permission-lifetime",
-        &PERMISSION_LIFETIME.to_string(),
-        "--threads",
-        &queues.to_string(),
-        "--log-level",
-        "debug",
-        "--xdp",
-        &format!("{},{}", lab.rc, lab.rp),
-    ]);
-    let xturn = Proc::spawn("xturn", cmd);
-    let pid = xturn.child.id();
-    let ready = xturn.wait_for_line(
-        &format!("AF_XDP forwarder {}", queues - 1),
-        Duration::from_secs(10),
+    let xturn = lab.start_xturn(
+        &bin,
+        queues,
+        &["--permission-lifetime", &PERMISSION_LIFETIME.to_string()],
     );
-    assert!(ready.is_some(), "no AF_XDP forwarder:\n{}", xturn.output());
+    let pid = xturn.child.id();
     let server: SocketAddr = SERVER.parse().unwrap();
 
     // Flows: an allocation each, a channel to its own peer port.
@@ -505,30 +518,9 @@ fn afxdp_relays_coturn_uclient_to_turnutils_peer() {
     );
     let bin = xturn_bin();
     let lab = Lab::new(1);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.ns_r]).arg(&bin).args([
-        "--listening-ip",
-        "192.0.2.1",
-        "--relay-ip",
-        "198.51.100.1",
-        "--user",
-        "alice:wonderland",
-        // turnutils_uclient picks channel numbers from RFC 5766's 0x4000-0x7FFE.
-        "--rfc5766-channels",
-        "--threads",
-        "1",
-        "--xdp",
-        &format!("{},{}", lab.rc, lab.rp),
-    ]);
-    let xturn = Proc::spawn("xturn", cmd);
+    // turnutils_uclient picks channel numbers from RFC 5766's 0x4000-0x7FFE.
+    let xturn = lab.start_xturn(&bin, 1, &["--rfc5766-channels"]);
     let pid = xturn.child.id();
-    assert!(
-        xturn
-            .wait_for_line("AF_XDP forwarder 0", Duration::from_secs(10))
-            .is_some(),
-        "no AF_XDP forwarder:\n{}",
-        xturn.output()
-    );
     let mut peer_cmd = Command::new("ip");
     peer_cmd.args(["netns", "exec", &lab.ns_p]).args([
         "turnutils_peer",
