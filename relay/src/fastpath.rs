@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use xturn_control::{FiveTuple, RelayAddr};
 use xturn_relay::afxdp::forwarder::{Forwarder, ForwarderStats, SlowPath};
 use xturn_relay::afxdp::ring::{
-    frame_size_for_mtu, Mode, PortCounters, QueueStats, Xsk, XskConfig, XskSet, DEFAULT_RING_SIZE,
+    frame_size_for_mtu, Mode, PortCounters, QueueStats, RingIndices, Xsk, XskConfig, XskSet,
+    DEFAULT_RING_SIZE,
 };
 
 /// Where running servers publish their fast-path counters, one `<pid>.json` each.
@@ -207,6 +208,11 @@ pub struct PortReport {
     pub xdp_statistics: QueueStats,
     /// What the ring module counted.
     pub rings: PortCounters,
+    /// UMEM frames now in this socket's fill ring, and on their way through its TX ring.
+    pub fill_frames: usize,
+    pub tx_frames: usize,
+    /// (producer, consumer) of the socket's rings.
+    pub ring_indices: RingIndices,
 }
 
 /// One forwarder thread, as published.
@@ -216,6 +222,10 @@ pub struct ThreadReport {
     pub core: Option<usize>,
     pub ports: Vec<PortReport>,
     pub forwarder: ForwarderStats,
+    /// UMEM frames of the thread, those on its free list and those the forwarder holds.
+    pub umem_frames: usize,
+    pub free_frames: usize,
+    pub held_frames: usize,
     /// Per allocation (relayed address): what this thread relayed.
     #[serde(skip)]
     pub allocations: Vec<(RelayAddr, FiveTuple, xturn_control::dataplane::Counters)>,
@@ -271,11 +281,19 @@ fn publish(fw: &mut Forwarder<XskSet, SocketSlowPath>, report: &Mutex<ThreadRepo
             mode: xsk.mode(p),
             xdp_statistics: xsk.stats(p),
             rings: xsk.counters(p),
+            fill_frames: xsk.fill_frames(p),
+            tx_frames: xsk.tx_frames(p),
+            ring_indices: xsk.ring_indices(p),
         })
         .collect();
+    let (umem_frames, free_frames, held_frames) =
+        (xsk.frames(), xsk.free_frames(), xsk.caller_frames());
     let mut r = report.lock().expect("report lock");
     r.forwarder = forwarder;
     r.ports = ports;
+    r.umem_frames = umem_frames;
+    r.free_frames = free_frames;
+    r.held_frames = held_frames;
     r.allocations = allocations;
 }
 

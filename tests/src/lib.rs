@@ -243,8 +243,17 @@ impl TestClient {
 
     /// Allocate; returns the relayed address.
     pub fn allocate(&mut self) -> SocketAddr {
+        self.allocate_family(false)
+    }
+
+    /// Allocate an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY 0x02) if `v6`, else the
+    /// default IPv4 one; returns the relayed address.
+    pub fn allocate_family(&mut self, v6: bool) -> SocketAddr {
         let r = self.request(Method::Allocate, |b| {
             b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+            if v6 {
+                b.attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+            }
         });
         assert_eq!(
             self.turn.answer(&r),

@@ -9,11 +9,14 @@
 //!
 //! ```text
 //!  ns c: 192.0.2.2 ──veth── ns r: 192.0.2.1 | 198.51.100.1 (xturn --xdp rc,rp) ──veth── ns p: 198.51.100.2
+//!        2001:db8:2::2            2001:db8:2::1 | 2001:db8:51::1                           2001:db8:51::2
 //! ```
+//!
+//! The IPv6 run is the same over the IPv6 addresses (listening and relayed).
 
 mod xdp_support;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +32,34 @@ const FLOWS: u64 = 8;
 /// Offered rate per direction: moderate, both directions at once.
 const RATE: u64 = 20_000;
 const PERMISSION_LIFETIME: u64 = 25;
-const SERVER: &str = "192.0.2.1:3478";
+
+/// The addresses of one IP family in the lab.
+#[derive(Clone, Copy)]
+struct Net {
+    server: SocketAddr,
+    client: IpAddr,
+    relay: IpAddr,
+    peer: IpAddr,
+}
+
+fn net(v6: bool) -> Net {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    if v6 {
+        Net {
+            server: "[2001:db8:2::1]:3478".parse().unwrap(),
+            client: ip("2001:db8:2::2"),
+            relay: ip("2001:db8:51::1"),
+            peer: ip("2001:db8:51::2"),
+        }
+    } else {
+        Net {
+            server: "192.0.2.1:3478".parse().unwrap(),
+            client: ip("192.0.2.2"),
+            relay: ip("198.51.100.1"),
+            peer: ip("198.51.100.2"),
+        }
+    }
+}
 const PEER_BASE_PORT: u16 = 7000;
 
 struct Lab {
@@ -67,27 +97,25 @@ impl Lab {
             args.extend(["netns", other]);
             run(&args);
         }
-        for (ns, dev, addr) in [
-            (&c, &ca, "192.0.2.2/24"),
-            (&r, &rc, "192.0.2.1/24"),
-            (&r, &rp, "198.51.100.1/24"),
-            (&p, &pa, "198.51.100.2/24"),
+        for (ns, dev, v4, v6) in [
+            (&c, &ca, "192.0.2.2/24", "2001:db8:2::2/64"),
+            (&r, &rc, "192.0.2.1/24", "2001:db8:2::1/64"),
+            (&r, &rp, "198.51.100.1/24", "2001:db8:51::1/64"),
+            (&p, &pa, "198.51.100.2/24", "2001:db8:51::2/64"),
         ] {
-            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            run(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
             // Complete checksums in frames from kernel sockets (NETLAB.md).
             run(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
         }
         // The XDP program's FIB lookup (next hop of steered frames) needs forwarding on.
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &r,
-            "sysctl",
-            "-qw",
+        for key in [
             "net.ipv4.conf.all.forwarding=1",
-        ]);
+            "net.ipv6.conf.all.forwarding=1",
+        ] {
+            run(&["ip", "netns", "exec", &r, "sysctl", "-qw", key]);
+        }
         Lab {
             ns_c: c,
             ns_r: r,
@@ -100,18 +128,18 @@ impl Lab {
 }
 
 impl Lab {
-    /// xturn in the relay namespace on 192.0.2.1:3478, relaying from 198.51.100.1, with
-    /// `--xdp` on both of its veths and `threads` threads; returns once every forwarder
-    /// thread (one per queue) is up.
-    fn start_xturn(&self, bin: &std::path::Path, threads: u32, extra: &[&str]) -> Proc {
+    /// xturn in the relay namespace on `net`'s server address, relaying from its relay
+    /// address, with `--xdp` on both of its veths and `threads` threads; returns once every
+    /// forwarder thread (one per queue) is up.
+    fn start_xturn(&self, bin: &std::path::Path, net: Net, threads: u32, extra: &[&str]) -> Proc {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns_r]).arg(bin).args([
             "--listening-ip",
-            "192.0.2.1",
+            &net.server.ip().to_string(),
             "--listening-port",
-            "3478",
+            &net.server.port().to_string(),
             "--relay-ip",
-            "198.51.100.1",
+            &net.relay.to_string(),
             "--user",
             "alice:wonderland",
             "--threads",
@@ -288,8 +316,11 @@ fn settled_stats(bin: &std::path::Path, lab: &Lab) -> serde_json::Value {
 /// same 2 CPUs, and "0 loss at a moderate rate" should not depend on their overlap.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn relay_through_afxdp(queues: u32) {
-    let test = format!("afxdp_relay_{queues}_queues");
+fn relay_through_afxdp(queues: u32, v6: bool) {
+    let test = format!(
+        "afxdp_relay_{queues}_queues{}",
+        if v6 { "_ipv6" } else { "" }
+    );
     if !root_or_skip(&test) {
         return;
     }
@@ -297,25 +328,25 @@ fn relay_through_afxdp(queues: u32) {
     assert!(have("ethtool"), "ethtool is needed: run tests/run.sh");
     let bin = xturn_bin();
     let lab = Lab::new(queues);
+    let net = net(v6);
     let xturn = lab.start_xturn(
         &bin,
+        net,
         queues,
         &["--permission-lifetime", &PERMISSION_LIFETIME.to_string()],
     );
     let pid = xturn.child.id();
-    let server: SocketAddr = SERVER.parse().unwrap();
+    let server = net.server;
 
     // Flows: an allocation each, a channel to its own peer port.
     let t_bind = Instant::now();
     let mut flows = Vec::new();
     for i in 0..FLOWS {
-        let sock = socket_in(&lab.ns_c, "192.0.2.2:0".parse().unwrap());
+        let sock = socket_in(&lab.ns_c, SocketAddr::new(net.client, 0));
         let mut client = TestClient::with_socket(sock, server, "alice", "wonderland");
-        let relay = client.allocate();
-        assert_eq!(relay.ip().to_string(), "198.51.100.1");
-        let peer_addr: SocketAddr = format!("198.51.100.2:{}", PEER_BASE_PORT + i as u16)
-            .parse()
-            .unwrap();
+        let relay = client.allocate_family(v6);
+        assert_eq!(relay.ip(), net.relay);
+        let peer_addr = SocketAddr::new(net.peer, PEER_BASE_PORT + i as u16);
         let peer = socket_in(&lab.ns_p, peer_addr);
         let channel = 0x4000 + i as u16;
         assert_eq!(client.channel_bind(channel, peer_addr), Answer::Success);
@@ -372,7 +403,7 @@ fn relay_through_afxdp(queues: u32) {
             stop.clone(),
             deadline,
             move |from, d| {
-                if from != SERVER.parse::<SocketAddr>().unwrap() || d.len() < 4 {
+                if from != server || d.len() < 4 {
                     return Err(format!("{} bytes from {from}", d.len()));
                 }
                 let len = u16::from_be_bytes([d[2], d[3]]) as usize;
@@ -496,12 +527,17 @@ fn relay_through_afxdp(queues: u32) {
 
 #[test]
 fn afxdp_relays_100k_each_way_on_one_queue() {
-    relay_through_afxdp(1);
+    relay_through_afxdp(1, false);
+}
+
+#[test]
+fn afxdp_relays_100k_each_way_over_ipv6() {
+    relay_through_afxdp(1, true);
 }
 
 #[test]
 fn afxdp_relays_100k_each_way_on_two_queues() {
-    relay_through_afxdp(2);
+    relay_through_afxdp(2, false);
 }
 
 /// coturn's `turnutils_uclient` (clients) and `turnutils_peer` (an echoing peer) through
@@ -519,7 +555,7 @@ fn afxdp_relays_coturn_uclient_to_turnutils_peer() {
     let bin = xturn_bin();
     let lab = Lab::new(1);
     // turnutils_uclient picks channel numbers from RFC 5766's 0x4000-0x7FFE.
-    let xturn = lab.start_xturn(&bin, 1, &["--rfc5766-channels"]);
+    let xturn = lab.start_xturn(&bin, net(false), 1, &["--rfc5766-channels"]);
     let pid = xturn.child.id();
     let mut peer_cmd = Command::new("ip");
     peer_cmd.args(["netns", "exec", &lab.ns_p]).args([

@@ -75,6 +75,16 @@ pub struct QueueStats {
     pub tx_ring_empty_descs: u64,
 }
 
+/// The (producer, consumer) indices of a socket's four rings: entries in flight are
+/// producer - consumer (wrapping).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RingIndices {
+    pub fill: (u32, u32),
+    pub rx: (u32, u32),
+    pub tx: (u32, u32),
+    pub completion: (u32, u32),
+}
+
 /// What the module counts per port.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PortCounters {
@@ -688,6 +698,16 @@ macro_rules! delegate_xsk {
             /// What the module counted for `port`.
             pub fn counters(&self, port: usize) -> PortCounters {
                 self.core.counters[port]
+            }
+            /// The shared (producer, consumer) indices of `port`'s rings, as they are now.
+            pub fn ring_indices(&self, port: usize) -> $crate::afxdp::ring::RingIndices {
+                let r = &self.core.rings[port];
+                $crate::afxdp::ring::RingIndices {
+                    fill: r.fill.indices(),
+                    rx: r.rx.indices(),
+                    tx: r.tx.indices(),
+                    completion: r.comp.indices(),
+                }
             }
         }
     };

@@ -333,6 +333,14 @@ impl<T: Entry> Ring<T> {
         n
     }
 
+    /// The shared (producer, consumer) indices as they are now (diagnostics).
+    pub fn indices(&self) -> (u32, u32) {
+        (
+            self.producer().load(Ordering::Acquire),
+            self.consumer().load(Ordering::Acquire),
+        )
+    }
+
     /// Consumer end: whether entries are waiting (without consuming any).
     pub fn has_entries(&self) -> bool {
         self.producer().load(Ordering::Acquire) != self.cached_cons
