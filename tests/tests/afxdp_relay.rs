@@ -73,7 +73,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(queues: u32) -> Lab {
+    fn new(queues: u32, mtu: u32) -> Lab {
         let tag = unique_tag();
         let guards = [
             Netns::new(format!("{tag}c")),
@@ -105,7 +105,17 @@ impl Lab {
         ] {
             run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
             run(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "link",
+                "set",
+                dev,
+                "mtu",
+                &mtu.to_string(),
+                "up",
+            ]);
             // Complete checksums in frames from kernel sockets (NETLAB.md).
             run(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
         }
@@ -228,7 +238,7 @@ fn receive(
 ) -> std::thread::JoinHandle<Seen> {
     std::thread::spawn(move || {
         let mut seen = Seen::default();
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; 4096];
         while Instant::now() < deadline {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) => match check(from, &buf[..n]) {
@@ -244,16 +254,52 @@ fn receive(
     })
 }
 
-fn seq_of(data: &[u8]) -> Result<u64, String> {
-    let head: [u8; 8] = data
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{} bytes: too short", data.len()))?;
-    let n = u64::from_be_bytes(head);
-    if n >= 2 * DATAGRAMS || data != payload(n).as_slice() {
-        return Err(format!("datagram {n}: wrong bytes ({} bytes)", data.len()));
+/// One end-to-end run.
+#[derive(Clone, Copy)]
+struct Run {
+    queues: u32,
+    v6: bool,
+    /// Datagrams each way.
+    datagrams: u64,
+    /// MTU of every veth; with more than 1500, datagrams carry up to 2414 bytes.
+    mtu: u32,
+    /// Wait for the permission to expire and check that nothing passes then.
+    expiry: bool,
+}
+
+impl Run {
+    const fn new(queues: u32, v6: bool) -> Run {
+        Run {
+            queues,
+            v6,
+            datagrams: DATAGRAMS,
+            mtu: 1500,
+            expiry: true,
+        }
     }
-    Ok(n)
+
+    /// The payload of datagram `n`: [`payload`] (8-1207 bytes), twice over for a jumbo
+    /// MTU (16-2414 bytes, more than a 1500-byte MTU carries).
+    fn data(&self, n: u64) -> Vec<u8> {
+        let mut v = payload(n);
+        if self.mtu > 1500 {
+            v.extend(payload(n));
+        }
+        v
+    }
+
+    /// The sequence number of a correct datagram, or what is wrong with it.
+    fn seq_of(&self, data: &[u8]) -> Result<u64, String> {
+        let head: [u8; 8] = data
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("{} bytes: too short", data.len()))?;
+        let n = u64::from_be_bytes(head);
+        if n >= 2 * self.datagrams || data != self.data(n).as_slice() {
+            return Err(format!("datagram {n}: wrong bytes ({} bytes)", data.len()));
+        }
+        Ok(n)
+    }
 }
 
 /// `xturn stats --json --xdp IFACE` in the relay namespace.
@@ -316,10 +362,13 @@ fn settled_stats(bin: &std::path::Path, lab: &Lab) -> serde_json::Value {
 /// same 2 CPUs, and "0 loss at a moderate rate" should not depend on their overlap.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn relay_through_afxdp(queues: u32, v6: bool) {
+fn relay_through_afxdp(run: Run) {
+    let Run { queues, v6, .. } = run;
+    let datagrams = run.datagrams;
     let test = format!(
-        "afxdp_relay_{queues}_queues{}",
-        if v6 { "_ipv6" } else { "" }
+        "afxdp_relay_{queues}_queues{}_mtu{}",
+        if v6 { "_ipv6" } else { "" },
+        run.mtu
     );
     if !root_or_skip(&test) {
         return;
@@ -327,7 +376,7 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     assert!(have("ethtool"), "ethtool is needed: run tests/run.sh");
     let bin = xturn_bin();
-    let lab = Lab::new(queues);
+    let lab = Lab::new(queues, run.mtu);
     let net = net(v6);
     let xturn = lab.start_xturn(
         &bin,
@@ -360,9 +409,9 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
 
     // Warm-up, one datagram each way per flow: the relay's kernel learns both neighbours
     // (the XDP program's FIB lookup needs them; until then frames take the socket path).
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; 4096];
     for (i, f) in flows.iter().enumerate() {
-        let warm = payload(2 * DATAGRAMS - 1 - i as u64);
+        let warm = run.data(2 * datagrams - 1 - i as u64);
         f.client
             .sock
             .send_to(&channel_data(f.channel, &warm), server)
@@ -391,7 +440,7 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
             stop.clone(),
             deadline,
             move |from, d| {
-                let n = seq_of(d)?;
+                let n = run.seq_of(d)?;
                 if from != relay || n % FLOWS != i {
                     return Err(format!("datagram {n} from {from} on flow {i} ({relay})"));
                 }
@@ -410,8 +459,8 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
                 if u16::from_be_bytes([d[0], d[1]]) != channel || d.len() != 4 + len {
                     return Err(format!("bad ChannelData header {:02x?}", &d[..4]));
                 }
-                let n = seq_of(&d[4..])?;
-                if n % FLOWS != i || n < DATAGRAMS {
+                let n = run.seq_of(&d[4..])?;
+                if n % FLOWS != i || n < datagrams {
                     return Err(format!("datagram {n} on flow {i}"));
                 }
                 Ok(n)
@@ -423,9 +472,9 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
         .map(|f| (f.client.sock.try_clone().unwrap(), f.channel))
         .collect();
     let sender_c = std::thread::spawn(move || {
-        paced(0..DATAGRAMS, |n| {
+        paced(0..datagrams, |n| {
             let (s, ch) = &to_peers[(n % FLOWS) as usize];
-            s.send_to(&channel_data(*ch, &payload(n)), server).unwrap();
+            s.send_to(&channel_data(*ch, &run.data(n)), server).unwrap();
         })
     });
     let to_clients: Vec<(UdpSocket, SocketAddr)> = flows
@@ -433,9 +482,9 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
         .map(|f| (f.peer.try_clone().unwrap(), f.relay))
         .collect();
     let sender_p = std::thread::spawn(move || {
-        paced(DATAGRAMS..2 * DATAGRAMS, |n| {
+        paced(datagrams..2 * datagrams, |n| {
             let (s, relay) = &to_clients[(n % FLOWS) as usize];
-            s.send_to(&payload(n), *relay).unwrap();
+            s.send_to(&run.data(n), *relay).unwrap();
         })
     });
     sender_c.join().unwrap();
@@ -443,10 +492,10 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
     let sent_by = t_bind.elapsed();
     stop.store(true, Ordering::Relaxed);
     for (what, handles, range) in [
-        ("peers", at_peers, 0..DATAGRAMS),
-        ("clients", at_clients, DATAGRAMS..2 * DATAGRAMS),
+        ("peers", at_peers, 0..datagrams),
+        ("clients", at_clients, datagrams..2 * datagrams),
     ] {
-        let mut got = vec![0u32; DATAGRAMS as usize];
+        let mut got = vec![0u32; datagrams as usize];
         let mut bad = Vec::new();
         for h in handles {
             let s = h.join().unwrap();
@@ -465,7 +514,7 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
         );
     }
     assert!(
-        sent_by < Duration::from_secs(PERMISSION_LIFETIME),
+        !run.expiry || sent_by < Duration::from_secs(PERMISSION_LIFETIME),
         "the run outlived the permission ({sent_by:?}): the machine is too slow for this test"
     );
 
@@ -475,7 +524,7 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
     let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     assert_eq!(
         delta,
-        vec![DATAGRAMS; 6],
+        vec![datagrams; 6],
         "deltas of (redirect_channel, redirect_peer, to_peer, to_client, per-allocation \
          to_peer_packets, to_client_packets): {v:#}"
     );
@@ -493,6 +542,9 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
     for (t, (a, b)) in threads_after.iter().zip(&threads_before).enumerate() {
         assert!(a > b, "forwarder thread {t} relayed nothing: {v:#}");
     }
+    if !run.expiry {
+        return;
+    }
     // The permission expires (the channel, 600 s, lives on): nothing passes any more.
     let expired = t_bind + Duration::from_secs(PERMISSION_LIFETIME) + Duration::from_millis(1500);
     if let Some(d) = expired.checked_duration_since(Instant::now()) {
@@ -500,7 +552,7 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
     }
     let f = &flows[0];
     for k in 0..50 {
-        let d = payload(k * FLOWS);
+        let d = run.data(k * FLOWS);
         f.peer.send_to(&d, f.relay).unwrap();
         f.client
             .sock
@@ -527,17 +579,29 @@ fn relay_through_afxdp(queues: u32, v6: bool) {
 
 #[test]
 fn afxdp_relays_100k_each_way_on_one_queue() {
-    relay_through_afxdp(1, false);
+    relay_through_afxdp(Run::new(1, false));
 }
 
 #[test]
 fn afxdp_relays_100k_each_way_over_ipv6() {
-    relay_through_afxdp(1, true);
+    relay_through_afxdp(Run::new(1, true));
+}
+
+/// MTU 3000 on every veth: the fast path's UMEM frames are 4096 bytes and datagrams of up
+/// to 2414 bytes (frames of up to 2460) go through it.
+#[test]
+fn afxdp_relays_jumbo_frames() {
+    relay_through_afxdp(Run {
+        datagrams: 20_000,
+        mtu: 3000,
+        expiry: false,
+        ..Run::new(1, false)
+    });
 }
 
 #[test]
 fn afxdp_relays_100k_each_way_on_two_queues() {
-    relay_through_afxdp(2, false);
+    relay_through_afxdp(Run::new(2, false));
 }
 
 /// coturn's `turnutils_uclient` (clients) and `turnutils_peer` (an echoing peer) through
@@ -553,7 +617,7 @@ fn afxdp_relays_coturn_uclient_to_turnutils_peer() {
         "coturn's turnutils_* and ethtool are needed: run tests/run.sh"
     );
     let bin = xturn_bin();
-    let lab = Lab::new(1);
+    let lab = Lab::new(1, 1500);
     // turnutils_uclient picks channel numbers from RFC 5766's 0x4000-0x7FFE.
     let xturn = lab.start_xturn(&bin, net(false), 1, &["--rfc5766-channels"]);
     let pid = xturn.child.id();
