@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# bench/compare.sh: the same loads against coturn, against xturn on sockets and (STUN only)
-# against xturn --xdp, in the standard NETLAB topology; then the XDP Binding responder's
-# capacity against a bare XDP_TX reflector (kernel-bypass load) and its programs'
-# micro-benchmark; and bench/RESULTS.md + bench/latency.svg from the results.
+# bench/compare.sh: the same loads against coturn, against xturn on sockets, (STUN only)
+# against xturn --xdp on the client-side veth, and (TURN data) against xturn with the
+# AF_XDP forwarder (--xdp on both relay veths), in the standard NETLAB topology; then
+# kernel-bypass loads: the XDP Binding responder against a bare XDP_TX reflector, the
+# AF_XDP forwarder against a bare AF_XDP reflector (ChannelData frames with the 5-tuples
+# of real allocations), and the XDP programs' micro-benchmark; and bench/RESULTS.md +
+# bench/latency.svg from the results.
 #
 #   ns client (192.0.2.2) --veth-- ns relay (192.0.2.1 | 198.51.100.1) --veth-- ns peer (198.51.100.2)
 #
@@ -15,8 +18,9 @@
 # Environment: DURATION (seconds per load, default 6), GEN_CPU (0), RELAY_CPU (1),
 #              NO_BUILD=1 to skip `cargo build --release`, XTURN_BIN=PATH to benchmark
 #              another xturn binary (e.g. one built from a given commit) and XTURN_REV=TEXT
-#              to say in the report where it came from.
-# Bounded: each load stops by itself; a watchdog ends the whole run after 590 s; the
+#              to say in the report where it came from; OUT_DIR (default bench/) for
+#              results/, RESULTS.md and latency.svg (e.g. a /tmp directory for a trial).
+# Bounded: each load stops by itself; a watchdog ends the whole run after WATCHDOG s; the
 # namespaces and every process started here are removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +36,8 @@ RATES=(20000 50000)
 ECHO_RATE=20000
 STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
 XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
+WATCHDOG=720          # seconds for the whole run (the last one took about 6 minutes)
+BYPASS_RUNS=3         # kernel-bypass forwarder and AF_XDP reflector loads, each (medians)
 
 log() { echo "compare.sh: $*" >&2; }
 
@@ -59,7 +65,8 @@ XTURN_REV=${XTURN_REV:-"the working tree at commit $REV ($DIRTY changed files un
 P=xt$(($$ % 10000))
 NC=${P}c NR=${P}r NP=${P}p
 TMP=$(mktemp -d /tmp/xturn-bench.XXXXXX)
-RES=$ROOT/bench/results
+OUT_DIR=${OUT_DIR:-$ROOT/bench}
+RES=$OUT_DIR/results
 PIDS=()
 MAIN=$$
 
@@ -83,12 +90,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Watchdog: the whole comparison must end within 10 minutes.
+# Watchdog: the whole comparison must end within WATCHDOG seconds.
 watchdog() {
-    sleep 590 &
+    sleep "$WATCHDOG" &
     local s=$!
     trap 'kill $s 2>/dev/null; exit 0' TERM
-    wait $s && { echo "compare.sh: watchdog: over 590 s, stopping" >&2; kill -TERM "$MAIN"; }
+    wait $s && { echo "compare.sh: watchdog: over $WATCHDOG s, stopping" >&2; kill -TERM "$MAIN"; }
 }
 watchdog &
 PIDS+=($!)
@@ -104,18 +111,34 @@ mkdir -p "$RES"
 # ---- helpers ----------------------------------------------------------------------------
 SERVER=192.0.2.1:3478
 LOAD_DURATION=$DURATION
+record() { # record NAME CMD...: the exact command line, for the report (results/commands.txt)
+    local name=$1 a line=""
+    shift
+    for a in "$@"; do
+        a=${a//"$ROOT/"/}
+        case "$a" in *[[:space:]]* | "") a="'$a'" ;; esac
+        line="$line${line:+ }$a"
+    done
+    printf '%s\t%s\n' "$name" "$line" >>"$RES/commands.txt"
+}
 gen() { # gen NAME MODE ARGS... : run the generator in the client namespace for LOAD_DURATION s
     local name=$1
     shift
-    ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" "$@" --server "$SERVER" --cpus "$GEN_CPU" \
-        --relay-cpus "$RELAY_CPU" --relay-threads "$LAB_RELAY_NAPI_PIDS" --duration "$LOAD_DURATION" \
-        --json-out "$RES/$name.json" --quiet >"$TMP/$name.txt"
+    local cmd=(ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" "$@" --server "$SERVER" --cpus "$GEN_CPU"
+        --relay-cpus "$RELAY_CPU" --relay-threads "$LAB_RELAY_NAPI_PIDS" --duration "$LOAD_DURATION"
+        --json-out "$RES/$name.json" --quiet)
+    record "$name" "${cmd[@]}"
+    "${cmd[@]}" >"$TMP/$name.txt"
     sed 's/^/    /' "$TMP/$name.txt" >&2
 }
-start_sink() { # start_sink [--echo]
+start_sink() { # start_sink NAME [--echo]
+    local name=$1
+    shift
     rm -f "$TMP/sink.json"
-    ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" sink --listen "198.51.100.2:40000-$((40000 + PEER_PORTS - 1))" \
-        --cpus "$GEN_CPU" --idle-exit 1 --duration 90 --json-out "$TMP/sink.json" --quiet "$@" >"$TMP/sink.txt" &
+    local cmd=(ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" sink --listen "198.51.100.2:40000-$((40000 + PEER_PORTS - 1))"
+        --cpus "$GEN_CPU" --idle-exit 1 --duration 90 --json-out "$TMP/sink.json" --quiet "$@")
+    record "$name sink" "${cmd[@]}"
+    "${cmd[@]}" >"$TMP/sink.txt" &
     SINK=$!
     PIDS+=("$SINK")
     sleep 0.3
@@ -138,12 +161,12 @@ TURN_ARGS=(--user bench:bench --allocations "$ALLOCS" --peer 198.51.100.2:40000 
 load_stun() { gen "$1" stun --sockets 32 --relay-pid "$2"; }
 load_stun_rate() { gen "$1" stun --sockets 32 --rate "$3" --relay-pid "$2"; } # NAME PID RATE
 load_relay() { # NAME PID RATE
-    start_sink
+    start_sink "$1"
     gen "$1" relay "${TURN_ARGS[@]}" --rate "$3" --sink-json "$TMP/sink.json" --relay-pid "$2"
     wait_sink
 }
 load_echo() { # NAME PID RATE
-    start_sink --echo
+    start_sink "$1" --echo
     gen "$1" echo "${TURN_ARGS[@]}" --rate "$3" --relay-pid "$2"
     wait_sink
 }
@@ -151,17 +174,21 @@ load_churn() { gen "$1" churn --user bench:bench --allocations 16 --relay-pid "$
 
 # measured NAME LOAD ARGS...: run a load when the machine is quiet, and again (at most
 # twice) if other processes used more than 2 % of a CPU meanwhile; the interference left
-# is recorded for the report.
+# is recorded for the report. With STATS_HOOK set, `$STATS_HOOK before|after NAME` runs
+# right before and after each attempt (xturn-afxdp: the server's counters).
 NOISE=()
+STATS_HOOK=""
 measured() {
     local name=$1 attempt f0 f1 limit=$((DURATION * 2 > 10 ? DURATION * 2 : 10))
     shift
     for attempt in 1 2 3; do
         wait_quiet "$GEN_CPU" "$RELAY_CPU" || log "$name: the machine is not quiet ($LAB_BUSY); going on"
-        f0=$(foreign_ticks $$)
+        [ -z "$STATS_HOOK" ] || "$STATS_HOOK" before "$name"
+        f0=$(foreign_ticks $$ "$P")
         log "$name (attempt $attempt)"
         "$@"
-        f1=$(foreign_ticks $$)
+        f1=$(foreign_ticks $$ "$P")
+        [ -z "$STATS_HOOK" ] || "$STATS_HOOK" after "$name"
         if [ $((f1 - f0)) -le "$limit" ]; then
             break
         fi
@@ -198,20 +225,27 @@ sweep_relay() { # sweep_relay NAME SERVER_PID
         cp "$RES/sweep/$s-$best.json" "$RES/$s-relay-sustained.json"
         grep "^$s-sweep-$best " "$RES/interference.txt" | tail -1 |
             sed "s/^$s-sweep-$best /$s-relay-sustained /" >>"$RES/interference.txt" || true
+        for f in "$RES"/afxdp-stats/"$s-sweep-$best".*.json; do
+            if [ -f "$f" ]; then cp "$f" "${f/$s-sweep-$best./$s-relay-sustained.}"; fi
+        done
     fi
     log "$s: sustained rate $best pps (loss <= 1 %)"
 }
 
-run_server_loads() { # run_server_loads NAME SERVER_PID
+run_data_loads() { # run_data_loads NAME SERVER_PID: the TURN data loads
     local s=$1 pid=$2 rate
-    measured "$s-stun" load_stun "$s-stun" "$pid"
-    measured "$s-stun-$((STUN_RATE / 1000))k" load_stun_rate "$s-stun-$((STUN_RATE / 1000))k" "$pid" "$STUN_RATE"
     measured "$s-relay-max" load_relay "$s-relay-max" "$pid" 0
     for rate in "${RATES[@]}"; do
         measured "$s-relay-$((rate / 1000))k" load_relay "$s-relay-$((rate / 1000))k" "$pid" "$rate"
     done
     sweep_relay "$s" "$pid"
     measured "$s-echo-$((ECHO_RATE / 1000))k" load_echo "$s-echo-$((ECHO_RATE / 1000))k" "$pid" "$ECHO_RATE"
+}
+run_server_loads() { # run_server_loads NAME SERVER_PID
+    local s=$1 pid=$2
+    measured "$s-stun" load_stun "$s-stun" "$pid"
+    measured "$s-stun-$((STUN_RATE / 1000))k" load_stun_rate "$s-stun-$((STUN_RATE / 1000))k" "$pid" "$STUN_RATE"
+    run_data_loads "$s" "$pid"
     measured "$s-churn" load_churn "$s-churn" "$pid"
 }
 
@@ -291,6 +325,87 @@ load_xdp_responder() { # NAME PID: the same, with xturn's own counters before an
 measured xdp-responder load_xdp_responder xdp-responder "$XDPID"
 stop_pid "$XDPID"
 
+# ---- xturn --xdp IF1,IF2: TURN data through the AF_XDP forwarder -------------------------
+# The same binary and options as xturn on sockets plus --xdp on both relay veths: the XDP
+# program steers ChannelData from clients and UDP from peers to AF_XDP sockets, and the
+# forwarder thread (pinned to RELAY_CPU like the server's other threads: they inherit the
+# taskset mask) rewrites the frames and sends them out of the other veth. The program's
+# FIB lookup needs IP forwarding in the relay namespace: on only while this server runs.
+FWD0=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding)
+ip netns exec "$NR" sysctl -qw net.ipv4.conf.all.forwarding=1
+AFXDP_CMD=("${XTURN_CMD[@]}" --xdp "${P}rc,${P}rp")
+log "xturn-afxdp: ${AFXDP_CMD[*]} (net.ipv4.conf.all.forwarding=1 in $NR)"
+record "xturn-afxdp server" ip netns exec "$NR" sysctl -qw net.ipv4.conf.all.forwarding=1
+record "xturn-afxdp server" ip netns exec "$NR" taskset -c "$RELAY_CPU" "${AFXDP_CMD[@]}"
+ip netns exec "$NR" taskset -c "$RELAY_CPU" "${AFXDP_CMD[@]}" >"$TMP/xturn-afxdp.out" 2>&1 &
+AFPID=$!
+PIDS+=("$AFPID")
+# `ping` sends a Binding request, which the XDP program answers with XDP_TX: that arrives
+# only if the client's veth has an XDP program. The data loads do not need one there
+# (AF_XDP copy-mode transmission into a veth does not), so it is held for the ping only.
+record "xturn-afxdp ping" ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 60
+ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 60 >"$TMP/xdp-pass2.out" 2>&1 &
+PASSPID=$!
+PIDS+=("$PASSPID")
+wait_line "$TMP/xdp-pass2.out" "xdp-pass:"
+ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+stop_pid "$PASSPID"
+# The relay's work now runs in the forwarder thread (one of the server's threads, so
+# --relay-pid covers it) and in the relay veths' NAPI threads: check that those are still
+# the kthreads pinned and measured (attaching XDP and AF_XDP must not have replaced them).
+NAPI_BEFORE=$LAB_RELAY_NAPI_PIDS
+lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
+if [ "$LAB_RELAY_NAPI_PIDS" = "$NAPI_BEFORE" ]; then
+    AFXDP_NAPI_NOTE="the relay-side NAPI kthreads were checked after the server attached: the same ($LAB_RELAY_NAPI_PIDS), pinned to CPU $RELAY_CPU"
+else
+    AFXDP_NAPI_NOTE="the relay-side NAPI kthreads changed when the server attached ($NAPI_BEFORE -> $LAB_RELAY_NAPI_PIDS) and the new ones were pinned to CPU $RELAY_CPU"
+    log "$AFXDP_NAPI_NOTE"
+fi
+AFXDP_AFF=$(affinity "$AFPID")
+AFXDP_THREADS=$(cat /proc/"$AFPID"/task/*/comm 2>/dev/null | tr '\n' ' ')
+mkdir -p "$RES/afxdp-stats"
+afxdp_stats() { # before|after NAME: the XDP program's and the AF_XDP forwarder's counters
+    # The server rewrites its status file every 0.5 s from counters its threads publish
+    # every 0.5 s: wait for the last packets of the load to be in it.
+    [ "$1" = before ] || sleep 1.2
+    [ "$1:$2" != "before:xturn-afxdp-relay-max" ] ||
+        record "xturn-afxdp counters" ip netns exec "$NR" "$XT" stats --xdp "${P}rc" --json
+    if ip netns exec "$NR" "$XT" stats --xdp "${P}rc" --json >"$TMP/stats.json"; then
+        mv "$TMP/stats.json" "$RES/afxdp-stats/$2.$1.json"
+    else
+        log "$2: xturn stats failed; no counters for this load"
+        rm -f "$RES/afxdp-stats/$2.before.json"
+    fi
+}
+STATS_HOOK=afxdp_stats
+run_data_loads xturn-afxdp "$AFPID"
+
+# The forwarder's capacity: `xturn-bench xdp-relay-load` sets up allocations and channels
+# with TURN from fixed ports, then sends ChannelData frames with exactly those 5-tuples
+# as live XDP frames out of the client's veth, flat out; `xdp-drop` on the peer's veth
+# takes the relayed frames (ARP still answered) and its receive counter is "delivered".
+record "afxdp-forwarder holder" ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" xdp-drop "${P}pa" --duration 600
+ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" xdp-drop "${P}pa" --duration 600 >"$TMP/xdp-drop.out" 2>&1 &
+DROPPID=$!
+PIDS+=("$DROPPID")
+wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+BYPASS_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --allocations "$ALLOCS" --size "$SIZE" --relay-iface "${P}rc")
+load_bypass_forwarder() { # NAME PID
+    gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --user bench:bench --peer 198.51.100.2:40000 \
+        --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa" \
+        --deliver-pid "$DROPPID" --relay-pid "$2"
+}
+# Flat out, the delivered rate moves from run to run (the relay core is split between the
+# NAPI thread and the forwarder under overload): BYPASS_RUNS runs, compared by medians.
+for k in $(seq 1 "$BYPASS_RUNS"); do
+    measured "afxdp-forwarder-$k" load_bypass_forwarder "afxdp-forwarder-$k" "$AFPID"
+done
+STATS_HOOK=""
+stop_pid "$DROPPID"
+stop_pid "$AFPID"
+ip netns exec "$NR" sysctl -qw "net.ipv4.conf.all.forwarding=$FWD0"
+log "xturn-afxdp stopped; net.ipv4.conf.all.forwarding=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding) in $NR again"
+
 # ---- the generator's ceiling: a trivial reflector on the relay core ---------------------
 log "reflector"
 ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" reflect --listen "$SERVER" --cpus "$RELAY_CPU" --duration 400 --quiet \
@@ -311,6 +426,28 @@ PIDS+=("$XRPID")
 wait_line "$TMP/xdp-reflect.out" "xdp-reflect:"
 measured xdp-reflector load_xdp xdp-reflector "$XRPID"
 stop_pid "$XRPID"
+
+# ---- the bare AF_XDP reflector under the forwarder's kernel-bypass load -----------------
+# `xturn-bench xsk-reflect` (xturn's ring module, copy mode, one thread pinned to
+# RELAY_CPU) swaps addresses and sends every frame back out of the relay's client-side veth;
+# the same generator (--reflector: the same frames, no TURN) drops them on the client's
+# veth and counts them there: one AF_XDP receive and one copy-mode transmit per frame,
+# like the forwarder, without its per-frame work.
+XSK_CMD=(ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xsk-reflect "${P}rc" --cpus "$RELAY_CPU" --seconds 600
+    --json-out "$RES/afxdp-xsk-reflect.json")
+record "afxdp-reflector holder" "${XSK_CMD[@]}"
+"${XSK_CMD[@]}" >"$TMP/xsk-reflect.out" 2>&1 &
+XSPID=$!
+PIDS+=("$XSPID")
+wait_line "$TMP/xsk-reflect.out" "xsk-reflect:"
+load_bypass_reflector() { # NAME PID
+    gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --reflector --relay-pid "$2"
+}
+for k in $(seq 1 "$BYPASS_RUNS"); do
+    measured "afxdp-reflector-$k" load_bypass_reflector "afxdp-reflector-$k" "$XSPID"
+done
+stop_pid "$XSPID"
+sed 's/^/    /' "$TMP/xsk-reflect.out" >&2
 xdp_cost() { # BPF_PROG_TEST_RUN of the responder, the reflector and XDP_PASS on the relay core
     ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-cost --cpus "$RELAY_CPU" --runs 200000 \
         --json-out "$RES/xdp-cost.json" >"$TMP/xdp-cost.txt"
@@ -331,9 +468,10 @@ Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.
 
 - coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
-- xturn-xdp: the same binary, \`${XDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $XDP_AFF), with xturn's XDP_PASS program on the client's veth (\`xturn-bench xdp-pass\`) during its socket loads; it runs the STUN loads only (TURN data needs the AF_XDP forwarder, not built). Its capacity is measured with \`xturn-bench xdp-load\` (live-frame BPF_PROG_RUN from the client namespace, pinned to CPU $GEN_CPU, flat out for $DURATION s) against it and against \`xturn-bench xdp-reflect\` (a bare XDP_TX reflector on the same veth), and the programs alone with \`xturn-bench xdp-cost\` (BPF_PROG_TEST_RUN on CPU $RELAY_CPU).
+- xturn-xdp: the same binary, \`${XDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $XDP_AFF), with xturn's XDP_PASS program on the client's veth (\`xturn-bench xdp-pass\`) during its socket loads; it runs the STUN loads only (IP forwarding is off in the relay namespace then, so TURN data would take the socket path; TURN data through AF_XDP is the xturn-afxdp column). Its capacity is measured with \`xturn-bench xdp-load\` (live-frame BPF_PROG_RUN from the client namespace, pinned to CPU $GEN_CPU, flat out for $DURATION s) against it and against \`xturn-bench xdp-reflect\` (a bare XDP_TX reflector on the same veth), and the programs alone with \`xturn-bench xdp-cost\` (BPF_PROG_TEST_RUN on CPU $RELAY_CPU).
+- xturn-afxdp: the same binary, \`${AFXDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $AFXDP_AFF; threads: $AFXDP_THREADS), with \`net.ipv4.conf.all.forwarding=1\` in the relay namespace while it ran (the XDP program's bpf_fib_lookup needs it; $FWD0 before and after, for the other servers); xturn's XDP_PASS program was on the client's veth only for the start-up \`ping\` (a Binding request, answered with XDP_TX). It runs the TURN data loads (relay flat out and at fixed rates, the sustained-rate search, echo); \`xturn stats --json\` (the XDP program's counters and the forwarder's status file) was saved before and after each load (results/afxdp-stats/). The relay's work is in the server's forwarder thread (covered by \`--relay-pid\`, which counts all of the server's threads) and in the relay veths' NAPI threads (\`--relay-threads\`); $AFXDP_NAPI_NOTE. Its capacity is measured with \`xturn-bench xdp-relay-load\` ($ALLOCS allocations and channels set up with TURN from fixed local ports, then live-frame BPF_PROG_RUN of ChannelData frames with exactly those 5-tuples out of the client's veth, flat out for $DURATION s, $BYPASS_RUNS runs in a row, from CPU $GEN_CPU; \`xturn-bench xdp-drop\` on the peer's veth takes the relayed frames and its receive counter is what was delivered) against it, and the same frames (\`--reflector\`, no TURN) against \`xturn-bench xsk-reflect\` (the bare AF_XDP copy-mode reflector on the relay's client-side veth, pinned to CPU $RELAY_CPU; the frames come back to the client's veth, where they are dropped and counted).
 - Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`stun-$((STUN_RATE / 1000))k\` (the same at a fixed rate: CPU per answer; xturn-xdp also at $((XDP_STUN_RATE / 1000))k), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`relay-sustained\` (the highest offered rate at which at most 1 % is lost at or before the relay, i.e. not counting drops after it on the generator's core, found by a six-step binary search over 20k-320k pps with $SWEEP_DURATION s steps; every step's JSON is in results/sweep/), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
-- Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes used more than 2 % of a CPU during it. $(noise_summary)
+- Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes (any this script did not start, other tests' xturn servers included, and the NAPI threads of other namespaces' veths) used more than 2 % of a CPU during it. $(noise_summary)
 - With two CPUs the generator, the sink and the peer side's NAPI thread share one core. The generator offers far more than either server relays (see its ceiling below), so the flat-out rows measure the servers; but there the relay core is split between the server and the NAPI thread feeding it (receive livelock), which moves those figures by some 20 % from run to run. The fixed-rate rows (CPU cost) and \`relay-sustained\` are the stable comparison. "Dropped leaving the relay" counts datagrams lost in the peer side's veth ring because the generator's core was busy, not because of the relay.
 EOF
 )
@@ -341,5 +479,6 @@ EOF
 printf '%s\n' "$NOTES" >"$RES/notes.md"
 echo "bash bench/compare.sh (DURATION=$DURATION GEN_CPU=$GEN_CPU RELAY_CPU=$RELAY_CPU)" >"$RES/command.txt"
 date -u '+%Y-%m-%d %H:%M UTC' >"$RES/date.txt"
-"$B" report --dir "$RES" --out "$ROOT/bench/RESULTS.md" --svg "$ROOT/bench/latency.svg"
-log "wrote bench/RESULTS.md, bench/latency.svg and bench/results/*.json"
+mkdir -p "$OUT_DIR"
+"$B" report --dir "$RES" --out "$OUT_DIR/RESULTS.md" --svg "$OUT_DIR/latency.svg"
+log "wrote $OUT_DIR/RESULTS.md, $OUT_DIR/latency.svg and $RES/*.json"

@@ -11,7 +11,7 @@
 # removes the namespaces (and with them the veths). Nothing here sends traffic.
 
 lab_up() {
-    local p=$1 gen=$2 relay=$3 ns d dev cpu found f comm pid
+    local p=$1 gen=$2 relay=$3 ns d dev cpu
     for ns in "${p}c" "${p}r" "${p}p"; do
         ip netns add "$ns"
         ip -n "$ns" link set lo up
@@ -31,6 +31,17 @@ lab_up() {
         ip netns exec "$ns" ethtool -K "$dev" tx off gro on >/dev/null
         ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded"
     done
+    lab_pin_napi "$p" "$gen" "$relay"
+}
+
+# lab_pin_napi PREFIX GEN_CPU RELAY_CPU: find the veths' napi/* kthreads, pin the relay
+# side's to RELAY_CPU and the outer ones to GEN_CPU, and set LAB_NAPI and
+# LAB_RELAY_NAPI_PIDS. lab_up calls it; call it again after attaching XDP programs or
+# AF_XDP sockets to check that the NAPI threads are still the ones measured (a NAPI
+# instance the kernel recreates gets a new, unpinned kthread).
+lab_pin_napi() {
+    local p=$1 gen=$2 relay=$3 d dev ns cpu found f comm pid
+    local devs=("${p}ca:${p}c:$gen" "${p}rc:${p}r:$relay" "${p}rp:${p}r:$relay" "${p}pa:${p}p:$gen")
     LAB_NAPI=""
     LAB_RELAY_NAPI_PIDS=""
     for d in "${devs[@]}"; do
@@ -93,18 +104,34 @@ wait_quiet() {
     return 1
 }
 
-# foreign_ticks EXCLUDE_PID: CPU jiffies (user+system, children included) used so far by
-# user-space processes other than ours (the benchmark binaries and the script EXCLUDE_PID).
-# Its growth during a load is interference, e.g. a compiler run on the same machine.
+# foreign_ticks EXCLUDE_PID [PREFIX]: CPU jiffies (user+system, children included) used so
+# far by processes other than ours: every user-space process that is not EXCLUDE_PID (the
+# script) or one of its descendants (the servers, generators and sinks it started), and
+# with PREFIX the NAPI kthreads of other runs' veths (`napi/*` not named `napi/PREFIX*`:
+# another test's traffic in other namespaces). Its growth during a load is interference,
+# e.g. a compiler or another network test on the same machine (also one running xturn).
 foreign_ticks() {
-    awk -v me="$1" '
+    awk -v me="$1" -v prefix="${2:-}" '
         FNR == 1 {
             comm = $0; sub(/^[^(]*\(/, "", comm); sub(/\)[^)]*$/, "", comm)
             rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
             pid = FILENAME; gsub(/[^0-9]/, "", pid)
-            if (pid == 2 || f[2] == 2 || pid == me) next
-            if (comm == "xturn-bench" || comm == "xturn" || comm == "turnserver") next
-            t += f[12] + f[13] + f[14] + f[15]
+            if (pid == 2 || pid == me) next
+            if (f[2] == 2) {
+                # A kernel thread: only the NAPI threads of other runs count.
+                if (prefix == "" || comm !~ /^napi\// || index(comm, "napi/" prefix) == 1) next
+                kt += f[12] + f[13]
+                next
+            }
+            ppid[pid] = f[2]
+            ticks[pid] = f[12] + f[13] + f[14] + f[15]
         }
-        END { print t + 0 }' /proc/[0-9]*/stat 2>/dev/null
+        END {
+            for (p in ticks) {
+                q = p
+                for (depth = 0; depth < 64 && q != "" && q != 0 && q != 1 && q != me; depth++) q = ppid[q]
+                if (q != me) t += ticks[p]
+            }
+            print t + kt + 0
+        }' /proc/[0-9]*/stat 2>/dev/null
 }

@@ -46,6 +46,8 @@ pub mod reg {
     pub const R6: u8 = 6;
     pub const R7: u8 = 7;
     pub const R8: u8 = 8;
+    /// The read-only frame pointer (stack).
+    pub const R10: u8 = 10;
 }
 
 impl Insn {
@@ -100,6 +102,31 @@ impl Insn {
     }
     pub const fn exit() -> Insn {
         Insn::new(0x95, 0, 0, 0, 0)
+    }
+    /// dst = *(u64 *)(src + off)
+    pub const fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x79, dst, src, off, 0)
+    }
+    /// *(u64 *)(dst + off) = src
+    pub const fn stx_dw(dst: u8, off: i16, src: u8) -> Insn {
+        Insn::new(0x7b, dst, src, off, 0)
+    }
+    /// dst %= imm (64-bit, unsigned; imm must not be 0)
+    pub const fn mod_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0x97, dst, 0, 0, imm)
+    }
+    /// if dst == imm goto pc + 1 + off
+    pub const fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        Insn::new(0x15, dst, 0, off, imm)
+    }
+    /// call helper `id`
+    pub const fn call(id: i32) -> Insn {
+        Insn::new(0x85, 0, 0, 0, id)
+    }
+    /// dst = the map with file descriptor `fd` (ld_imm64 with BPF_PSEUDO_MAP_FD: two
+    /// instruction slots).
+    pub const fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        [Insn::new(0x18, dst, 1, 0, fd), Insn([0; 8])]
     }
 }
 
@@ -177,6 +204,98 @@ pub fn write_frame_tx(frame: &[u8]) -> Vec<Insn> {
         }
     }
     finish(p, j, XDP_TX, XDP_ABORTED)
+}
+
+/// `bpf_map_lookup_elem` helper id.
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+
+/// Bytes of one flow's entry in the map of [`write_flows_tx`]: three 16-bit fields, as
+/// they appear in the frame (network order), and padding.
+pub const FLOW_ENTRY_LEN: usize = 8;
+
+/// Where [`write_flows_tx`] writes the three 16-bit fields of a flow's map entry (entry
+/// bytes 0..2, 2..4, 4..6) into the frame.
+pub type FlowPatch = [i16; 3];
+
+/// A frame generator for many flows: like [`write_frame_tx`] it writes `template` over
+/// the start of the packet, then takes the next flow in turn (a counter at key `flows`
+/// of the array map `map_fd`, whose keys 0..flows hold one [`FLOW_ENTRY_LEN`]-byte entry
+/// per flow) and writes that flow's three 16-bit fields at the offsets `patch`
+/// (e.g. the UDP source port, the UDP checksum and the ChannelData channel number), then
+/// XDP_TX's it. Frames shorter than the template, or a missing map entry, abort.
+///
+/// ```text
+///  write template; r7 = data
+///  key = flows; r0 = lookup(map, &key); if !r0 goto fail; n = *r0; *r0 = n + 1
+///  key = n % flows; r0 = lookup(map, &key); if !r0 goto fail
+///  *(u16 *)(r7 + patch[i]) = *(u16 *)(r0 + 2 i)   for i in 0..3
+///  return XDP_TX;  fail: return XDP_ABORTED
+/// ```
+pub fn write_flows_tx(template: &[u8], patch: FlowPatch, map_fd: i32, flows: u32) -> Vec<Insn> {
+    use reg::*;
+    assert!(flows > 0, "at least one flow");
+    let mut p = write_frame_tx(template);
+    // Drop the `return XDP_TX; fail: return XDP_ABORTED` tail, keep the bounds check.
+    p.truncate(p.len() - 4);
+    let bounds = p.iter().position(|i| i.0[0] == 0x2d).expect("bounds check");
+    let mut to_fail = vec![bounds];
+    p.push(Insn::mov(R7, R2));
+    // The counter.
+    p.push(Insn::st_w(R10, -4, flows as i32));
+    p.extend(Insn::ld_map_fd(R1, map_fd));
+    p.push(Insn::mov(R2, R10));
+    p.push(Insn::add_imm(R2, -4));
+    p.push(Insn::call(HELPER_MAP_LOOKUP_ELEM));
+    to_fail.push(p.len());
+    p.push(Insn::jeq_imm(R0, 0, 0));
+    p.push(Insn::ldx_dw(R8, R0, 0));
+    p.push(Insn::mov(R1, R8));
+    p.push(Insn::add_imm(R1, 1));
+    p.push(Insn::stx_dw(R0, 0, R1));
+    p.push(Insn::mod_imm(R8, flows as i32));
+    // The flow's entry.
+    p.push(Insn::stx_w(R10, -8, R8));
+    p.extend(Insn::ld_map_fd(R1, map_fd));
+    p.push(Insn::mov(R2, R10));
+    p.push(Insn::add_imm(R2, -8));
+    p.push(Insn::call(HELPER_MAP_LOOKUP_ELEM));
+    to_fail.push(p.len());
+    p.push(Insn::jeq_imm(R0, 0, 0));
+    for (i, at) in patch.iter().enumerate() {
+        p.push(Insn::ldx_h(R1, R0, 2 * i as i16));
+        p.push(Insn::stx_h(R7, *at, R1));
+    }
+    p.push(Insn::mov_imm(R0, XDP_TX as i32));
+    p.push(Insn::exit());
+    let fail = p.len();
+    for j in to_fail {
+        let off = (fail - j - 1) as i16;
+        let mut insn = p[j];
+        insn.0[2..4].copy_from_slice(&off.to_le_bytes());
+        p[j] = insn;
+    }
+    p.push(Insn::mov_imm(R0, XDP_ABORTED as i32));
+    p.push(Insn::exit());
+    p
+}
+
+/// A sink that keeps ARP working: XDP_PASS for ARP (and frames shorter than Ethernet),
+/// XDP_DROP for everything else. On the peer's veth it takes the relayed frames of a
+/// kernel-bypass load while the relay can still resolve the peer's address.
+pub fn drop_but_arp() -> Vec<Insn> {
+    use reg::*;
+    let mut p = Vec::new();
+    let j = bounds_check(&mut p, 14);
+    p.push(Insn::ldx_h(R5, R2, 12)); // ethertype as loaded (little-endian)
+    p.push(Insn::jeq_imm(R5, 0x0608, 2)); // ARP: goto pass
+    p.push(Insn::mov_imm(R0, XDP_DROP as i32));
+    p.push(Insn::exit());
+    // pass: (also the bounds check's target)
+    let off = (p.len() - j - 1) as i16;
+    p[j] = Insn::jgt(R4, R3, off);
+    p.push(Insn::mov_imm(R0, XDP_PASS as i32));
+    p.push(Insn::exit());
+    p
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<libc::c_long> {

@@ -45,6 +45,14 @@ pub enum Cmd {
     /// per frame out of --iface (millions per second), a drop program there takes the
     /// answers; reports sent, answered (interface counters) and the relay core's cost.
     XdpLoad(XdpLoadArgs),
+    /// Kernel-bypass ChannelData load: sets up allocations and channels from fixed local
+    /// ports with TURN, then live-frame BPF_PROG_RUN XDP_TX's ChannelData frames with
+    /// exactly those 5-tuples out of --iface, flat out; counts what reaches the far side
+    /// (--deliver-iface) and the relay core's cost per relayed frame.
+    XdpRelayLoad(XdpRelayLoadArgs),
+    /// Hold an XDP program that drops every frame but ARP on IFACE until SIGINT/SIGTERM or
+    /// --duration: the peer's veth under `xdp-relay-load`.
+    XdpDrop(XdpHoldArgs),
     /// Micro-benchmark: BPF_PROG_TEST_RUN of xturn's responder, a bare XDP_TX reflector
     /// and XDP_PASS on one Binding request (kernel-timed single runs).
     XdpCost(XdpCostArgs),
@@ -313,6 +321,61 @@ pub struct XdpLoadArgs {
     pub batch: u32,
     /// Frames per live-frame run (one BPF_PROG_RUN call). Each run costs tens of
     /// milliseconds of set-up, so long runs are needed to reach millions per second.
+    #[arg(long = "frames-per-run", default_value_t = 1 << 22)]
+    pub frames_per_run: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct XdpRelayLoadArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub auth: Auth,
+    /// The client-side interface the frames are sent out of.
+    #[arg(long)]
+    pub iface: String,
+    /// Destination MAC of the frames (the relay-side veth's address).
+    #[arg(long = "dst-mac")]
+    pub dst_mac: String,
+    /// Allocations (5-tuples), from local ports --first-port, --first-port + 1, ...
+    #[arg(long, default_value_t = 64)]
+    pub allocations: usize,
+    /// Local UDP port of the first allocation.
+    #[arg(long = "first-port", default_value_t = 30_000)]
+    pub first_port: u16,
+    /// The peer's first address; allocation i binds channel 0x4000 + i to port
+    /// PORT + i % --peer-ports (as `relay` does). Required unless --reflector.
+    #[arg(long)]
+    pub peer: Option<SocketAddr>,
+    #[arg(long = "peer-ports", default_value_t = 1)]
+    pub peer_ports: u16,
+    /// ChannelData payload bytes (24..=1400).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// No TURN set-up: the same frames go to a reflector on the relay's veth (e.g.
+    /// `xsk-reflect`); a drop program on --iface takes what comes back, and what comes
+    /// back is what is counted as delivered (unless --deliver-iface says otherwise).
+    #[arg(long)]
+    pub reflector: bool,
+    /// The relay-side interface frames arrive on, in the namespace of --relay-pid: its
+    /// receive counter (frames handled) and receive drops (ring full) are reported.
+    #[arg(long = "relay-iface")]
+    pub relay_iface: Option<String>,
+    /// The relay-side interface relayed frames leave by (its transmit drops: the far
+    /// side's ring full); default --relay-iface.
+    #[arg(long = "relay-egress")]
+    pub relay_egress: Option<String>,
+    /// Where delivered frames are counted (the interface's receive counter): the peer's
+    /// veth (with an `xdp-drop` program on it). Default: --iface with --reflector.
+    #[arg(long = "deliver-iface")]
+    pub deliver_iface: Option<String>,
+    /// A process in --deliver-iface's network namespace (default: this one).
+    #[arg(long = "deliver-pid")]
+    pub deliver_pid: Option<u32>,
+    /// Frames per live-frame batch (the kernel's batch_size, 1..=256).
+    #[arg(long, default_value_t = 64)]
+    pub batch: u32,
+    /// Frames per live-frame run (one BPF_PROG_RUN call).
     #[arg(long = "frames-per-run", default_value_t = 1 << 22)]
     pub frames_per_run: u32,
 }

@@ -38,4 +38,5 @@ pub mod traffic;
 pub mod turn;
 pub mod workload;
 pub mod xdp_bench;
+pub mod xdp_relay_load;
 pub mod xsk_reflect;

@@ -6,7 +6,9 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
 use xturn_bench::cli::{Cli, Cmd};
-use xturn_bench::{churn, net, report, sink, traffic, turn, xdp_bench, xsk_reflect};
+use xturn_bench::{
+    churn, net, report, sink, traffic, turn, xdp_bench, xdp_relay_load, xsk_reflect,
+};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -83,6 +85,11 @@ fn real_main() -> Result<()> {
             let r = xdp_bench::run_xdp_load(a)?;
             emit(&r, r.human(), a.common.json, a.common.json_out.as_deref())
         }
+        Cmd::XdpRelayLoad(a) => {
+            let r = xdp_relay_load::run_xdp_relay_load(a)?;
+            emit(&r, r.human(), a.common.json, a.common.json_out.as_deref())
+        }
+        Cmd::XdpDrop(a) => xdp_bench::run_xdp_drop(a),
         Cmd::XdpCost(a) => {
             let r = xdp_bench::run_xdp_cost(a)?;
             emit(&r, r.human(), a.json, a.json_out.as_deref())

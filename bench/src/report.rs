@@ -7,6 +7,8 @@ use crate::cli::ReportArgs;
 use crate::plot::{self, Series};
 use crate::stats::{fmt_pct, TrafficReport};
 use crate::xdp_bench::{XdpCostReport, XdpLoadReport};
+use crate::xdp_relay_load::XdpRelayLoadReport;
+use crate::xsk_reflect::XskReflectReport;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -23,16 +25,161 @@ pub enum RunResult {
     XdpCost(XdpCostReport),
     /// `xturn stats --json`: the counters of the (first) program listed.
     Stats(BTreeMap<String, u64>),
+    /// `xturn-bench xdp-relay-load`: the kernel-bypass ChannelData load.
+    XdpRelayLoad(Box<XdpRelayLoadReport>),
+    /// `xturn-bench xsk-reflect`: the bare AF_XDP reflector's own counts.
+    XskReflect(Box<XskReflectReport>),
+    /// What xturn-afxdp's counters (`xturn stats --json` after minus before) say about
+    /// one load: which path its packets took.
+    Afxdp(AfxdpCounters),
+}
+
+/// xturn's counters from `xturn stats --json`: the XDP program's, and those of the
+/// AF_XDP fast path (summed over the forwarder threads, and over their sockets).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AfxdpCounters {
+    /// The XDP program (the first listed): redirect_channel, pass_no_next_hop, ...
+    pub xdp: BTreeMap<String, u64>,
+    /// The forwarder threads: received, to_peer, to_client, slow_path, dropped_*.
+    pub forwarder: BTreeMap<String, u64>,
+    /// The sockets' XDP_STATISTICS: rx_dropped, rx_fill_ring_empty_descs, ...
+    pub kernel: BTreeMap<String, u64>,
+    /// The ring module's per-socket counters: rx, tx, completed, tx_kicks, ...
+    pub rings: BTreeMap<String, u64>,
+}
+
+impl AfxdpCounters {
+    /// From the text of `xturn stats --json` (with its "afxdp" list of status files).
+    pub fn from_stats(text: &str) -> Result<AfxdpCounters> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        let mut c = AfxdpCounters::default();
+        let add = |m: &mut BTreeMap<String, u64>, o: &serde_json::Value| {
+            for (k, x) in o.as_object().into_iter().flatten() {
+                if let Some(n) = x.as_u64() {
+                    *m.entry(k.clone()).or_default() += n;
+                }
+            }
+        };
+        let prog = v["programs"]
+            .get(0)
+            .context("xturn stats output without a program")?;
+        add(&mut c.xdp, &prog["counters"]);
+        for server in v["afxdp"].as_array().into_iter().flatten() {
+            for t in server["threads"].as_array().into_iter().flatten() {
+                add(&mut c.forwarder, &t["forwarder"]);
+                for p in t["ports"].as_array().into_iter().flatten() {
+                    add(&mut c.kernel, &p["xdp_statistics"]);
+                    add(&mut c.rings, &p["rings"]);
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// `self - before`, counter by counter.
+    pub fn since(&self, before: &AfxdpCounters) -> AfxdpCounters {
+        let d = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+            a.iter()
+                .map(|(k, v)| (k.clone(), v.saturating_sub(*b.get(k).unwrap_or(&0))))
+                .collect()
+        };
+        AfxdpCounters {
+            xdp: d(&self.xdp, &before.xdp),
+            forwarder: d(&self.forwarder, &before.forwarder),
+            kernel: d(&self.kernel, &before.kernel),
+            rings: d(&self.rings, &before.rings),
+        }
+    }
+
+    /// `self + other`, counter by counter.
+    pub fn plus(&self, other: &AfxdpCounters) -> AfxdpCounters {
+        let s = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+            let mut m = a.clone();
+            for (k, v) in b {
+                *m.entry(k.clone()).or_default() += v;
+            }
+            m
+        };
+        AfxdpCounters {
+            xdp: s(&self.xdp, &other.xdp),
+            forwarder: s(&self.forwarder, &other.forwarder),
+            kernel: s(&self.kernel, &other.kernel),
+            rings: s(&self.rings, &other.rings),
+        }
+    }
+
+    fn get(m: &BTreeMap<String, u64>, k: &str) -> u64 {
+        m.get(k).copied().unwrap_or(0)
+    }
+    /// Datagrams the XDP program steered to the AF_XDP sockets.
+    pub fn steered(&self) -> u64 {
+        Self::get(&self.xdp, "redirect_channel") + Self::get(&self.xdp, "redirect_peer")
+    }
+    /// TURN data the XDP program passed to the kernel (so to the socket path): no next
+    /// hop in the FIB, or the fast path not ready for it.
+    pub fn passed_data(&self) -> u64 {
+        [
+            "pass_no_next_hop",
+            "pass_channel_unbound",
+            "pass_no_xsk_channel",
+            "pass_no_xsk_peer",
+            "pass_steering_disabled",
+            "pass_no_metadata",
+        ]
+        .iter()
+        .map(|k| Self::get(&self.xdp, k))
+        .sum()
+    }
+    pub fn no_next_hop(&self) -> u64 {
+        Self::get(&self.xdp, "pass_no_next_hop")
+    }
+    /// Relayed by rewriting the frame in place and sending it on the other veth.
+    pub fn in_place(&self) -> u64 {
+        Self::get(&self.forwarder, "to_peer") + Self::get(&self.forwarder, "to_client")
+    }
+    pub fn slow_path(&self) -> u64 {
+        Self::get(&self.forwarder, "slow_path")
+    }
+    pub fn forwarder_drops(&self) -> u64 {
+        self.forwarder
+            .iter()
+            .filter(|(k, _)| k.starts_with("dropped_"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+    /// Frames the kernel steered to a socket but dropped (its RX ring full, or no free
+    /// frame in its fill ring): the forwarder never saw them.
+    pub fn kernel_drops(&self) -> u64 {
+        Self::get(&self.kernel, "rx_dropped")
+    }
+    pub fn fill_ring_empty(&self) -> u64 {
+        Self::get(&self.kernel, "rx_fill_ring_empty_descs")
+    }
+    /// Share of the TURN data the relay handled that was relayed in place, rather than
+    /// by kernel sockets (passed by the XDP program, or the forwarder's slow path).
+    pub fn in_place_share(&self) -> Option<f64> {
+        let all = self.in_place() + self.slow_path() + self.passed_data();
+        (all > 0).then(|| self.in_place() as f64 / all as f64)
+    }
 }
 
 /// Results by server, then by test name.
 pub type Results = BTreeMap<String, BTreeMap<String, RunResult>>;
 
-/// The servers compared side by side, in column order: coturn, xturn on sockets, and
-/// xturn with `--xdp` (Binding answered by the XDP program; the AF_XDP forwarder for TURN
-/// data is not built, so it runs only the STUN loads).
-pub const SERVERS: [&str; 3] = ["coturn", "xturn", XTURN_XDP];
+/// The servers compared side by side, in column order: coturn, xturn on sockets, xturn
+/// with `--xdp` on the client-side veth (Binding answered by the XDP program: the STUN
+/// loads only), and xturn with the AF_XDP forwarder (`--xdp` on both veths: the TURN
+/// data loads only).
+pub const SERVERS: [&str; 4] = ["coturn", "xturn", XTURN_XDP, XTURN_AFXDP];
 pub const XTURN_XDP: &str = "xturn-xdp";
+pub const XTURN_AFXDP: &str = "xturn-afxdp";
+/// Prefix of the AF_XDP benchmark's own files: `afxdp-forwarder.json` and
+/// `afxdp-reflector.json` (xdp-relay-load), `afxdp-xsk-reflect.json`; and of the
+/// counters directory `afxdp-stats/` (`NAME.before.json`, `NAME.after.json`).
+pub const AFXDP: &str = "afxdp";
+/// Where the counter deltas of xturn-afxdp's loads go in [`Results`], by test name
+/// (`relay-max`, ... and `forwarder` for the kernel-bypass load).
+pub const AFXDP_COUNTERS: &str = "afxdp-counters";
 pub const GENERATOR: &str = "reflector";
 /// Prefix of the XDP benchmark's own files: `xdp-responder.json`, `xdp-reflector.json`
 /// (xdp-load), `xdp-cost.json`, `xdp-stats-before.json` / `xdp-stats-after.json`.
@@ -42,9 +189,12 @@ pub const XDP: &str = "xdp";
 /// ("xturn-xdp", "stun").
 pub fn split_name(file: &str) -> Option<(String, String)> {
     let stem = file.strip_suffix(".json")?;
-    let (server, test) = match stem.strip_prefix("xturn-xdp-") {
-        Some(test) => (XTURN_XDP, test),
-        None => stem.split_once('-')?,
+    let (server, test) = if let Some(test) = stem.strip_prefix("xturn-xdp-") {
+        (XTURN_XDP, test)
+    } else if let Some(test) = stem.strip_prefix("xturn-afxdp-") {
+        (XTURN_AFXDP, test)
+    } else {
+        stem.split_once('-')?
     };
     if server.is_empty() || test.is_empty() {
         return None;
@@ -61,6 +211,10 @@ pub fn parse_result(text: &str) -> Result<Option<RunResult>> {
         Some("churn") => Some(RunResult::Churn(serde_json::from_value(v)?)),
         Some("xdp-load") => Some(RunResult::XdpLoad(Box::new(serde_json::from_value(v)?))),
         Some("xdp-cost") => Some(RunResult::XdpCost(serde_json::from_value(v)?)),
+        Some("xdp-relay-load") => Some(RunResult::XdpRelayLoad(Box::new(serde_json::from_value(
+            v,
+        )?))),
+        Some("xsk-reflect") => Some(RunResult::XskReflect(Box::new(serde_json::from_value(v)?))),
         Some("sink" | "reflect") => None,
         None if v.get("programs").is_some() => {
             let counters = v["programs"]
@@ -80,6 +234,18 @@ pub struct Meta {
     pub command: String,
     pub date: String,
     pub notes: String,
+    /// The exact command lines compare.sh ran, by name (DIR/commands.txt: `NAME<TAB>CMD`).
+    pub commands: Vec<(String, String)>,
+}
+
+/// compare.sh's `commands.txt`: one `NAME<TAB>COMMAND` per line.
+pub fn parse_commands(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (n, c) = l.split_once('\t')?;
+            Some((n.to_string(), c.to_string()))
+        })
+        .collect()
 }
 
 impl Meta {
@@ -107,6 +273,9 @@ impl Meta {
                 .notes
                 .clone()
                 .or_else(|| file("notes.md"))
+                .unwrap_or_default(),
+            commands: file("commands.txt")
+                .map(|t| parse_commands(&t))
                 .unwrap_or_default(),
         })
     }
@@ -143,6 +312,46 @@ pub fn load_dir(dir: &Path) -> Result<Results> {
     if out.is_empty() {
         bail!("no result files in {}", dir.display());
     }
+    let counters = load_afxdp_stats(&dir.join("afxdp-stats"))?;
+    if !counters.is_empty() {
+        out.insert(AFXDP_COUNTERS.into(), counters);
+    }
+    Ok(out)
+}
+
+/// The counter deltas of xturn-afxdp's loads from `NAME.before.json` / `NAME.after.json`
+/// pairs (`xturn stats --json`), keyed by test name: `xturn-afxdp-relay-max` becomes
+/// `relay-max`, `afxdp-forwarder` becomes `forwarder`. A missing directory is no error; a
+/// pair with a missing or unreadable half is left out (with a warning).
+pub fn load_afxdp_stats(dir: &Path) -> Result<BTreeMap<String, RunResult>> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for e in rd {
+        let name = e?.file_name().to_string_lossy().to_string();
+        let Some(stem) = name.strip_suffix(".after.json") else {
+            continue;
+        };
+        let read = |which: &str| -> Result<AfxdpCounters> {
+            let f = dir.join(format!("{stem}.{which}.json"));
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            AfxdpCounters::from_stats(&text).with_context(|| format!("in {}", f.display()))
+        };
+        let delta = match (read("after"), read("before")) {
+            (Ok(a), Ok(b)) => a.since(&b),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("report: counters of {stem} left out: {e:#}");
+                continue;
+            }
+        };
+        let test = stem
+            .strip_prefix("xturn-afxdp-")
+            .or_else(|| stem.strip_prefix("afxdp-"))
+            .unwrap_or(stem);
+        out.insert(test.to_string(), RunResult::Afxdp(delta));
+    }
     Ok(out)
 }
 
@@ -158,7 +367,15 @@ pub fn test_order(name: &str, r: Option<&RunResult>) -> (u8, u64, String) {
             t.params.rate,
         ),
         Some(RunResult::Churn(c)) => (3, c.rate),
-        Some(RunResult::XdpLoad(_) | RunResult::XdpCost(_) | RunResult::Stats(_)) | None => (4, 0),
+        Some(
+            RunResult::XdpLoad(_)
+            | RunResult::XdpCost(_)
+            | RunResult::Stats(_)
+            | RunResult::XdpRelayLoad(_)
+            | RunResult::XskReflect(_)
+            | RunResult::Afxdp(_),
+        )
+        | None => (4, 0),
     };
     (group, rate, name.to_string())
 }
@@ -512,19 +729,19 @@ pub fn render_markdown(
     let _ = writeln!(md, "\n## Side by side\n");
     let _ = writeln!(
         md,
-        "`xturn-xdp` is the same xturn with `--xdp` on the relay's client-side veth: Binding requests are answered by its XDP program in the driver (see \"xturn-xdp\" below); TURN data would still take the socket path (the AF_XDP forwarder is not built), so it runs the STUN loads only. Ratios: above 1 is better for rates, below 1 is better for loss, latency and CPU.\n"
+        "`xturn` is xturn on kernel sockets. `xturn-xdp` is the same xturn with `--xdp` on the relay's client-side veth: Binding requests are answered by its XDP program in the driver (see \"xturn-xdp\" below); it runs the STUN loads only. `xturn-afxdp` is the same xturn with `--xdp` on both relay veths and IP forwarding on in the relay namespace: TURN data is relayed by its AF_XDP forwarder (see \"xturn-afxdp\" below); it runs the TURN data loads only. – means not run. Ratios: above 1 is better for rates, below 1 is better for loss, latency and CPU.\n"
     );
     let _ = writeln!(
         md,
-        "| metric | coturn | xturn | xturn-xdp | xturn / coturn | xturn-xdp / xturn |"
+        "| metric | coturn | xturn | xturn-xdp | xturn-afxdp | xturn / coturn | xturn-xdp / xturn | xturn-afxdp / xturn | xturn-afxdp / coturn |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (t, _) in &tests {
         let per: Vec<Option<&RunResult>> = SERVERS
             .iter()
             .map(|s| res.get(*s).and_then(|m| m.get(t)))
             .collect();
-        let rows = if per
+        let mut rows = if per
             .iter()
             .flatten()
             .any(|r| matches!(r, RunResult::Churn(_)))
@@ -547,6 +764,31 @@ pub fn render_markdown(
                 .collect();
             traffic_rows(t, &v)
         };
+        // xturn-afxdp loses datagrams where the socket servers cannot: at its AF_XDP
+        // sockets (the kernel) and in the forwarder. From its counters, under the
+        // socket-buffer row, so the loss breakdown adds up in every column.
+        if let (Some(RunResult::Afxdp(c)), Some(i)) = (
+            res.get(AFXDP_COUNTERS).and_then(|m| m.get(t)),
+            rows.iter()
+                .position(|r| r.label.ends_with("of which dropped at full relay sockets")),
+        ) {
+            rows.insert(
+                i + 1,
+                Row {
+                    label: format!(
+                        "{t}: of which dropped at the AF_XDP sockets or by the forwarder"
+                    ),
+                    values: vec![
+                        None,
+                        None,
+                        None,
+                        Some((c.kernel_drops() + c.forwarder_drops()) as f64),
+                    ],
+                    fmt: f0,
+                    higher_better: false,
+                },
+            );
+        }
         let mark: Vec<&str> = SERVERS
             .iter()
             .map(|s| {
@@ -557,34 +799,29 @@ pub fn render_markdown(
                 }
             })
             .collect();
-        // A TURN data or allocation test has no xturn-xdp run: that needs the AF_XDP
-        // forwarder. Other gaps are tests not run for a server.
-        let needs_forwarder = per.iter().flatten().any(|r| match r {
-            RunResult::Traffic(t) => t.mode != "stun",
-            _ => true,
-        });
         for r in rows {
             let cells: Vec<String> = r
                 .values
                 .iter()
                 .zip(&mark)
-                .enumerate()
-                .map(|(i, (v, m))| match v {
+                .map(|(v, m)| match v {
                     Some(v) => format!("{}{m}", (r.fmt)(*v)),
-                    None if i == 2 && needs_forwarder => "not built yet".into(),
                     None => "–".into(),
                 })
                 .collect();
             let _ = writeln!(
                 md,
-                "| {} {} | {} | {} | {} | {} | {} |",
+                "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
                 if r.higher_better { "↑" } else { "↓" },
                 cells[0],
                 cells[1],
                 cells[2],
+                cells[3],
                 ratio(r.values[1], r.values[0]),
-                ratio(r.values[2], r.values[1])
+                ratio(r.values[2], r.values[1]),
+                ratio(r.values[3], r.values[1]),
+                ratio(r.values[3], r.values[0])
             );
         }
     }
@@ -680,10 +917,6 @@ pub fn render_markdown(
                 });
             }
         }
-        series.push(Series {
-            name: "xturn-xdp (no AF_XDP yet)".into(),
-            points: vec![],
-        });
         svg = plot::render(
             &format!(
                 "Round-trip latency through the relay, echo at {} pps",
@@ -695,6 +928,7 @@ pub fn render_markdown(
         let _ = writeln!(md, "![HDR latency percentile plot]({svg_name})\n");
     }
     md.push_str(&xdp_section(res, disturbed));
+    md.push_str(&afxdp_section(res, disturbed, &a.commands));
     (md, svg)
 }
 
@@ -724,7 +958,7 @@ pub fn xdp_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
     let _ = writeln!(md, "\n## xturn-xdp: the XDP Binding responder\n");
     let _ = writeln!(
         md,
-        "`xturn --xdp <relay veth>` answers Binding requests in the relay veth's driver (XDP_TX); its sockets never see them. The client's veth holds xturn's XDP_PASS program (`xturn-bench xdp-pass`), without which a veth drops frames sent into it with XDP_TX. Not built: the AF_XDP forwarder, so relay, echo and churn have no xturn-xdp figures (TURN data would take the socket path, as in the `xturn` column)."
+        "`xturn --xdp <relay veth>` answers Binding requests in the relay veth's driver (XDP_TX); its sockets never see them. The client's veth holds xturn's XDP_PASS program (`xturn-bench xdp-pass`), without which a veth drops frames sent into it with XDP_TX. Relay, echo and churn have no xturn-xdp figures: TURN data through the AF_XDP forwarder is the xturn-afxdp column and section."
     );
     let ms = |t: &TrafficReport| t.cpu.as_ref().and_then(|c| c.attributed_us_per_packet);
     let warn = |name: &str| {
@@ -1006,6 +1240,503 @@ pub fn xdp_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
     md
 }
 
+fn afxdp_counters<'a>(res: &'a Results, test: &str) -> Option<&'a AfxdpCounters> {
+    match res.get(AFXDP_COUNTERS)?.get(test)? {
+        RunResult::Afxdp(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// The target of issue 3: the forwarder at least this share of the bare AF_XDP
+/// reflector's rate under the same kernel-bypass load...
+pub const AFXDP_VS_REFLECTOR_TARGET: f64 = 0.8;
+/// ... and at least this many times coturn per core.
+pub const AFXDP_VS_COTURN_TARGET: f64 = 5.0;
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**not met**"
+    }
+}
+
+/// One side of the kernel-bypass comparison: its runs (`forwarder` or `forwarder-1`,
+/// `forwarder-2`, ...) and the medians over them.
+struct Bypass<'a> {
+    runs: Vec<(String, &'a XdpRelayLoadReport)>,
+    /// Median delivered frames per second.
+    delivered: f64,
+    /// Median relay threads' CPU ns per delivered frame, and of the relay process alone.
+    ns: Option<f64>,
+    process_ns: Option<f64>,
+}
+
+impl Bypass<'_> {
+    fn delivered_range(&self) -> (f64, f64) {
+        self.runs
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), (_, l)| {
+                (lo.min(l.delivered_pps), hi.max(l.delivered_pps))
+            })
+    }
+}
+
+/// The median (the mean of the two middle values for an even count).
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn per_delivered_ns(l: &XdpRelayLoadReport, seconds: Option<f64>) -> Option<f64> {
+    seconds
+        .filter(|_| l.delivered > 0)
+        .map(|s| s * 1e9 / l.delivered as f64)
+}
+
+fn attributed_ns(l: &XdpRelayLoadReport) -> Option<f64> {
+    l.traffic
+        .cpu
+        .as_ref()
+        .and_then(|c| c.attributed_us_per_packet)
+        .map(|u| u * 1000.0)
+}
+
+/// The kernel-bypass runs of `kind` ("forwarder" or "reflector"), in name order.
+fn bypass<'a>(res: &'a Results, kind: &str) -> Option<Bypass<'a>> {
+    let runs: Vec<(String, &XdpRelayLoadReport)> = res
+        .get(AFXDP)?
+        .iter()
+        .filter(|(t, _)| {
+            t.as_str() == kind
+                || t.strip_prefix(kind)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|(t, r)| match r {
+            RunResult::XdpRelayLoad(l) => Some((t.clone(), l.as_ref())),
+            _ => None,
+        })
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
+    let delivered = median(runs.iter().map(|(_, l)| l.delivered_pps).collect()).unwrap_or(0.0);
+    let ns = median(runs.iter().filter_map(|(_, l)| attributed_ns(l)).collect());
+    let process_ns = median(
+        runs.iter()
+            .filter_map(|(_, l)| per_delivered_ns(l, l.relay_process_cpu_s))
+            .collect(),
+    );
+    Some(Bypass {
+        runs,
+        delivered,
+        ns,
+        process_ns,
+    })
+}
+
+/// The capacity table's columns for one run.
+fn bypass_columns(l: &XdpRelayLoadReport) -> Vec<Option<f64>> {
+    let t = &l.traffic;
+    let c = t.cpu.as_ref();
+    vec![
+        Some(t.sent_pps),
+        l.relay_handled_pps,
+        l.relay_rx_dropped.map(|v| v as f64),
+        Some(l.delivered_pps),
+        t.loss,
+        l.relay_tx_dropped.map(|v| v as f64),
+        c.map(|c| c.busy),
+        c.and_then(|c| c.us_per_packet).map(|u| u * 1000.0),
+        attributed_ns(l),
+        per_delivered_ns(l, l.relay_process_cpu_s),
+        per_delivered_ns(l, l.relay_napi_cpu_s),
+    ]
+}
+
+/// The AF_XDP section: which path xturn-afxdp's data took under the socket loads (its
+/// counters), and the forwarder's capacity against a bare AF_XDP reflector under a
+/// kernel-bypass ChannelData load, with the issue's two targets. Every figure and verdict
+/// is computed from the result files.
+pub fn afxdp_section(
+    res: &Results,
+    disturbed: &BTreeMap<String, u64>,
+    commands: &[(String, String)],
+) -> String {
+    let mut md = String::new();
+    if res.get(XTURN_AFXDP).is_none() && res.get(AFXDP).is_none() {
+        return md;
+    }
+    let warn = |name: &str| {
+        if disturbed.contains_key(name) {
+            " ⚠"
+        } else {
+            ""
+        }
+    };
+    let _ = writeln!(md, "\n## xturn-afxdp: the AF_XDP forwarder\n");
+    let _ = writeln!(
+        md,
+        "`xturn --xdp <client-side veth>,<peer-side veth>`: the XDP program on both relay veths steers ChannelData from clients (and UDP from peers to relayed addresses) to AF_XDP sockets (copy mode: veth has no zero-copy), after a FIB lookup for the next hop (which needs IP forwarding on). The server's forwarder thread checks each frame against its copy of the data plane (channel, permission, allocation), rewrites it in place and sends it on the other veth's socket; what it cannot rewrite goes to kernel sockets (the slow path), and what the XDP program does not steer takes the socket path as in the `xturn` column. The relay's work is the forwarder thread's and the relay veths' NAPI threads' (the frame copies into and out of the sockets), all pinned to the relay core."
+    );
+
+    // 1. Which path the data took under the socket loads.
+    let mut tests: Vec<(&String, &RunResult)> = res
+        .get(XTURN_AFXDP)
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    tests.sort_by_key(|(n, r)| test_order(n, Some(r)));
+    let rows: Vec<(&String, &TrafficReport, &AfxdpCounters)> = tests
+        .iter()
+        .filter_map(|(n, r)| match r {
+            RunResult::Traffic(t) => Some((*n, t, afxdp_counters(res, n)?)),
+            _ => None,
+        })
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(md, "\n### Which path the data took (socket loads)\n");
+        let _ = writeln!(
+            md,
+            "From `xturn stats --json` before and after each load (the XDP program's counters, and the forwarder's and its sockets' from the server's status file). An echo round trip is relayed twice (client to peer, then peer to client); the TURN control messages (Allocate, ChannelBind, ...) are not counted here.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| load | datagrams sent by the generator | steered to AF_XDP by the XDP program | passed to the kernel: no next hop | passed to the kernel: other data reasons | dropped by the kernel before the forwarder (socket full, fill ring empty) | relayed in place by the forwarder | forwarder to kernel sockets (slow path) | dropped by the forwarder | relayed in place, share of the data handled |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (n, t, c) in &rows {
+            let _ = writeln!(
+                md,
+                "| {n}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                warn(&format!("{XTURN_AFXDP}-{n}")),
+                f0(t.sent as f64),
+                f0(c.steered() as f64),
+                f0(c.no_next_hop() as f64),
+                f0((c.passed_data() - c.no_next_hop()) as f64),
+                f0(c.kernel_drops() as f64),
+                f0(c.in_place() as f64),
+                f0(c.slow_path() as f64),
+                f0(c.forwarder_drops() as f64),
+                cell(c.in_place_share(), pct)
+            );
+        }
+        // Where a load lost datagrams at or before the relay, say where.
+        for (n, t, c) in &rows {
+            let (Some(loss), "relay") = (t.relay_loss, t.mode.as_str()) else {
+                continue;
+            };
+            if loss <= 0.0 {
+                continue;
+            }
+            let lost = t.sent.saturating_sub(t.received) as f64;
+            let _ = writeln!(
+                md,
+                "\n{n}: {} of {} datagrams sent were lost at or before the relay ({}): {} in the veth ring into the relay (the relay core's NAPI behind), {} dropped by the kernel at the AF_XDP sockets ({} of them for an empty fill ring), {} dropped by the forwarder{}; {} more were lost leaving the relay (the peer side's NAPI behind).",
+                f0(lost - t.relay_if_drops.unwrap_or(0) as f64),
+                f0(t.sent as f64),
+                pct(loss),
+                cell(t.client_if_drops.map(|v| v as f64), f0),
+                f0(c.kernel_drops() as f64),
+                f0(c.fill_ring_empty() as f64),
+                f0(c.forwarder_drops() as f64),
+                match c.forwarder.get("dropped_tx_full") {
+                    Some(&v) if v > 0 => format!(" ({} of them for a full TX ring)", f0(v as f64)),
+                    _ => String::new(),
+                },
+                cell(t.relay_if_drops.map(|v| v as f64), f0),
+            );
+        }
+        if let Some(t) = traffic(res, XTURN_AFXDP, "relay-max") {
+            if let Some(c) = &t.cpu {
+                let loss = t.relay_loss.unwrap_or(0.0);
+                let verdict = if c.busy < 0.95 && loss > 0.01 {
+                    "so the relay lost datagrams before its core was saturated, in the veth ring into the relay and at the AF_XDP sockets (the NAPI thread that fills the sockets and the forwarder thread that empties them share the one core). The forwarder's capacity on a saturated core is measured below with a kernel-bypass load."
+                } else if c.busy < 0.95 {
+                    "the socket generator, not the forwarder, is the limit of the socket loads; the forwarder's capacity is measured below with a kernel-bypass load."
+                } else {
+                    "the relay core is about saturated by the socket load."
+                };
+                let _ = writeln!(
+                    md,
+                    "\nFlat out with the socket generator (relay-max) the generator offered {}/s, the relay core was {} busy and {} of the datagrams were lost at or before the relay; {verdict}",
+                    f0(t.sent_pps),
+                    pct(c.busy),
+                    pct(loss),
+                );
+            }
+        }
+    }
+
+    // 2. Capacity: the kernel-bypass ChannelData load, forwarder vs bare reflector, each
+    // run a few times (the flat-out figures move from run to run): medians compared.
+    let (fw, refl) = (bypass(res, "forwarder"), bypass(res, "reflector"));
+    if fw.is_none() && refl.is_none() {
+        return md;
+    }
+    let any = fw.as_ref().or(refl.as_ref()).expect("one is there").runs[0].1;
+    let _ = writeln!(
+        md,
+        "\n### Capacity on one relay core: kernel-bypass ChannelData load\n"
+    );
+    let _ = writeln!(
+        md,
+        "The socket generator cannot saturate the forwarder (it sends about 0.3 Mpps from its core), so `xturn-bench xdp-relay-load` first sets up {} allocations with channels over TURN from fixed local ports of the client namespace, sends a few ChannelData through those sockets (so the relay resolves the peer's address), then runs BPF_PROG_RUN in live-frame mode: a raw generator program writes one ChannelData frame ({} bytes: Ethernet, IPv4, UDP, 4-byte ChannelData header, {}-byte payload; valid IPv4 and UDP checksums) per packet, the allocations' 5-tuples and channel numbers in turn, and XDP_TX's it out of the client's veth, flat out ({} frames per run in batches of {}). On the peer's veth `xturn-bench xdp-drop` drops the relayed frames (ARP passes); its receive counter is \"delivered\". The yardstick is `xturn-bench xsk-reflect`, a bare AF_XDP reflector (xturn's own ring module, copy mode, one thread on the relay core) on the relay's client-side veth, under the same generator with the same frames (`--reflector`: no TURN), which swaps the addresses and sends every frame back to the client's veth, where it is dropped and counted as delivered: one AF_XDP receive and one copy-mode transmit per frame, as for the forwarder, without its per-frame work. Frames are counted by the kernel's interface counters, not checked one by one. Flat out only: each live run costs tens of milliseconds of set-up. Each load ran {} time(s) in a row against the same relay; the comparison uses the medians.\n",
+        any.flows,
+        any.frame_len,
+        any.traffic.params.size,
+        f0(any.traffic.sent as f64 / any.runs.max(1) as f64),
+        any.batch,
+        fw.as_ref().or(refl.as_ref()).map_or(0, |b| b.runs.len())
+    );
+    let _ = writeln!(
+        md,
+        "| relay on one core | offered frames/s | received by the relay veth /s | dropped entering the relay veth (relay behind) | delivered at the far side /s | loss | dropped leaving the relay (far side behind) | relay core busy | relay CPU ns per delivered frame | relay threads' CPU ns per delivered frame | of which the relay process | of which the relay NAPI threads |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let fmts: [fn(f64) -> String; 11] = [f0, f0, f0, f0, pct, f0, pct, f0, f0, f0, f0];
+    for (name, b) in [
+        ("AF_XDP forwarder (xturn-afxdp)", &fw),
+        ("bare AF_XDP reflector (xsk-reflect)", &refl),
+    ] {
+        let Some(b) = b else { continue };
+        let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| bypass_columns(l)).collect();
+        for ((test, _), c) in b.runs.iter().zip(&cols) {
+            let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, f)).collect();
+            let run = test
+                .rsplit_once('-')
+                .map_or(String::new(), |(_, n)| format!(", run {n}"));
+            let _ = writeln!(
+                md,
+                "| {name}{run}{} | {} |",
+                warn(&format!("{AFXDP}-{test}")),
+                cells.join(" | ")
+            );
+        }
+        if b.runs.len() > 1 {
+            let cells: Vec<String> = (0..fmts.len())
+                .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
+                .collect();
+            let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
+        }
+    }
+    let list =
+        |b: &Bypass, f: &dyn Fn(&XdpRelayLoadReport) -> Option<f64>, fmt: fn(f64) -> String| {
+            b.runs
+                .iter()
+                .map(|(_, l)| cell(f(l), fmt))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+    if let (Some(f), Some(r)) = (&fw, &refl) {
+        let ratio = if r.delivered > 0.0 {
+            f.delivered / r.delivered
+        } else {
+            0.0
+        };
+        let (fmin, fmax) = f.delivered_range();
+        let (rmin, rmax) = r.delivered_range();
+        let _ = writeln!(
+            md,
+            "\n**Forwarder vs bare AF_XDP reflector:** the forwarder delivered a median {} on one relay core ({} per run), {:.2}× the bare reflector's median {} ({} per run) under the same load; run against run, the ratio lies between {:.2}× and {:.2}×. Target: at least {:.2}× — {} (by the medians).",
+            mpps(f.delivered),
+            list(f, &|l| Some(l.delivered_pps), mpps),
+            ratio,
+            mpps(r.delivered),
+            list(r, &|l| Some(l.delivered_pps), mpps),
+            fmin / rmax.max(1e-9),
+            fmax / rmin.max(1e-9),
+            AFXDP_VS_REFLECTOR_TARGET,
+            verdict(ratio >= AFXDP_VS_REFLECTOR_TARGET)
+        );
+        if let (Some(a), Some(b)) = (f.ns, r.ns) {
+            let _ = writeln!(
+                md,
+                "By CPU cost, which does not depend on how the relay core's time was split: the relay's threads spent a median {a:.0} ns per delivered frame with the forwarder and {b:.0} ns with the reflector, so one core's worth of the forwarder relays {:.2}× what a core's worth of the reflector does ({}).",
+                b / a.max(1e-9),
+                if b / a.max(1e-9) >= AFXDP_VS_REFLECTOR_TARGET {
+                    "at or above the target by this measure too"
+                } else {
+                    "below the target by this measure too"
+                }
+            );
+        }
+        if let (Some(pf), Some(pr)) = (f.process_ns, r.process_ns) {
+            let _ = writeln!(
+                md,
+                "Of that, the user-space process (the forwarder thread with its rewrite, checks and transmit calls; the reflector's thread with its address swap and transmit calls) took a median {pf:.0} ns and {pr:.0} ns per delivered frame."
+            );
+        }
+    }
+    // What the counters say about the kernel-bypass runs.
+    if let Some(f) = &fw {
+        let c = f
+            .runs
+            .iter()
+            .filter_map(|(t, _)| afxdp_counters(res, t))
+            .fold(None::<AfxdpCounters>, |a, c| {
+                Some(a.map_or_else(|| c.clone(), |a| a.plus(c)))
+            });
+        if let Some(c) = c {
+            let _ = writeln!(
+                md,
+                "\nxturn's counters over the forwarder's loads (summed): the XDP program steered {} frames to the AF_XDP sockets and passed {} to the kernel for lack of a next hop{}; the kernel dropped {} of the steered frames at the sockets ({} for an empty fill ring: no free UMEM frame to copy into); the forwarder received {}, relayed {} in place, sent {} to the slow path and dropped {} ({} for a full TX ring).",
+                f0(c.steered() as f64),
+                f0(c.no_next_hop() as f64),
+                if c.no_next_hop() > 0 {
+                    " (the warm-up's first datagrams, before the relay knew the peer's address)"
+                } else {
+                    ""
+                },
+                f0(c.kernel_drops() as f64),
+                f0(c.fill_ring_empty() as f64),
+                f0(AfxdpCounters::get(&c.forwarder, "received") as f64),
+                f0(c.in_place() as f64),
+                f0(c.slow_path() as f64),
+                f0(c.forwarder_drops() as f64),
+                f0(AfxdpCounters::get(&c.forwarder, "dropped_tx_full") as f64),
+            );
+        }
+    }
+    if let Some(RunResult::XskReflect(x)) = res.get(AFXDP).and_then(|m| m.get("xsk-reflect")) {
+        let (kd, fe) = x.queues.iter().fold((0, 0), |(a, b), q| {
+            (
+                a + q.kernel.rx_dropped,
+                b + q.kernel.rx_fill_ring_empty_descs,
+            )
+        });
+        let modes: Vec<&str> = x.queues.iter().map(|q| q.bind_mode.as_str()).collect();
+        let _ = writeln!(
+            md,
+            "The reflector's own counts over its life ({:.1} s, {} mode): received {}, sent back {}, dropped {}; the kernel dropped {} frames at its socket ({} for an empty fill ring).",
+            x.elapsed_s,
+            modes.join("/"),
+            f0(x.rx as f64),
+            f0(x.tx as f64),
+            f0(x.dropped as f64),
+            f0(kd as f64),
+            f0(fe as f64)
+        );
+    }
+    if let Some(f) = &fw {
+        let busy: Vec<String> = [("forwarder", &fw), ("reflector", &refl)]
+            .iter()
+            .filter_map(|(n, b)| {
+                let b = b.as_ref()?;
+                Some(format!(
+                    "{n} {}",
+                    list(b, &|l| l.traffic.cpu.as_ref().map(|c| c.busy), pct)
+                ))
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "Relay core busy: {}. The generator offers several times what either relays; frames beyond that are dropped entering the relay veth (its ring full) or at the AF_XDP socket (its rings), after the relay core has spent some work on them, which is part of the CPU per delivered frame above.",
+            busy.join("; ")
+        );
+        if let Some(m) = traffic(res, XTURN_AFXDP, "relay-max") {
+            if f.delivered < m.received_pps {
+                let sustained = traffic(res, XTURN_AFXDP, "relay-sustained")
+                    .map(|t| format!(" (relay-sustained, the highest offered rate with at most 1 % lost at or before the relay: {}/s)", f0(t.params.rate as f64)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    md,
+                    "Under this overload the forwarder delivered fewer frames per second (median {}/s) than it relayed with the socket generator flat out ({}/s at relay-max): the flat-out kernel-bypass figure is the rate under overload, where the relay core's time goes partly to frames it then drops, not the highest rate it carries{sustained}.",
+                    f0(f.delivered),
+                    f0(m.received_pps)
+                );
+            }
+        }
+        // 3. Against the socket servers of this run, per core.
+        let mut lines = Vec::new();
+        for s in ["coturn", "xturn"] {
+            let Some(t) = traffic(res, s, "relay-max") else {
+                continue;
+            };
+            let by_rate = (t.received_pps > 0.0).then(|| f.delivered / t.received_pps);
+            let their_ns = t
+                .cpu
+                .as_ref()
+                .and_then(|c| c.attributed_us_per_packet)
+                .map(|u| u * 1000.0);
+            let by_cpu = their_ns.zip(f.ns).map(|(a, b)| a / b.max(1e-9));
+            let target = if s == "coturn" {
+                let ok = by_rate.is_some_and(|r| r >= AFXDP_VS_COTURN_TARGET)
+                    && by_cpu.is_some_and(|r| r >= AFXDP_VS_COTURN_TARGET);
+                format!(
+                    " Target: at least {AFXDP_VS_COTURN_TARGET:.0}× coturn per core — {}.",
+                    verdict(ok)
+                )
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "- vs {s} on sockets (relay-max of this run: {}/s relayed flat out on the same core, {} busy, {} ns of relay threads' CPU per relayed packet): {} by rate, {} by CPU per packet.{target}",
+                f0(t.received_pps),
+                cell(t.cpu.as_ref().map(|c| c.busy), pct),
+                cell(their_ns, f0),
+                by_rate.map_or("–".into(), |r| format!("{r:.2}×")),
+                by_cpu.map_or("–".into(), |r| format!("{r:.2}×")),
+            ));
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n**Forwarder vs the socket servers, per core:** the forwarder's median delivered rate under the kernel-bypass load against each server's flat-out relay rate with the socket generator (which saturates them), and the relay threads' CPU per relayed packet (forwarder: the median per delivered frame, above).\n\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+    // The exact commands of this section's runs, as compare.sh logged them.
+    let wanted = [
+        "xturn-afxdp server",
+        "xturn-afxdp ping",
+        "xturn-afxdp counters",
+        "xturn-afxdp-relay-max sink",
+        "xturn-afxdp-relay-max",
+        "xturn-afxdp-echo-20k sink",
+        "xturn-afxdp-echo-20k",
+        "afxdp-forwarder holder",
+        "afxdp-forwarder-1",
+        "afxdp-reflector holder",
+        "afxdp-reflector-1",
+    ];
+    let mut lines: Vec<String> = Vec::new();
+    for w in wanted {
+        let mut first = true;
+        for (n, c) in commands.iter().filter(|(n, _)| n == w) {
+            // A load re-run after interference ran the same command: once is enough.
+            if lines.iter().any(|l| l == c) {
+                continue;
+            }
+            if first {
+                lines.push(format!("# {n}"));
+                first = false;
+            }
+            lines.push(c.clone());
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### Commands\n\nAs run by compare.sh (from results/commands.txt; the other loads differ from these in their names, `--json-out` and `--rate`; `xturn stats` ran before and after each load of the server):\n\n```sh\n{}\n```",
+            lines.join("\n")
+        );
+    }
+    md
+}
+
 pub fn run_report(a: &ReportArgs) -> Result<()> {
     let res = load_dir(&a.dir)?;
     let svg_name = a
@@ -1073,11 +1804,12 @@ mod tests {
             command: "c".into(),
             date: "d".into(),
             notes: String::new(),
+            commands: Vec::new(),
         };
         let (md, _) = render_markdown(&res, &BTreeMap::new(), &a, "l.svg", "m");
         assert!(
             md.contains(
-                "| relay-sustained: offered pps ↑ | 90,000 | 120,000 | not built yet | 1.33× | – |"
+                "| relay-sustained: offered pps ↑ | 90,000 | 120,000 | – | – | 1.33× | – | – | – |"
             ),
             "{md}"
         );
@@ -1136,6 +1868,9 @@ mod tests {
         assert_eq!(ratio(Some(2.0), None), "–");
         assert_eq!(ratio(Some(0.0), Some(0.0)), "=");
         assert_eq!(f0(1234567.0), "1,234,567");
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
         assert_eq!(f0(999.0), "999");
     }
 
@@ -1164,11 +1899,12 @@ mod tests {
     }
 
     #[test]
-    fn markdown_has_every_server_and_the_placeholder() {
+    fn markdown_has_every_server() {
         let mut res: Results = BTreeMap::new();
         for (s, pps, lat) in [
             ("coturn", 100_000.0, 40.0),
             ("xturn", 150_000.0, 30.0),
+            ("xturn-afxdp", 450_000.0, 20.0),
             ("reflector", 300_000.0, 10.0),
         ] {
             let m = res.entry(s.into()).or_default();
@@ -1182,6 +1918,7 @@ mod tests {
             command: "bash bench/compare.sh".into(),
             date: "2026-01-01".into(),
             notes: "topology".into(),
+            commands: Vec::new(),
         };
         let mut disturbed = BTreeMap::new();
         disturbed.insert("xturn-echo-20k".to_string(), 99u64);
@@ -1191,13 +1928,15 @@ mod tests {
         // 150k / 100k
         assert!(
             md.contains(
-                "| relay-max: received at peer pps ↑ | 100,000 | 150,000 | not built yet | 1.50× | – |"
+                "| relay-max: received at peer pps ↑ | 100,000 | 150,000 | – | 450,000 | 1.50× | – | 3.00× | 4.50× |"
             ),
             "{md}"
         );
         // Latency ratio 30/40.
         assert!(
-            md.contains("| echo-20k: RTT p50 µs ↓ | 40.0 | 30.0 ⚠ | not built yet | 0.75× | – |"),
+            md.contains(
+                "| echo-20k: RTT p50 µs ↓ | 40.0 | 30.0 ⚠ | – | 20.0 | 0.75× | – | 0.67× | 0.50× |"
+            ),
             "{md}"
         );
         assert!(md.contains("xturn-echo-20k (99 jiffies)"), "{md}");
@@ -1208,14 +1947,12 @@ mod tests {
         );
         assert!(md.contains("![HDR latency percentile plot](latency.svg)"));
         assert!(md.contains("## xturn-xdp"));
+        assert!(md.contains("## xturn-afxdp"));
         // Relay rows come before echo rows.
         assert!(md.find("relay-max:").unwrap() < md.find("echo-20k:").unwrap());
         assert!(!md.contains("offered pps |"));
-        assert_eq!(svg.matches("<polyline").count(), 3);
-        assert!(
-            svg.contains("reflector (generator floor)")
-                && svg.contains("xturn-xdp (no AF_XDP yet)")
-        );
+        assert_eq!(svg.matches("<polyline").count(), 4);
+        assert!(svg.contains("reflector (generator floor)") && svg.contains("xturn-afxdp"));
     }
 
     fn xdp_load(handled_pps: f64, ns: f64, dropped: u64) -> RunResult {
@@ -1321,6 +2058,7 @@ mod tests {
             command: "c".into(),
             date: "d".into(),
             notes: String::new(),
+            commands: Vec::new(),
         };
         let (md, _) = render_markdown(
             &xdp_results(2_200_000.0),
@@ -1330,7 +2068,7 @@ mod tests {
             "m",
         );
         assert!(
-            md.contains("| stun: Binding responses/s (flat out) ↑ | 40,000 | 70,000 | 250,000 | 1.75× | 3.57× |"),
+            md.contains("| stun: Binding responses/s (flat out) ↑ | 40,000 | 70,000 | 250,000 | – | 1.75× | 3.57× | – | – |"),
             "{md}"
         );
         assert!(
@@ -1390,5 +2128,273 @@ mod tests {
             Some(("xdp".into(), "stats-before".into()))
         );
         assert!(parse_result(r#"{"programs":[]}"#).is_err());
+    }
+
+    fn stats_json(
+        redirect: u64,
+        no_hop: u64,
+        received: u64,
+        to_peer: u64,
+        fill_empty: u64,
+    ) -> String {
+        format!(
+            r#"{{"programs":[{{"id":7,"counters":{{"redirect_channel":{redirect},"redirect_peer":0,"pass_no_next_hop":{no_hop},"pass_stun_for_user_space":5}}}}],
+               "afxdp":[{{"pid":1,"threads":[{{"thread":0,"forwarder":{{"received":{received},"to_peer":{to_peer},"to_client":0,"slow_path":1,"dropped_tx_full":2,"dropped_not_allowed":0}},
+               "ports":[{{"ifindex":2,"xdp_statistics":{{"rx_dropped":{fill_empty},"rx_fill_ring_empty_descs":{fill_empty}}},"rings":{{"rx":{received}}}}},
+                        {{"ifindex":3,"xdp_statistics":{{"rx_dropped":0,"rx_fill_ring_empty_descs":0}},"rings":{{"tx":{to_peer}}}}}]}}]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn afxdp_counters_from_stats_and_their_deltas() {
+        let b = AfxdpCounters::from_stats(&stats_json(10, 1, 10, 8, 0)).unwrap();
+        let a = AfxdpCounters::from_stats(&stats_json(1010, 9, 900, 897, 100)).unwrap();
+        let d = a.since(&b);
+        assert_eq!(d.steered(), 1000);
+        assert_eq!(d.no_next_hop(), 8);
+        assert_eq!(d.passed_data(), 8);
+        assert_eq!(d.in_place(), 889);
+        assert_eq!((d.slow_path(), d.forwarder_drops()), (0, 0));
+        assert_eq!((d.kernel_drops(), d.fill_ring_empty()), (100, 100));
+        assert_eq!(d.rings.get("rx"), Some(&890));
+        assert_eq!(d.in_place_share(), Some(889.0 / 897.0));
+        assert!(AfxdpCounters::from_stats(r#"{"programs":[]}"#).is_err());
+        // The directory form: NAME.before.json / NAME.after.json, keyed by test.
+        let dir = std::env::temp_dir().join(format!("xtb-afxdp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in [
+            (
+                "xturn-afxdp-relay-max.before.json",
+                stats_json(10, 1, 10, 8, 0),
+            ),
+            (
+                "xturn-afxdp-relay-max.after.json",
+                stats_json(1010, 9, 900, 897, 100),
+            ),
+            ("afxdp-forwarder.before.json", stats_json(0, 0, 0, 0, 0)),
+            ("afxdp-forwarder.after.json", stats_json(5, 0, 5, 5, 0)),
+            (
+                "xturn-afxdp-echo-20k.before.json",
+                stats_json(0, 0, 0, 0, 0),
+            ),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let m = load_afxdp_stats(&dir).unwrap();
+        assert_eq!(m.keys().collect::<Vec<_>>(), vec!["forwarder", "relay-max"]);
+        assert!(matches!(&m["relay-max"], RunResult::Afxdp(c) if *c == d));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(load_afxdp_stats(Path::new("/nonexistent-xtb"))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            split_name("xturn-afxdp-relay-50k.json"),
+            Some(("xturn-afxdp".into(), "relay-50k".into()))
+        );
+        assert_eq!(
+            split_name("afxdp-xsk-reflect.json"),
+            Some(("afxdp".into(), "xsk-reflect".into()))
+        );
+    }
+
+    fn relay_load(delivered_pps: f64, ns: f64, target: &str) -> RunResult {
+        use crate::cpu::CpuReport;
+        let t = TrafficReport {
+            mode: "xdp-relay-load".into(),
+            params: Params {
+                size: 100,
+                ..Default::default()
+            },
+            sent: 30_000_000,
+            sent_pps: 5_000_000.0,
+            received_pps: delivered_pps,
+            loss: Some(0.9),
+            cpu: Some(CpuReport {
+                cpus: vec![1],
+                busy: 0.9,
+                busy_seconds: 5.4,
+                packets: (delivered_pps * 6.0) as u64,
+                packet_basis: "x".into(),
+                us_per_packet: Some(ns / 1000.0),
+                attributed_seconds: Some(5.4),
+                attributed_us_per_packet: Some(ns / 1000.0),
+            }),
+            ..Default::default()
+        };
+        let delivered = (delivered_pps * 6.0) as u64;
+        RunResult::XdpRelayLoad(Box::new(XdpRelayLoadReport {
+            traffic: t,
+            target: target.into(),
+            runs: 7,
+            batch: 64,
+            flows: 64,
+            frame_len: 146,
+            relay_handled: Some(6_000_000),
+            relay_handled_pps: Some(1_000_000.0),
+            relay_rx_dropped: Some(20_000_000),
+            relay_tx_dropped: Some(0),
+            deliver_iface: "pa".into(),
+            delivered,
+            delivered_pps,
+            relay_process_cpu_s: Some(delivered as f64 * ns / 2e9),
+            relay_napi_cpu_s: Some(delivered as f64 * ns / 2e9),
+            ..Default::default()
+        }))
+    }
+
+    fn afxdp_results(forwarder_pps: f64, forwarder_ns: f64) -> Results {
+        let mut res: Results = BTreeMap::new();
+        for (s, pps, ns) in [
+            ("coturn", 100_000.0, 9_000.0),
+            ("xturn", 150_000.0, 6_000.0),
+        ] {
+            let mut t = traffic("relay", 0, pps, None);
+            if let RunResult::Traffic(r) = &mut t {
+                r.cpu = Some(crate::cpu::CpuReport {
+                    cpus: vec![1],
+                    busy: 1.0,
+                    busy_seconds: 6.0,
+                    packets: 1,
+                    packet_basis: "x".into(),
+                    us_per_packet: Some(ns / 1000.0),
+                    attributed_seconds: None,
+                    attributed_us_per_packet: Some(ns / 1000.0),
+                });
+            }
+            res.entry(s.into())
+                .or_default()
+                .insert("relay-max".into(), t);
+        }
+        let mut t = traffic("relay", 0, 270_000.0, None);
+        if let RunResult::Traffic(r) = &mut t {
+            r.sent = 1_000_000;
+            r.received = 900_000;
+            r.relay_loss = Some(0.08);
+            r.client_if_drops = Some(30_000);
+            r.relay_if_drops = Some(20_000);
+        }
+        res.entry(XTURN_AFXDP.into())
+            .or_default()
+            .insert("relay-max".into(), t);
+        let c = AfxdpCounters::from_stats(&stats_json(1010, 9, 900, 897, 100))
+            .unwrap()
+            .since(&AfxdpCounters::from_stats(&stats_json(10, 1, 10, 8, 0)).unwrap());
+        let m = res.entry(AFXDP_COUNTERS.into()).or_default();
+        m.insert("relay-max".into(), RunResult::Afxdp(c.clone()));
+        m.insert("forwarder-1".into(), RunResult::Afxdp(c.clone()));
+        m.insert("forwarder-2".into(), RunResult::Afxdp(c));
+        let x = res.entry(AFXDP.into()).or_default();
+        for (k, d) in [(1, 0.0), (2, -50_000.0), (3, 50_000.0)] {
+            x.insert(
+                format!("forwarder-{k}"),
+                relay_load(forwarder_pps + d, forwarder_ns, "relay"),
+            );
+        }
+        x.insert(
+            "reflector-1".into(),
+            relay_load(480_000.0, 2_000.0, "reflector"),
+        );
+        x.insert(
+            "reflector-2".into(),
+            relay_load(520_000.0, 2_000.0, "reflector"),
+        );
+        // Not a run of either.
+        x.insert("forwarder-x".into(), relay_load(1.0, 1.0, "relay"));
+        res
+    }
+
+    #[test]
+    fn afxdp_section_paths_ratios_and_verdicts() {
+        let (md, _) = render_markdown(
+            &afxdp_results(450_000.0, 2_200.0),
+            &BTreeMap::new(),
+            &Meta::default(),
+            "l.svg",
+            "m",
+        );
+        assert!(md.contains("## xturn-afxdp: the AF_XDP forwarder"), "{md}");
+        assert!(
+            md.contains("| relay-max | 1,000,000 | 1,000 | 8 | 0 | 100 | 889 | 0 | 0 | 99.108 % |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("relay-max: 80,000 of 1,000,000 datagrams sent were lost at or before the relay (8.000 %): 30,000 in the veth ring into the relay"),
+            "{md}"
+        );
+        assert!(
+            md.contains("the forwarder delivered a median 0.45 Mpps on one relay core (0.45 Mpps, 0.40 Mpps, 0.50 Mpps per run), 0.90× the bare reflector's median 0.50 Mpps (0.48 Mpps, 0.52 Mpps per run) under the same load; run against run, the ratio lies between 0.77× and 1.04×. Target: at least 0.80× — met (by the medians)."),
+            "{md}"
+        );
+        assert!(
+            md.contains("a median 2200 ns per delivered frame with the forwarder and 2000 ns with the reflector, so one core's worth of the forwarder relays 0.91×"),
+            "{md}"
+        );
+        assert!(
+            md.contains("took a median 1100 ns and 1000 ns per delivered frame"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "over the forwarder's loads (summed): the XDP program steered 2,000 frames"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **bare AF_XDP reflector (xsk-reflect), median** | 5,000,000 | 1,000,000 | 20,000,000 | 500,000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- vs coturn on sockets (relay-max of this run: 100,000/s relayed flat out on the same core, 100.000 % busy, 9,000 ns of relay threads' CPU per relayed packet): 4.50× by rate, 4.09× by CPU per packet. Target: at least 5× coturn per core — **not met**."),
+            "{md}"
+        );
+        assert!(md.contains("- vs xturn on sockets"), "{md}");
+        assert!(
+            md.contains("| relay-max: of which dropped at the AF_XDP sockets or by the forwarder ↓ | – | – | – | 100 | – | – | – | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| AF_XDP forwarder (xturn-afxdp), run 1 | 5,000,000 | 1,000,000 | 20,000,000 | 450,000 | 90.000 % | 0 | 90.000 % | 2,200 | 2,200 | 1,100 | 1,100 |"),
+            "{md}"
+        );
+        // Below 80 % of the reflector, and 5x coturn by both measures.
+        let (md, _) = render_markdown(
+            &afxdp_results(390_000.0, 1_500.0),
+            &BTreeMap::new(),
+            &Meta::default(),
+            "l.svg",
+            "m",
+        );
+        assert!(
+            md.contains("0.78× the bare reflector's median 0.50 Mpps (0.48 Mpps, 0.52 Mpps per run) under the same load; run against run, the ratio lies between 0.65× and 0.92×. Target: at least 0.80× — **not met** (by the medians)."),
+            "{md}"
+        );
+        assert!(md.contains("3.90× by rate, 6.00× by CPU per packet. Target: at least 5× coturn per core — **not met**."), "{md}");
+        // The commands block, from commands.txt (duplicates of a re-run once).
+        let meta = Meta {
+            commands: parse_commands(
+                "xturn-afxdp server\tip netns exec r xturn --xdp a,b\nafxdp-forwarder-1\txturn-bench xdp-relay-load --x\nafxdp-forwarder-1\txturn-bench xdp-relay-load --x\nother\tno\nbad line\n",
+            ),
+            ..Meta::default()
+        };
+        assert_eq!(meta.commands.len(), 4);
+        let (md, _) = render_markdown(
+            &afxdp_results(600_000.0, 1_500.0),
+            &BTreeMap::new(),
+            &meta,
+            "l.svg",
+            "m",
+        );
+        assert!(
+            md.contains("```sh\n# xturn-afxdp server\nip netns exec r xturn --xdp a,b\n# afxdp-forwarder-1\nxturn-bench xdp-relay-load --x\n```"),
+            "{md}"
+        );
+        let (md, _) = render_markdown(
+            &afxdp_results(600_000.0, 1_500.0),
+            &BTreeMap::new(),
+            &Meta::default(),
+            "l.svg",
+            "m",
+        );
+        assert!(md.contains("6.00× by rate, 6.00× by CPU per packet. Target: at least 5× coturn per core — met."), "{md}");
     }
 }

@@ -87,8 +87,14 @@ impl Session {
         server: SocketAddr,
         creds: &Credentials,
     ) -> Result<Self> {
-        let sock = net::udp_socket(SocketAddr::new(bind_ip, 0), false, Some(server))
-            .with_context(|| format!("cannot open a UDP socket on {bind_ip} towards {server}"))?;
+        Self::open_at(SocketAddr::new(bind_ip, 0), server, creds)
+    }
+
+    /// A new non-blocking socket bound to `bind` (a fixed port, or port 0 for an
+    /// ephemeral one) connected to `server`.
+    pub fn open_at(bind: SocketAddr, server: SocketAddr, creds: &Credentials) -> Result<Self> {
+        let sock = net::udp_socket(bind, false, Some(server))
+            .with_context(|| format!("cannot open a UDP socket on {bind} towards {server}"))?;
         let local = sock.local_addr()?;
         Ok(Session {
             sock,

@@ -68,7 +68,19 @@ pub fn binding_frame(
     fingerprint: bool,
 ) -> Vec<u8> {
     let stun = xturn_control::client::binding_request(TransactionId(tid), fingerprint);
-    let n = stun.len();
+    udp_frame(src_mac, dst_mac, src, dst, &stun)
+}
+
+/// An Ethernet/IPv4/UDP frame (no IP options, DF, TTL 64) carrying `payload` from `src`
+/// to `dst`, with correct IPv4 header and UDP checksums.
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let n = payload.len();
     let udp_len = (8 + n) as u16;
     let mut f = Vec::with_capacity(42 + n);
     f.extend_from_slice(&dst_mac);
@@ -90,7 +102,7 @@ pub fn binding_frame(
     udp.extend_from_slice(&dst.port().to_be_bytes());
     udp.extend_from_slice(&udp_len.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(&stun[..n]);
+    udp.extend_from_slice(payload);
     let mut pseudo = Vec::with_capacity(12);
     pseudo.extend_from_slice(&src.ip().octets());
     pseudo.extend_from_slice(&dst.ip().octets());
@@ -103,6 +115,23 @@ pub fn binding_frame(
     udp[6..8].copy_from_slice(&c.to_be_bytes());
     f.extend_from_slice(&udp);
     f
+}
+
+/// Whether an Ethernet/IPv4/UDP frame's IPv4 header and UDP checksums are right (for
+/// tests and self-checks).
+pub fn ipv4_udp_checksums_ok(f: &[u8]) -> bool {
+    if f.len() < 42 || f[12..14] != [0x08, 0x00] || f[14] != 0x45 || f[23] != 17 {
+        return false;
+    }
+    let udp = &f[34..];
+    let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    if udp_len != udp.len() {
+        return false;
+    }
+    let mut pseudo = f[26..34].to_vec();
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    fold(ones_sum(&f[14..34], 0)) == 0 && fold(ones_sum(udp, ones_sum(&pseudo, 0))) == 0
 }
 
 /// Check that `frame` is a Binding success answering `request` (built by
@@ -171,7 +200,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("bad MAC address {s:?}"))
 }
 
-fn v4(a: SocketAddr) -> Result<SocketAddrV4> {
+pub fn v4(a: SocketAddr) -> Result<SocketAddrV4> {
     match a {
         SocketAddr::V4(v) => Ok(v),
         SocketAddr::V6(_) => bail!("the XDP benchmark generates IPv4 only: {a}"),
@@ -179,7 +208,7 @@ fn v4(a: SocketAddr) -> Result<SocketAddrV4> {
 }
 
 /// Wait until SIGINT/SIGTERM or `seconds` pass.
-fn hold(seconds: f64) -> Result<()> {
+pub fn hold(seconds: f64) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
@@ -190,7 +219,7 @@ fn hold(seconds: f64) -> Result<()> {
     Ok(())
 }
 
-fn check_hold(a: &XdpHoldArgs) -> Result<u32> {
+pub fn check_hold(a: &XdpHoldArgs) -> Result<u32> {
     ensure!(
         a.duration > 0.0 && a.duration <= 3600.0,
         "--duration must be in (0, 3600] seconds"
@@ -231,6 +260,25 @@ pub fn run_xdp_reflect(a: &XdpHoldArgs) -> Result<()> {
     hold(a.duration)
 }
 
+/// `xdp-drop IFACE`: an XDP program that drops every frame but ARP on IFACE until
+/// signalled or `--duration`: the far end of a kernel-bypass relay load (the peer's veth)
+/// takes the relayed frames without a socket, and the relay can still resolve its address.
+pub fn run_xdp_drop(a: &XdpHoldArgs) -> Result<()> {
+    let ifindex = check_hold(a)?;
+    let p = Prog::load("xtb_drop_arp", &bpf::drop_but_arp())?;
+    let _link = bpf::attach_xdp(p.fd(), ifindex).with_context(|| {
+        format!(
+            "cannot attach the drop program to {} in driver mode",
+            a.iface
+        )
+    })?;
+    eprintln!(
+        "xdp-drop: dropping every frame but ARP on {} (driver mode)",
+        a.iface
+    );
+    hold(a.duration)
+}
+
 /// Packet and drop counters of one interface from /proc/net/dev text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IfCounters {
@@ -241,7 +289,7 @@ pub struct IfCounters {
 }
 
 impl IfCounters {
-    fn delta(self, before: IfCounters) -> IfCounters {
+    pub fn delta(self, before: IfCounters) -> IfCounters {
         IfCounters {
             rx_packets: self.rx_packets.saturating_sub(before.rx_packets),
             rx_dropped: self.rx_dropped.saturating_sub(before.rx_dropped),
@@ -272,7 +320,8 @@ pub fn parse_net_dev(text: &str, iface: &str) -> Option<IfCounters> {
     })
 }
 
-fn if_counters(pid: Option<u32>, iface: &str) -> Option<IfCounters> {
+/// `iface`'s counters, from /proc/PID/net/dev (the namespace of PID) or this namespace's.
+pub fn if_counters(pid: Option<u32>, iface: &str) -> Option<IfCounters> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/net/dev"),
         None => "/proc/net/dev".to_string(),
