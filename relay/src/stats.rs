@@ -339,6 +339,11 @@ pub fn human_afxdp(v: &Value) -> String {
             .map_or("unpinned".to_string(), |c| format!("core {c}"));
         out.push_str(&format!("thread {} ({core})\n", t["thread"]));
         fields(&t["forwarder"], "  ", &mut out);
+        for k in ["umem_frames", "free_frames", "held_frames"] {
+            if let Some(x) = t[k].as_u64() {
+                out.push_str(&format!("{:<40} {x}\n", format!("  {k}")));
+            }
+        }
         for p in t["ports"].as_array().into_iter().flatten() {
             let mode = p["mode"].as_str().unwrap_or("?");
             out.push_str(&format!(
@@ -348,6 +353,21 @@ pub fn human_afxdp(v: &Value) -> String {
             ));
             fields(&p["xdp_statistics"], "    ", &mut out);
             fields(&p["rings"], "    ring_", &mut out);
+            for k in ["fill_frames", "tx_frames"] {
+                if let Some(x) = p[k].as_u64() {
+                    out.push_str(&format!("{:<40} {x}\n", format!("    {k}")));
+                }
+            }
+            if let Some(m) = p["ring_indices"].as_object() {
+                for (ring, pc) in m {
+                    out.push_str(&format!(
+                        "{:<40} producer {} consumer {}\n",
+                        format!("    {ring}_ring"),
+                        pc[0],
+                        pc[1]
+                    ));
+                }
+            }
         }
     }
     let allocs = v["allocations"]
@@ -453,8 +473,11 @@ mod tests {
             "threads": [{
                 "thread": 0, "core": 1,
                 "ports": [{"ifindex": 4, "queue": 0, "mode": "copy",
-                           "xdp_statistics": {"rx_dropped": 7}, "rings": {"rx": 9}}],
-                "forwarder": {"received": 9, "to_peer": 9}
+                           "xdp_statistics": {"rx_dropped": 7}, "rings": {"rx": 9},
+                           "fill_frames": 2048, "tx_frames": 3,
+                           "ring_indices": {"fill": [4105, 2057]}}],
+                "forwarder": {"received": 9, "to_peer": 9},
+                "umem_frames": 8192, "free_frames": 6141, "held_frames": 0
             }],
             "allocations": [{"relay": "198.51.100.1:50000", "client": "192.0.2.2:4000",
                              "to_peer_packets": 9, "to_peer_bytes": 900,
@@ -490,6 +513,18 @@ mod tests {
                 .any(|l| l.split_whitespace().eq(["ring_rx", "9"])),
             "{text}"
         );
+        for line in [
+            ["umem_frames", "8192"].as_slice(),
+            &["free_frames", "6141"],
+            &["fill_frames", "2048"],
+            &["fill_ring", "producer", "4105", "consumer", "2057"],
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.split_whitespace().eq(line.iter().copied())),
+                "{line:?} in {text}"
+            );
+        }
         assert!(text.contains("198.51.100.1:50000 for 192.0.2.2:4000: to peer 9 packets 900 bytes"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
