@@ -351,6 +351,48 @@ pub struct XdpLoadReport {
 }
 
 /// `xdp-load`: live-frame Binding requests out of `--iface`, answers dropped there.
+/// What both live-frame loads (`xdp-load`, `xdp-relay-load`) set up first: the calling
+/// thread pinned per `--cpus` (returned), the relay CPUs to sample, the sending interface's index
+/// and MAC address, the IPv4 server and the local IPv4 address to send from.
+pub struct LiveSetup {
+    pub cpus: Vec<usize>,
+    pub relay_cpus: Option<Vec<usize>>,
+    pub ifindex: u32,
+    pub mac: String,
+    pub server: SocketAddrV4,
+    pub bind: std::net::Ipv4Addr,
+}
+
+pub fn live_setup(c: &crate::cli::Common, iface: &str) -> Result<LiveSetup> {
+    let cpus = match &c.cpus {
+        Some(s) => cpu::parse_list(s)?,
+        None => Vec::new(),
+    };
+    cpu::pin(&cpus, 0)?;
+    net::tight_timer_slack();
+    let relay_cpus = c.relay_cpus.as_deref().map(cpu::parse_list).transpose()?;
+    let ifindex = bpf::ifindex(iface)?;
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
+        .with_context(|| format!("no MAC address for {iface}"))?;
+    let server = v4(c.server)?;
+    let bind = match c.bind {
+        Some(IpAddr::V4(ip)) => ip,
+        Some(IpAddr::V6(_)) => bail!("--bind must be IPv4"),
+        None => match net::local_addr_towards(c.server)? {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => bail!("no IPv4 route to {}", c.server),
+        },
+    };
+    Ok(LiveSetup {
+        cpus,
+        relay_cpus,
+        ifindex,
+        mac,
+        server,
+        bind,
+    })
+}
+
 pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
     let c = &a.common;
     c.validate()?;
@@ -365,25 +407,14 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
         c.rate == 0,
         "xdp-load runs flat out only (--rate 0): live-frame runs cannot be paced"
     );
-    let cpus = match &c.cpus {
-        Some(s) => cpu::parse_list(s)?,
-        None => Vec::new(),
-    };
-    cpu::pin(&cpus, 0)?;
-    net::tight_timer_slack();
-    let relay_cpus = c.relay_cpus.as_deref().map(cpu::parse_list).transpose()?;
-    let ifindex = bpf::ifindex(&a.iface)?;
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", a.iface))
-        .with_context(|| format!("no MAC address for {}", a.iface))?;
-    let server = v4(c.server)?;
-    let bind = match c.bind {
-        Some(IpAddr::V4(ip)) => ip,
-        Some(IpAddr::V6(_)) => bail!("--bind must be IPv4"),
-        None => match net::local_addr_towards(c.server)? {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(_) => bail!("no IPv4 route to {}", c.server),
-        },
-    };
+    let LiveSetup {
+        cpus,
+        relay_cpus,
+        ifindex,
+        mac,
+        server,
+        bind,
+    } = live_setup(c, &a.iface)?;
     let mut tid = [0u8; 12];
     tid[..4].copy_from_slice(b"XDPL");
     let frame = binding_frame(

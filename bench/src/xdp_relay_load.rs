@@ -30,11 +30,11 @@ use crate::payload;
 use crate::stats::{self, Params, TrafficReport};
 use crate::traffic::{channel_for, peer_for};
 use crate::turn::Session;
-use crate::xdp_bench::{if_counters, parse_mac, udp_frame, v4, IfCounters};
-use anyhow::{bail, ensure, Context, Result};
+use crate::xdp_bench::{if_counters, live_setup, parse_mac, udp_frame, IfCounters, LiveSetup};
+use anyhow::{ensure, Context, Result};
 use aya::maps::{Array, Map, MapData};
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -301,25 +301,14 @@ pub fn run_xdp_relay_load(a: &XdpRelayLoadArgs) -> Result<XdpRelayLoadReport> {
             "--deliver-iface (the peer's veth, with xdp-drop on it) is required unless --reflector"
         );
     }
-    let cpus = match &c.cpus {
-        Some(s) => cpu::parse_list(s)?,
-        None => Vec::new(),
-    };
-    cpu::pin(&cpus, 0)?;
-    net::tight_timer_slack();
-    let relay_cpus = c.relay_cpus.as_deref().map(cpu::parse_list).transpose()?;
-    let ifindex = bpf::ifindex(&a.iface)?;
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", a.iface))
-        .with_context(|| format!("no MAC address for {}", a.iface))?;
-    let server = v4(c.server)?;
-    let bind = match c.bind {
-        Some(IpAddr::V4(ip)) => ip,
-        Some(IpAddr::V6(_)) => bail!("--bind must be IPv4"),
-        None => match net::local_addr_towards(c.server)? {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(_) => bail!("no IPv4 route to {}", c.server),
-        },
-    };
+    let LiveSetup {
+        cpus,
+        relay_cpus,
+        ifindex,
+        mac,
+        server,
+        bind,
+    } = live_setup(c, &a.iface)?;
     let locals: Vec<SocketAddrV4> = (0..a.allocations)
         .map(|i| SocketAddrV4::new(bind, a.first_port + i as u16))
         .collect();
