@@ -37,6 +37,9 @@ const OTHER_PEER4: &str = "198.51.100.3:6000";
 const EXPIRED_RELAY4: &str = "198.51.100.1:50002";
 /// Not a relay port at all.
 const UNKNOWN_PORT4: &str = "198.51.100.1:50004";
+/// An IPv6 relayed address of the IPv4 client (REQUESTED-ADDRESS-FAMILY) and its peer.
+const RELAY6: &str = "[2001:db8:51::1]:50006";
+const PEER6: &str = "[2001:db8:51::2]:6000";
 
 const LIVE: u64 = u64::MAX / 2;
 const EXPIRED: u64 = 1;
@@ -96,12 +99,14 @@ impl Harness {
         relays
             .insert(ep(sa(EXPIRED_RELAY4)), relay_value(EXPIRED), 0)
             .unwrap();
+        relays.insert(ep(sa(RELAY6)), relay_value(LIVE), 0).unwrap();
         let mut perms: HashMap<&mut MapData, PermissionKey, Expiry> =
             HashMap::try_from(h.ebpf.map_mut(map_names::PERMISSIONS).unwrap()).unwrap();
         for (relay, peer, exp) in [
             (RELAY4, PEER4, LIVE),
             (RELAY4, OTHER_PEER4, EXPIRED),
             (EXPIRED_RELAY4, PEER4, LIVE),
+            (RELAY6, PEER6, LIVE),
         ] {
             let k = PermissionKey {
                 peer_ip: key_ip(sa(peer)),
@@ -122,6 +127,11 @@ impl Harness {
                 .insert(channel_key(ch), channel_value(peer, exp), 0)
                 .unwrap();
         }
+        // Live channel of the IPv4 client's IPv6 allocation.
+        let mut v6 = channel_value(PEER6, LIVE);
+        v6.relay_ip = key_ip(sa(RELAY6));
+        v6.relay_port = sa(RELAY6).port().to_be_bytes();
+        chans.insert(channel_key(0x4004), v6, 0).unwrap();
         h
     }
 
@@ -614,6 +624,11 @@ fn fixtures() -> Vec<Fixture> {
             "ChannelData from another client port",
             FrameSpec::new(sa("192.0.2.2:40009"), sa(SERVER4)).build(&channel_data(0x4001, b"x")),
             Counter::PassChannelUnbound,
+        ),
+        pass(
+            "ChannelData to an IPv6 peer from an IPv4 client: the socket path translates",
+            udp4(&channel_data(0x4004, b"x")),
+            Counter::PassNoNextHop,
         ),
         pass(
             "ChannelData length past the datagram",

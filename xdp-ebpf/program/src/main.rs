@@ -569,6 +569,13 @@ fn channel_data(
     if now >= ch.expires_ns || !alloc_live || !permitted(ch.relay_port, ch.peer_ip, now) {
         return Verdict::Pass(Counter::PassChannelUnbound);
     }
+    // A relayed address of the other family (REQUESTED-ADDRESS-FAMILY): the forwarder does
+    // not translate between families and the next hop would be looked up in the wrong
+    // table; the socket path relays it.
+    let peer_v4 = ch.peer_ip[..12] == xturn_xdp_common::ipv4_mapped([0; 4])[..12];
+    if peer_v4 != (d.family == Family::V4) {
+        return Verdict::Pass(Counter::PassNoNextHop);
+    }
     let hop = Hop {
         family: d.family,
         src_ip: ch.relay_ip,
