@@ -454,20 +454,9 @@ pub fn attach_xdp(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<XdpLink> {
     })
 }
 
-/// Index of interface `name` in this network namespace.
+/// Index of interface `name` in this network namespace (the AF_XDP ring module's look-up).
 pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
-    // SAFETY: a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {name:?} in this network namespace"),
-        ))
-    } else {
-        Ok(i)
-    }
+    xturn_relay::afxdp::ring::IfRef::ifindex(&name)
 }
 
 #[cfg(test)]

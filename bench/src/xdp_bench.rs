@@ -393,6 +393,43 @@ pub fn live_setup(c: &crate::cli::Common, iface: &str) -> Result<LiveSetup> {
     })
 }
 
+/// Live-frame BPF_PROG_RUN of `gen` on `frame` out of `ifindex`, `frames_per_run` frames
+/// per run in batches of `batch`, from `start_ns` until `stop_ns` (CLOCK_MONOTONIC), with a
+/// progress line each second if `progress`. Returns (frames sent, runs).
+pub fn live_runs(
+    gen: &Prog,
+    frame: &[u8],
+    (frames_per_run, batch): (u32, u32),
+    ifindex: u32,
+    (start_ns, stop_ns): (u64, u64),
+    progress: bool,
+    label: &str,
+) -> Result<(u64, u64)> {
+    let (mut sent, mut runs, mut last_report, mut prev_sent) = (0u64, 0u64, start_ns, 0u64);
+    loop {
+        let now = net::now_ns();
+        if now >= stop_ns {
+            return Ok((sent, runs));
+        }
+        bpf::test_run(
+            gen.fd(),
+            frame,
+            frames_per_run,
+            Mode::Live { ifindex, batch },
+        )
+        .context("live-frame BPF_PROG_RUN")?;
+        sent += u64::from(frames_per_run);
+        runs += 1;
+        if progress && now >= last_report + 1_000_000_000 {
+            eprintln!(
+                "{label}: sent {:>9}/s",
+                (sent - prev_sent) * 1_000_000_000 / (now - last_report)
+            );
+            (last_report, prev_sent) = (now, sent);
+        }
+    }
+}
+
 pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
     let c = &a.common;
     c.validate()?;
@@ -458,34 +495,16 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
     let cpu_a = relay_cpus.as_ref().map(|r| cpu::sample(r)).transpose()?;
     let run_a = cpu::runtime_of(&pids).filter(|_| !pids.is_empty());
     let gen_a = net::process_cpu_ns();
-    let (mut sent, mut runs, mut last_report) = (0u64, 0u64, start_ns);
-    let mut prev_sent = 0;
-    loop {
-        let now = net::now_ns();
-        if now >= stop_ns {
-            break;
-        }
-        bpf::test_run(
-            gen.fd(),
-            &frame,
-            a.frames_per_run,
-            Mode::Live {
-                ifindex,
-                batch: a.batch,
-            },
-        )
-        .context("live-frame BPF_PROG_RUN")?;
-        // (Live runs report no return value: the self-check above covers the program.)
-        sent += a.frames_per_run as u64;
-        runs += 1;
-        if !c.quiet && now >= last_report + 1_000_000_000 {
-            eprintln!(
-                "xdp-load: sent {:>9}/s",
-                (sent - prev_sent) * 1_000_000_000 / (now - last_report)
-            );
-            (last_report, prev_sent) = (now, sent);
-        }
-    }
+    // (Live runs report no return value: the self-check above covers the program.)
+    let (sent, runs) = live_runs(
+        &gen,
+        &frame,
+        (a.frames_per_run, a.batch),
+        ifindex,
+        (start_ns, stop_ns),
+        !c.quiet,
+        "xdp-load",
+    )?;
     let elapsed_s = (net::now_ns() - start_ns) as f64 / 1e9;
     let gen_b = net::process_cpu_ns();
     let cpu_b = relay_cpus.as_ref().map(|r| cpu::sample(r)).transpose()?;

@@ -30,7 +30,9 @@ use crate::payload;
 use crate::stats::{self, Params, TrafficReport};
 use crate::traffic::{channel_for, peer_for};
 use crate::turn::Session;
-use crate::xdp_bench::{if_counters, live_setup, parse_mac, udp_frame, IfCounters, LiveSetup};
+use crate::xdp_bench::{
+    if_counters, live_runs, live_setup, parse_mac, udp_frame, IfCounters, LiveSetup,
+};
 use anyhow::{ensure, Context, Result};
 use aya::maps::{Array, Map, MapData};
 use serde::{Deserialize, Serialize};
@@ -432,32 +434,15 @@ fn load(
     let gen_a = net::process_cpu_ns();
     let start_ns = net::now_ns();
     let stop_ns = start_ns + (c.duration * 1e9) as u64;
-    let (mut sent, mut runs, mut last_report, mut prev_sent) = (0u64, 0u64, start_ns, 0u64);
-    loop {
-        let now = net::now_ns();
-        if now >= stop_ns {
-            break;
-        }
-        bpf::test_run(
-            gen.fd(),
-            template,
-            a.frames_per_run,
-            Mode::Live {
-                ifindex,
-                batch: a.batch,
-            },
-        )
-        .context("live-frame BPF_PROG_RUN")?;
-        sent += a.frames_per_run as u64;
-        runs += 1;
-        if !c.quiet && now >= last_report + 1_000_000_000 {
-            eprintln!(
-                "xdp-relay-load: sent {:>9}/s",
-                (sent - prev_sent) * 1_000_000_000 / (now - last_report)
-            );
-            (last_report, prev_sent) = (now, sent);
-        }
-    }
+    let (sent, runs) = live_runs(
+        &gen,
+        template,
+        (a.frames_per_run, a.batch),
+        ifindex,
+        (start_ns, stop_ns),
+        !c.quiet,
+        "xdp-relay-load",
+    )?;
     let elapsed_s = (net::now_ns() - start_ns) as f64 / 1e9;
     let gen_b = net::process_cpu_ns();
     // The relay drains its rings for a moment after the last run: count that work too.
