@@ -421,6 +421,14 @@ mod tests {
         }
     }
 
+    impl Setup {
+        /// A frame from the client to the server's listening address carrying `payload`.
+        fn client_frame(&self, payload: &[u8]) -> Vec<u8> {
+            let ft = self.five_tuple;
+            udp_frame(MAC_CLIENT, MAC_C, ft.client.0, ft.server, payload)
+        }
+    }
+
     fn udp_frame(
         src_mac: [u8; 6],
         dst_mac: [u8; 6],
@@ -506,13 +514,7 @@ mod tests {
             let data: Vec<u8> = (0..(i as usize % 97))
                 .map(|k| (k as u8) ^ (i as u8))
                 .collect();
-            let cd = udp_frame(
-                MAC_CLIENT,
-                MAC_C,
-                client,
-                s.five_tuple.server,
-                &channel_data(0x4001, &data),
-            );
+            let cd = s.client_frame(&channel_data(0x4001, &data));
             assert!(s.fw.xsk().inject_with_meta(0, &to_peer_meta(), &cd));
             let up = udp_frame(MAC_PEER, MAC_P, s.peer, s.relay.0, &data);
             assert!(s.fw.xsk().inject_with_meta(1, &to_client_meta(), &up));
@@ -549,14 +551,7 @@ mod tests {
     fn expired_permission_stops_both_directions_while_the_channel_lives() {
         let mut s = setup();
         let late = s.t0 + Duration::from_secs(301);
-        let client = s.five_tuple.client.0;
-        let cd = udp_frame(
-            MAC_CLIENT,
-            MAC_C,
-            client,
-            s.five_tuple.server,
-            &channel_data(0x4001, b"x"),
-        );
+        let cd = s.client_frame(&channel_data(0x4001, b"x"));
         let up = udp_frame(MAC_PEER, MAC_P, s.peer, s.relay.0, b"y");
         assert!(s.fw.xsk().inject_with_meta(0, &to_peer_meta(), &cd));
         assert!(s.fw.xsk().inject_with_meta(1, &to_client_meta(), &up));
@@ -594,14 +589,7 @@ mod tests {
     #[test]
     fn egress_without_a_socket_here_takes_the_slow_path() {
         let mut s = setup();
-        let client = s.five_tuple.client.0;
-        let cd = udp_frame(
-            MAC_CLIENT,
-            MAC_C,
-            client,
-            s.five_tuple.server,
-            &channel_data(0x4001, b"via kernel"),
-        );
+        let cd = s.client_frame(&channel_data(0x4001, b"via kernel"));
         let m = meta(MAC_PEER, MAC_P, 99, direction::CLIENT_TO_PEER);
         assert!(s.fw.xsk().inject_with_meta(0, &m, &cd));
         s.fw.poll(s.t0 + Duration::from_secs(1));
@@ -615,26 +603,13 @@ mod tests {
     #[test]
     fn frames_without_metadata_or_with_bad_checksums_are_dropped_and_freed() {
         let mut s = setup();
-        let client = s.five_tuple.client.0;
-        let cd = udp_frame(
-            MAC_CLIENT,
-            MAC_C,
-            client,
-            s.five_tuple.server,
-            &channel_data(0x4001, b"abcd"),
-        );
+        let cd = s.client_frame(&channel_data(0x4001, b"abcd"));
         assert!(s.fw.xsk().inject(0, &cd));
         let mut bad = cd.clone();
         let n = bad.len();
         bad[n - 1] ^= 0x40;
         assert!(s.fw.xsk().inject_with_meta(0, &to_peer_meta(), &bad));
-        let wrong_channel = udp_frame(
-            MAC_CLIENT,
-            MAC_C,
-            client,
-            s.five_tuple.server,
-            &channel_data(0x4002, b"abcd"),
-        );
+        let wrong_channel = s.client_frame(&channel_data(0x4002, b"abcd"));
         assert!(s
             .fw
             .xsk()
