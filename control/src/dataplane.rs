@@ -24,6 +24,14 @@ struct AllocEntry {
     counters: Counters,
 }
 
+impl AllocEntry {
+    /// The allocation is live and holds a live permission for `peer` (RFC 8656 sections
+    /// 9 and 12: checked on every packet, each way, channel or not).
+    fn permits(&self, peer: IpAddr, now: Instant) -> bool {
+        now < self.expires && self.permissions.get(&peer).is_some_and(|&exp| now < exp)
+    }
+}
+
 /// Per-allocation traffic counters (packets and payload bytes, each direction).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -172,12 +180,8 @@ impl DataPlane {
             return None;
         }
         let a = self.allocs.get_mut(&relay)?;
-        if now >= a.expires {
+        if !a.permits(peer.0.ip(), now) {
             return None;
-        }
-        match a.permissions.get(&peer.0.ip()) {
-            Some(&exp) if now < exp => {}
-            _ => return None,
         }
         let len = cd.length() as usize;
         a.counters.to_peer_packets += 1;
@@ -244,12 +248,8 @@ impl DataPlane {
             return None;
         }
         let a = self.allocs.get_mut(&relay)?;
-        if now >= a.expires {
+        if !a.permits(peer.0.ip(), now) {
             return None;
-        }
-        match a.permissions.get(&peer.0.ip()) {
-            Some(&exp) if now < exp => {}
-            _ => return None,
         }
         let channel = match a.channel_by_peer.get(&peer.0) {
             Some(&(ch, exp)) if now < exp => Some(ch),
