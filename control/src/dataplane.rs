@@ -15,12 +15,18 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+/// The data-plane tables are looked up on every relayed packet (three look-ups per
+/// ChannelData). foldhash with a per-process random seed (`fast::RandomState`) hashes these
+/// small keys several times faster than std's SipHash (measured in the README) while keys
+/// chosen by a network peer still cannot be aimed at one bucket without knowing the seed.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Clone)]
 struct AllocEntry {
     five_tuple: FiveTuple,
     expires: Instant,
-    permissions: HashMap<IpAddr, Instant>,
-    channel_by_peer: HashMap<SocketAddr, (ChannelNumber, Instant)>,
+    permissions: Map<IpAddr, Instant>,
+    channel_by_peer: Map<SocketAddr, (ChannelNumber, Instant)>,
     counters: Counters,
 }
 
@@ -72,8 +78,8 @@ pub struct ToClient {
 
 #[derive(Debug, Default, Clone)]
 pub struct DataPlane {
-    allocs: HashMap<RelayAddr, AllocEntry>,
-    channels: HashMap<(FiveTuple, ChannelNumber), (RelayAddr, PeerAddr, Instant)>,
+    allocs: Map<RelayAddr, AllocEntry>,
+    channels: Map<(FiveTuple, ChannelNumber), (RelayAddr, PeerAddr, Instant)>,
 }
 
 impl DataPlane {
@@ -107,8 +113,8 @@ impl DataPlane {
                 let e = self.allocs.entry(*relay).or_insert_with(|| AllocEntry {
                     five_tuple: *five_tuple,
                     expires: *expires,
-                    permissions: HashMap::new(),
-                    channel_by_peer: HashMap::new(),
+                    permissions: Map::default(),
+                    channel_by_peer: Map::default(),
                     counters: Counters::default(),
                 });
                 e.five_tuple = *five_tuple;
