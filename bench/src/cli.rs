@@ -411,6 +411,10 @@ pub struct XskReflectArgs {
     /// takes the time the kernel needs to deliver frames.
     #[arg(long = "busy-poll")]
     pub busy_poll: bool,
+    /// Nice value of the reflecting threads, -20 to 19 (xturn's forwarder threads run at
+    /// `--afxdp-nice`, default -10: give the same here for a like-for-like comparison).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub nice: i32,
     /// Bind in copy mode even where zero-copy is available.
     #[arg(long)]
     pub copy: bool,

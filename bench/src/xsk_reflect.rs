@@ -21,7 +21,9 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-use xturn_relay::afxdp::ring::{frame_size_for_mtu, BindMode, Desc, Mode, Xsk, XskConfig, XskSet};
+use xturn_relay::afxdp::ring::{
+    frame_size_for_mtu, set_thread_nice, BindMode, Desc, Mode, Xsk, XskConfig, XskSet,
+};
 
 /// `BPF_MAP_TYPE_XSKMAP`.
 const MAP_TYPE_XSKMAP: u32 = 17;
@@ -273,10 +275,14 @@ pub fn run_xsk_reflect(a: &XskReflectArgs) -> Result<XskReflectReport> {
     let mut threads = Vec::new();
     for (i, &q) in queues.iter().enumerate() {
         let (stop, go, fd_tx, cpus) = (stop.clone(), go.clone(), fd_tx.clone(), cpus.clone());
-        let (batch, busy) = (a.batch, a.busy_poll);
+        let (batch, busy, nice) = (a.batch, a.busy_poll, a.nice);
         threads.push(std::thread::spawn(move || -> Option<QueueReport> {
             if let Err(e) = cpu::pin(&cpus, i) {
                 let _ = fd_tx.send(Err(format!("queue {q}: {e:#}")));
+                return None;
+            }
+            if let Err(e) = set_thread_nice(nice) {
+                let _ = fd_tx.send(Err(format!("queue {q}: nice {nice}: {e}")));
                 return None;
             }
             let mut set = match XskSet::with_config(&[(ifindex, q)], cfg) {

@@ -107,6 +107,12 @@ pub struct Args {
     /// still answered in the driver).
     #[arg(long = "no-afxdp")]
     pub no_afxdp: bool,
+    /// Nice value of the AF_XDP forwarder threads, -20 to 19. Below 0 (the default, -10)
+    /// a forwarder runs before the NAPI poll that feeds it on a shared core, so under
+    /// overload the core drains the frames it already received instead of receiving more
+    /// that the full socket would drop (receive livelock). 0 shares the core equally.
+    #[arg(long = "afxdp-nice", allow_negative_numbers = true)]
+    pub afxdp_nice: Option<i32>,
 }
 
 /// The same keys in a TOML file.
@@ -138,6 +144,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub xdp: Option<Vec<String>>,
     pub afxdp: Option<bool>,
+    pub afxdp_nice: Option<i32>,
 }
 
 /// Everything the running server needs, validated.
@@ -152,10 +159,15 @@ pub struct Settings {
     pub xdp: Vec<String>,
     /// With `xdp`: relay TURN data with the AF_XDP forwarder.
     pub afxdp: bool,
+    /// Nice value of the forwarder threads.
+    pub afxdp_nice: i32,
     pub server: xturn_control::Config,
     /// Set when no credentials were configured: (user, password) of the demo user.
     pub demo_user: Option<(String, String)>,
 }
+
+/// The forwarder threads' default nice value (see `--afxdp-nice`).
+pub const DEFAULT_AFXDP_NICE: i32 = -10;
 
 fn pick<T>(cli: Option<T>, file: Option<T>, default: T) -> T {
     cli.or(file).unwrap_or(default)
@@ -353,6 +365,11 @@ impl Settings {
             }
         }
 
+        let afxdp_nice = pick(a.afxdp_nice, f.afxdp_nice, DEFAULT_AFXDP_NICE);
+        if !(-20..=19).contains(&afxdp_nice) {
+            bail!("--afxdp-nice {afxdp_nice}: use a nice value from -20 to 19");
+        }
+
         let mut server = xturn_control::Config::new(
             creds,
             relay_ipv4.or(relay_ipv6).expect("set above"),
@@ -379,6 +396,7 @@ impl Settings {
             log_level,
             xdp,
             afxdp,
+            afxdp_nice,
             server,
             demo_user,
         })
@@ -418,6 +436,14 @@ mod tests {
         assert!(parse(&[&any[..], &["--xdp", "eth0", "--no-afxdp"]].concat()).is_ok());
         // Without --xdp a wildcard listener is fine.
         assert!(parse(&any).is_ok());
+        let s = parse(&["--listening-ip", "192.0.2.1", "--xdp", "eth0"]).unwrap();
+        assert_eq!(s.afxdp_nice, DEFAULT_AFXDP_NICE);
+        let s = parse(&["--listening-ip", "192.0.2.1", "--afxdp-nice", "-5"]).unwrap();
+        assert_eq!(s.afxdp_nice, -5);
+        for bad in ["-21", "20"] {
+            let e = parse(&["--listening-ip", "192.0.2.1", "--afxdp-nice", bad]).unwrap_err();
+            assert!(e.to_string().contains("--afxdp-nice"), "{e}");
+        }
         let f: FileConfig = toml::from_str("xdp = [\"eth0\"]\nafxdp = false").unwrap();
         let a = Args::try_parse_from(["xturn", "--listening-ip", "192.0.2.1"]).unwrap();
         assert!(!Settings::merge(a, f).unwrap().afxdp);

@@ -424,12 +424,19 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
     for (t, fw, rx, report) in fast {
         let core = core_for(t);
         let shutdown = shared.shutdown.clone();
+        let nice = settings.afxdp_nice;
         handles.push(
             std::thread::Builder::new()
                 .name(format!("xturn-afxdp-{t}"))
                 .spawn(move || {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
+                    }
+                    if let Err(e) = xturn_relay::afxdp::ring::set_thread_nice(nice) {
+                        tracing::warn!(
+                            "AF_XDP forwarder {t}: cannot set nice value {nice} ({e}); it \
+                             shares its core equally with the NAPI poll feeding it"
+                        );
                     }
                     fastpath::run_thread(fw, rx, shutdown, report)
                 })?,

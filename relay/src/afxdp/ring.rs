@@ -126,6 +126,23 @@ pub enum BindMode {
 /// Frame size for an interface MTU: 2048-byte chunks hold frames up to 1792 bytes
 /// (2048 minus [`RX_HEADROOM`]); a larger MTU (plus the Ethernet header and one VLAN
 /// tag) needs 4096-byte chunks, or the kernel drops the larger frames.
+/// Run the calling thread (the one that drains the rings) at nice value `nice`, -20..=19.
+///
+/// In copy mode the interface's NAPI poll (a softirq or a `napi/*` kthread) fills the RX
+/// ring and the draining thread empties it; on a shared core both compete for the CPU.
+/// When the producer wins, it keeps running the XDP program and copying frames that the
+/// full socket then drops (receive livelock): the consumer should run first, and a
+/// negative nice value lets it. Needs CAP_SYS_NICE for values below 0.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    if !(-20..=19).contains(&nice) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("nice value {nice} is not in -20..=19"),
+        ));
+    }
+    raw::set_thread_nice(nice)
+}
+
 pub fn frame_size_for_mtu(mtu: usize) -> usize {
     if mtu + 18 <= 2048 - RX_HEADROOM {
         2048

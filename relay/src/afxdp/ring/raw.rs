@@ -580,6 +580,21 @@ pub(super) fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// Set the calling thread's nice value (setpriority(2) on its thread id). Lowering it
+/// below 0 needs CAP_SYS_NICE.
+pub(super) fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no arguments; setpriority only reads its integer arguments.
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Wake RX (the fill ring's need_wakeup): `recvfrom(fd, NULL, 0, MSG_DONTWAIT, ..)`.
 pub(super) fn wake_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: a zero-length receive with null buffers; nothing is written to user memory.
