@@ -10,7 +10,7 @@ use std::mem::{offset_of, size_of};
 use xdp_support::OBJECT;
 use xturn_xdp_common::{
     capacity, map_names, program_names, ChannelKey, ChannelValue, Config, Counter, Endpoint,
-    Expiry, ListenPort, ListenValue, PermissionKey, RelayValue,
+    Expiry, HopKey, HopValue, ListenPort, ListenValue, PermissionKey, RelayValue,
 };
 
 // ------------------------------------------------------------------- ELF and BTF reader
@@ -275,6 +275,7 @@ const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
 
 /// (name, map type, key, value, max entries) as user space expects them.
 fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
@@ -368,6 +369,24 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             layout!(scalar u32),
             layout!(scalar u64),
             Counter::COUNT,
+        ),
+        (
+            map_names::HOPS,
+            BPF_MAP_TYPE_LRU_PERCPU_HASH,
+            layout!(HopKey {
+                src_ip,
+                dst_ip,
+                ingress_ifindex,
+                src_port,
+                dst_port
+            }),
+            layout!(HopValue {
+                checked_ns,
+                dst_mac,
+                src_mac,
+                egress_ifindex
+            }),
+            capacity::HOPS,
         ),
     ]
 }

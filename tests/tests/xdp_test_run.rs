@@ -10,6 +10,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::Xdp;
 use aya::{Ebpf, TestRun, TestRunOptions};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use xdp_support::{
     in_netns, parse_checked, root_or_skip, unique_tag, FrameSpec, Netns, Xsk, MAC_CLIENT,
     MAC_SERVER, OBJECT,
@@ -18,7 +19,7 @@ use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, Transact
 use xturn_xdp_common::{
     direction, flags, ipv4_mapped, map_names, program_names, xsk_index, ChannelKey, ChannelValue,
     Config, Counter, Endpoint, Expiry, ListenPort, ListenValue, PermissionKey, RelayValue, XskMeta,
-    XSK_META_MAGIC,
+    HOP_CACHE_NS, XSK_META_MAGIC,
 };
 
 const XDP_DROP: u32 = 1;
@@ -616,9 +617,10 @@ fn fixtures() -> Vec<Fixture> {
             Counter::PassChannelUnbound,
         ),
         pass(
-            "ChannelData whose peer's permission expired",
+            "ChannelData on a live channel whose peer's permission expired: steered like any \
+             live channel (the forwarder checks permissions; no XSK here, so passed)",
             udp4(&channel_data(0x4003, b"x")),
-            Counter::PassChannelUnbound,
+            Counter::PassNoXskChannel,
         ),
         pass(
             "ChannelData from another client port",
@@ -870,6 +872,20 @@ fn xdp_switches_turn_features_off() {
     }
 }
 
+/// Keep the calling thread on the CPU it runs on now.
+fn pin_to_current_cpu() {
+    // SAFETY: sched_getcpu has no arguments; the cpu_set_t is a plain bit set on the stack,
+    // passed with its size.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let r = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(r, 0, "sched_setaffinity");
+    }
+}
+
 /// With an AF_XDP socket in the XSK map slot of the receive interface and queue, live
 /// ChannelData and permitted peer data are redirected to it (XDP_REDIRECT) with the next
 /// hop from the kernel's FIB and neighbour tables in the metadata; without a usable next
@@ -912,6 +928,8 @@ fn xdp_redirects_to_a_bound_xsk() {
         mac(MAC_PEER)
     ));
     in_netns(&name, || {
+        // One CPU for every run: the program caches next hops per CPU.
+        pin_to_current_cpu();
         let ifindex = |n: &str| {
             let c = std::ffi::CString::new(n).unwrap();
             // SAFETY: a valid C string.
@@ -1014,6 +1032,53 @@ fn xdp_redirects_to_a_bound_xsk() {
         for (desc, ifx, input, action, counter, meta) in &cases {
             check(&h, desc, *ifx, input, *action, *counter, meta);
         }
+        // The next hop is cached per CPU for HOP_CACHE_NS: the peer's new MAC is used once
+        // the entry is that old, not before (so the cache, not bpf_fib_lookup, answered).
+        let looked_up = Instant::now();
+        const MAC_PEER_NEW: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 0x22];
+        // This thread is in the namespace.
+        let new_mac = MAC_PEER_NEW.map(|b| format!("{b:02x}")).join(":");
+        xdp_support::run(&[
+            "ip",
+            "neigh",
+            "replace",
+            "198.51.100.2",
+            "lladdr",
+            &new_mac,
+            "dev",
+            "p",
+            "nud",
+            "permanent",
+        ]);
+        let new_meta = XskMeta {
+            dst_mac: MAC_PEER_NEW,
+            ..meta_channel(p)
+        };
+        let cache = Duration::from_nanos(HOP_CACHE_NS);
+        check(
+            &h,
+            "live channel, next hop cached",
+            c,
+            &cd,
+            XDP_REDIRECT,
+            Counter::RedirectChannel,
+            &meta_bytes(&meta_channel(p)),
+        );
+        assert!(
+            looked_up.elapsed() < cache,
+            "the cached answer was checked within {cache:?}"
+        );
+        // The coarse clock advances a jiffy (at most 10 ms) at a time.
+        std::thread::sleep(cache + Duration::from_millis(50));
+        check(
+            &h,
+            "live channel, next hop looked up again",
+            c,
+            &cd,
+            XDP_REDIRECT,
+            Counter::RedirectChannel,
+            &meta_bytes(&new_meta),
+        );
         // No neighbour entry for the peer yet: the socket path relays it (and the kernel
         // resolves the neighbour).
         let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =

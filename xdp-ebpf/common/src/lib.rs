@@ -47,9 +47,12 @@ pub mod map_names {
     pub const XSKS: &str = "XT_XSKS";
     /// `PerCpuArray<u64>` indexed by [`Counter`](crate::Counter).
     pub const COUNTERS: &str = "XT_COUNTERS";
+    /// `LruPerCpuHashMap<HopKey, HopValue>`: the program's own cache of `bpf_fib_lookup`
+    /// results for steered flows (user space does not touch it).
+    pub const HOPS: &str = "XT_HOPS";
 
     /// Every map of the object, for tests and diagnostics.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         CONFIG,
         LISTEN,
         LISTEN_PORTS,
@@ -59,6 +62,7 @@ pub mod map_names {
         IFACES,
         XSKS,
         COUNTERS,
+        HOPS,
     ];
 }
 
@@ -77,6 +81,9 @@ pub mod capacity {
     pub const CHANNELS: u32 = 65536;
     pub const PERMISSIONS: u32 = 65536;
     pub const RELAYS: u32 = 16384;
+    /// Cached next hops per CPU (one per steered flow direction; the least recently used
+    /// is evicted).
+    pub const HOPS: u32 = 16384;
     /// UDP ports: the size of the listening-port index.
     pub const LISTEN_PORTS: u32 = 65536;
     /// Interface indices below this can be served by AF_XDP sockets.
@@ -282,6 +289,33 @@ pub struct ChannelValue {
     pub _pad: [u8; 4],
     pub expires_ns: u64,
 }
+
+/// Key of [`map_names::HOPS`]: what `bpf_fib_lookup` is asked (a steered datagram's new
+/// addresses and ports, IPv4-mapped for IPv4, and the interface it arrived on).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct HopKey {
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub ingress_ifindex: u32,
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+}
+
+/// Value of [`map_names::HOPS`]: the answer, and when it was looked up
+/// (CLOCK_MONOTONIC_COARSE). It is used for [`HOP_CACHE_NS`], then looked up again, so a
+/// route or neighbour change reaches steered flows within that time.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HopValue {
+    pub checked_ns: u64,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub egress_ifindex: u32,
+}
+
+/// How long a cached next hop is used before `bpf_fib_lookup` is asked again.
+pub const HOP_CACHE_NS: u64 = 1_000_000_000;
 
 /// Key of [`map_names::PERMISSIONS`] (RFC 8656 section 9: a permission is per peer IP,
 /// ports ignored). The relay IP is implied: one relay address per family, and a peer's

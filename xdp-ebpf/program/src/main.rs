@@ -34,9 +34,9 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
-    btf_maps::{Array, HashMap, PerCpuArray, XskMap},
+    btf_maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
     helpers::{
-        bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
+        bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
         bpf_xdp_adjust_tail,
     },
     macros::{btf_map, xdp},
@@ -45,8 +45,8 @@ use aya_ebpf::{
 use core::mem::size_of;
 use xturn_xdp_common::{
     capacity, direction, flags, listen_flags, map_names, program_names, xsk_index, ChannelKey,
-    ChannelValue, Config, Counter, Endpoint, Expiry, ListenPort, ListenValue, PermissionKey,
-    RelayValue, XskMeta, XSK_META_MAGIC,
+    ChannelValue, Config, Counter, Endpoint, Expiry, HopKey, HopValue, ListenPort, ListenValue,
+    PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
 };
 
 // ------------------------------------------------------------------------------ maps
@@ -74,6 +74,9 @@ static XT_IFACES: Array<u32, { capacity::IFACES as usize }> = Array::new();
 static XT_XSKS: XskMap<{ capacity::XSKS as usize }> = XskMap::new();
 #[btf_map]
 static XT_COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
+#[btf_map]
+static XT_HOPS: LruPerCpuHashMap<HopKey, HopValue, { capacity::HOPS as usize }> =
+    LruPerCpuHashMap::new();
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -107,6 +110,7 @@ assert_named!(
     XT_RELAYS => map_names::RELAYS,
     XT_XSKS => map_names::XSKS,
     XT_COUNTERS => map_names::COUNTERS,
+    XT_HOPS => map_names::HOPS,
     xturn_xdp => program_names::XTURN,
     xturn_xdp_pass => program_names::PASS,
 );
@@ -512,10 +516,14 @@ fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: &Ip16, cfg: u32) -> Ve
 
 // ------------------------------------------------------------------------- steering
 
+/// CLOCK_MONOTONIC at jiffy resolution: the expiry checks here only pre-filter (the
+/// forwarder checks every frame against its exact copy of the data plane), and the coarse
+/// clock is a load where `bpf_ktime_get_ns` reads the clock source (`read_tsc` alone was
+/// 2.5 % of the relay core under the kernel-bypass flood).
 #[inline(always)]
 fn now_ns() -> u64 {
-    // SAFETY: a helper without arguments; CLOCK_MONOTONIC nanoseconds.
-    unsafe { bpf_ktime_get_ns() }
+    // SAFETY: a helper without arguments; CLOCK_MONOTONIC_COARSE nanoseconds.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// Is the permission for `peer_ip` on relay port `relay_port` live?
@@ -530,9 +538,11 @@ fn permitted(relay_port: [u8; 2], peer_ip: [u8; 16], now: u64) -> bool {
     matches!(unsafe { XT_PERMS.get(&key) }, Some(p) if now < p.expires_ns)
 }
 
-/// ChannelData from a client: steered when the channel, its peer's permission and the
-/// allocation are all live (the checks `DataPlane::client_to_peer` makes), and the kernel
-/// knows the next hop to the peer.
+/// ChannelData from a client: steered when its channel is bound and live and the kernel
+/// knows the next hop to the peer. The forwarder then makes every check of
+/// `DataPlane::client_to_peer` (channel, the peer's permission, the allocation, exactly
+/// at its clock), so the permission and allocation look-ups are not repeated here: on
+/// this path they cost more than the rest of the program.
 #[inline(never)]
 fn channel_data(
     ctx: &XdpContext,
@@ -559,14 +569,7 @@ fn channel_data(
         return Verdict::Pass(Counter::PassChannelUnbound);
     };
     let now = now_ns();
-    let relay = Endpoint {
-        ip: ch.relay_ip,
-        port: ch.relay_port,
-        _pad: [0; 2],
-    };
-    // SAFETY: as above.
-    let alloc_live = matches!(unsafe { XT_RELAYS.get(&relay) }, Some(a) if now < a.expires_ns);
-    if now >= ch.expires_ns || !alloc_live || !permitted(ch.relay_port, ch.peer_ip, now) {
+    if now >= ch.expires_ns {
         return Verdict::Pass(Counter::PassChannelUnbound);
     }
     // A relayed address of the other family (REQUESTED-ADDRESS-FAMILY): the forwarder does
@@ -586,6 +589,7 @@ fn channel_data(
     steer(
         ctx,
         &hop,
+        now,
         direction::CLIENT_TO_PEER,
         Counter::RedirectChannel,
         Counter::PassNoXskChannel,
@@ -616,6 +620,7 @@ fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
     steer(
         ctx,
         &hop,
+        now,
         direction::PEER_TO_CLIENT,
         Counter::RedirectPeer,
         Counter::PassNoXskPeer,
@@ -636,13 +641,24 @@ struct Hop {
 #[repr(C, align(8))]
 struct Fib(FibParams);
 
+const _: () = assert!(size_of::<Fib>() % 8 == 0);
+
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
 /// Redirect to this queue's AF_XDP socket with the next hop of `hop` in the metadata, or
-/// pass to the socket path when there is no usable next hop or no socket.
+/// pass to the socket path when there is no usable next hop or no socket. The next hop
+/// comes from this CPU's cache ([`XT_HOPS`]) while it is younger than [`HOP_CACHE_NS`],
+/// else from `bpf_fib_lookup` (the costliest step of the program), and is cached again.
 #[inline(always)]
-fn steer(ctx: &XdpContext, hop: &Hop, direction: u8, ok: Counter, fallback: Counter) -> Verdict {
+fn steer(
+    ctx: &XdpContext,
+    hop: &Hop,
+    now: u64,
+    direction: u8,
+    ok: Counter,
+    fallback: Counter,
+) -> Verdict {
     // SAFETY: ctx.ctx is the kernel's xdp_md.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let Some(index) = served_slot(ingress).and_then(|slot| xsk_index(slot, ctx.rx_queue_index()))
@@ -653,9 +669,34 @@ fn steer(ctx: &XdpContext, hop: &Hop, direction: u8, ok: Counter, fallback: Coun
         // A wildcard server address: the forwarder would not know what to send from.
         return Verdict::Pass(Counter::PassNoNextHop);
     }
+    let key = Key8(HopKey {
+        src_ip: hop.src_ip,
+        dst_ip: hop.dst_ip,
+        ingress_ifindex: ingress,
+        src_port: hop.src_port,
+        dst_port: hop.dst_port,
+    });
+    if let Some(h) = XT_HOPS.get_ptr(&key.0) {
+        // SAFETY: this CPU's value of a live entry, read at once: XDP programs do not nest
+        // on one CPU, so nothing evicts it meanwhile.
+        let (checked, egress) = unsafe { ((*h).checked_ns, (*h).egress_ifindex) };
+        if now.wrapping_sub(checked) < HOP_CACHE_NS && served_slot(egress).is_some() {
+            // SAFETY: as above; the MACs sit at 2-byte aligned offsets (8 and 14).
+            let (dmac, smac) = unsafe { (mac_words(&(*h).dst_mac), mac_words(&(*h).src_mac)) };
+            return redirect(ctx, dmac, smac, egress, direction, index, ok, fallback);
+        }
+    }
+    // Zeroed with aligned 8-byte stores one at a time: left to LLVM, the zeroing around
+    // the fields written below is merged into misaligned stores, which the verifier
+    // rejects on the stack (see [`Datagram`]).
+    let mut fib = core::mem::MaybeUninit::<Fib>::uninit();
+    let q = fib.as_mut_ptr().cast::<u64>();
+    for i in 0..size_of::<Fib>() / 8 {
+        // SAFETY: inside the 8-byte aligned block of a multiple of 8 bytes.
+        unsafe { core::ptr::write_volatile(q.add(i), 0) };
+    }
     // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
-    let mut fib = Fib(unsafe { core::mem::zeroed() });
-    let p = &mut fib.0;
+    let p = unsafe { &mut (*fib.as_mut_ptr()).0 };
     p.l4_protocol = IPPROTO_UDP;
     p.sport = u16::from_ne_bytes(hop.src_port);
     p.dport = u16::from_ne_bytes(hop.dst_port);
@@ -669,8 +710,11 @@ fn steer(ctx: &XdpContext, hop: &Hop, direction: u8, ok: Counter, fallback: Coun
         }
         Family::V6 => {
             p.family = AF_INET6;
-            p.__bindgen_anon_3.ipv6_src = words(&hop.src_ip);
-            p.__bindgen_anon_4.ipv6_dst = words(&hop.dst_ip);
+            // SAFETY: writes of the u32 arrays of the unions (plain integers).
+            unsafe {
+                put_words(&mut p.__bindgen_anon_3.ipv6_src, words(&hop.src_ip));
+                put_words(&mut p.__bindgen_anon_4.ipv6_dst, words(&hop.dst_ip));
+            }
         }
     }
     // SAFETY: ctx is the program's context; `p` is a valid, writable parameter block of
@@ -679,7 +723,81 @@ fn steer(ctx: &XdpContext, hop: &Hop, direction: u8, ok: Counter, fallback: Coun
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || served_slot(p.ifindex).is_none() {
         return Verdict::Pass(Counter::PassNoNextHop);
     }
-    if !set_meta(ctx, &fib, direction) {
+    // The MACs sit at 2-byte aligned offsets of the stack block (52 and 58).
+    let (dmac, smac, egress) = (mac_words(&p.dmac), mac_words(&p.smac), p.ifindex);
+    let mut v = HopValue {
+        checked_ns: now,
+        dst_mac: [0; 6],
+        src_mac: [0; 6],
+        egress_ifindex: egress,
+    };
+    put_mac(&mut v.dst_mac, dmac);
+    put_mac(&mut v.src_mac, smac);
+    // A full cache evicts its least recently used entry; a failed insert only means the
+    // next frame looks the hop up again.
+    let _ = XT_HOPS.insert(&key.0, &v, 0);
+    redirect(ctx, dmac, smac, egress, direction, index, ok, fallback)
+}
+
+/// Store four u32 one at a time: merged into u64 stores they may be misaligned on the
+/// stack (the verifier rejects that; see [`Datagram`]).
+#[inline(always)]
+fn put_words(dst: &mut [u32; 4], w: [u32; 4]) {
+    let p = dst.as_mut_ptr();
+    // SAFETY: four u32 inside the array.
+    unsafe {
+        core::ptr::write_volatile(p, w[0]);
+        core::ptr::write_volatile(p.add(1), w[1]);
+        core::ptr::write_volatile(p.add(2), w[2]);
+        core::ptr::write_volatile(p.add(3), w[3]);
+    }
+}
+
+/// A map key on the stack, aligned like [`Datagram`].
+#[repr(C, align(8))]
+struct Key8<T>(T);
+
+/// A MAC address as three 16-bit words, read one at a time, volatile so that the reads are
+/// not merged into wider, misaligned ones (the verifier rejects those on the stack).
+#[inline(always)]
+fn mac_words(mac: &[u8; 6]) -> [u16; 3] {
+    let w = mac.as_ptr().cast::<u16>();
+    // SAFETY: three u16 inside the 6-byte array; every caller's array is 2-byte aligned.
+    unsafe {
+        [
+            core::ptr::read_volatile(w),
+            core::ptr::read_volatile(w.add(1)),
+            core::ptr::read_volatile(w.add(2)),
+        ]
+    }
+}
+
+/// The inverse of [`mac_words`] (into a 2-byte aligned array).
+#[inline(always)]
+fn put_mac(mac: &mut [u8; 6], words: [u16; 3]) {
+    let w = mac.as_mut_ptr().cast::<u16>();
+    // SAFETY: three u16 inside the 6-byte array, which is 2-byte aligned.
+    unsafe {
+        core::ptr::write_volatile(w, words[0]);
+        core::ptr::write_volatile(w.add(1), words[1]);
+        core::ptr::write_volatile(w.add(2), words[2]);
+    }
+}
+
+/// The metadata for the next hop, then the redirect verdict.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn redirect(
+    ctx: &XdpContext,
+    dmac: [u16; 3],
+    smac: [u16; 3],
+    egress: u32,
+    direction: u8,
+    index: u32,
+    ok: Counter,
+    fallback: Counter,
+) -> Verdict {
+    if !set_meta(ctx, dmac, smac, egress, direction) {
         return Verdict::Pass(Counter::PassNoMetadata);
     }
     Verdict::Redirect {
@@ -704,12 +822,12 @@ fn words(ip: &[u8; 16]) -> [u32; 4] {
     [w(0), w(4), w(8), w(12)]
 }
 
-/// Put the [`XskMeta`] of the next hop in `fib` in front of the frame. False when the
-/// driver has no room for it. Written field by field straight into the metadata area: a
-/// copy of the struct through the stack would be merged into misaligned stack accesses,
-/// which the verifier rejects (see [`Datagram`]).
+/// Put the [`XskMeta`] of the next hop in front of the frame. False when the driver has
+/// no room for it. Written field by field straight into the metadata area: a copy of the
+/// struct through the stack would be merged into misaligned stack accesses, which the
+/// verifier rejects (see [`Datagram`]).
 #[inline(always)]
-fn set_meta(ctx: &XdpContext, fib: &Fib, direction: u8) -> bool {
+fn set_meta(ctx: &XdpContext, dmac: [u16; 3], smac: [u16; 3], egress: u32, direction: u8) -> bool {
     const LEN: usize = size_of::<XskMeta>();
     // SAFETY: ctx is the program's context; the helper checks the headroom.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(LEN as i32)) } != 0 {
@@ -720,27 +838,12 @@ fn set_meta(ctx: &XdpContext, fib: &Fib, direction: u8) -> bool {
         return false;
     }
     let m = start as *mut u8;
-    let p = &fib.0;
-    // The MACs sit at 2-byte aligned offsets of the stack block: read them 16 bits at a
-    // time, volatile so that the reads are not merged into wider, misaligned ones.
-    let mac_words = |mac: &[u8; 6]| -> [u16; 3] {
-        let w = mac.as_ptr().cast::<u16>();
-        // SAFETY: three u16 inside the 6-byte array, which is 2-byte aligned in the
-        // 4-byte aligned bpf_fib_lookup (offsets 52 and 58).
-        unsafe {
-            [
-                core::ptr::read_volatile(w),
-                core::ptr::read_volatile(w.add(1)),
-                core::ptr::read_volatile(w.add(2)),
-            ]
-        }
-    };
     // SAFETY (the writes): inside the LEN bytes of metadata checked above; packet memory
     // may be written at any alignment.
     unsafe {
-        core::ptr::write_unaligned(m.cast::<[u16; 3]>(), mac_words(&p.dmac));
-        core::ptr::write_unaligned(m.add(6).cast::<[u16; 3]>(), mac_words(&p.smac));
-        core::ptr::write_unaligned(m.add(12).cast::<u32>(), p.ifindex);
+        core::ptr::write_unaligned(m.cast::<[u16; 3]>(), dmac);
+        core::ptr::write_unaligned(m.add(6).cast::<[u16; 3]>(), smac);
+        core::ptr::write_unaligned(m.add(12).cast::<u32>(), egress);
         core::ptr::write_unaligned(m.add(16).cast::<[u8; 4]>(), [direction, 0, 0, 0]);
         core::ptr::write_unaligned(m.add(20).cast::<[u8; 4]>(), XSK_META_MAGIC);
     }
