@@ -634,6 +634,14 @@ pub(super) fn set_thread_nice(nice: i32) -> io::Result<()> {
     }
 }
 
+/// The calling thread's nice value (tests).
+#[cfg(test)]
+pub(super) fn thread_nice() -> i32 {
+    // SAFETY: gettid has no arguments; getpriority only reads its integer arguments (-1
+    // is a valid value here, errors are not expected for the caller's own thread).
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}
+
 /// Wake RX (the fill ring's need_wakeup): `recvfrom(fd, NULL, 0, MSG_DONTWAIT, ..)`.
 pub(super) fn wake_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: a zero-length receive with null buffers; nothing is written to user memory.

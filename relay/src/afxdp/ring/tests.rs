@@ -410,3 +410,29 @@ proptest! {
         m.check_accounting().unwrap();
     }
 }
+
+#[test]
+fn set_thread_nice_applies_to_the_calling_thread_only() {
+    assert_eq!(
+        set_thread_nice(20).unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        set_thread_nice(-21).unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
+    let before = raw::thread_nice();
+    // Raising the value needs no privilege.
+    let inside = std::thread::spawn(|| {
+        set_thread_nice(7).unwrap();
+        raw::thread_nice()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(inside, 7);
+    assert_eq!(
+        raw::thread_nice(),
+        before,
+        "another thread's value is untouched"
+    );
+}
