@@ -38,7 +38,7 @@ STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
 XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
 WATCHDOG=720          # seconds for the whole run (the last one took about 6 minutes)
 AFXDP_NICE=-10        # nice value of the forwarder threads (xturn's default) and of xsk-reflect's
-BYPASS_RUNS=3         # kernel-bypass forwarder and AF_XDP reflector loads, each (medians)
+BYPASS_RUNS=5         # kernel-bypass forwarder and AF_XDP reflector loads, each (medians; the flood is noisy)
 
 log() { echo "compare.sh: $*" >&2; }
 
