@@ -36,7 +36,7 @@ RATES=(20000 50000)
 ECHO_RATE=20000
 STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
 XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
-WATCHDOG=720          # seconds for the whole run (the last one took about 6 minutes)
+WATCHDOG=900          # seconds for the whole run (the last one took about 8 minutes)
 AFXDP_NICE=-10        # nice value of the forwarder threads (xturn's default) and of xsk-reflect's
 BYPASS_RUNS=5         # kernel-bypass forwarder and AF_XDP reflector loads, each (medians; the flood is noisy)
 
@@ -333,35 +333,44 @@ stop_pid "$XDPID"
 # taskset mask) rewrites the frames and sends them out of the other veth. The program's
 # FIB lookup needs IP forwarding in the relay namespace: on only while this server runs.
 FWD0=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding)
-ip netns exec "$NR" sysctl -qw net.ipv4.conf.all.forwarding=1
 AFXDP_CMD=("${XTURN_CMD[@]}" --xdp "${P}rc,${P}rp" --afxdp-nice "$AFXDP_NICE")
 log "xturn-afxdp: ${AFXDP_CMD[*]} (net.ipv4.conf.all.forwarding=1 in $NR)"
 record "xturn-afxdp server" ip netns exec "$NR" sysctl -qw net.ipv4.conf.all.forwarding=1
 record "xturn-afxdp server" ip netns exec "$NR" taskset -c "$RELAY_CPU" "${AFXDP_CMD[@]}"
-ip netns exec "$NR" taskset -c "$RELAY_CPU" "${AFXDP_CMD[@]}" >"$TMP/xturn-afxdp.out" 2>&1 &
-AFPID=$!
-PIDS+=("$AFPID")
-# `ping` sends a Binding request, which the XDP program answers with XDP_TX: that arrives
-# only if the client's veth has an XDP program. The data loads do not need one there
-# (AF_XDP copy-mode transmission into a veth does not), so it is held for the ping only.
+start_afxdp() { # start_afxdp LOG: the server with forwarding on, answering a Binding ping
+    ip netns exec "$NR" sysctl -qw net.ipv4.conf.all.forwarding=1
+    ip netns exec "$NR" taskset -c "$RELAY_CPU" "${AFXDP_CMD[@]}" >"$1" 2>&1 &
+    AFPID=$!
+    PIDS+=("$AFPID")
+    # `ping` sends a Binding request, which the XDP program answers with XDP_TX: that
+    # arrives only if the client's veth has an XDP program. The data loads do not need one
+    # there (AF_XDP copy-mode transmission into a veth does not), so it is held for the
+    # ping only.
+    ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 60 >"$TMP/xdp-pass2.out" 2>&1 &
+    PASSPID=$!
+    PIDS+=("$PASSPID")
+    wait_line "$TMP/xdp-pass2.out" "xdp-pass:"
+    ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+    stop_pid "$PASSPID"
+    # The relay's work now runs in the forwarder thread (one of the server's threads, so
+    # --relay-pid covers it) and in the relay veths' NAPI threads: check that those are
+    # still the kthreads pinned and measured (attaching XDP and AF_XDP must not have
+    # replaced them).
+    NAPI_BEFORE=$LAB_RELAY_NAPI_PIDS
+    lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
+    if [ "$LAB_RELAY_NAPI_PIDS" = "$NAPI_BEFORE" ]; then
+        AFXDP_NAPI_NOTE="the relay-side NAPI kthreads were checked after the server attached: the same ($LAB_RELAY_NAPI_PIDS), pinned to CPU $RELAY_CPU"
+    else
+        AFXDP_NAPI_NOTE="the relay-side NAPI kthreads changed when the server attached ($NAPI_BEFORE -> $LAB_RELAY_NAPI_PIDS) and the new ones were pinned to CPU $RELAY_CPU"
+        log "$AFXDP_NAPI_NOTE"
+    fi
+}
+stop_afxdp() {
+    stop_pid "$AFPID"
+    ip netns exec "$NR" sysctl -qw "net.ipv4.conf.all.forwarding=$FWD0"
+}
 record "xturn-afxdp ping" ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 60
-ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 60 >"$TMP/xdp-pass2.out" 2>&1 &
-PASSPID=$!
-PIDS+=("$PASSPID")
-wait_line "$TMP/xdp-pass2.out" "xdp-pass:"
-ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
-stop_pid "$PASSPID"
-# The relay's work now runs in the forwarder thread (one of the server's threads, so
-# --relay-pid covers it) and in the relay veths' NAPI threads: check that those are still
-# the kthreads pinned and measured (attaching XDP and AF_XDP must not have replaced them).
-NAPI_BEFORE=$LAB_RELAY_NAPI_PIDS
-lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
-if [ "$LAB_RELAY_NAPI_PIDS" = "$NAPI_BEFORE" ]; then
-    AFXDP_NAPI_NOTE="the relay-side NAPI kthreads were checked after the server attached: the same ($LAB_RELAY_NAPI_PIDS), pinned to CPU $RELAY_CPU"
-else
-    AFXDP_NAPI_NOTE="the relay-side NAPI kthreads changed when the server attached ($NAPI_BEFORE -> $LAB_RELAY_NAPI_PIDS) and the new ones were pinned to CPU $RELAY_CPU"
-    log "$AFXDP_NAPI_NOTE"
-fi
+start_afxdp "$TMP/xturn-afxdp.out"
 AFXDP_AFF=$(affinity "$AFPID")
 AFXDP_THREADS=$(cat /proc/"$AFPID"/task/*/comm 2>/dev/null | tr '\n' ' ')
 mkdir -p "$RES/afxdp-stats"
@@ -381,30 +390,8 @@ afxdp_stats() { # before|after NAME: the XDP program's and the AF_XDP forwarder'
 STATS_HOOK=afxdp_stats
 run_data_loads xturn-afxdp "$AFPID"
 
-# The forwarder's capacity: `xturn-bench xdp-relay-load` sets up allocations and channels
-# with TURN from fixed ports, then sends ChannelData frames with exactly those 5-tuples
-# as live XDP frames out of the client's veth, flat out; `xdp-drop` on the peer's veth
-# takes the relayed frames (ARP still answered) and its receive counter is "delivered".
-record "afxdp-forwarder holder" ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" xdp-drop "${P}pa" --duration 600
-ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" xdp-drop "${P}pa" --duration 600 >"$TMP/xdp-drop.out" 2>&1 &
-DROPPID=$!
-PIDS+=("$DROPPID")
-wait_line "$TMP/xdp-drop.out" "xdp-drop:"
-BYPASS_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --allocations "$ALLOCS" --size "$SIZE" --relay-iface "${P}rc")
-load_bypass_forwarder() { # NAME PID
-    gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --user bench:bench --peer 198.51.100.2:40000 \
-        --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa" \
-        --deliver-pid "$DROPPID" --relay-pid "$2"
-}
-# Flat out, the delivered rate moves from run to run (the relay core is split between the
-# NAPI thread and the forwarder under overload): BYPASS_RUNS runs, compared by medians.
-for k in $(seq 1 "$BYPASS_RUNS"); do
-    measured "afxdp-forwarder-$k" load_bypass_forwarder "afxdp-forwarder-$k" "$AFPID"
-done
 STATS_HOOK=""
-stop_pid "$DROPPID"
-stop_pid "$AFPID"
-ip netns exec "$NR" sysctl -qw "net.ipv4.conf.all.forwarding=$FWD0"
+stop_afxdp
 log "xturn-afxdp stopped; net.ipv4.conf.all.forwarding=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding) in $NR again"
 
 # ---- the generator's ceiling: a trivial reflector on the relay core ---------------------
@@ -428,26 +415,54 @@ wait_line "$TMP/xdp-reflect.out" "xdp-reflect:"
 measured xdp-reflector load_xdp xdp-reflector "$XRPID"
 stop_pid "$XRPID"
 
-# ---- the bare AF_XDP reflector under the forwarder's kernel-bypass load -----------------
-# `xturn-bench xsk-reflect` (xturn's ring module, copy mode, one thread pinned to
-# RELAY_CPU) swaps addresses and sends every frame back out of the relay's client-side veth;
-# the same generator (--reflector: the same frames, no TURN) drops them on the client's
-# veth and counts them there: one AF_XDP receive and one copy-mode transmit per frame,
-# like the forwarder, without its per-frame work.
+# ---- the forwarder against the bare AF_XDP reflector, kernel-bypass load, interleaved ----
+# The forwarder's capacity: `xturn-bench xdp-relay-load` sets up allocations and channels
+# with TURN from fixed ports, then sends ChannelData frames with exactly those 5-tuples
+# as live XDP frames out of the client's veth, flat out; `xdp-drop` on the peer's veth
+# takes the relayed frames (ARP still answered) and its receive counter is "delivered".
+# The yardstick, `xturn-bench xsk-reflect` (xturn's ring module, copy mode, one thread
+# pinned to RELAY_CPU), swaps addresses and sends every frame back out of the relay's
+# client-side veth; the same generator (--reflector: the same frames, no TURN) drops them
+# on the client's veth and counts them there: one AF_XDP receive and one copy-mode
+# transmit per frame, like the forwarder, without its per-frame work.
+# Flat out, the delivered rate moves by tens of percent from run to run and drifts with
+# the host over minutes: the two take turns, BYPASS_RUNS runs each (a fresh server or
+# reflector every time), and are compared by medians.
+DROP_CMD=(ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" xdp-drop "${P}pa" --duration 600)
 XSK_CMD=(ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xsk-reflect "${P}rc" --cpus "$RELAY_CPU" --nice "$AFXDP_NICE" --seconds 600
     --json-out "$RES/afxdp-xsk-reflect.json")
+record "afxdp-forwarder holder" "${DROP_CMD[@]}"
 record "afxdp-reflector holder" "${XSK_CMD[@]}"
-"${XSK_CMD[@]}" >"$TMP/xsk-reflect.out" 2>&1 &
-XSPID=$!
-PIDS+=("$XSPID")
-wait_line "$TMP/xsk-reflect.out" "xsk-reflect:"
+BYPASS_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --allocations "$ALLOCS" --size "$SIZE" --relay-iface "${P}rc")
+load_bypass_forwarder() { # NAME PID
+    gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --user bench:bench --peer 198.51.100.2:40000 \
+        --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa" \
+        --deliver-pid "$DROPPID" --relay-pid "$2"
+}
 load_bypass_reflector() { # NAME PID
     gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --reflector --relay-pid "$2"
 }
 for k in $(seq 1 "$BYPASS_RUNS"); do
+    start_afxdp "$TMP/xturn-afxdp-bypass.out"
+    "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
+    DROPPID=$!
+    PIDS+=("$DROPPID")
+    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    STATS_HOOK=afxdp_stats
+    measured "afxdp-forwarder-$k" load_bypass_forwarder "afxdp-forwarder-$k" "$AFPID"
+    STATS_HOOK=""
+    stop_pid "$DROPPID"
+    stop_afxdp
+
+    "${XSK_CMD[@]}" >"$TMP/xsk-reflect.out" 2>&1 &
+    XSPID=$!
+    PIDS+=("$XSPID")
+    wait_line "$TMP/xsk-reflect.out" "xsk-reflect:"
+    lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
     measured "afxdp-reflector-$k" load_bypass_reflector "afxdp-reflector-$k" "$XSPID"
+    stop_pid "$XSPID"
 done
-stop_pid "$XSPID"
+log "xturn-afxdp and xsk-reflect stopped; net.ipv4.conf.all.forwarding=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding) in $NR again"
 sed 's/^/    /' "$TMP/xsk-reflect.out" >&2
 xdp_cost() { # BPF_PROG_TEST_RUN of the responder, the reflector and XDP_PASS on the relay core
     ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-cost --cpus "$RELAY_CPU" --runs 200000 \
@@ -470,7 +485,7 @@ Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.
 - coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
 - xturn-xdp: the same binary, \`${XDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $XDP_AFF), with xturn's XDP_PASS program on the client's veth (\`xturn-bench xdp-pass\`) during its socket loads; it runs the STUN loads only (IP forwarding is off in the relay namespace then, so TURN data would take the socket path; TURN data through AF_XDP is the xturn-afxdp column). Its capacity is measured with \`xturn-bench xdp-load\` (live-frame BPF_PROG_RUN from the client namespace, pinned to CPU $GEN_CPU, flat out for $DURATION s) against it and against \`xturn-bench xdp-reflect\` (a bare XDP_TX reflector on the same veth), and the programs alone with \`xturn-bench xdp-cost\` (BPF_PROG_TEST_RUN on CPU $RELAY_CPU).
-- xturn-afxdp: the same binary, \`${AFXDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $AFXDP_AFF; threads: $AFXDP_THREADS), with \`net.ipv4.conf.all.forwarding=1\` in the relay namespace while it ran (the XDP program's bpf_fib_lookup needs it; $FWD0 before and after, for the other servers); xturn's XDP_PASS program was on the client's veth only for the start-up \`ping\` (a Binding request, answered with XDP_TX). It runs the TURN data loads (relay flat out and at fixed rates, the sustained-rate search, echo); \`xturn stats --json\` (the XDP program's counters and the forwarder's status file) was saved before and after each load (results/afxdp-stats/). The relay's work is in the server's forwarder thread (covered by \`--relay-pid\`, which counts all of the server's threads) and in the relay veths' NAPI threads (\`--relay-threads\`); $AFXDP_NAPI_NOTE. Its capacity is measured with \`xturn-bench xdp-relay-load\` ($ALLOCS allocations and channels set up with TURN from fixed local ports, then live-frame BPF_PROG_RUN of ChannelData frames with exactly those 5-tuples out of the client's veth, flat out for $DURATION s, $BYPASS_RUNS runs in a row, from CPU $GEN_CPU; \`xturn-bench xdp-drop\` on the peer's veth takes the relayed frames and its receive counter is what was delivered) against it, and the same frames (\`--reflector\`, no TURN) against \`xturn-bench xsk-reflect\` (the bare AF_XDP copy-mode reflector on the relay's client-side veth, pinned to CPU $RELAY_CPU, its thread at nice $AFXDP_NICE like the forwarder's, so that both run before the NAPI thread feeding them; the frames come back to the client's veth, where they are dropped and counted).
+- xturn-afxdp: the same binary, \`${AFXDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $AFXDP_AFF; threads: $AFXDP_THREADS), with \`net.ipv4.conf.all.forwarding=1\` in the relay namespace while it ran (the XDP program's bpf_fib_lookup needs it; $FWD0 before and after, for the other servers); xturn's XDP_PASS program was on the client's veth only for the start-up \`ping\` (a Binding request, answered with XDP_TX). It runs the TURN data loads (relay flat out and at fixed rates, the sustained-rate search, echo); \`xturn stats --json\` (the XDP program's counters and the forwarder's status file) was saved before and after each load (results/afxdp-stats/). The relay's work is in the server's forwarder thread (covered by \`--relay-pid\`, which counts all of the server's threads) and in the relay veths' NAPI threads (\`--relay-threads\`); $AFXDP_NAPI_NOTE. Its capacity is measured with \`xturn-bench xdp-relay-load\` ($ALLOCS allocations and channels set up with TURN from fixed local ports, then live-frame BPF_PROG_RUN of ChannelData frames with exactly those 5-tuples out of the client's veth, flat out for $DURATION s, $BYPASS_RUNS runs, each against a freshly started server and taking turns with the reflector's, from CPU $GEN_CPU; \`xturn-bench xdp-drop\` on the peer's veth takes the relayed frames and its receive counter is what was delivered) against it, and the same frames (\`--reflector\`, no TURN) against \`xturn-bench xsk-reflect\` (the bare AF_XDP copy-mode reflector on the relay's client-side veth, pinned to CPU $RELAY_CPU, its thread at nice $AFXDP_NICE like the forwarder's, so that both run before the NAPI thread feeding them; the frames come back to the client's veth, where they are dropped and counted).
 - Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`stun-$((STUN_RATE / 1000))k\` (the same at a fixed rate: CPU per answer; xturn-xdp also at $((XDP_STUN_RATE / 1000))k), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`relay-sustained\` (the highest offered rate at which at most 1 % is lost at or before the relay, i.e. not counting drops after it on the generator's core, found by a six-step binary search over 20k-320k pps with $SWEEP_DURATION s steps; every step's JSON is in results/sweep/), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
 - Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes (any this script did not start, other tests' xturn servers included, and the NAPI threads of other namespaces' veths) used more than 2 % of a CPU during it. $(noise_summary)
 - With two CPUs the generator, the sink and the peer side's NAPI thread share one core. The generator offers far more than either server relays (see its ceiling below), so the flat-out rows measure the servers; but there the relay core is split between the server and the NAPI thread feeding it (receive livelock), which moves those figures by some 20 % from run to run. The fixed-rate rows (CPU cost) and \`relay-sustained\` are the stable comparison. "Dropped leaving the relay" counts datagrams lost in the peer side's veth ring because the generator's core was busy, not because of the relay.
