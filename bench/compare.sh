@@ -295,16 +295,22 @@ wait_line() { # wait_line FILE TEXT: at most 5 s
     log "no \"$2\" in $1: $(cat "$1" 2>/dev/null)"
     return 1
 }
+# `ping` sends a Binding request, which the XDP program answers with XDP_TX: that arrives
+# only if the client's veth has an XDP program, xturn's XDP_PASS one (`xdp-pass`).
+pass_and_ping() { # pass_and_ping SECONDS: xdp-pass on the client's veth (PASSPID), then ping
+    ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration "$1" >"$TMP/xdp-pass.out" 2>&1 &
+    PASSPID=$!
+    PIDS+=("$PASSPID")
+    wait_line "$TMP/xdp-pass.out" "xdp-pass:"
+    ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+}
 XDP_CMD=("${XTURN_CMD[@]}" --xdp "${P}rc")
 log "xturn-xdp: ${XDP_CMD[*]}"
 ip netns exec "$NR" taskset -c "$RELAY_CPU" "${XDP_CMD[@]}" >"$TMP/xturn-xdp.out" 2>&1 &
 XDPID=$!
 PIDS+=("$XDPID")
-ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 300 >"$TMP/xdp-pass.out" 2>&1 &
-PASSPID=$!
-PIDS+=("$PASSPID")
-wait_line "$TMP/xdp-pass.out" "xdp-pass:"
-ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+# The STUN loads need the pass program too (the answers are XDP_TX'd): it stays.
+pass_and_ping 300
 XDP_AFF=$(affinity "$XDPID")
 measured xturn-xdp-stun load_stun xturn-xdp-stun "$XDPID"
 for rate in "$STUN_RATE" "$XDP_STUN_RATE"; do
@@ -342,15 +348,9 @@ start_afxdp() { # start_afxdp LOG: the server with forwarding on, answering a Bi
     ip netns exec "$NR" taskset -c "$RELAY_CPU" "${AFXDP_CMD[@]}" >"$1" 2>&1 &
     AFPID=$!
     PIDS+=("$AFPID")
-    # `ping` sends a Binding request, which the XDP program answers with XDP_TX: that
-    # arrives only if the client's veth has an XDP program. The data loads do not need one
-    # there (AF_XDP copy-mode transmission into a veth does not), so it is held for the
-    # ping only.
-    ip netns exec "$NC" taskset -c "$GEN_CPU" "$B" xdp-pass "${P}ca" --duration 60 >"$TMP/xdp-pass2.out" 2>&1 &
-    PASSPID=$!
-    PIDS+=("$PASSPID")
-    wait_line "$TMP/xdp-pass2.out" "xdp-pass:"
-    ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+    # The data loads do not need the pass program on the client's veth (AF_XDP copy-mode
+    # transmission into a veth does not), so it is held for the ping only.
+    pass_and_ping 60
     stop_pid "$PASSPID"
     # The relay's work now runs in the forwarder thread (one of the server's threads, so
     # --relay-pid covers it) and in the relay veths' NAPI threads: check that those are
