@@ -425,22 +425,15 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
         let core = core_for(t);
         let shutdown = shared.shutdown.clone();
         let nice = settings.afxdp_nice;
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("xturn-afxdp-{t}"))
-                .spawn(move || {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    if let Err(e) = xturn_relay::afxdp::ring::set_thread_nice(nice) {
-                        tracing::warn!(
-                            "AF_XDP forwarder {t}: cannot set nice value {nice} ({e}); it \
-                             shares its core equally with the NAPI poll feeding it"
-                        );
-                    }
-                    fastpath::run_thread(fw, rx, shutdown, report)
-                })?,
-        );
+        handles.push(spawn_pinned(format!("xturn-afxdp-{t}"), core, move || {
+            if let Err(e) = xturn_relay::afxdp::ring::set_thread_nice(nice) {
+                tracing::warn!(
+                    "AF_XDP forwarder {t}: cannot set nice value {nice} ({e}); it shares its \
+                     core equally with the NAPI poll feeding it"
+                );
+            }
+            fastpath::run_thread(fw, rx, shutdown, report)
+        })?);
     }
     for (idx, ((epoll, rx), listeners)) in epolls.into_iter().zip(rxs).zip(per_worker).enumerate() {
         let core = core_for(idx);
@@ -460,16 +453,11 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
             rng: rand::rngs::StdRng::from_entropy(),
             relay_ips: (settings.relay_ipv4, settings.relay_ipv6),
         };
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("xturn-worker-{idx}"))
-                .spawn(move || {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    w.run()
-                })?,
-        );
+        handles.push(spawn_pinned(
+            format!("xturn-worker-{idx}"),
+            core,
+            move || w.run(),
+        )?);
     }
     if let Some(st) = &status {
         let mut warned = false;
@@ -498,4 +486,21 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
         .unwrap_or(0);
     tracing::info!("stopped ({alive} allocations dropped)");
     Ok(())
+}
+
+/// A named thread pinned to `core` (when the core list was known) running `f`.
+fn spawn_pinned<F>(
+    name: String,
+    core: Option<core_affinity::CoreId>,
+    f: F,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new().name(name).spawn(move || {
+        if let Some(c) = core {
+            core_affinity::set_for_current(c);
+        }
+        f()
+    })
 }
