@@ -300,6 +300,11 @@ pub fn payload(i: u64) -> Vec<u8> {
     v
 }
 
+/// A finished command's standard output followed by its standard error, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// Is a program on PATH?
 pub fn have(program: &str) -> bool {
     Command::new("sh")

@@ -656,11 +656,7 @@ fn afxdp_relays_coturn_uclient_to_turnutils_peer() {
         ])
         .output()
         .expect("run turnutils_uclient");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = xturn_tests::output_text(&out);
     assert!(out.status.success(), "turnutils_uclient failed:\n{text}");
     assert!(
         text.contains("Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)"),

@@ -29,11 +29,7 @@ fn aioice_allocates_binds_and_relays_both_ways() {
         ])
         .output()
         .expect("run python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = xturn_tests::output_text(&out);
     assert!(
         out.status.success(),
         "aioice relay failed:\n{text}\nxturn:\n{}",

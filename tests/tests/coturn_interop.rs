@@ -47,11 +47,7 @@ fn uclient(server: &Xturn, args: &[&str], expect_msgs: u64) {
         .arg("127.0.0.1")
         .output()
         .expect("run turnutils_uclient");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = xturn_tests::output_text(&out);
     assert!(
         out.status.success(),
         "turnutils_uclient {args:?} failed ({:?}):\n{text}",
@@ -244,8 +240,7 @@ fn stunclient_decodes_our_xor_mapped_address() {
         ])
         .output()
         .expect("run turnutils_stunclient");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = xturn_tests::output_text(&out);
     assert!(out.status.success(), "{text}");
     let line = text
         .lines()

@@ -34,8 +34,7 @@ pub fn run(args: &[&str]) -> String {
         .args(&args[1..])
         .output()
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = xturn_tests::output_text(&out);
     assert!(out.status.success(), "{args:?} failed: {text}");
     text
 }
