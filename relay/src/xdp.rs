@@ -196,6 +196,7 @@ impl XdpPath {
                 channels: take(&mut ebpf, map_names::CHANNELS)?,
                 permissions: take(&mut ebpf, map_names::PERMISSIONS)?,
                 relays: take(&mut ebpf, map_names::RELAYS)?,
+                hops: mirror::HopSlots::new(capacity::HOPS),
             },
             counters: take(&mut ebpf, map_names::COUNTERS)?,
             ebpf,
@@ -327,12 +328,136 @@ mod mirror {
     use std::net::IpAddr;
     use std::time::Instant;
     use xturn_control::{ChannelNumber, FiveTuple, Output, PeerAddr, RelayAddr};
-    use xturn_xdp_common::{ChannelKey, ChannelValue, Endpoint, Expiry, PermissionKey, RelayValue};
+    use xturn_xdp_common::{
+        ChannelKey, ChannelValue, Endpoint, Expiry, HopRef, PermissionKey, RelayValue,
+    };
 
     pub struct DataPlaneMaps {
         pub channels: HashMap<MapData, ChannelKey, ChannelValue>,
         pub permissions: HashMap<MapData, PermissionKey, Expiry>,
         pub relays: HashMap<MapData, Endpoint, RelayValue>,
+        pub hops: HopSlots,
+    }
+
+    /// The next-hop cache slots (`XT_HOPS`) of the channels and allocations in the maps.
+    ///
+    /// Every steered flow direction (a channel: to its peer; an allocation: to its client)
+    /// gets a slot and an id no other flow ever gets. It keeps both while its entry is
+    /// refreshed with the same addresses; new addresses under the same key get a new id
+    /// (the program then looks the hop up again); a removal frees the slot, and the id
+    /// the next owner gets makes the old cached answer unusable. With every slot taken a
+    /// flow gets [`HopRef::NONE`] (a `bpf_fib_lookup` per frame) until a refresh finds one.
+    /// Entries mirror the maps, so the control plane's quotas bound them.
+    pub struct HopSlots {
+        pool: SlotPool,
+        channels: std::collections::HashMap<ChannelKey, (Target, HopRef)>,
+        relays: std::collections::HashMap<Endpoint, (Target, HopRef)>,
+    }
+
+    /// What a cached next hop depends on: the steered datagram's new addresses and ports.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub struct Target {
+        pub src_ip: [u8; 16],
+        pub dst_ip: [u8; 16],
+        pub src_port: [u8; 2],
+        pub dst_port: [u8; 2],
+    }
+
+    struct SlotPool {
+        capacity: u32,
+        /// Slots below this were handed out at least once.
+        fresh: u32,
+        free: Vec<u32>,
+        last_id: u32,
+    }
+
+    impl SlotPool {
+        fn next_id(&mut self) -> u32 {
+            // Never 0. Wrapping takes 2^32 hand-outs, and a cached answer is used for at
+            // most HOP_CACHE_NS, so an earlier owner's answer cannot be taken for a flow's.
+            self.last_id = self.last_id.checked_add(1).unwrap_or(1);
+            self.last_id
+        }
+
+        fn take(&mut self) -> HopRef {
+            let slot = self.free.pop().or_else(|| {
+                (self.fresh < self.capacity).then(|| {
+                    self.fresh += 1;
+                    self.fresh - 1
+                })
+            });
+            match slot {
+                Some(slot) => HopRef {
+                    slot,
+                    id: self.next_id(),
+                },
+                None => HopRef::NONE,
+            }
+        }
+
+        fn assign<K: std::hash::Hash + Eq>(
+            &mut self,
+            refs: &mut std::collections::HashMap<K, (Target, HopRef)>,
+            key: K,
+            target: Target,
+        ) -> HopRef {
+            let hop = match refs.get(&key) {
+                Some(&(t, h)) if h != HopRef::NONE && t == target => h,
+                Some(&(_, h)) if h != HopRef::NONE => HopRef {
+                    slot: h.slot,
+                    id: self.next_id(),
+                },
+                _ => self.take(),
+            };
+            refs.insert(key, (target, hop));
+            hop
+        }
+
+        fn release<K: std::hash::Hash + Eq>(
+            &mut self,
+            refs: &mut std::collections::HashMap<K, (Target, HopRef)>,
+            key: &K,
+        ) {
+            if let Some((_, h)) = refs.remove(key) {
+                if h != HopRef::NONE {
+                    self.free.push(h.slot);
+                }
+            }
+        }
+    }
+
+    impl HopSlots {
+        pub fn new(capacity: u32) -> HopSlots {
+            HopSlots {
+                pool: SlotPool {
+                    capacity,
+                    fresh: 0,
+                    free: Vec::new(),
+                    last_id: 0,
+                },
+                channels: Default::default(),
+                relays: Default::default(),
+            }
+        }
+
+        /// The cache slot of channel `key`, whose frames go to `target`.
+        pub fn channel(&mut self, key: ChannelKey, target: Target) -> HopRef {
+            self.pool.assign(&mut self.channels, key, target)
+        }
+
+        /// The cache slot of the allocation on relayed address `key`, whose peer data
+        /// goes to `target`.
+        pub fn relay(&mut self, key: Endpoint, target: Target) -> HopRef {
+            self.pool.assign(&mut self.relays, key, target)
+        }
+
+        pub fn remove_channel(&mut self, key: &ChannelKey) {
+            self.pool.release(&mut self.channels, key);
+        }
+
+        pub fn remove_relay(&mut self, key: &Endpoint) {
+            self.pool.release(&mut self.relays, key);
+        }
     }
 
     /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
@@ -404,20 +529,43 @@ mod mirror {
                     five_tuple,
                     relay,
                     expires,
-                } => self.relays.insert(
-                    endpoint(relay.0),
-                    RelayValue {
+                } => {
+                    let key = endpoint(relay.0);
+                    let (client_ip, server_ip) = (
+                        ip_key(five_tuple.client.0.ip()),
+                        ip_key(five_tuple.server.ip()),
+                    );
+                    let (client_port, server_port) = (
+                        five_tuple.client.0.port().to_be_bytes(),
+                        five_tuple.server.port().to_be_bytes(),
+                    );
+                    let hop = self.hops.relay(
+                        key,
+                        Target {
+                            src_ip: server_ip,
+                            dst_ip: client_ip,
+                            src_port: server_port,
+                            dst_port: client_port,
+                        },
+                    );
+                    let value = RelayValue {
                         expires_ns: expiry(*expires).expires_ns,
-                        client_ip: ip_key(five_tuple.client.0.ip()),
-                        server_ip: ip_key(five_tuple.server.ip()),
-                        client_port: five_tuple.client.0.port().to_be_bytes(),
-                        server_port: five_tuple.server.port().to_be_bytes(),
+                        client_ip,
+                        server_ip,
+                        client_port,
+                        server_port,
+                        hop,
                         _pad: [0; 4],
-                    },
-                    0,
-                )?,
+                    };
+                    if let Err(e) = self.relays.insert(key, value, 0) {
+                        self.hops.remove_relay(&key);
+                        return Err(e.into());
+                    }
+                }
                 Output::RemoveAllocation { relay, .. } => {
-                    removed(self.relays.remove(&endpoint(relay.0)))?
+                    let key = endpoint(relay.0);
+                    self.hops.remove_relay(&key);
+                    removed(self.relays.remove(&key))?
                 }
                 Output::InstallPermission {
                     relay,
@@ -435,23 +583,43 @@ mod mirror {
                     channel,
                     peer: PeerAddr(peer),
                     expires,
-                } => self.channels.insert(
-                    channel_key(five_tuple, *channel),
-                    ChannelValue {
-                        peer_ip: ip_key(peer.ip()),
-                        relay_ip: ip_key(relay.0.ip()),
-                        peer_port: peer.port().to_be_bytes(),
-                        relay_port: relay.0.port().to_be_bytes(),
+                } => {
+                    let key = channel_key(five_tuple, *channel);
+                    let (peer_ip, relay_ip) = (ip_key(peer.ip()), ip_key(relay.0.ip()));
+                    let (peer_port, relay_port) =
+                        (peer.port().to_be_bytes(), relay.0.port().to_be_bytes());
+                    let hop = self.hops.channel(
+                        key,
+                        Target {
+                            src_ip: relay_ip,
+                            dst_ip: peer_ip,
+                            src_port: relay_port,
+                            dst_port: peer_port,
+                        },
+                    );
+                    let value = ChannelValue {
+                        peer_ip,
+                        relay_ip,
+                        peer_port,
+                        relay_port,
                         _pad: [0; 4],
                         expires_ns: expiry(*expires).expires_ns,
-                    },
-                    0,
-                )?,
+                        hop,
+                    };
+                    if let Err(e) = self.channels.insert(key, value, 0) {
+                        self.hops.remove_channel(&key);
+                        return Err(e.into());
+                    }
+                }
                 Output::RemoveChannel {
                     five_tuple,
                     channel,
                     ..
-                } => removed(self.channels.remove(&channel_key(five_tuple, *channel)))?,
+                } => {
+                    let key = channel_key(five_tuple, *channel);
+                    self.hops.remove_channel(&key);
+                    removed(self.channels.remove(&key))?
+                }
                 Output::Transmit(_) | Output::BindRelay { .. } => {}
             }
             Ok(())
@@ -502,6 +670,52 @@ mod tests {
             "{}",
             now - earlier
         );
+    }
+
+    fn target(last: u8) -> mirror::Target {
+        mirror::Target {
+            src_ip: ipv4_mapped([198, 51, 100, 1]),
+            dst_ip: ipv4_mapped([198, 51, 100, last]),
+            src_port: [0xc3, 0x50],
+            dst_port: [0x17, 0x70],
+        }
+    }
+
+    fn channel(n: u16) -> xturn_xdp_common::ChannelKey {
+        let five_tuple = FiveTuple {
+            client: ClientAddr(sa("192.0.2.2:40000")),
+            server: sa("192.0.2.1:3478"),
+        };
+        mirror::channel_key(&five_tuple, ChannelNumber::new(n).unwrap())
+    }
+
+    #[test]
+    fn hop_slots_are_kept_per_flow_and_never_reused_under_an_old_id() {
+        use xturn_xdp_common::HopRef;
+        let mut h = mirror::HopSlots::new(2);
+        let a = h.channel(channel(0x4001), target(2));
+        let b = h.relay(endpoint(sa("198.51.100.1:50000")), target(3));
+        assert_eq!((a.slot, b.slot), (0, 1));
+        assert!(a.id != 0 && b.id != 0 && a.id != b.id);
+        // A refresh with the same addresses keeps slot and id (the cached answer).
+        assert_eq!(h.channel(channel(0x4001), target(2)), a);
+        // New addresses under the same key: the same slot, a new id.
+        let a2 = h.channel(channel(0x4001), target(4));
+        assert_eq!(a2.slot, a.slot);
+        assert!(a2.id != a.id && a2.id != b.id && a2.id != 0);
+        // Every slot taken: no slot, a look-up per frame.
+        assert_eq!(h.channel(channel(0x4002), target(5)), HopRef::NONE);
+        // A removed flow's slot goes to the next one, under a new id; a flow without a
+        // slot gets one at its next refresh.
+        h.remove_channel(&channel(0x4001));
+        h.remove_channel(&channel(0x4001));
+        let c = h.channel(channel(0x4002), target(5));
+        assert_eq!(c.slot, a.slot);
+        assert!(![0, a.id, a2.id, b.id].contains(&c.id));
+        h.remove_relay(&endpoint(sa("198.51.100.1:50000")));
+        let d = h.channel(channel(0x4003), target(6));
+        assert_eq!(d.slot, b.slot);
+        assert!(![0, a.id, a2.id, b.id, c.id].contains(&d.id));
     }
 
     fn is_root() -> bool {
@@ -613,6 +827,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassNoXskChannel]));
+        // Each steered direction has its own next-hop cache slot, kept across refreshes.
+        let ckey = mirror::channel_key(&five_tuple, channel);
+        let chop = x.data_plane.channels.get(&ckey, 0).unwrap().hop;
+        let rhop = x.data_plane.relays.get(&endpoint(relay.0), 0).unwrap().hop;
+        assert!(chop.slot < capacity::HOPS && rhop.slot < capacity::HOPS);
+        assert!(chop.slot != rhop.slot && chop.id != 0 && rhop.id != 0);
+        x.apply(&Output::InstallChannel {
+            five_tuple,
+            relay,
+            channel,
+            peer: PeerAddr(peer),
+            expires: live + Duration::from_secs(1),
+        })
+        .unwrap();
+        assert_eq!(x.data_plane.channels.get(&ckey, 0).unwrap().hop, chop);
 
         // A permission refreshed into the past (as the control plane's expiry would be
         // once it passes) drops peer data in the driver; ChannelData on the live channel

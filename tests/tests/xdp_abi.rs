@@ -10,7 +10,7 @@ use std::mem::{offset_of, size_of};
 use xdp_support::OBJECT;
 use xturn_xdp_common::{
     capacity, map_names, program_names, ChannelKey, ChannelValue, Config, Counter, Endpoint,
-    Expiry, HopKey, HopValue, ListenPort, ListenValue, PermissionKey, RelayValue,
+    Expiry, HopEntry, ListenPort, ListenValue, PermissionKey, RelayValue,
 };
 
 // ------------------------------------------------------------------- ELF and BTF reader
@@ -275,7 +275,6 @@ const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
-const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
 
 /// (name, map type, key, value, max entries) as user space expects them.
 fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
@@ -320,7 +319,8 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 peer_port,
                 relay_port,
                 _pad,
-                expires_ns
+                expires_ns,
+                hop
             }),
             capacity::CHANNELS,
         ),
@@ -345,6 +345,7 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 server_ip,
                 client_port,
                 server_port,
+                hop,
                 _pad
             }),
             capacity::RELAYS,
@@ -372,19 +373,15 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
         ),
         (
             map_names::HOPS,
-            BPF_MAP_TYPE_LRU_PERCPU_HASH,
-            layout!(HopKey {
-                src_ip,
-                dst_ip,
-                ingress_ifindex,
-                src_port,
-                dst_port
-            }),
-            layout!(HopValue {
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            layout!(scalar u32),
+            layout!(HopEntry {
                 checked_ns,
+                hop_id,
+                ingress_ifindex,
+                egress_ifindex,
                 dst_mac,
-                src_mac,
-                egress_ifindex
+                src_mac
             }),
             capacity::HOPS,
         ),

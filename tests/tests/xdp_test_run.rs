@@ -18,8 +18,8 @@ use xdp_support::{
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use xturn_xdp_common::{
     direction, flags, ipv4_mapped, map_names, program_names, xsk_index, ChannelKey, ChannelValue,
-    Config, Counter, Endpoint, Expiry, ListenPort, ListenValue, PermissionKey, RelayValue, XskMeta,
-    HOP_CACHE_NS, XSK_META_MAGIC,
+    Config, Counter, Endpoint, Expiry, HopRef, ListenPort, ListenValue, PermissionKey, RelayValue,
+    XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
 };
 
 const XDP_DROP: u32 = 1;
@@ -96,11 +96,15 @@ impl Harness {
         }
         let mut relays: HashMap<&mut MapData, Endpoint, RelayValue> =
             HashMap::try_from(h.ebpf.map_mut(map_names::RELAYS).unwrap()).unwrap();
-        relays.insert(ep(sa(RELAY4)), relay_value(LIVE), 0).unwrap();
         relays
-            .insert(ep(sa(EXPIRED_RELAY4)), relay_value(EXPIRED), 0)
+            .insert(ep(sa(RELAY4)), relay_value(LIVE, 10), 0)
             .unwrap();
-        relays.insert(ep(sa(RELAY6)), relay_value(LIVE), 0).unwrap();
+        relays
+            .insert(ep(sa(EXPIRED_RELAY4)), relay_value(EXPIRED, 11), 0)
+            .unwrap();
+        relays
+            .insert(ep(sa(RELAY6)), relay_value(LIVE, 12), 0)
+            .unwrap();
         let mut perms: HashMap<&mut MapData, PermissionKey, Expiry> =
             HashMap::try_from(h.ebpf.map_mut(map_names::PERMISSIONS).unwrap()).unwrap();
         for (relay, peer, exp) in [
@@ -125,11 +129,11 @@ impl Harness {
             (0x4003, OTHER_PEER4, LIVE),
         ] {
             chans
-                .insert(channel_key(ch), channel_value(peer, exp), 0)
+                .insert(channel_key(ch), channel_value(peer, exp, u32::from(ch)), 0)
                 .unwrap();
         }
         // Live channel of the IPv4 client's IPv6 allocation.
-        let mut v6 = channel_value(PEER6, LIVE);
+        let mut v6 = channel_value(PEER6, LIVE, 0x4004);
         v6.relay_ip = key_ip(sa(RELAY6));
         v6.relay_port = sa(RELAY6).port().to_be_bytes();
         chans.insert(channel_key(0x4004), v6, 0).unwrap();
@@ -189,7 +193,8 @@ impl Harness {
 }
 
 /// The allocation of CLIENT4 (via SERVER4) on a relay port.
-fn relay_value(expires_ns: u64) -> RelayValue {
+/// `slot`: its next-hop cache slot (and id `slot + 1000`).
+fn relay_value(expires_ns: u64, slot: u32) -> RelayValue {
     let (c, s) = (sa(CLIENT4), sa(SERVER4));
     RelayValue {
         expires_ns,
@@ -197,7 +202,15 @@ fn relay_value(expires_ns: u64) -> RelayValue {
         server_ip: key_ip(s),
         client_port: c.port().to_be_bytes(),
         server_port: s.port().to_be_bytes(),
+        hop: hop_ref(slot),
         _pad: [0; 4],
+    }
+}
+
+fn hop_ref(slot: u32) -> HopRef {
+    HopRef {
+        slot,
+        id: slot + 1000,
     }
 }
 
@@ -213,7 +226,8 @@ fn channel_key(ch: u16) -> ChannelKey {
     }
 }
 
-fn channel_value(peer: &str, expires_ns: u64) -> ChannelValue {
+/// `slot`: its next-hop cache slot (and id `slot + 1000`).
+fn channel_value(peer: &str, expires_ns: u64, slot: u32) -> ChannelValue {
     let (p, r) = (sa(peer), sa(RELAY4));
     ChannelValue {
         peer_ip: key_ip(p),
@@ -222,6 +236,7 @@ fn channel_value(peer: &str, expires_ns: u64) -> ChannelValue {
         relay_port: r.port().to_be_bytes(),
         _pad: [0; 4],
         expires_ns,
+        hop: hop_ref(slot),
     }
 }
 
@@ -1079,6 +1094,89 @@ fn xdp_redirects_to_a_bound_xsk() {
             Counter::RedirectChannel,
             &meta_bytes(&new_meta),
         );
+        // The cache entry belongs to the slot's owner (its id): a refresh keeps the answer;
+        // a new id in the slot (user space gave it to another flow) or no slot at all means
+        // a look-up at once.
+        let looked_up = Instant::now();
+        const MAC_PEER_THIRD: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 0x33];
+        let third_mac = MAC_PEER_THIRD.map(|b| format!("{b:02x}")).join(":");
+        xdp_support::run(&[
+            "ip",
+            "neigh",
+            "replace",
+            "198.51.100.2",
+            "lladdr",
+            &third_mac,
+            "dev",
+            "p",
+            "nud",
+            "permanent",
+        ]);
+        let third_meta = XskMeta {
+            dst_mac: MAC_PEER_THIRD,
+            ..meta_channel(p)
+        };
+        let set_channel = |h: &mut Harness, hop: HopRef| {
+            let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
+                HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
+            let v = ChannelValue {
+                hop,
+                ..channel_value(PEER4, LIVE, 0x4001)
+            };
+            chans.insert(channel_key(0x4001), v, 0).unwrap();
+        };
+        set_channel(&mut h, hop_ref(0x4001));
+        check(
+            &h,
+            "refreshed channel, next hop still cached",
+            c,
+            &cd,
+            XDP_REDIRECT,
+            Counter::RedirectChannel,
+            &meta_bytes(&new_meta),
+        );
+        assert!(
+            looked_up.elapsed() < cache,
+            "the cached answer was checked within {cache:?}"
+        );
+        set_channel(
+            &mut h,
+            HopRef {
+                slot: 0x4001,
+                id: 77,
+            },
+        );
+        check(
+            &h,
+            "new id in the slot, next hop looked up",
+            c,
+            &cd,
+            XDP_REDIRECT,
+            Counter::RedirectChannel,
+            &meta_bytes(&third_meta),
+        );
+        xdp_support::run(&[
+            "ip",
+            "neigh",
+            "replace",
+            "198.51.100.2",
+            "lladdr",
+            &MAC_PEER.map(|b| format!("{b:02x}")).join(":"),
+            "dev",
+            "p",
+            "nud",
+            "permanent",
+        ]);
+        set_channel(&mut h, HopRef::NONE);
+        check(
+            &h,
+            "no cache slot, next hop looked up",
+            c,
+            &cd,
+            XDP_REDIRECT,
+            Counter::RedirectChannel,
+            &meta_bytes(&meta_channel(p)),
+        );
         // No neighbour entry for the peer yet: the socket path relays it (and the kernel
         // resolves the neighbour).
         let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
@@ -1086,7 +1184,7 @@ fn xdp_redirects_to_a_bound_xsk() {
         chans
             .insert(
                 channel_key(0x4009),
-                channel_value("198.51.100.9:6000", LIVE),
+                channel_value("198.51.100.9:6000", LIVE, 0x4009),
                 0,
             )
             .unwrap();

@@ -47,8 +47,9 @@ pub mod map_names {
     pub const XSKS: &str = "XT_XSKS";
     /// `PerCpuArray<u64>` indexed by [`Counter`](crate::Counter).
     pub const COUNTERS: &str = "XT_COUNTERS";
-    /// `LruPerCpuHashMap<HopKey, HopValue>`: the program's own cache of `bpf_fib_lookup`
-    /// results for steered flows (user space does not touch it).
+    /// `PerCpuArray<HopEntry>` indexed by the `hop_slot` of a [`ChannelValue`] or
+    /// [`RelayValue`]: the program's own cache of `bpf_fib_lookup` answers for steered
+    /// flows. User space hands out the slots and never reads or writes the entries.
     pub const HOPS: &str = "XT_HOPS";
 
     /// Every map of the object, for tests and diagnostics.
@@ -81,9 +82,9 @@ pub mod capacity {
     pub const CHANNELS: u32 = 65536;
     pub const PERMISSIONS: u32 = 65536;
     pub const RELAYS: u32 = 16384;
-    /// Cached next hops per CPU (one per steered flow direction; the least recently used
-    /// is evicted).
-    pub const HOPS: u32 = 16384;
+    /// Next-hop cache slots (per CPU): channels and allocations beyond this many get
+    /// [`NO_HOP_SLOT`](crate::NO_HOP_SLOT) and a `bpf_fib_lookup` for every frame.
+    pub const HOPS: u32 = 32768;
     /// UDP ports: the size of the listening-port index.
     pub const LISTEN_PORTS: u32 = 65536;
     /// Interface indices below this can be served by AF_XDP sockets.
@@ -262,6 +263,8 @@ pub struct RelayValue {
     pub server_ip: [u8; 16],
     pub client_port: [u8; 2],
     pub server_port: [u8; 2],
+    /// Where the next hop to the client is cached ([`HopRef`]).
+    pub hop: HopRef,
     pub _pad: [u8; 4],
 }
 
@@ -288,30 +291,46 @@ pub struct ChannelValue {
     pub relay_port: [u8; 2],
     pub _pad: [u8; 4],
     pub expires_ns: u64,
+    /// Where the next hop to the peer is cached ([`HopRef`]).
+    pub hop: HopRef,
 }
 
-/// Key of [`map_names::HOPS`]: what `bpf_fib_lookup` is asked (a steered datagram's new
-/// addresses and ports, IPv4-mapped for IPv4, and the interface it arrived on).
+/// A steered flow direction's place in the next-hop cache [`map_names::HOPS`]: the slot,
+/// and an id that user space never gives two flows (a counter), so an entry cached for an
+/// earlier owner of the slot is not taken for this flow's. One flow keeps its slot and id
+/// for as long as its channel or allocation lives (refreshes included).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct HopKey {
-    pub src_ip: [u8; 16],
-    pub dst_ip: [u8; 16],
-    pub ingress_ifindex: u32,
-    pub src_port: [u8; 2],
-    pub dst_port: [u8; 2],
+pub struct HopRef {
+    /// Index in [`map_names::HOPS`], or [`NO_HOP_SLOT`].
+    pub slot: u32,
+    /// Non-zero for a slot.
+    pub id: u32,
 }
 
-/// Value of [`map_names::HOPS`]: the answer, and when it was looked up
+/// A flow without a cache slot (all were taken): its next hop is looked up for every frame.
+pub const NO_HOP_SLOT: u32 = u32::MAX;
+
+impl HopRef {
+    pub const NONE: HopRef = HopRef {
+        slot: NO_HOP_SLOT,
+        id: 0,
+    };
+}
+
+/// Entry of [`map_names::HOPS`] (one per CPU): the `bpf_fib_lookup` answer for the flow
+/// with id `hop_id` arriving on `ingress_ifindex`, and when it was looked up
 /// (CLOCK_MONOTONIC_COARSE). It is used for [`HOP_CACHE_NS`], then looked up again, so a
 /// route or neighbour change reaches steered flows within that time.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HopValue {
+pub struct HopEntry {
     pub checked_ns: u64,
+    pub hop_id: u32,
+    pub ingress_ifindex: u32,
+    pub egress_ifindex: u32,
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    pub egress_ifindex: u32,
 }
 
 /// How long a cached next hop is used before `bpf_fib_lookup` is asked again.
@@ -530,11 +549,15 @@ const _: () = {
     assert!(core::mem::size_of::<ListenValue>() == 4);
     assert!(core::mem::size_of::<Expiry>() == 8);
     assert!(core::mem::size_of::<ChannelKey>() == 40);
-    assert!(core::mem::size_of::<ChannelValue>() == 48);
+    assert!(core::mem::size_of::<ChannelValue>() == 56);
     assert!(core::mem::size_of::<PermissionKey>() == 20);
     assert!(core::mem::size_of::<XskMeta>() == 24);
     assert!(core::mem::size_of::<ListenPort>() == 24);
-    assert!(core::mem::size_of::<RelayValue>() == 48);
+    assert!(core::mem::size_of::<RelayValue>() == 56);
+    assert!(core::mem::size_of::<HopRef>() == 8);
+    assert!(core::mem::size_of::<HopEntry>() == 32);
+    assert!(core::mem::offset_of!(HopEntry, dst_mac) % 2 == 0);
+    assert!(core::mem::offset_of!(HopEntry, src_mac) % 2 == 0);
     assert!(
         core::mem::size_of::<XskMeta>() <= 32 && core::mem::size_of::<XskMeta>().is_multiple_of(4)
     );
@@ -565,4 +588,6 @@ mod pod {
     unsafe impl aya::Pod for super::XskMeta {}
     unsafe impl aya::Pod for super::ListenPort {}
     unsafe impl aya::Pod for super::RelayValue {}
+    unsafe impl aya::Pod for super::HopRef {}
+    unsafe impl aya::Pod for super::HopEntry {}
 }

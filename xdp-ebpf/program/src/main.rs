@@ -34,7 +34,7 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
-    btf_maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
+    btf_maps::{Array, HashMap, PerCpuArray, XskMap},
     helpers::{
         bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
         bpf_xdp_adjust_tail,
@@ -45,7 +45,7 @@ use aya_ebpf::{
 use core::mem::size_of;
 use xturn_xdp_common::{
     capacity, direction, flags, listen_flags, map_names, program_names, xsk_index, ChannelKey,
-    ChannelValue, Config, Counter, Endpoint, Expiry, HopKey, HopValue, ListenPort, ListenValue,
+    ChannelValue, Config, Counter, Endpoint, Expiry, HopEntry, HopRef, ListenPort, ListenValue,
     PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
 };
 
@@ -75,8 +75,7 @@ static XT_XSKS: XskMap<{ capacity::XSKS as usize }> = XskMap::new();
 #[btf_map]
 static XT_COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
 #[btf_map]
-static XT_HOPS: LruPerCpuHashMap<HopKey, HopValue, { capacity::HOPS as usize }> =
-    LruPerCpuHashMap::new();
+static XT_HOPS: PerCpuArray<HopEntry, { capacity::HOPS as usize }> = PerCpuArray::new();
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -564,10 +563,13 @@ fn channel_data(
         channel,
         _pad: [0; 2],
     };
-    // SAFETY: the value is copied at once; the map holds plain data.
-    let Some(ch) = (unsafe { XT_CHANNELS.get(&key) }).copied() else {
+    // Read in place: the value stays valid for the whole program run (RCU), and a copy
+    // to the stack costs more than the fields read.
+    let Some(ch) = XT_CHANNELS.get_ptr(&key) else {
         return Verdict::Pass(Counter::PassChannelUnbound);
     };
+    // SAFETY: a live map value of this type.
+    let ch = unsafe { &*ch };
     let now = now_ns();
     if now >= ch.expires_ns {
         return Verdict::Pass(Counter::PassChannelUnbound);
@@ -575,16 +577,16 @@ fn channel_data(
     // A relayed address of the other family (REQUESTED-ADDRESS-FAMILY): the forwarder does
     // not translate between families and the next hop would be looked up in the wrong
     // table; the socket path relays it.
-    let peer_v4 = ch.peer_ip[..12] == xturn_xdp_common::ipv4_mapped([0; 4])[..12];
-    if peer_v4 != (d.family == Family::V4) {
+    if is_v4_mapped(&ch.peer_ip) != (d.family == Family::V4) {
         return Verdict::Pass(Counter::PassNoNextHop);
     }
     let hop = Hop {
         family: d.family,
-        src_ip: ch.relay_ip,
-        dst_ip: ch.peer_ip,
+        src_ip: &ch.relay_ip,
+        dst_ip: &ch.peer_ip,
         src_port: ch.relay_port,
         dst_port: ch.peer_port,
+        cache: ch.hop,
     };
     steer(
         ctx,
@@ -606,16 +608,16 @@ fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
     }
     // The client's family is the listener's, which may differ from the peer's
     // (ADDITIONAL-ADDRESS-FAMILY): the forwarder does not translate, the socket path does.
-    let client_v4 = alloc.client_ip[..12] == xturn_xdp_common::ipv4_mapped([0; 4])[..12];
-    if client_v4 != (d.family == Family::V4) {
+    if is_v4_mapped(&alloc.client_ip) != (d.family == Family::V4) {
         return Verdict::Pass(Counter::PassNoNextHop);
     }
     let hop = Hop {
         family: d.family,
-        src_ip: alloc.server_ip,
-        dst_ip: alloc.client_ip,
+        src_ip: &alloc.server_ip,
+        dst_ip: &alloc.client_ip,
         src_port: alloc.server_port,
         dst_port: alloc.client_port,
+        cache: alloc.hop,
     };
     steer(
         ctx,
@@ -627,14 +629,30 @@ fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
     )
 }
 
-/// The datagram a steered frame becomes: the forwarder sends it from `src` to `dst`.
-#[repr(C, align(8))]
-struct Hop {
-    src_ip: [u8; 16],
-    dst_ip: [u8; 16],
+/// Is `ip` IPv4-mapped (`::ffff:a.b.c.d`)? Compared as two words: a slice comparison
+/// becomes a call to `memcmp`.
+#[inline(always)]
+fn is_v4_mapped(ip: &[u8; 16]) -> bool {
+    let p = ip.as_ptr();
+    // SAFETY: 12 bytes inside the array; unaligned reads.
+    let (a, b) = unsafe {
+        (
+            core::ptr::read_unaligned(p.cast::<u64>()),
+            core::ptr::read_unaligned(p.add(8).cast::<u32>()),
+        )
+    };
+    a == 0 && b == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
+
+/// The datagram a steered frame becomes (the forwarder sends it from `src` to `dst`),
+/// read in place from the map value, and where its next hop is cached.
+struct Hop<'a> {
+    src_ip: &'a [u8; 16],
+    dst_ip: &'a [u8; 16],
     src_port: [u8; 2],
     dst_port: [u8; 2],
     family: Family,
+    cache: HopRef,
 }
 
 /// `bpf_fib_lookup`'s parameters, aligned for the stack like [`Datagram`].
@@ -648,8 +666,10 @@ const AF_INET6: u8 = 10;
 
 /// Redirect to this queue's AF_XDP socket with the next hop of `hop` in the metadata, or
 /// pass to the socket path when there is no usable next hop or no socket. The next hop
-/// comes from this CPU's cache ([`XT_HOPS`]) while it is younger than [`HOP_CACHE_NS`],
-/// else from `bpf_fib_lookup` (the costliest step of the program), and is cached again.
+/// comes from this CPU's entry in the flow's slot of [`XT_HOPS`] while that entry is the
+/// flow's (same id and ingress interface) and younger than [`HOP_CACHE_NS`], else from
+/// `bpf_fib_lookup` (the costliest step of the program), and is cached again. The slot is
+/// an array index: no hashing, no key to build.
 #[inline(always)]
 fn steer(
     ctx: &XdpContext,
@@ -665,26 +685,34 @@ fn steer(
     else {
         return Verdict::Pass(fallback);
     };
-    if hop.src_ip == [0; 16] || hop.src_ip == xturn_xdp_common::ipv4_mapped([0; 4]) {
+    // None for NO_HOP_SLOT (beyond the array).
+    let entry = XT_HOPS.get_ptr_mut(hop.cache.slot);
+    if let Some(e) = entry {
+        // SAFETY: this CPU's entry, read at once: XDP programs do not nest on one CPU and
+        // nothing else writes it.
+        let e = unsafe { &*e };
+        if hop.cache.id != 0
+            && e.hop_id == hop.cache.id
+            && e.ingress_ifindex == ingress
+            && now.wrapping_sub(e.checked_ns) < HOP_CACHE_NS
+            && served_slot(e.egress_ifindex).is_some()
+        {
+            let (dmac, smac) = (mac_words(&e.dst_mac), mac_words(&e.src_mac));
+            return redirect(
+                ctx,
+                dmac,
+                smac,
+                e.egress_ifindex,
+                direction,
+                index,
+                ok,
+                fallback,
+            );
+        }
+    }
+    if *hop.src_ip == [0; 16] || *hop.src_ip == xturn_xdp_common::ipv4_mapped([0; 4]) {
         // A wildcard server address: the forwarder would not know what to send from.
         return Verdict::Pass(Counter::PassNoNextHop);
-    }
-    let key = Key8(HopKey {
-        src_ip: hop.src_ip,
-        dst_ip: hop.dst_ip,
-        ingress_ifindex: ingress,
-        src_port: hop.src_port,
-        dst_port: hop.dst_port,
-    });
-    if let Some(h) = XT_HOPS.get_ptr(&key.0) {
-        // SAFETY: this CPU's value of a live entry, read at once: XDP programs do not nest
-        // on one CPU, so nothing evicts it meanwhile.
-        let (checked, egress) = unsafe { ((*h).checked_ns, (*h).egress_ifindex) };
-        if now.wrapping_sub(checked) < HOP_CACHE_NS && served_slot(egress).is_some() {
-            // SAFETY: as above; the MACs sit at 2-byte aligned offsets (8 and 14).
-            let (dmac, smac) = unsafe { (mac_words(&(*h).dst_mac), mac_words(&(*h).src_mac)) };
-            return redirect(ctx, dmac, smac, egress, direction, index, ok, fallback);
-        }
     }
     // Zeroed with aligned 8-byte stores one at a time: left to LLVM, the zeroing around
     // the fields written below is merged into misaligned stores, which the verifier
@@ -704,7 +732,7 @@ fn steer(
     match hop.family {
         Family::V4 => {
             p.family = AF_INET;
-            let (s, d) = (&hop.src_ip, &hop.dst_ip);
+            let (s, d) = (hop.src_ip, hop.dst_ip);
             p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([s[12], s[13], s[14], s[15]]);
             p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([d[12], d[13], d[14], d[15]]);
         }
@@ -712,8 +740,8 @@ fn steer(
             p.family = AF_INET6;
             // SAFETY: writes of the u32 arrays of the unions (plain integers).
             unsafe {
-                put_words(&mut p.__bindgen_anon_3.ipv6_src, words(&hop.src_ip));
-                put_words(&mut p.__bindgen_anon_4.ipv6_dst, words(&hop.dst_ip));
+                put_words(&mut p.__bindgen_anon_3.ipv6_src, words(hop.src_ip));
+                put_words(&mut p.__bindgen_anon_4.ipv6_dst, words(hop.dst_ip));
             }
         }
     }
@@ -725,17 +753,17 @@ fn steer(
     }
     // The MACs sit at 2-byte aligned offsets of the stack block (52 and 58).
     let (dmac, smac, egress) = (mac_words(&p.dmac), mac_words(&p.smac), p.ifindex);
-    let mut v = HopValue {
-        checked_ns: now,
-        dst_mac: [0; 6],
-        src_mac: [0; 6],
-        egress_ifindex: egress,
-    };
-    put_mac(&mut v.dst_mac, dmac);
-    put_mac(&mut v.src_mac, smac);
-    // A full cache evicts its least recently used entry; a failed insert only means the
-    // next frame looks the hop up again.
-    let _ = XT_HOPS.insert(&key.0, &v, 0);
+    if let (Some(e), true) = (entry, hop.cache.id != 0) {
+        // SAFETY: this CPU's entry (see above); the MACs sit at 2-byte aligned offsets.
+        unsafe {
+            (*e).checked_ns = now;
+            (*e).hop_id = hop.cache.id;
+            (*e).ingress_ifindex = ingress;
+            (*e).egress_ifindex = egress;
+            put_mac(&mut (*e).dst_mac, dmac);
+            put_mac(&mut (*e).src_mac, smac);
+        }
+    }
     redirect(ctx, dmac, smac, egress, direction, index, ok, fallback)
 }
 
@@ -752,10 +780,6 @@ fn put_words(dst: &mut [u32; 4], w: [u32; 4]) {
         core::ptr::write_volatile(p.add(3), w[3]);
     }
 }
-
-/// A map key on the stack, aligned like [`Datagram`].
-#[repr(C, align(8))]
-struct Key8<T>(T);
 
 /// A MAC address as three 16-bit words, read one at a time, volatile so that the reads are
 /// not merged into wider, misaligned ones (the verifier rejects those on the stack).
