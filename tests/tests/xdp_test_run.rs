@@ -901,6 +901,24 @@ fn pin_to_current_cpu() {
     }
 }
 
+/// Give the peer (198.51.100.2, on `p`) a new static neighbour entry in the calling
+/// thread's network namespace.
+fn set_peer_mac(mac: [u8; 6]) {
+    let mac = mac.map(|b| format!("{b:02x}")).join(":");
+    xdp_support::run(&[
+        "ip",
+        "neigh",
+        "replace",
+        "198.51.100.2",
+        "lladdr",
+        &mac,
+        "dev",
+        "p",
+        "nud",
+        "permanent",
+    ]);
+}
+
 /// With an AF_XDP socket in the XSK map slot of the receive interface and queue, live
 /// ChannelData and permitted peer data are redirected to it (XDP_REDIRECT) with the next
 /// hop from the kernel's FIB and neighbour tables in the metadata; without a usable next
@@ -1052,19 +1070,7 @@ fn xdp_redirects_to_a_bound_xsk() {
         let looked_up = Instant::now();
         const MAC_PEER_NEW: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 0x22];
         // This thread is in the namespace.
-        let new_mac = MAC_PEER_NEW.map(|b| format!("{b:02x}")).join(":");
-        xdp_support::run(&[
-            "ip",
-            "neigh",
-            "replace",
-            "198.51.100.2",
-            "lladdr",
-            &new_mac,
-            "dev",
-            "p",
-            "nud",
-            "permanent",
-        ]);
+        set_peer_mac(MAC_PEER_NEW);
         let new_meta = XskMeta {
             dst_mac: MAC_PEER_NEW,
             ..meta_channel(p)
@@ -1099,19 +1105,7 @@ fn xdp_redirects_to_a_bound_xsk() {
         // a look-up at once.
         let looked_up = Instant::now();
         const MAC_PEER_THIRD: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 0x33];
-        let third_mac = MAC_PEER_THIRD.map(|b| format!("{b:02x}")).join(":");
-        xdp_support::run(&[
-            "ip",
-            "neigh",
-            "replace",
-            "198.51.100.2",
-            "lladdr",
-            &third_mac,
-            "dev",
-            "p",
-            "nud",
-            "permanent",
-        ]);
+        set_peer_mac(MAC_PEER_THIRD);
         let third_meta = XskMeta {
             dst_mac: MAC_PEER_THIRD,
             ..meta_channel(p)
@@ -1155,18 +1149,7 @@ fn xdp_redirects_to_a_bound_xsk() {
             Counter::RedirectChannel,
             &meta_bytes(&third_meta),
         );
-        xdp_support::run(&[
-            "ip",
-            "neigh",
-            "replace",
-            "198.51.100.2",
-            "lladdr",
-            &MAC_PEER.map(|b| format!("{b:02x}")).join(":"),
-            "dev",
-            "p",
-            "nud",
-            "permanent",
-        ]);
+        set_peer_mac(MAC_PEER);
         set_channel(&mut h, HopRef::NONE);
         check(
             &h,
