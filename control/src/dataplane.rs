@@ -27,14 +27,22 @@ struct AllocEntry {
     expires: Instant,
     permissions: Map<IpAddr, Instant>,
     channel_by_peer: Map<SocketAddr, (ChannelNumber, Instant)>,
-    counters: Counters,
+    /// Index of this allocation's [`Counters`] in [`DataPlane::counters`].
+    counters: usize,
 }
 
 impl AllocEntry {
-    /// The allocation is live and holds a live permission for `peer` (RFC 8656 sections
-    /// 9 and 12: checked on every packet, each way, channel or not).
-    fn permits(&self, peer: IpAddr, now: Instant) -> bool {
-        now < self.expires && self.permissions.get(&peer).is_some_and(|&exp| now < exp)
+    /// The expiry of the permission for `peer` if the allocation is live and holds a live
+    /// permission for it (RFC 8656 sections 9 and 12: checked on every packet, each way,
+    /// channel or not).
+    fn permission(&self, peer: IpAddr, now: Instant) -> Option<Instant> {
+        if now >= self.expires {
+            return None;
+        }
+        self.permissions
+            .get(&peer)
+            .copied()
+            .filter(|&exp| now < exp)
     }
 }
 
@@ -80,6 +88,146 @@ pub struct ToClient {
 pub struct DataPlane {
     allocs: Map<RelayAddr, AllocEntry>,
     channels: Map<(FiveTuple, ChannelNumber), (RelayAddr, PeerAddr, Instant)>,
+    /// Every allocation's counters, indexed by [`AllocEntry::counters`]; the indices of
+    /// removed allocations are in `free_counters` for the next one, so this never holds
+    /// more entries than there were allocations at once.
+    counters: Vec<Counters>,
+    free_counters: Vec<usize>,
+    memo: Memo,
+}
+
+/// Recent answers of the per-packet look-ups, so a packet of a known flow costs one
+/// direct-mapped slot instead of three hash look-ups (about 100 ns of the AF_XDP
+/// forwarder's per-frame work under a flood, measured in the README).
+///
+/// An answer is only ever taken for the exact key it was found for (compared in full), at
+/// the same `generation` of the tables (every data-plane [`Output`] bumps it, so an
+/// install, refresh or removal makes every memoised answer stale), and before
+/// `valid_until`: the earliest expiry among the channel, permission and allocation it
+/// depended on. Only answers that hold for every `now` before that are memoised, so
+/// callers need not pass times in order. So a memoised answer is always the answer the
+/// tables would give; a
+/// stale, expired or evicted one just sends the packet through the tables again. The slot
+/// index is a plain multiplicative hash: flows that collide (by chance or chosen by a
+/// client) only evict each other's answers, which costs the look-ups the memo saves and
+/// nothing more.
+#[derive(Debug, Clone)]
+struct Memo {
+    generation: u64,
+    /// log2 of the number of slots per direction; 0 turns the memo off.
+    bits: u32,
+    /// Allocated at the first answer, so tables that never relay cost nothing.
+    to_peer: Vec<Option<ToPeerMemo>>,
+    to_client: Vec<Option<ToClientMemo>>,
+}
+
+/// [`Memo`] slots per direction: 1024 (about 180 KiB per direction once used).
+const MEMO_BITS: u32 = 10;
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            generation: 0,
+            bits: MEMO_BITS,
+            to_peer: Vec::new(),
+            to_client: Vec::new(),
+        }
+    }
+}
+
+/// A [`DataPlane::client_to_peer`] answer for (`five_tuple`, `channel`).
+#[derive(Debug, Clone, Copy)]
+struct ToPeerMemo {
+    generation: u64,
+    five_tuple: FiveTuple,
+    channel: ChannelNumber,
+    relay: RelayAddr,
+    peer: PeerAddr,
+    valid_until: Instant,
+    counters: usize,
+}
+
+/// A [`DataPlane::route_peer`] answer for (`relay`, `peer`).
+#[derive(Debug, Clone, Copy)]
+struct ToClientMemo {
+    generation: u64,
+    relay: RelayAddr,
+    peer: PeerAddr,
+    route: PeerRoute,
+    valid_until: Instant,
+    counters: usize,
+}
+
+impl Memo {
+    fn invalidate(&mut self) {
+        self.generation += 1;
+    }
+
+    /// The slot of a flow: a multiplicative hash of both addresses and `extra`. Not keyed:
+    /// see [`Memo`] for why collisions are harmless.
+    fn slot(&self, a: SocketAddr, b: SocketAddr, extra: u16) -> Option<usize> {
+        if self.bits == 0 {
+            return None;
+        }
+        let x = addr_word(a) ^ addr_word(b).rotate_left(29) ^ (u64::from(extra) << 40);
+        Some((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize)
+    }
+
+    fn to_peer(
+        &self,
+        slot: usize,
+        ft: FiveTuple,
+        ch: ChannelNumber,
+        now: Instant,
+    ) -> Option<&ToPeerMemo> {
+        let m = self.to_peer.get(slot)?.as_ref()?;
+        (m.generation == self.generation
+            && m.channel == ch
+            && m.five_tuple == ft
+            && now < m.valid_until)
+            .then_some(m)
+    }
+
+    fn to_client(
+        &self,
+        slot: usize,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        now: Instant,
+    ) -> Option<&ToClientMemo> {
+        let m = self.to_client.get(slot)?.as_ref()?;
+        (m.generation == self.generation
+            && m.relay == relay
+            && m.peer == peer
+            && now < m.valid_until)
+            .then_some(m)
+    }
+
+    fn remember_to_peer(&mut self, slot: usize, m: ToPeerMemo) {
+        if self.to_peer.is_empty() {
+            self.to_peer = vec![None; 1 << self.bits];
+        }
+        self.to_peer[slot] = Some(m);
+    }
+
+    fn remember_to_client(&mut self, slot: usize, m: ToClientMemo) {
+        if self.to_client.is_empty() {
+            self.to_client = vec![None; 1 << self.bits];
+        }
+        self.to_client[slot] = Some(m);
+    }
+}
+
+/// An address and port folded into 64 bits for [`Memo::slot`].
+fn addr_word(a: SocketAddr) -> u64 {
+    let ip = match a.ip() {
+        IpAddr::V4(v4) => u64::from(v4.to_bits()),
+        IpAddr::V6(v6) => {
+            let b = v6.to_bits();
+            (b as u64) ^ ((b >> 64) as u64)
+        }
+    };
+    (ip << 16) ^ u64::from(a.port())
 }
 
 impl DataPlane {
@@ -87,44 +235,78 @@ impl DataPlane {
         Self::default()
     }
 
+    /// Tables whose look-ups never use the memo (tests compare the two).
+    #[cfg(test)]
+    fn without_memo() -> Self {
+        let mut d = Self::default();
+        d.memo.bits = 0;
+        d
+    }
+
+    /// Tables with a memo of `2^bits` slots per direction (tests: collisions).
+    #[cfg(test)]
+    fn with_memo_bits(bits: u32) -> Self {
+        let mut d = Self::default();
+        d.memo.bits = bits;
+        d
+    }
+
     pub fn allocation_count(&self) -> usize {
         self.allocs.len()
     }
 
     pub fn counters(&self, relay: RelayAddr) -> Option<Counters> {
-        self.allocs.get(&relay).map(|a| a.counters)
+        self.allocs.get(&relay).map(|a| self.counters[a.counters])
     }
 
     /// Every allocation in this table with its five-tuple and what this table counted.
     pub fn allocations(&self) -> impl Iterator<Item = (RelayAddr, FiveTuple, Counters)> + '_ {
         self.allocs
             .iter()
-            .map(|(r, a)| (*r, a.five_tuple, a.counters))
+            .map(|(r, a)| (*r, a.five_tuple, self.counters[a.counters]))
     }
 
     /// Apply one control-plane output; outputs that are not data-plane changes are ignored.
     pub fn apply(&mut self, out: &Output) {
+        if !matches!(out, Output::Transmit(_) | Output::BindRelay { .. }) {
+            self.memo.invalidate();
+        }
         match out {
             Output::InstallAllocation {
                 five_tuple,
                 relay,
                 expires,
             } => {
-                let e = self.allocs.entry(*relay).or_insert_with(|| AllocEntry {
-                    five_tuple: *five_tuple,
-                    expires: *expires,
-                    permissions: Map::default(),
-                    channel_by_peer: Map::default(),
-                    counters: Counters::default(),
-                });
-                e.five_tuple = *five_tuple;
-                e.expires = *expires;
+                if let Some(e) = self.allocs.get_mut(relay) {
+                    e.five_tuple = *five_tuple;
+                    e.expires = *expires;
+                } else {
+                    let counters = match self.free_counters.pop() {
+                        Some(i) => i,
+                        None => {
+                            self.counters.push(Counters::default());
+                            self.counters.len() - 1
+                        }
+                    };
+                    self.allocs.insert(
+                        *relay,
+                        AllocEntry {
+                            five_tuple: *five_tuple,
+                            expires: *expires,
+                            permissions: Map::default(),
+                            channel_by_peer: Map::default(),
+                            counters,
+                        },
+                    );
+                }
             }
             Output::RemoveAllocation { relay, .. } => {
                 if let Some(a) = self.allocs.remove(relay) {
                     for (c, _) in a.channel_by_peer.values() {
                         self.channels.remove(&(a.five_tuple, *c));
                     }
+                    self.counters[a.counters] = Counters::default();
+                    self.free_counters.push(a.counters);
                 }
             }
             Output::InstallPermission {
@@ -181,17 +363,42 @@ impl DataPlane {
         // Only validated bindings are in the table: an unbound or out-of-range number
         // (0x5000-0xFFFF under RFC 8656) finds nothing and is discarded.
         let channel = ChannelNumber::lookup_key(cd.channel());
-        let &(relay, peer, ch_expires) = self.channels.get(&(five_tuple, channel))?;
-        if now >= ch_expires {
-            return None;
-        }
-        let a = self.allocs.get_mut(&relay)?;
-        if !a.permits(peer.0.ip(), now) {
-            return None;
-        }
+        let slot = self
+            .memo
+            .slot(five_tuple.client.0, five_tuple.server, channel.get());
+        let memo = slot.and_then(|s| self.memo.to_peer(s, five_tuple, channel, now));
+        let (relay, peer, counters) = match memo {
+            Some(m) => (m.relay, m.peer, m.counters),
+            None => {
+                let &(relay, peer, ch_expires) = self.channels.get(&(five_tuple, channel))?;
+                if now >= ch_expires {
+                    return None;
+                }
+                let a = self.allocs.get(&relay)?;
+                let perm_expires = a.permission(peer.0.ip(), now)?;
+                let counters = a.counters;
+                if let Some(s) = slot {
+                    let valid_until = ch_expires.min(perm_expires).min(a.expires);
+                    self.memo.remember_to_peer(
+                        s,
+                        ToPeerMemo {
+                            generation: self.memo.generation,
+                            five_tuple,
+                            channel,
+                            relay,
+                            peer,
+                            valid_until,
+                            counters,
+                        },
+                    );
+                }
+                (relay, peer, counters)
+            }
+        };
         let len = cd.length() as usize;
-        a.counters.to_peer_packets += 1;
-        a.counters.to_peer_bytes += len as u64;
+        let c = &mut self.counters[counters];
+        c.to_peer_packets += 1;
+        c.to_peer_bytes += len as u64;
         Some(ToPeer {
             relay,
             peer,
@@ -201,9 +408,10 @@ impl DataPlane {
 
     /// Count a Send indication relayed by the control plane.
     pub fn count_to_peer(&mut self, relay: RelayAddr, bytes: usize) {
-        if let Some(a) = self.allocs.get_mut(&relay) {
-            a.counters.to_peer_packets += 1;
-            a.counters.to_peer_bytes += bytes as u64;
+        if let Some(a) = self.allocs.get(&relay) {
+            let c = &mut self.counters[a.counters];
+            c.to_peer_packets += 1;
+            c.to_peer_bytes += bytes as u64;
         }
     }
 
@@ -253,20 +461,309 @@ impl DataPlane {
         if len > u16::MAX as usize - 64 {
             return None;
         }
-        let a = self.allocs.get_mut(&relay)?;
-        if !a.permits(peer.0.ip(), now) {
-            return None;
-        }
-        let channel = match a.channel_by_peer.get(&peer.0) {
-            Some(&(ch, exp)) if now < exp => Some(ch),
-            _ => None,
+        let slot = self.memo.slot(relay.0, peer.0, 0);
+        let memo = slot.and_then(|s| self.memo.to_client(s, relay, peer, now));
+        let (route, counters) = match memo {
+            Some(m) => (m.route, m.counters),
+            None => {
+                let a = self.allocs.get(&relay)?;
+                let perm_expires = a.permission(peer.0.ip(), now)?;
+                let mut valid_until = perm_expires.min(a.expires);
+                // A live channel is the answer only until it expires. "No channel"
+                // because one expired holds only from its expiry on, and a memoised
+                // answer must hold for any earlier `now` too: not memoised (the control
+                // plane removes an expired channel soon anyway).
+                let mut memoise = true;
+                let channel = match a.channel_by_peer.get(&peer.0) {
+                    Some(&(ch, exp)) if now < exp => {
+                        valid_until = valid_until.min(exp);
+                        Some(ch)
+                    }
+                    Some(_) => {
+                        memoise = false;
+                        None
+                    }
+                    None => None,
+                };
+                let route = PeerRoute {
+                    server: a.five_tuple.server,
+                    client: a.five_tuple.client,
+                    channel,
+                };
+                let counters = a.counters;
+                if let Some(s) = slot.filter(|_| memoise) {
+                    self.memo.remember_to_client(
+                        s,
+                        ToClientMemo {
+                            generation: self.memo.generation,
+                            relay,
+                            peer,
+                            route,
+                            valid_until,
+                            counters,
+                        },
+                    );
+                }
+                (route, counters)
+            }
         };
-        a.counters.to_client_packets += 1;
-        a.counters.to_client_bytes += len as u64;
-        Some(PeerRoute {
-            server: a.five_tuple.server,
-            client: a.five_tuple.client,
-            channel,
-        })
+        let c = &mut self.counters[counters];
+        c.to_client_packets += 1;
+        c.to_client_bytes += len as u64;
+        Some(route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    const RELAYS: [&str; 2] = ["198.51.100.1:50000", "[2001:db8::1]:50001"];
+    const CLIENTS: [&str; 2] = ["192.0.2.2:40000", "[2001:db8:c::2]:40001"];
+    const PEERS: [&str; 3] = [
+        "198.51.100.2:6000",
+        "198.51.100.2:6001",
+        "[2001:db8:d::2]:7000",
+    ];
+    const CHANNELS: [u16; 2] = [0x4000, 0x4001];
+
+    fn relay(i: usize) -> RelayAddr {
+        RelayAddr(sa(RELAYS[i]))
+    }
+    fn five_tuple(i: usize) -> FiveTuple {
+        FiveTuple {
+            client: ClientAddr(sa(CLIENTS[i])),
+            server: sa("192.0.2.1:3478"),
+        }
+    }
+    fn peer(i: usize) -> PeerAddr {
+        PeerAddr(sa(PEERS[i]))
+    }
+    fn channel(i: usize) -> ChannelNumber {
+        ChannelNumber::new(CHANNELS[i]).unwrap()
+    }
+    fn channel_data(ch: u16, len: usize) -> Vec<u8> {
+        let mut d = vec![0x55; channel_data::HEADER_LEN + len];
+        channel_data::write_header(&mut d, ch, len as u16);
+        d
+    }
+
+    /// An allocation of five-tuple 0 on relay 0 with a permission for peer 0's address
+    /// until `perm`, channel 0 bound to peer 0 until `chan` and the allocation until
+    /// `alloc` (seconds after t0).
+    fn one_flow(dp: &mut DataPlane, t0: Instant, alloc: u64, perm: u64, chan: u64) {
+        let s = |n| t0 + Duration::from_secs(n);
+        dp.apply(&Output::InstallAllocation {
+            five_tuple: five_tuple(0),
+            relay: relay(0),
+            expires: s(alloc),
+        });
+        dp.apply(&Output::InstallPermission {
+            relay: relay(0),
+            peer: peer(0).0.ip(),
+            expires: s(perm),
+        });
+        dp.apply(&Output::InstallChannel {
+            five_tuple: five_tuple(0),
+            relay: relay(0),
+            channel: channel(0),
+            peer: peer(0),
+            expires: s(chan),
+        });
+    }
+
+    #[test]
+    fn memoised_answers_end_at_the_earliest_expiry_they_depend_on() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let cd = channel_data(CHANNELS[0], 10);
+        // Permission first (300 s), then the allocation (200 s).
+        for (alloc, perm, end) in [(600, 300, 300), (200, 300, 200)] {
+            let mut dp = DataPlane::new();
+            one_flow(&mut dp, t0, alloc, perm, 600);
+            for t in [1, 2, end - 1] {
+                assert!(dp.client_to_peer(s(t), five_tuple(0), &cd).is_some());
+                assert!(dp.route_peer(s(t), relay(0), peer(0), 10).is_some());
+            }
+            assert_eq!(dp.client_to_peer(s(end), five_tuple(0), &cd), None);
+            assert_eq!(dp.route_peer(s(end), relay(0), peer(0), 10), None);
+            let c = dp.counters(relay(0)).unwrap();
+            assert_eq!((c.to_peer_packets, c.to_client_packets), (3, 3));
+        }
+    }
+
+    #[test]
+    fn a_peer_whose_channel_expires_first_gets_data_indications_then() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut dp = DataPlane::new();
+        one_flow(&mut dp, t0, 600, 300, 100);
+        let route = |dp: &mut DataPlane, t| dp.route_peer(s(t), relay(0), peer(0), 10);
+        assert_eq!(route(&mut dp, 1).unwrap().channel, Some(channel(0)));
+        assert_eq!(route(&mut dp, 99).unwrap().channel, Some(channel(0)));
+        assert_eq!(route(&mut dp, 100).unwrap().channel, None);
+        assert_eq!(route(&mut dp, 299).unwrap().channel, None);
+        assert_eq!(route(&mut dp, 300), None);
+        let cd = channel_data(CHANNELS[0], 10);
+        assert!(dp.client_to_peer(s(99), five_tuple(0), &cd).is_some());
+        assert_eq!(dp.client_to_peer(s(100), five_tuple(0), &cd), None);
+    }
+
+    #[test]
+    fn a_change_makes_memoised_answers_stale_at_once() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(1);
+        let cd = channel_data(CHANNELS[0], 10);
+        let mut dp = DataPlane::new();
+        one_flow(&mut dp, t0, 600, 600, 600);
+        assert!(dp.client_to_peer(now, five_tuple(0), &cd).is_some());
+        assert!(dp.route_peer(now, relay(0), peer(0), 10).is_some());
+        dp.apply(&Output::RemovePermission {
+            relay: relay(0),
+            peer: peer(0).0.ip(),
+        });
+        assert_eq!(dp.client_to_peer(now, five_tuple(0), &cd), None);
+        assert_eq!(dp.route_peer(now, relay(0), peer(0), 10), None);
+    }
+
+    #[test]
+    fn a_new_allocation_reuses_counters_from_zero_and_old_answers_do_not_count_into_it() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(1);
+        let cd = channel_data(CHANNELS[0], 10);
+        let mut dp = DataPlane::new();
+        one_flow(&mut dp, t0, 600, 600, 600);
+        assert!(dp.client_to_peer(now, five_tuple(0), &cd).is_some());
+        dp.apply(&Output::RemoveAllocation {
+            five_tuple: five_tuple(0),
+            relay: relay(0),
+        });
+        dp.apply(&Output::InstallAllocation {
+            five_tuple: five_tuple(1),
+            relay: relay(1),
+            expires: t0 + Duration::from_secs(600),
+        });
+        assert_eq!(dp.client_to_peer(now, five_tuple(0), &cd), None);
+        assert_eq!(dp.counters(relay(1)), Some(Counters::default()));
+        assert_eq!(
+            dp.counters.len(),
+            1,
+            "the removed allocation's counters were reused"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Output(Output),
+        ToPeer {
+            ft: usize,
+            ch: u16,
+            t: u64,
+            len: usize,
+        },
+        Route {
+            relay: usize,
+            peer: usize,
+            t: u64,
+            len: usize,
+        },
+    }
+
+    fn op(t0: Instant) -> impl Strategy<Value = Op> {
+        let at = move |n: u64| t0 + Duration::from_secs(n);
+        let i2 = 0usize..2;
+        let i3 = 0usize..3;
+        prop_oneof![
+            1 => (i2.clone(), i2.clone(), 0u64..20).prop_map(move |(f, r, e)| Op::Output(
+                Output::InstallAllocation { five_tuple: five_tuple(f), relay: relay(r), expires: at(e) }
+            )),
+            1 => (i2.clone(), i2.clone()).prop_map(|(f, r)| Op::Output(Output::RemoveAllocation {
+                five_tuple: five_tuple(f),
+                relay: relay(r),
+            })),
+            1 => (i2.clone(), i3.clone(), 0u64..20).prop_map(move |(r, p, e)| Op::Output(
+                Output::InstallPermission { relay: relay(r), peer: peer(p).0.ip(), expires: at(e) }
+            )),
+            1 => (i2.clone(), i3.clone()).prop_map(|(r, p)| Op::Output(Output::RemovePermission {
+                relay: relay(r),
+                peer: peer(p).0.ip(),
+            })),
+            1 => (i2.clone(), i2.clone(), i2.clone(), i3.clone(), 0u64..20).prop_map(
+                move |(f, r, c, p, e)| Op::Output(Output::InstallChannel {
+                    five_tuple: five_tuple(f),
+                    relay: relay(r),
+                    channel: channel(c),
+                    peer: peer(p),
+                    expires: at(e),
+                })
+            ),
+            1 => (i2.clone(), i2.clone(), i2.clone(), i3.clone()).prop_map(|(f, r, c, p)| Op::Output(
+                Output::RemoveChannel {
+                    five_tuple: five_tuple(f),
+                    relay: relay(r),
+                    channel: channel(c),
+                    peer: peer(p),
+                }
+            )),
+            // Look-ups three times as often as changes, so answers get memoised and reused.
+            3 => (i2.clone(), prop::sample::select(vec![0x4000u16, 0x4001, 0x4002, 0x5000]), 0u64..20, 0usize..8)
+                .prop_map(|(ft, ch, t, len)| Op::ToPeer { ft, ch, t, len }),
+            3 => (i2, i3, 0u64..20, 0usize..8).prop_map(|(relay, peer, t, len)| Op::Route { relay, peer, t, len }),
+        ]
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        // One t0 for the whole run: the strategies build Instants from it.
+        let t0 = *T0.get_or_init(Instant::now);
+        prop::collection::vec(op(t0), 1..80)
+    }
+
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the outputs and the times, the tables answer and count the same with
+        /// and without the memo, also with a two-slot memo where every flow collides.
+        #[test]
+        fn the_memo_never_changes_an_answer(ops in ops()) {
+            let t0 = *T0.get_or_init(Instant::now);
+            let mut reference = DataPlane::without_memo();
+            let mut tables = [DataPlane::new(), DataPlane::with_memo_bits(1)];
+            for op in &ops {
+                match op {
+                    Op::Output(out) => {
+                        reference.apply(out);
+                        tables.iter_mut().for_each(|d| d.apply(out));
+                    }
+                    &Op::ToPeer { ft, ch, t, len } => {
+                        let now = t0 + Duration::from_secs(t);
+                        let cd = channel_data(ch, len);
+                        let want = reference.client_to_peer(now, five_tuple(ft), &cd);
+                        for d in &mut tables {
+                            prop_assert_eq!(d.client_to_peer(now, five_tuple(ft), &cd), want.clone());
+                        }
+                    }
+                    &Op::Route { relay: r, peer: p, t, len } => {
+                        let now = t0 + Duration::from_secs(t);
+                        let want = reference.route_peer(now, relay(r), peer(p), len);
+                        for d in &mut tables {
+                            prop_assert_eq!(d.route_peer(now, relay(r), peer(p), len), want);
+                        }
+                    }
+                }
+                for r in 0..2 {
+                    for d in &tables {
+                        prop_assert_eq!(d.counters(relay(r)), reference.counters(relay(r)));
+                    }
+                }
+            }
+        }
     }
 }

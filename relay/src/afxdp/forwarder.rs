@@ -168,7 +168,7 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                 return None;
             }
         };
-        let dg = *checked.datagram();
+        let dg = checked.datagram();
         let payload = &chunk[off + dg.payload_off..off + dg.payload_off + dg.payload_len];
         let egress = self.ifindex.iter().position(|&i| i == meta.egress_ifindex);
         match meta.direction {
