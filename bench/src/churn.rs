@@ -11,7 +11,7 @@
 
 use crate::cli::ChurnArgs;
 use crate::cpu::{self, CpuReport};
-use crate::net::{self, Epoll, RecvBatch};
+use crate::net::{self, Epoll};
 use crate::pacing::{split_rate, Pacer};
 use crate::stats::{self, LatencySummary, Live};
 use crate::turn::{random_tid, Credentials};
@@ -307,7 +307,7 @@ fn churn_thread(
             stats::new_histogram(),
         ],
     };
-    let mut rb = RecvBatch::new();
+    let mut rb = net::recv_batch();
     let mut ready = Vec::new();
     let now = net::now_ns();
     if start_ns > now {

@@ -216,7 +216,7 @@ pub fn run_worker<W: Workload>(
         cfg,
         flows,
         live,
-        rb: RecvBatch::new(),
+        rb: net::recv_batch(),
         sb: SendBatch::new(),
         res_sent: 0,
         res_errors: 0,
@@ -309,7 +309,7 @@ mod tests {
         let s = net::udp_socket("127.0.0.1:0".parse().unwrap(), false, None).unwrap();
         let addr = s.local_addr().unwrap();
         let h = std::thread::spawn(move || {
-            let mut rb = RecvBatch::new();
+            let mut rb = net::recv_batch();
             let end = net::now_ns() + ms * 1_000_000;
             let mut n = 0u64;
             while net::now_ns() < end {

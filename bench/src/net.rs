@@ -2,14 +2,14 @@
 //! recvmmsg/sendmmsg batches, epoll, a timerfd for pacing, the monotonic clock, timer
 //! slack and process CPU time. All `unsafe` syscall code of the bench is in this file.
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Datagrams per recvmmsg/sendmmsg call.
-pub const BATCH: usize = 32;
+pub use xturn_relay::mmsg::BATCH;
 /// Bytes per batch slot: a whole datagram of a 1500-byte MTU (and then some). Longer
 /// datagrams are flagged truncated by the kernel and counted as invalid.
 pub const SLOT: usize = 2048;
@@ -116,166 +116,12 @@ pub fn raise_fd_limit() -> u64 {
     r.rlim_cur
 }
 
-/// Receive buffers and headers for one recvmmsg call, reused across calls. The same
-/// buffers can be sent back as they are ([`RecvBatch::echo`]): the reflector's and the
-/// echoing sink's zero-copy path.
-pub struct RecvBatch {
-    bufs: Vec<u8>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    out_iovs: Vec<libc::iovec>,
-    out_hdrs: Vec<libc::mmsghdr>,
-    n: usize,
-}
+pub use xturn_relay::mmsg::RecvBatch;
 
-// SAFETY: the raw pointers inside point into the struct's own heap buffers (which do not
-// move when the struct moves); a batch is used by one thread at a time.
-unsafe impl Send for RecvBatch {}
-
-impl Default for RecvBatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RecvBatch {
-    pub fn new() -> Self {
-        let mut b = RecvBatch {
-            bufs: vec![0u8; SLOT * BATCH],
-            addrs: vec![unsafe_zeroed(); BATCH],
-            iovs: Vec::with_capacity(BATCH),
-            hdrs: Vec::with_capacity(BATCH),
-            out_iovs: Vec::with_capacity(BATCH),
-            out_hdrs: Vec::with_capacity(BATCH),
-            n: 0,
-        };
-        for i in 0..BATCH {
-            b.iovs.push(libc::iovec {
-                iov_base: b.bufs[i * SLOT..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: SLOT,
-            });
-        }
-        for i in 0..BATCH {
-            let mut h: libc::mmsghdr = unsafe_zeroed();
-            h.msg_hdr.msg_name = &mut b.addrs[i] as *mut _ as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_iov = &mut b.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
-        }
-        b
-    }
-
-    /// Receive up to BATCH datagrams without blocking. Returns how many arrived (0 when
-    /// none is waiting).
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        self.n = 0;
-        for h in &mut self.hdrs {
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
-        }
-        // SAFETY: hdrs holds BATCH initialised entries whose name/iov pointers point into
-        // self's live buffers of the declared sizes.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(0);
-            }
-            return Err(e);
-        }
-        self.n = n as usize;
-        Ok(self.n)
-    }
-
-    /// Datagram `i` of the last `recv`: its bytes, or None if the kernel truncated it.
-    pub fn data(&self, i: usize) -> Option<&[u8]> {
-        let h = &self.hdrs[i];
-        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            return None;
-        }
-        let len = (h.msg_len as usize).min(SLOT);
-        Some(&self.bufs[i * SLOT..i * SLOT + len])
-    }
-
-    /// Source address of datagram `i` of the last `recv`.
-    pub fn source(&self, i: usize) -> Option<SocketAddr> {
-        let h = &self.hdrs[i];
-        // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into addrs[i].
-        let sa = unsafe { SockAddr::new(self.addrs[i], h.msg_hdr.msg_namelen) };
-        sa.as_socket()
-    }
-
-    /// Send the selected datagrams of the last `recv` back to their sources, unchanged,
-    /// with sendmmsg on `fd`. A datagram the kernel refuses (full buffer) is retried a few
-    /// times and then dropped. Returns how many were sent.
-    pub fn echo(&mut self, fd: RawFd, selected: impl Fn(usize) -> bool) -> usize {
-        self.out_iovs.clear();
-        self.out_hdrs.clear();
-        for i in 0..self.n {
-            if !selected(i) || self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                continue;
-            }
-            self.out_iovs.push(libc::iovec {
-                iov_base: self.bufs[i * SLOT..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: self.hdrs[i].msg_len as usize,
-            });
-        }
-        let mut k = 0;
-        for i in 0..self.n {
-            if !selected(i) || self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                continue;
-            }
-            let mut h: libc::mmsghdr = unsafe_zeroed();
-            h.msg_hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = self.hdrs[i].msg_hdr.msg_namelen;
-            h.msg_hdr.msg_iov = &mut self.out_iovs[k];
-            h.msg_hdr.msg_iovlen = 1;
-            self.out_hdrs.push(h);
-            k += 1;
-        }
-        send_all(fd, &mut self.out_hdrs)
-    }
-}
-
-/// sendmmsg until every header is sent, skipping a datagram after repeated refusals.
-fn send_all(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> usize {
-    let mut off = 0;
-    let mut sent = 0;
-    let mut refusals = 0;
-    while off < hdrs.len() {
-        // SAFETY: hdrs[off..] point to addresses and buffers alive for this call.
-        let n = unsafe {
-            libc::sendmmsg(
-                fd,
-                hdrs[off..].as_mut_ptr(),
-                (hdrs.len() - off) as u32,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n > 0 {
-            sent += n as usize;
-            off += n as usize;
-            refusals = 0;
-        } else {
-            refusals += 1;
-            if refusals >= 3 {
-                off += 1;
-                refusals = 0;
-            }
-        }
-    }
-    sent
+/// Receive buffers for the generator and sinks: [`BATCH`] slots of [`SLOT`] bytes (the
+/// relay's batched receive, `xturn_relay::mmsg`).
+pub fn recv_batch() -> RecvBatch {
+    RecvBatch::with_slot(SLOT)
 }
 
 /// Outgoing datagrams built in place for one connected socket, sent with sendmmsg.
@@ -486,7 +332,7 @@ mod tests {
             sb.set_len(i, 3);
         }
         assert_eq!(sb.send(a.as_raw_fd(), 5).unwrap(), 5);
-        let mut rb = RecvBatch::new();
+        let mut rb = recv_batch();
         let mut got = 0;
         for _ in 0..1000 {
             let n = rb.recv(b.as_raw_fd()).unwrap();

@@ -10,7 +10,7 @@
 
 use crate::cli::{parse_listen, ReflectArgs, SinkArgs};
 use crate::cpu;
-use crate::net::{self, Epoll, RecvBatch, BATCH};
+use crate::net::{self, Epoll, BATCH};
 use crate::payload;
 use crate::seq::SeqWindow;
 use crate::stats::{self, Live, SinkFlow, SinkReport};
@@ -140,7 +140,7 @@ fn serve(
     for (i, s) in socks.iter().enumerate() {
         ep.add(s.as_raw_fd(), i as u64)?;
     }
-    let mut rb = RecvBatch::new();
+    let mut rb = net::recv_batch();
     let mut c = ThreadCounts::default();
     let mut ready = Vec::new();
     let (mut pub_p, mut pub_i, mut pub_e) = (0u64, 0u64, 0u64);

@@ -446,7 +446,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
             listeners,
             data: DataPlane::new(),
             relays: HashMap::new(),
-            recv: RecvBatch::new(),
+            recv: net::recv_batch(),
             to_peers: HashMap::new(),
             to_clients: (0..nl).map(|_| SendBatch::new()).collect(),
             out: Vec::with_capacity(2048),

@@ -7,6 +7,8 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use xturn_relay::mmsg::send_all;
+pub use xturn_relay::mmsg::RecvBatch;
 
 /// A non-blocking UDP socket bound with SO_REUSEPORT, one per worker thread.
 pub fn reuseport_listener(addr: SocketAddr) -> Result<UdpSocket> {
@@ -64,86 +66,14 @@ pub fn relay_socket(addr: SocketAddr, dont_fragment: bool) -> io::Result<UdpSock
     Ok(s.into())
 }
 
-/// Largest datagram a batch slot holds; longer ones are flagged truncated and dropped.
+/// Largest datagram the socket path's receive slots hold; longer ones are flagged
+/// truncated and dropped.
 pub const SLOT: usize = 65536;
-pub const BATCH: usize = 32;
+pub use xturn_relay::mmsg::BATCH;
 
-/// Receive buffers and headers for one recvmmsg call, reused across calls.
-pub struct RecvBatch {
-    bufs: Vec<u8>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-// SAFETY: the raw pointers inside point into the struct's own heap buffers, which move
-// with it; a RecvBatch is used by one thread at a time.
-unsafe impl Send for RecvBatch {}
-
-impl RecvBatch {
-    pub fn new() -> Self {
-        let mut b = RecvBatch {
-            bufs: vec![0u8; SLOT * BATCH],
-            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-            addrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH],
-            iovs: Vec::with_capacity(BATCH),
-            hdrs: Vec::with_capacity(BATCH),
-        };
-        for i in 0..BATCH {
-            b.iovs.push(libc::iovec {
-                iov_base: b.bufs[i * SLOT..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: SLOT,
-            });
-        }
-        for i in 0..BATCH {
-            // SAFETY: mmsghdr is plain old data; fields are set below.
-            let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-            h.msg_hdr.msg_name = &mut b.addrs[i] as *mut _ as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_iov = &mut b.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
-        }
-        b
-    }
-
-    /// Receive up to BATCH datagrams without blocking. Returns how many arrived.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        for h in &mut self.hdrs {
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
-        }
-        // SAFETY: hdrs has BATCH initialised entries whose name/iov pointers point into
-        // self's live buffers of the declared sizes.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
-    /// Datagram `i` of the last `recv`: (source, bytes). None if truncated or of an
-    /// unknown address family.
-    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
-        let h = &self.hdrs[i];
-        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            return None;
-        }
-        // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into addrs[i].
-        let sa = unsafe { SockAddr::new(self.addrs[i], h.msg_hdr.msg_namelen) };
-        let from = sa.as_socket()?;
-        let len = (h.msg_len as usize).min(SLOT);
-        Some((from, &self.bufs[i * SLOT..i * SLOT + len]))
-    }
+/// Receive buffers for the socket path: [`BATCH`] slots of [`SLOT`] bytes.
+pub fn recv_batch() -> RecvBatch {
+    RecvBatch::with_slot(SLOT)
 }
 
 /// Datagrams queued for one socket, sent with sendmmsg.
@@ -200,25 +130,9 @@ impl SendBatch {
                 h.msg_hdr.msg_iovlen = 1;
                 hdrs.push(h);
             }
-            let mut off = 0;
-            while off < hdrs.len() {
-                // SAFETY: hdrs[off..] point to addresses and buffers alive in this scope.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        fd,
-                        hdrs[off..].as_mut_ptr(),
-                        (hdrs.len() - off) as u32,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n <= 0 {
-                    // Skip the datagram that failed (EAGAIN, ECONNREFUSED, EMSGSIZE...).
-                    off += 1;
-                } else {
-                    sent += n as usize;
-                    off += n as usize;
-                }
-            }
+            // One attempt per datagram: what the kernel refuses (EAGAIN, ECONNREFUSED,
+            // EMSGSIZE...) is dropped, as UDP would.
+            sent += send_all(fd, &mut hdrs, 1);
             start = end;
         }
         self.items.clear();

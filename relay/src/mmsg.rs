@@ -1,0 +1,233 @@
+//! Batched UDP receive and send with recvmmsg/sendmmsg, shared by the relay's socket path
+//! and the benchmark's generator and sinks. All of its `unsafe` is in this file.
+
+use socket2::SockAddr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+/// Datagrams per recvmmsg/sendmmsg call.
+pub const BATCH: usize = 32;
+
+/// Receive buffers and headers for one recvmmsg call, reused across calls. The same
+/// buffers can be sent back as they are ([`RecvBatch::echo`]: the benchmark's reflector
+/// and echoing sink).
+pub struct RecvBatch {
+    /// Bytes per datagram slot; longer datagrams are flagged truncated and skipped.
+    slot: usize,
+    bufs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    out_iovs: Vec<libc::iovec>,
+    out_hdrs: Vec<libc::mmsghdr>,
+    /// Datagrams of the last `recv`.
+    n: usize,
+}
+
+// SAFETY: the raw pointers inside point into the struct's own heap buffers (which do not
+// move when the struct moves); a batch is used by one thread at a time.
+unsafe impl Send for RecvBatch {}
+
+fn zeroed<T>() -> T {
+    // SAFETY: only used for libc structs that are plain old data (all-zero is valid).
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+impl RecvBatch {
+    /// A batch of [`BATCH`] slots of `slot` bytes each.
+    pub fn with_slot(slot: usize) -> Self {
+        let mut b = RecvBatch {
+            slot,
+            bufs: vec![0u8; slot * BATCH],
+            addrs: vec![zeroed(); BATCH],
+            iovs: Vec::with_capacity(BATCH),
+            hdrs: Vec::with_capacity(BATCH),
+            out_iovs: Vec::with_capacity(BATCH),
+            out_hdrs: Vec::with_capacity(BATCH),
+            n: 0,
+        };
+        for i in 0..BATCH {
+            b.iovs.push(libc::iovec {
+                iov_base: b.bufs[i * slot..].as_mut_ptr() as *mut libc::c_void,
+                iov_len: slot,
+            });
+        }
+        for i in 0..BATCH {
+            let mut h: libc::mmsghdr = zeroed();
+            h.msg_hdr.msg_name = &mut b.addrs[i] as *mut _ as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_iov = &mut b.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            b.hdrs.push(h);
+        }
+        b
+    }
+
+    /// Receive up to [`BATCH`] datagrams without blocking. Returns how many arrived (0
+    /// when none is waiting).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.n = 0;
+        for h in &mut self.hdrs {
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: hdrs holds BATCH initialised entries whose name/iov pointers point into
+        // self's live buffers of the declared sizes.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        self.n = n as usize;
+        Ok(self.n)
+    }
+
+    fn truncated(&self, i: usize) -> bool {
+        self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+    }
+
+    /// Datagram `i` of the last `recv`: its bytes, or None if the kernel truncated it.
+    pub fn data(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.n || self.truncated(i) {
+            return None;
+        }
+        let len = (self.hdrs[i].msg_len as usize).min(self.slot);
+        Some(&self.bufs[i * self.slot..i * self.slot + len])
+    }
+
+    /// Source address of datagram `i` of the last `recv` (None for an unknown family).
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        if i >= self.n {
+            return None;
+        }
+        // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into addrs[i].
+        let sa = unsafe { SockAddr::new(self.addrs[i], self.hdrs[i].msg_hdr.msg_namelen) };
+        sa.as_socket()
+    }
+
+    /// Datagram `i` of the last `recv` with its source: None if truncated or of an
+    /// unknown address family.
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let data = self.data(i)?;
+        Some((self.source(i)?, data))
+    }
+
+    /// Send the selected datagrams of the last `recv` back to their sources, unchanged,
+    /// with sendmmsg on `fd`. A datagram the kernel refuses (full buffer) is retried a few
+    /// times and then dropped. Returns how many were sent.
+    pub fn echo(&mut self, fd: RawFd, selected: impl Fn(usize) -> bool) -> usize {
+        self.out_iovs.clear();
+        self.out_hdrs.clear();
+        let n = self.n;
+        let picked = |b: &Self, i: usize| selected(i) && !b.truncated(i);
+        for i in 0..n {
+            if picked(self, i) {
+                self.out_iovs.push(libc::iovec {
+                    iov_base: self.bufs[i * self.slot..].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: self.hdrs[i].msg_len as usize,
+                });
+            }
+        }
+        // out_iovs is complete (and no longer reallocates), so pointers into it hold.
+        let mut k = 0;
+        for i in 0..n {
+            if picked(self, i) {
+                let mut h: libc::mmsghdr = zeroed();
+                h.msg_hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = self.hdrs[i].msg_hdr.msg_namelen;
+                h.msg_hdr.msg_iov = &mut self.out_iovs[k];
+                h.msg_hdr.msg_iovlen = 1;
+                self.out_hdrs.push(h);
+                k += 1;
+            }
+        }
+        send_all(fd, &mut self.out_hdrs, 3)
+    }
+}
+
+/// sendmmsg until every header is sent; a datagram refused `attempts` times in a row
+/// (full buffer, unreachable, too big) is skipped. Returns how many were sent.
+/// Every header's name and iovec pointers must be valid for the call.
+pub fn send_all(fd: RawFd, hdrs: &mut [libc::mmsghdr], attempts: u32) -> usize {
+    let mut off = 0;
+    let mut sent = 0;
+    let mut refusals = 0;
+    while off < hdrs.len() {
+        // SAFETY: hdrs[off..] point to addresses and buffers alive for this call (the
+        // caller's contract).
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs[off..].as_mut_ptr(),
+                (hdrs.len() - off) as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n > 0 {
+            sent += n as usize;
+            off += n as usize;
+            refusals = 0;
+        } else {
+            refusals += 1;
+            if refusals >= attempts {
+                off += 1;
+                refusals = 0;
+            }
+        }
+    }
+    sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn receives_a_batch_flags_truncation_and_echoes_the_selected() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut b = RecvBatch::with_slot(16);
+        assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 0, "nothing waiting");
+        tx.send_to(b"first", to).unwrap();
+        tx.send_to(&[7u8; 40], to).unwrap();
+        tx.send_to(b"third", to).unwrap();
+        let mut n = 0;
+        for _ in 0..100 {
+            n = b.recv(rx.as_raw_fd()).unwrap();
+            if n > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Loopback delivers all three before the first recvmmsg returns them.
+        assert_eq!(n, 3);
+        let from = tx.local_addr().unwrap();
+        assert_eq!(b.get(0), Some((from, &b"first"[..])));
+        assert_eq!(b.data(1), None, "longer than the 16-byte slot: truncated");
+        assert_eq!(b.get(2), Some((from, &b"third"[..])));
+        assert_eq!(b.data(3), None, "beyond the batch");
+        assert_eq!(b.echo(rx.as_raw_fd(), |i| i != 2), 1);
+        tx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (len, src) = tx.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..len], src), (&b"first"[..], to));
+    }
+}
