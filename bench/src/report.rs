@@ -49,7 +49,8 @@ pub struct AfxdpCounters {
 }
 
 impl AfxdpCounters {
-    /// From the text of `xturn stats --json` (with its "afxdp" list of status files).
+    /// From the text of `xturn stats --json` (with its "servers" list of status files;
+    /// "afxdp" in results saved before that name).
     pub fn from_stats(text: &str) -> Result<AfxdpCounters> {
         let v: serde_json::Value = serde_json::from_str(text)?;
         let mut c = AfxdpCounters::default();
@@ -64,7 +65,8 @@ impl AfxdpCounters {
             .get(0)
             .context("xturn stats output without a program")?;
         add(&mut c.xdp, &prog["counters"]);
-        for server in v["afxdp"].as_array().into_iter().flatten() {
+        let servers = v.get("servers").or_else(|| v.get("afxdp"));
+        for server in servers.and_then(|s| s.as_array()).into_iter().flatten() {
             for t in server["threads"].as_array().into_iter().flatten() {
                 add(&mut c.forwarder, &t["forwarder"]);
                 for p in t["ports"].as_array().into_iter().flatten() {
@@ -2139,7 +2141,7 @@ mod tests {
     ) -> String {
         format!(
             r#"{{"programs":[{{"id":7,"counters":{{"redirect_channel":{redirect},"redirect_peer":0,"pass_no_next_hop":{no_hop},"pass_stun_for_user_space":5}}}}],
-               "afxdp":[{{"pid":1,"threads":[{{"thread":0,"forwarder":{{"received":{received},"to_peer":{to_peer},"to_client":0,"slow_path":1,"dropped_tx_full":2,"dropped_not_allowed":0}},
+               "servers":[{{"pid":1,"threads":[{{"thread":0,"forwarder":{{"received":{received},"to_peer":{to_peer},"to_client":0,"slow_path":1,"dropped_tx_full":2,"dropped_not_allowed":0}},
                "ports":[{{"ifindex":2,"xdp_statistics":{{"rx_dropped":{fill_empty},"rx_fill_ring_empty_descs":{fill_empty}}},"rings":{{"rx":{received}}}}},
                         {{"ifindex":3,"xdp_statistics":{{"rx_dropped":0,"rx_fill_ring_empty_descs":0}},"rings":{{"tx":{to_peer}}}}}]}}]}}]}}"#
         )

@@ -15,6 +15,7 @@
 use crate::config::Settings;
 use crate::fastpath;
 use crate::net::{self, Epoll, RecvBatch, SendBatch};
+use crate::status::{AllocationCounts, StatusWriter, STATUS_DIR};
 use crate::xdp::XdpPath;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
@@ -22,6 +23,7 @@ use rand::{RngCore, SeedableRng};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -50,6 +52,9 @@ struct Shared {
 
 const LISTENER: u64 = 1 << 63;
 const TIMER_TICK: Duration = Duration::from_millis(100);
+/// How often the workers publish their per-allocation counts and the status file is
+/// rewritten.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 fn relay_token(r: RelayAddr) -> u64 {
     ((r.0.is_ipv6() as u64) << 16) | r.0.port() as u64
@@ -166,6 +171,8 @@ struct Worker {
     data: DataPlane,
     relays: HashMap<RelayAddr, Arc<UdpSocket>>,
     recv: RecvBatch,
+    /// This worker's allocations and what it relayed for them, for the status file.
+    report: Arc<Mutex<AllocationCounts>>,
     to_peers: HashMap<RelayAddr, SendBatch>,
     to_clients: Vec<SendBatch>,
     out: Vec<u8>,
@@ -194,9 +201,15 @@ impl Worker {
     fn run(mut self) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut next_tick = Instant::now() + TIMER_TICK;
+        let mut next_report = Instant::now();
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             let n = self.epoll.wait(&mut events, 50);
             self.apply_updates();
+            let now = Instant::now();
+            if now >= next_report {
+                next_report = now + REPORT_EVERY;
+                *self.report.lock().expect("report lock") = self.data.allocations().collect();
+            }
             for ev in events.iter().take(n) {
                 let token = ev.u64;
                 if token & LISTENER != 0 {
@@ -363,7 +376,8 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
     // control plane runs, so the first allocation's data can take it.
     let mut xdp = xdp;
     let mut fast = Vec::new();
-    let mut status = None;
+    let mut xdp_ifaces = Vec::new();
+    let mut reports = Vec::new();
     if let (Some(x), true) = (xdp.as_mut(), settings.afxdp) {
         let ifaces = settings
             .xdp
@@ -377,7 +391,6 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
         );
         let plan = fastpath::plan(&ifaces, n)?;
         let sets = fastpath::open(&plan, x)?;
-        let mut reports = Vec::new();
         for (t, set) in sets.into_iter().enumerate() {
             let modes: Vec<String> = (0..set.ports())
                 .map(|p| {
@@ -410,8 +423,16 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
             let fw = Forwarder::new(set, ifindex, slow, rand::random());
             fast.push((t, fw, rx, report));
         }
-        status = Some(fastpath::StatusWriter::new(ifaces, reports));
+        xdp_ifaces = ifaces;
     }
+    let worker_reports: Vec<Arc<Mutex<AllocationCounts>>> =
+        (0..n).map(|_| Arc::default()).collect();
+    let status = StatusWriter::new(
+        Path::new(STATUS_DIR),
+        xdp_ifaces,
+        reports,
+        worker_reports.clone(),
+    );
     let shared = Arc::new(Shared {
         server: Mutex::new(server),
         updates: txs,
@@ -447,6 +468,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
             data: DataPlane::new(),
             relays: HashMap::new(),
             recv: net::recv_batch(),
+            report: worker_reports[idx].clone(),
             to_peers: HashMap::new(),
             to_clients: (0..nl).map(|_| SendBatch::new()).collect(),
             out: Vec::with_capacity(2048),
@@ -459,25 +481,26 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
             move || w.run(),
         )?);
     }
-    if let Some(st) = &status {
-        let mut warned = false;
-        while !shared.shutdown.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(500));
-            if let Err(e) = st.write() {
-                if !warned {
-                    tracing::warn!("AF_XDP counters not published: {e:#}");
-                    warned = true;
-                }
+    let mut warned = false;
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(REPORT_EVERY);
+        let control: AllocationCounts = shared
+            .server
+            .lock()
+            .map(|s| s.data_plane().allocations().collect())
+            .unwrap_or_default();
+        if let Err(e) = status.write(&control) {
+            if !warned {
+                tracing::warn!("status (per-allocation and AF_XDP counters) not published: {e:#}");
+                warned = true;
             }
         }
     }
     for h in handles {
         let _ = h.join();
     }
-    if let Some(st) = &status {
-        for line in st.summary() {
-            tracing::info!("{line}");
-        }
+    for line in fastpath::summary(&status.threads()) {
+        tracing::info!("{line}");
     }
     let alive = shared
         .server

@@ -10,16 +10,17 @@
 //! ```
 //!
 //! Every thread publishes its counters (forwarder, module, kernel XDP_STATISTICS per
-//! socket, per-allocation packets and bytes) about once a second; [`StatusWriter`] writes
-//! them to `/run/xturn/<pid>.json`, which `xturn stats` reads.
+//! socket, per-allocation packets and bytes) twice a second; the server's
+//! [`StatusWriter`](crate::status::StatusWriter) writes them to `/run/xturn/<pid>.json`,
+//! which `xturn stats` reads.
 
 use crate::driver::Update;
 use crate::xdp::XdpPath;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,9 +30,6 @@ use xturn_relay::afxdp::ring::{
     frame_size_for_mtu, Mode, PortCounters, QueueStats, RingIndices, Xsk, XskConfig, XskSet,
     DEFAULT_RING_SIZE,
 };
-
-/// Where running servers publish their fast-path counters, one `<pid>.json` each.
-pub const STATUS_DIR: &str = "/run/xturn";
 
 /// Upper bound on receive queues served per interface (the XSK map's layout).
 const MAX_QUEUES: u32 = xturn_xdp_common::capacity::MAX_QUEUES;
@@ -297,135 +295,44 @@ fn publish(fw: &mut Forwarder<XskSet, SocketSlowPath>, report: &Mutex<ThreadRepo
     r.allocations = allocations;
 }
 
-#[derive(Serialize)]
-struct AllocationReport {
-    relay: SocketAddr,
-    client: SocketAddr,
-    server: SocketAddr,
-    to_peer_packets: u64,
-    to_peer_bytes: u64,
-    to_client_packets: u64,
-    to_client_bytes: u64,
-}
-
-#[derive(Serialize)]
-struct Status<'a> {
-    pid: u32,
-    /// Interfaces by index, for reading the per-port entries.
-    interfaces: BTreeMap<u32, &'a str>,
-    threads: Vec<ThreadReport>,
-    /// Summed over the forwarder threads: data relayed by the AF_XDP fast path.
-    allocations: Vec<AllocationReport>,
-}
-
-/// Writes the threads' reports to `/run/xturn/<pid>.json` (atomically: temporary file,
-/// then rename) and removes it when dropped.
-pub struct StatusWriter {
-    path: PathBuf,
-    interfaces: Vec<Interface>,
-    reports: Vec<Arc<Mutex<ThreadReport>>>,
-}
-
-impl StatusWriter {
-    pub fn new(interfaces: Vec<Interface>, reports: Vec<Arc<Mutex<ThreadReport>>>) -> Self {
-        StatusWriter {
-            path: Path::new(STATUS_DIR).join(format!("{}.json", std::process::id())),
-            interfaces,
-            reports,
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<ThreadReport> {
-        self.reports
-            .iter()
-            .map(|r| r.lock().expect("report lock").clone())
-            .collect()
-    }
-
-    pub fn write(&self) -> Result<()> {
-        let threads = self.snapshot();
-        let mut sums: BTreeMap<SocketAddr, AllocationReport> = BTreeMap::new();
-        for t in &threads {
-            for (relay, ft, c) in &t.allocations {
-                let a = sums.entry(relay.0).or_insert(AllocationReport {
-                    relay: relay.0,
-                    client: ft.client.0,
-                    server: ft.server,
-                    to_peer_packets: 0,
-                    to_peer_bytes: 0,
-                    to_client_packets: 0,
-                    to_client_bytes: 0,
-                });
-                a.to_peer_packets += c.to_peer_packets;
-                a.to_peer_bytes += c.to_peer_bytes;
-                a.to_client_packets += c.to_client_packets;
-                a.to_client_bytes += c.to_client_bytes;
-            }
-        }
-        let status = Status {
-            pid: std::process::id(),
-            interfaces: self
-                .interfaces
-                .iter()
-                .map(|i| (i.ifindex, i.name.as_str()))
-                .collect(),
-            threads,
-            allocations: sums.into_values().collect(),
-        };
-        std::fs::create_dir_all(STATUS_DIR)
-            .with_context(|| format!("cannot create {STATUS_DIR}"))?;
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&status)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("cannot rename {} into place", tmp.display()))
-    }
-
-    /// A one-line summary per thread for the log.
-    pub fn summary(&self) -> Vec<String> {
-        self.snapshot()
-            .iter()
-            .map(|t| {
-                let f = &t.forwarder;
-                let k = t.ports.iter().fold(QueueStats::default(), |a, p| {
-                    let s = &p.xdp_statistics;
-                    QueueStats {
-                        rx_dropped: a.rx_dropped + s.rx_dropped,
-                        rx_invalid_descs: a.rx_invalid_descs + s.rx_invalid_descs,
-                        tx_invalid_descs: a.tx_invalid_descs + s.tx_invalid_descs,
-                        rx_ring_full: a.rx_ring_full + s.rx_ring_full,
-                        rx_fill_ring_empty_descs: a.rx_fill_ring_empty_descs
-                            + s.rx_fill_ring_empty_descs,
-                        tx_ring_empty_descs: a.tx_ring_empty_descs + s.tx_ring_empty_descs,
-                    }
-                });
-                format!(
-                    "AF_XDP thread {}: received {} to_peer {} to_client {} slow_path {} \
-                     not_allowed {} malformed {} bad_checksum {} tx_full {}; kernel \
-                     rx_dropped {} rx_ring_full {} fill_ring_empty {} tx_invalid {}",
-                    t.thread,
-                    f.received,
-                    f.to_peer,
-                    f.to_client,
-                    f.slow_path,
-                    f.dropped_not_allowed,
-                    f.dropped_malformed,
-                    f.dropped_bad_checksum,
-                    f.dropped_tx_full,
-                    k.rx_dropped,
-                    k.rx_ring_full,
-                    k.rx_fill_ring_empty_descs,
-                    k.tx_invalid_descs
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for StatusWriter {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// A one-line summary per thread for the log.
+pub fn summary(threads: &[ThreadReport]) -> Vec<String> {
+    threads
+        .iter()
+        .map(|t| {
+            let f = &t.forwarder;
+            let k = t.ports.iter().fold(QueueStats::default(), |a, p| {
+                let s = &p.xdp_statistics;
+                QueueStats {
+                    rx_dropped: a.rx_dropped + s.rx_dropped,
+                    rx_invalid_descs: a.rx_invalid_descs + s.rx_invalid_descs,
+                    tx_invalid_descs: a.tx_invalid_descs + s.tx_invalid_descs,
+                    rx_ring_full: a.rx_ring_full + s.rx_ring_full,
+                    rx_fill_ring_empty_descs: a.rx_fill_ring_empty_descs
+                        + s.rx_fill_ring_empty_descs,
+                    tx_ring_empty_descs: a.tx_ring_empty_descs + s.tx_ring_empty_descs,
+                }
+            });
+            format!(
+                "AF_XDP thread {}: received {} to_peer {} to_client {} slow_path {} \
+                 not_allowed {} malformed {} bad_checksum {} tx_full {}; kernel \
+                 rx_dropped {} rx_ring_full {} fill_ring_empty {} tx_invalid {}",
+                t.thread,
+                f.received,
+                f.to_peer,
+                f.to_client,
+                f.slow_path,
+                f.dropped_not_allowed,
+                f.dropped_malformed,
+                f.dropped_bad_checksum,
+                f.dropped_tx_full,
+                k.rx_dropped,
+                k.rx_ring_full,
+                k.rx_fill_ring_empty_descs,
+                k.tx_invalid_descs
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

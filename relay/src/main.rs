@@ -9,6 +9,7 @@ mod fastpath;
 mod net;
 mod netlink;
 mod stats;
+mod status;
 mod xdp;
 
 use anyhow::Result;

@@ -9,8 +9,8 @@
 //! not say which interface there). Loaded programs attached nowhere (a server starting
 //! or stopping, a test run) are left out. Needs root, as every BPF id lookup does.
 
-use crate::fastpath::STATUS_DIR;
 use crate::netlink;
+use crate::status::STATUS_DIR;
 use crate::xdp::{read_counters, Counters};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
@@ -63,24 +63,30 @@ fn counters_in_order<S: Serializer>(c: &Counters, s: S) -> Result<S::Ok, S::Erro
 #[derive(Debug, Serialize)]
 struct Output<'a> {
     programs: &'a [ProgramStats],
-    /// The AF_XDP fast path of each running server: its status file as written.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    afxdp: Option<&'a [serde_json::Value]>,
+    /// Each running server's status file as written: its AF_XDP fast path (if any) and
+    /// every allocation's traffic per path.
+    servers: &'a [serde_json::Value],
 }
 
 pub fn run(a: &StatsArgs) -> Result<()> {
     let progs = collect(a.xdp.as_deref())?;
-    let servers = afxdp_servers(Path::new(STATUS_DIR), a.xdp.as_deref());
+    let servers = servers(Path::new(STATUS_DIR), a.xdp.as_deref());
+    if progs.is_empty() && servers.is_empty() {
+        bail!(
+            "no xturn server is running on this machine (no status file in {STATUS_DIR}) \
+             and no xturn XDP program is attached"
+        );
+    }
     let text = if a.json {
         serde_json::to_string_pretty(&Output {
             programs: &progs,
-            afxdp: Some(&servers),
+            servers: &servers,
         })? + "\n"
     } else {
         let mut t = human(&progs);
         for s in &servers {
             t.push('\n');
-            t.push_str(&human_afxdp(s));
+            t.push_str(&human_server(s));
         }
         t
     };
@@ -270,13 +276,6 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
             counters,
         });
     }
-    if out.is_empty() {
-        bail!(
-            "no xturn XDP program is attached on this machine ({} loaded, none attached): \
-             start the server with --xdp IFACE",
-            progs.len()
-        );
-    }
     out.sort_by_key(|p| (!p.in_this_netns, p.id));
     Ok(out)
 }
@@ -284,7 +283,7 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
 /// The status files of running servers (`<pid>.json` in `dir` whose process lives), in
 /// pid order; with `only`, those of servers with an AF_XDP socket on that interface.
 /// Unreadable or stale files are skipped: a server may stop while they are read.
-pub fn afxdp_servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
+pub fn servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -312,13 +311,19 @@ pub fn afxdp_servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
     out.into_iter().map(|(_, v)| v).collect()
 }
 
-/// The human form of one server's AF_XDP status: per thread its forwarder counters, per
+/// The human form of one server's status: per AF_XDP thread its forwarder counters, per
 /// socket the kernel's XDP_STATISTICS and the ring module's counters, then the
-/// allocations' traffic.
-pub fn human_afxdp(v: &Value) -> String {
+/// allocations' traffic per path.
+pub fn human_server(v: &Value) -> String {
+    let threads = v["threads"].as_array().map_or(0, Vec::len);
     let mut out = format!(
-        "xturn server {}: AF_XDP fast path\n",
-        v["pid"].as_u64().unwrap_or(0)
+        "xturn server {}: {}\n",
+        v["pid"].as_u64().unwrap_or(0),
+        if threads > 0 {
+            "AF_XDP fast path and kernel sockets"
+        } else {
+            "kernel sockets"
+        }
     );
     let ifname = |i: &Value| -> String {
         let idx = i.as_u64().unwrap_or(0).to_string();
@@ -373,20 +378,23 @@ pub fn human_afxdp(v: &Value) -> String {
     let allocs = v["allocations"]
         .as_array()
         .map_or(&[][..], |a| a.as_slice());
-    out.push_str(&format!(
-        "allocations relayed by AF_XDP: {}\n",
-        allocs.len()
-    ));
+    out.push_str(&format!("allocations: {}\n", allocs.len()));
     for a in allocs {
         out.push_str(&format!(
-            "  {} for {}: to peer {} packets {} bytes, to client {} packets {} bytes\n",
+            "  {} for {}\n",
             a["relay"].as_str().unwrap_or("?"),
-            a["client"].as_str().unwrap_or("?"),
-            a["to_peer_packets"],
-            a["to_peer_bytes"],
-            a["to_client_packets"],
-            a["to_client_bytes"]
+            a["client"].as_str().unwrap_or("?")
         ));
+        for path in ["afxdp", "sockets"] {
+            let c = &a[path];
+            out.push_str(&format!(
+                "    {path:<8} to peer {} packets {} bytes, to client {} packets {} bytes\n",
+                c["to_peer_packets"],
+                c["to_peer_bytes"],
+                c["to_client_packets"],
+                c["to_client_bytes"]
+            ));
+        }
     }
     out
 }
@@ -444,7 +452,7 @@ mod tests {
     fn json_keys_are_counter_names_in_order() {
         let text = serde_json::to_string(&Output {
             programs: &[sample()],
-            afxdp: None,
+            servers: &[],
         })
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -463,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn afxdp_status_files_of_live_servers_are_read_and_printed() {
+    fn status_files_of_live_servers_are_read_and_printed() {
         let dir = std::env::temp_dir().join(format!("xturn-stats-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let me = std::process::id();
@@ -480,22 +488,26 @@ mod tests {
                 "umem_frames": 8192, "free_frames": 6141, "held_frames": 0
             }],
             "allocations": [{"relay": "198.51.100.1:50000", "client": "192.0.2.2:4000",
-                             "to_peer_packets": 9, "to_peer_bytes": 900,
-                             "to_client_packets": 0, "to_client_bytes": 0}]
+                             "afxdp": {"to_peer_packets": 9, "to_peer_bytes": 900,
+                                       "to_client_packets": 0, "to_client_bytes": 0},
+                             "sockets": {"to_peer_packets": 1, "to_peer_bytes": 50,
+                                         "to_client_packets": 2, "to_client_bytes": 70}}]
         });
         std::fs::write(dir.join(format!("{me}.json")), status.to_string()).unwrap();
         // A dead process's file (pid beyond pid_max), a broken file, a foreign name.
         std::fs::write(dir.join("4194305.json"), status.to_string()).unwrap();
         std::fs::write(dir.join("1.json"), "{not json").unwrap();
         std::fs::write(dir.join("notes.txt"), "x").unwrap();
-        let all = afxdp_servers(&dir, None);
+        let all = servers(&dir, None);
         assert_eq!(all, vec![status.clone()]);
-        assert_eq!(afxdp_servers(&dir, Some("xt1c")).len(), 1);
-        assert!(afxdp_servers(&dir, Some("eth9")).is_empty());
-        assert!(afxdp_servers(&dir.join("missing"), None).is_empty());
-        let text = human_afxdp(&all[0]);
+        assert_eq!(servers(&dir, Some("xt1c")).len(), 1);
+        assert!(servers(&dir, Some("eth9")).is_empty());
+        assert!(servers(&dir.join("missing"), None).is_empty());
+        let text = human_server(&all[0]);
         assert!(
-            text.starts_with(&format!("xturn server {me}: AF_XDP fast path\n")),
+            text.starts_with(&format!(
+                "xturn server {me}: AF_XDP fast path and kernel sockets\n"
+            )),
             "{text}"
         );
         assert!(text.contains("thread 0 (core 1)\n"), "{text}");
@@ -525,7 +537,24 @@ mod tests {
                 "{line:?} in {text}"
             );
         }
-        assert!(text.contains("198.51.100.1:50000 for 192.0.2.2:4000: to peer 9 packets 900 bytes"));
+        assert!(
+            text.contains("  198.51.100.1:50000 for 192.0.2.2:4000\n"),
+            "{text}"
+        );
+        for line in [
+            "afxdp to peer 9 packets 900 bytes, to client 0 packets 0 bytes",
+            "sockets to peer 1 packets 50 bytes, to client 2 packets 70 bytes",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.split_whitespace().eq(line.split_whitespace())),
+                "{line:?} in {text}"
+            );
+        }
+        // A server without AF_XDP: no threads.
+        let plain = serde_json::json!({"pid": 7, "interfaces": {}, "threads": [],
+                                       "allocations": []});
+        assert!(human_server(&plain).starts_with("xturn server 7: kernel sockets\n"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

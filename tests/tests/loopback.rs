@@ -81,6 +81,57 @@ fn channel_data_10k_each_way_no_loss_byte_exact() {
         i = end;
     }
     assert_eq!(seen.len() as u64, N);
+
+    // What the operator sees: the allocation's traffic counted on the socket path.
+    let bytes: u64 = (0..N).map(|k| payload(k).len() as u64).sum();
+    let a = allocation_counters(&server, relay);
+    assert_eq!(
+        (&a["sockets"], &a["afxdp"]),
+        (
+            &serde_json::json!({"to_peer_packets": N, "to_peer_bytes": bytes,
+                                "to_client_packets": N, "to_client_bytes": bytes}),
+            &serde_json::json!({"to_peer_packets": 0, "to_peer_bytes": 0,
+                                "to_client_packets": 0, "to_client_bytes": 0}),
+        ),
+        "{a:#}"
+    );
+}
+
+/// The allocation on `relay` in `xturn stats --json` (the server's status file, published
+/// every 500 ms), once its counters have settled.
+fn allocation_counters(server: &Xturn, relay: SocketAddr) -> serde_json::Value {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the status file is in /run/xturn: run the tests as root (tests/run.sh)"
+    );
+    let pid = server.proc.child.id();
+    let mut last = serde_json::Value::Null;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(600));
+        let out = std::process::Command::new(xturn_tests::xturn_bin())
+            .args(["stats", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", xturn_tests::output_text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let found = v["servers"].as_array().and_then(|s| {
+            s.iter()
+                .find(|s| s["pid"] == pid)
+                .and_then(|s| s["allocations"].as_array())
+                .and_then(|a| a.iter().find(|a| a["relay"] == relay.to_string()))
+                .cloned()
+        });
+        if let Some(a) = found {
+            // Two reads in a row agree: every worker has published its last counts.
+            if a == last {
+                return a;
+            }
+            last = a;
+        }
+    }
+    panic!("no settled status for pid {pid}, relay {relay}: last {last:#}");
 }
 
 #[test]
@@ -129,6 +180,15 @@ fn send_and_data_indications() {
         assert_eq!(p, peer_addr);
         assert_eq!(data, payload(k + 1));
     }
+    // Send indications are counted by the control plane, Data indications by a worker.
+    let a = allocation_counters(&server, relay);
+    let bytes = |r: std::ops::Range<u64>| -> u64 { r.map(|k| payload(k).len() as u64).sum() };
+    assert_eq!(
+        a["sockets"],
+        serde_json::json!({"to_peer_packets": 1000, "to_peer_bytes": bytes(0..1000),
+                           "to_client_packets": 1000, "to_client_bytes": bytes(1..1001)}),
+        "{a:#}"
+    );
 }
 
 #[test]

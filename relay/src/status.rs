@@ -1,0 +1,254 @@
+//! The server's status file, `/run/xturn/<pid>.json`, rewritten twice a second and read
+//! by `xturn stats`: the AF_XDP forwarder threads' reports (with `--xdp`) and every
+//! allocation's traffic, per path: what the AF_XDP forwarders relayed and what went
+//! through the kernel sockets (the socket workers, and Send indications relayed by the
+//! control plane). Each of those keeps its own data-plane copy and counts only what it
+//! relayed itself, so the sums are exact.
+
+use crate::fastpath::{Interface, ThreadReport};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use xturn_control::dataplane::Counters;
+use xturn_control::{FiveTuple, RelayAddr};
+
+/// Where running servers publish their status, one `<pid>.json` each.
+pub const STATUS_DIR: &str = "/run/xturn";
+
+/// One data-plane copy's allocations and what it counted for each.
+pub type AllocationCounts = Vec<(RelayAddr, FiveTuple, Counters)>;
+
+/// An allocation's packets and payload bytes each way over one path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PathCounters {
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+impl PathCounters {
+    fn add(&mut self, c: &Counters) {
+        self.to_peer_packets += c.to_peer_packets;
+        self.to_peer_bytes += c.to_peer_bytes;
+        self.to_client_packets += c.to_client_packets;
+        self.to_client_bytes += c.to_client_bytes;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AllocationReport {
+    pub relay: SocketAddr,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// Relayed by the AF_XDP forwarders (rewritten in place, or sent by them through the
+    /// kernel sockets: Data indications, family changes).
+    pub afxdp: PathCounters,
+    /// Relayed by the socket workers and the control plane.
+    pub sockets: PathCounters,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    pid: u32,
+    /// Interfaces of the AF_XDP fast path by index, for reading the per-port entries.
+    interfaces: BTreeMap<u32, &'a str>,
+    /// The AF_XDP forwarder threads (none without `--xdp` or with `--no-afxdp`).
+    threads: Vec<ThreadReport>,
+    allocations: Vec<AllocationReport>,
+}
+
+/// Sum per allocation (by relayed address) the counts of the AF_XDP forwarders' and of
+/// the socket path's data-plane copies. Every copy lists every allocation it knows, so an
+/// allocation without traffic is listed with zeros.
+pub fn allocations<'a>(
+    afxdp: impl IntoIterator<Item = &'a AllocationCounts>,
+    sockets: impl IntoIterator<Item = &'a AllocationCounts>,
+) -> Vec<AllocationReport> {
+    let mut sums: BTreeMap<SocketAddr, AllocationReport> = BTreeMap::new();
+    let mut add = |list: &AllocationCounts, afxdp: bool| {
+        for (relay, ft, c) in list {
+            let a = sums.entry(relay.0).or_insert(AllocationReport {
+                relay: relay.0,
+                client: ft.client.0,
+                server: ft.server,
+                afxdp: PathCounters::default(),
+                sockets: PathCounters::default(),
+            });
+            if afxdp {
+                a.afxdp.add(c);
+            } else {
+                a.sockets.add(c);
+            }
+        }
+    };
+    afxdp.into_iter().for_each(|l| add(l, true));
+    sockets.into_iter().for_each(|l| add(l, false));
+    sums.into_values().collect()
+}
+
+/// Writes the status to `dir/<pid>.json` (atomically: temporary file, then rename) and
+/// removes it when dropped.
+pub struct StatusWriter {
+    dir: PathBuf,
+    path: PathBuf,
+    interfaces: Vec<Interface>,
+    threads: Vec<Arc<Mutex<ThreadReport>>>,
+    workers: Vec<Arc<Mutex<AllocationCounts>>>,
+}
+
+impl StatusWriter {
+    /// `threads`: the AF_XDP forwarders' reports; `workers`: the socket workers'
+    /// published allocation counts.
+    pub fn new(
+        dir: &Path,
+        interfaces: Vec<Interface>,
+        threads: Vec<Arc<Mutex<ThreadReport>>>,
+        workers: Vec<Arc<Mutex<AllocationCounts>>>,
+    ) -> Self {
+        StatusWriter {
+            dir: dir.to_path_buf(),
+            path: dir.join(format!("{}.json", std::process::id())),
+            interfaces,
+            threads,
+            workers,
+        }
+    }
+
+    pub fn threads(&self) -> Vec<ThreadReport> {
+        self.threads
+            .iter()
+            .map(|r| r.lock().expect("report lock").clone())
+            .collect()
+    }
+
+    /// Write the file; `control` is the control plane's own count (Send indications).
+    pub fn write(&self, control: &AllocationCounts) -> Result<()> {
+        let threads = self.threads();
+        let workers: Vec<AllocationCounts> = self
+            .workers
+            .iter()
+            .map(|w| w.lock().expect("report lock").clone())
+            .collect();
+        let allocations = allocations(
+            threads.iter().map(|t| &t.allocations),
+            workers.iter().chain(std::iter::once(control)),
+        );
+        let status = Status {
+            pid: std::process::id(),
+            interfaces: self
+                .interfaces
+                .iter()
+                .map(|i| (i.ifindex, i.name.as_str()))
+                .collect(),
+            threads,
+            allocations,
+        };
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&status)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot rename {} into place", tmp.display()))
+    }
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xturn_control::ClientAddr;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn counts(relay: &str, client: &str, c: [u64; 4]) -> (RelayAddr, FiveTuple, Counters) {
+        (
+            RelayAddr(sa(relay)),
+            FiveTuple {
+                client: ClientAddr(sa(client)),
+                server: sa("192.0.2.1:3478"),
+            },
+            Counters {
+                to_peer_packets: c[0],
+                to_peer_bytes: c[1],
+                to_client_packets: c[2],
+                to_client_bytes: c[3],
+            },
+        )
+    }
+
+    #[test]
+    fn allocations_are_summed_per_path_over_every_copy() {
+        let (r1, r2) = ("198.51.100.1:50000", "198.51.100.1:50002");
+        let fw0 = vec![counts(r1, "192.0.2.2:4000", [1, 10, 2, 20])];
+        let fw1 = vec![
+            counts(r1, "192.0.2.2:4000", [3, 30, 0, 0]),
+            counts(r2, "192.0.2.3:4000", [0, 0, 0, 0]),
+        ];
+        let worker = vec![
+            counts(r2, "192.0.2.3:4000", [5, 50, 6, 60]),
+            counts(r1, "192.0.2.2:4000", [0, 0, 1, 7]),
+        ];
+        let control = vec![counts(r2, "192.0.2.3:4000", [1, 4, 0, 0])];
+        let all = allocations([&fw0, &fw1], [&worker, &control]);
+        let pc = |c: [u64; 4]| PathCounters {
+            to_peer_packets: c[0],
+            to_peer_bytes: c[1],
+            to_client_packets: c[2],
+            to_client_bytes: c[3],
+        };
+        assert_eq!(
+            all,
+            vec![
+                AllocationReport {
+                    relay: sa(r1),
+                    client: sa("192.0.2.2:4000"),
+                    server: sa("192.0.2.1:3478"),
+                    afxdp: pc([4, 40, 2, 20]),
+                    sockets: pc([0, 0, 1, 7]),
+                },
+                AllocationReport {
+                    relay: sa(r2),
+                    client: sa("192.0.2.3:4000"),
+                    server: sa("192.0.2.1:3478"),
+                    afxdp: pc([0, 0, 0, 0]),
+                    sockets: pc([6, 54, 6, 60]),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_file_is_written_whole_and_removed_with_the_writer() {
+        let dir = std::env::temp_dir().join(format!("xturn-status-{}", std::process::id()));
+        let worker = Arc::new(Mutex::new(vec![counts(
+            "198.51.100.1:50000",
+            "192.0.2.2:4000",
+            [2, 200, 1, 100],
+        )]));
+        let w = StatusWriter::new(&dir, Vec::new(), Vec::new(), vec![worker]);
+        w.write(&Vec::new()).unwrap();
+        let path = dir.join(format!("{}.json", std::process::id()));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["pid"], std::process::id());
+        assert_eq!(v["threads"].as_array().unwrap().len(), 0);
+        let a = &v["allocations"][0];
+        assert_eq!(a["relay"], "198.51.100.1:50000");
+        assert_eq!(a["sockets"]["to_peer_bytes"], 200);
+        assert_eq!(a["afxdp"]["to_peer_packets"], 0);
+        drop(w);
+        assert!(!path.exists());
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}
