@@ -12,7 +12,8 @@
 //!        2001:db8:2::2            2001:db8:2::1 | 2001:db8:51::1                           2001:db8:51::2
 //! ```
 //!
-//! The IPv6 run is the same over the IPv6 addresses (listening and relayed).
+//! The IPv6 run is the same over the IPv6 addresses (listening and relayed). One more run
+//! relays between an IPv4 client and an IPv6 peer (through the kernel sockets).
 
 mod xdp_support;
 
@@ -587,6 +588,107 @@ fn relay_through_afxdp(run: Run) {
 #[test]
 fn afxdp_relays_100k_each_way_on_one_queue() {
     relay_through_afxdp(Run::new(1, false));
+}
+
+/// An IPv4 client with an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY) and an IPv6
+/// peer, through `xturn --xdp` relaying from one address of each family. A frame cannot be
+/// rewritten in place across families, so such data takes the kernel sockets (the
+/// forwarder's slow path or the socket workers); every datagram still arrives once and
+/// byte-exact each way, the peer sees the IPv6 relayed address as source, and the
+/// allocation's counters (both paths together) count exactly them.
+#[test]
+fn afxdp_server_relays_between_an_ipv4_client_and_an_ipv6_peer() {
+    const N: u64 = 2_000;
+    const WINDOW: u64 = 32;
+    if !root_or_skip("afxdp_relay_ipv4_client_ipv6_peer") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(have("ethtool"), "ethtool is needed: run tests/run.sh");
+    let bin = xturn_bin();
+    let lab = Lab::new(1, 1500);
+    let (v4, v6) = (net(false), net(true));
+    let xturn = lab.start_xturn(&bin, v4, 1, &["--relay-ip", &v6.relay.to_string()]);
+    let pid = xturn.child.id();
+
+    let sock = socket_in(&lab.ns_c, SocketAddr::new(v4.client, 0));
+    let mut client = TestClient::with_socket(sock, v4.server, "alice", "wonderland");
+    let relay = client.allocate_family(true);
+    assert_eq!(relay.ip(), v6.relay);
+    let peer_addr = SocketAddr::new(v6.peer, PEER_BASE_PORT);
+    let peer = socket_in(&lab.ns_p, peer_addr);
+    assert_eq!(client.channel_bind(0x4000, peer_addr), Answer::Success);
+    for s in [&client.sock, &peer] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut bytes = 0;
+    let mut i = 0;
+    while i < N {
+        assert!(Instant::now() < deadline, "timed out");
+        let end = (i + WINDOW).min(N);
+        for k in i..end {
+            let cd = channel_data(0x4000, &payload(k));
+            client.sock.send_to(&cd, v4.server).unwrap();
+            peer.send_to(&payload(N + k), relay).unwrap();
+            bytes += payload(k).len() as u64;
+        }
+        let (mut to_peer, mut to_client) = (Vec::new(), Vec::new());
+        for _ in i..end {
+            let (n, from) = peer
+                .recv_from(&mut buf)
+                .expect("the peer received within 2 s");
+            assert_eq!(from, relay, "the peer must see the IPv6 relayed address");
+            to_peer.push(buf[..n].to_vec());
+            let (n, from) = client
+                .sock
+                .recv_from(&mut buf)
+                .expect("the client received within 2 s");
+            assert_eq!(from, v4.server);
+            assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), 0x4000, "ChannelData");
+            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            assert!(
+                4 + len <= n,
+                "ChannelData length {len} in a {n}-byte datagram"
+            );
+            to_client.push(buf[4..4 + len].to_vec());
+        }
+        // Each way in order within a window is not promised; the set is.
+        to_peer.sort();
+        to_client.sort();
+        let mut want_peer: Vec<Vec<u8>> = (i..end).map(payload).collect();
+        let mut want_client: Vec<Vec<u8>> = (i..end).map(|k| payload(N + k)).collect();
+        want_peer.sort();
+        want_client.sort();
+        assert_eq!(to_peer, want_peer, "datagrams {i}..{end} to the peer");
+        assert_eq!(to_client, want_client, "datagrams {i}..{end} to the client");
+        i = end;
+    }
+
+    let v = settled_stats(&bin, &lab);
+    let me = v["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["pid"] == pid))
+        .unwrap_or_else(|| panic!("no status of pid {pid}: {v:#}"));
+    let a = me["allocations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["relay"] == relay.to_string()))
+        .unwrap_or_else(|| panic!("no allocation {relay}: {v:#}"));
+    let both = |k: &str| a["afxdp"][k].as_u64().unwrap() + a["sockets"][k].as_u64().unwrap();
+    let bytes_back: u64 = (N..2 * N).map(|k| payload(k).len() as u64).sum();
+    assert_eq!(
+        [
+            both("to_peer_packets"),
+            both("to_peer_bytes"),
+            both("to_client_packets"),
+            both("to_client_bytes")
+        ],
+        [N, bytes, N, bytes_back],
+        "{a:#}"
+    );
+    drop(xturn);
 }
 
 #[test]
