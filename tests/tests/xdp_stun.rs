@@ -277,7 +277,7 @@ fn check_stats_command(
     );
     assert!(
         text.contains(&format!(
-            "\n\nxturn server {pid}: AF_XDP fast path\nthread 0 "
+            "\n\nxturn server {pid}: AF_XDP fast path and kernel sockets\nthread 0 "
         )),
         "{text}"
     );
