@@ -116,9 +116,10 @@ struct Memo {
     generation: u64,
     /// log2 of the number of slots per direction; 0 turns the memo off.
     bits: u32,
-    /// Allocated at the first answer, so tables that never relay cost nothing.
-    to_peer: Vec<Option<ToPeerMemo>>,
-    to_client: Vec<Option<ToClientMemo>>,
+    /// [`DataPlane::client_to_peer`] answers: relayed address, peer, counters index.
+    to_peer: Slots<(FiveTuple, ChannelNumber), (RelayAddr, PeerAddr, usize)>,
+    /// [`DataPlane::route_peer`] answers: the route and the counters index.
+    to_client: Slots<(RelayAddr, PeerAddr), (PeerRoute, usize)>,
 }
 
 /// [`Memo`] slots per direction: 1024 (about 180 KiB per direction once used).
@@ -129,33 +130,50 @@ impl Default for Memo {
         Memo {
             generation: 0,
             bits: MEMO_BITS,
-            to_peer: Vec::new(),
-            to_client: Vec::new(),
+            to_peer: Slots::default(),
+            to_client: Slots::default(),
         }
     }
 }
 
-/// A [`DataPlane::client_to_peer`] answer for (`five_tuple`, `channel`).
-#[derive(Debug, Clone, Copy)]
-struct ToPeerMemo {
-    generation: u64,
-    five_tuple: FiveTuple,
-    channel: ChannelNumber,
-    relay: RelayAddr,
-    peer: PeerAddr,
-    valid_until: Instant,
-    counters: usize,
+/// One direction's memo: per slot the answer `V` found for key `K`, with the table
+/// generation it was found at and the time it holds until.
+#[derive(Debug, Clone)]
+struct Slots<K, V> {
+    /// Allocated at the first answer, so tables that never relay cost nothing.
+    entries: Vec<Option<Memoised<K, V>>>,
 }
 
-/// A [`DataPlane::route_peer`] answer for (`relay`, `peer`).
+impl<K, V> Default for Slots<K, V> {
+    fn default() -> Self {
+        Slots {
+            entries: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
-struct ToClientMemo {
+struct Memoised<K, V> {
     generation: u64,
-    relay: RelayAddr,
-    peer: PeerAddr,
-    route: PeerRoute,
+    key: K,
     valid_until: Instant,
-    counters: usize,
+    value: V,
+}
+
+impl<K: PartialEq + Copy, V: Copy> Slots<K, V> {
+    /// The answer in `slot` if it is for `key`, of `generation` and still valid at `now`.
+    fn get(&self, slot: usize, generation: u64, key: K, now: Instant) -> Option<V> {
+        let m = self.entries.get(slot)?.as_ref()?;
+        (m.generation == generation && m.key == key && now < m.valid_until).then_some(m.value)
+    }
+
+    /// Put an answer in `slot` of a table of `2^bits` slots.
+    fn put(&mut self, slot: usize, bits: u32, m: Memoised<K, V>) {
+        if self.entries.is_empty() {
+            self.entries = vec![None; 1 << bits];
+        }
+        self.entries[slot] = Some(m);
+    }
 }
 
 impl Memo {
@@ -171,50 +189,6 @@ impl Memo {
         }
         let x = addr_word(a) ^ addr_word(b).rotate_left(29) ^ (u64::from(extra) << 40);
         Some((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize)
-    }
-
-    fn to_peer(
-        &self,
-        slot: usize,
-        ft: FiveTuple,
-        ch: ChannelNumber,
-        now: Instant,
-    ) -> Option<&ToPeerMemo> {
-        let m = self.to_peer.get(slot)?.as_ref()?;
-        (m.generation == self.generation
-            && m.channel == ch
-            && m.five_tuple == ft
-            && now < m.valid_until)
-            .then_some(m)
-    }
-
-    fn to_client(
-        &self,
-        slot: usize,
-        relay: RelayAddr,
-        peer: PeerAddr,
-        now: Instant,
-    ) -> Option<&ToClientMemo> {
-        let m = self.to_client.get(slot)?.as_ref()?;
-        (m.generation == self.generation
-            && m.relay == relay
-            && m.peer == peer
-            && now < m.valid_until)
-            .then_some(m)
-    }
-
-    fn remember_to_peer(&mut self, slot: usize, m: ToPeerMemo) {
-        if self.to_peer.is_empty() {
-            self.to_peer = vec![None; 1 << self.bits];
-        }
-        self.to_peer[slot] = Some(m);
-    }
-
-    fn remember_to_client(&mut self, slot: usize, m: ToClientMemo) {
-        if self.to_client.is_empty() {
-            self.to_client = vec![None; 1 << self.bits];
-        }
-        self.to_client[slot] = Some(m);
     }
 }
 
@@ -366,11 +340,13 @@ impl DataPlane {
         let slot = self
             .memo
             .slot(five_tuple.client.0, five_tuple.server, channel.get());
-        let memo = slot.and_then(|s| self.memo.to_peer(s, five_tuple, channel, now));
+        let key = (five_tuple, channel);
+        let generation = self.memo.generation;
+        let memo = slot.and_then(|s| self.memo.to_peer.get(s, generation, key, now));
         let (relay, peer, counters) = match memo {
-            Some(m) => (m.relay, m.peer, m.counters),
+            Some(answer) => answer,
             None => {
-                let &(relay, peer, ch_expires) = self.channels.get(&(five_tuple, channel))?;
+                let &(relay, peer, ch_expires) = self.channels.get(&key)?;
                 if now >= ch_expires {
                     return None;
                 }
@@ -378,19 +354,13 @@ impl DataPlane {
                 let perm_expires = a.permission(peer.0.ip(), now)?;
                 let counters = a.counters;
                 if let Some(s) = slot {
-                    let valid_until = ch_expires.min(perm_expires).min(a.expires);
-                    self.memo.remember_to_peer(
-                        s,
-                        ToPeerMemo {
-                            generation: self.memo.generation,
-                            five_tuple,
-                            channel,
-                            relay,
-                            peer,
-                            valid_until,
-                            counters,
-                        },
-                    );
+                    let m = Memoised {
+                        generation,
+                        key,
+                        valid_until: ch_expires.min(perm_expires).min(a.expires),
+                        value: (relay, peer, counters),
+                    };
+                    self.memo.to_peer.put(s, self.memo.bits, m);
                 }
                 (relay, peer, counters)
             }
@@ -462,9 +432,10 @@ impl DataPlane {
             return None;
         }
         let slot = self.memo.slot(relay.0, peer.0, 0);
-        let memo = slot.and_then(|s| self.memo.to_client(s, relay, peer, now));
+        let generation = self.memo.generation;
+        let memo = slot.and_then(|s| self.memo.to_client.get(s, generation, (relay, peer), now));
         let (route, counters) = match memo {
-            Some(m) => (m.route, m.counters),
+            Some(answer) => answer,
             None => {
                 let a = self.allocs.get(&relay)?;
                 let perm_expires = a.permission(peer.0.ip(), now)?;
@@ -492,17 +463,13 @@ impl DataPlane {
                 };
                 let counters = a.counters;
                 if let Some(s) = slot.filter(|_| memoise) {
-                    self.memo.remember_to_client(
-                        s,
-                        ToClientMemo {
-                            generation: self.memo.generation,
-                            relay,
-                            peer,
-                            route,
-                            valid_until,
-                            counters,
-                        },
-                    );
+                    let m = Memoised {
+                        generation,
+                        key: (relay, peer),
+                        valid_until,
+                        value: (route, counters),
+                    };
+                    self.memo.to_client.put(s, self.memo.bits, m);
                 }
                 (route, counters)
             }
