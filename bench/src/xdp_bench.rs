@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xturn_control::wire::{attr, Class, Message, Method, TransactionId};
 use xturn_xdp_common::{
-    flags, ipv4_mapped, map_names, program_names, Config, Endpoint, ListenPort, ListenValue,
+    flags, iface_flags, ipv4_mapped, map_names, program_names, Config, Endpoint, IfaceValue,
+    ListenPort, ListenValue,
 };
 
 /// xturn's XDP object, the same bytes `xturn --xdp` loads.
@@ -715,7 +716,21 @@ pub fn run_xdp_cost(a: &XdpCostArgs) -> Result<XdpCostReport> {
         0,
         Config {
             flags: flags::ALL,
-            _pad: 0,
+            max_steer_len: 0,
+        },
+        0,
+    )?;
+    // BPF_PROG_TEST_RUN frames arrive on the loopback (ifindex 1): answer there, as xturn
+    // does on an interface where XDP_TX arrives.
+    let mut ifaces: Array<MapData, IfaceValue> = Array::try_from(
+        ebpf.take_map(map_names::IFACES)
+            .context("no interface map")?,
+    )?;
+    ifaces.set(
+        1,
+        IfaceValue {
+            xsk_slot: 0,
+            flags: iface_flags::XDP_TX,
         },
         0,
     )?;

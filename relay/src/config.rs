@@ -11,6 +11,12 @@ use std::time::Duration;
 use xturn_control::auth::Credentials;
 use xturn_control::filter::{IpRange, PeerFilter};
 
+use crate::xdp::{MapSizes, ModeChoice};
+
+/// Largest size accepted for an XDP map (entries): far beyond any quota, small enough that
+/// a typo does not ask the kernel for gigabytes.
+const MAX_XDP_MAP_ENTRIES: u32 = 1 << 24;
+
 #[derive(Debug, Parser, Default)]
 #[command(
     name = "xturn",
@@ -113,6 +119,23 @@ pub struct Args {
     /// that the full socket would drop (receive livelock). 0 shares the core equally.
     #[arg(long = "afxdp-nice", allow_negative_numbers = true)]
     pub afxdp_nice: Option<i32>,
+    /// With --xdp: how to attach the XDP program. auto (default): native (driver) mode
+    /// where the driver has it, else generic; native: driver mode or fail; generic: SKB
+    /// mode on every interface (slower; works on any driver).
+    #[arg(long = "xdp-mode")]
+    pub xdp_mode: Option<String>,
+    /// With --xdp: entries of the XDP program's allocation map. Allocations beyond it are
+    /// relayed by the socket path. Default 16384.
+    #[arg(long = "xdp-max-allocations")]
+    pub xdp_max_allocations: Option<u32>,
+    /// With --xdp: entries of the permission map, shared by all allocations. Beyond it, the
+    /// peer data of the allocations concerned is checked by the socket path. Default 65536.
+    #[arg(long = "xdp-max-permissions")]
+    pub xdp_max_permissions: Option<u32>,
+    /// With --xdp: entries of the channel map. Channels beyond it are relayed by the
+    /// socket path. Default 65536.
+    #[arg(long = "xdp-max-channels")]
+    pub xdp_max_channels: Option<u32>,
 }
 
 /// The same keys in a TOML file.
@@ -145,6 +168,10 @@ pub struct FileConfig {
     pub xdp: Option<Vec<String>>,
     pub afxdp: Option<bool>,
     pub afxdp_nice: Option<i32>,
+    pub xdp_mode: Option<String>,
+    pub xdp_max_allocations: Option<u32>,
+    pub xdp_max_permissions: Option<u32>,
+    pub xdp_max_channels: Option<u32>,
 }
 
 /// Everything the running server needs, validated.
@@ -161,6 +188,10 @@ pub struct Settings {
     pub afxdp: bool,
     /// Nice value of the forwarder threads.
     pub afxdp_nice: i32,
+    /// How the XDP program is attached.
+    pub xdp_mode: ModeChoice,
+    /// Sizes of the XDP program's control-plane maps.
+    pub xdp_maps: MapSizes,
     pub server: xturn_control::Config,
     /// Set when no credentials were configured: (user, password) of the demo user.
     pub demo_user: Option<(String, String)>,
@@ -365,6 +396,41 @@ impl Settings {
             }
         }
 
+        let xdp_mode = match a.xdp_mode.or(f.xdp_mode) {
+            Some(m) => m
+                .parse::<ModeChoice>()
+                .map_err(|e| anyhow::anyhow!("--xdp-mode {e}"))?,
+            None => ModeChoice::Auto,
+        };
+        let defaults = MapSizes::default();
+        let map_size = |cli: Option<u32>, file: Option<u32>, default: u32, name: &str| {
+            let n = pick(cli, file, default);
+            if n == 0 || n > MAX_XDP_MAP_ENTRIES {
+                bail!("--{name} {n}: use 1 to {MAX_XDP_MAP_ENTRIES}");
+            }
+            Ok(n)
+        };
+        let xdp_maps = MapSizes {
+            allocations: map_size(
+                a.xdp_max_allocations,
+                f.xdp_max_allocations,
+                defaults.allocations,
+                "xdp-max-allocations",
+            )?,
+            permissions: map_size(
+                a.xdp_max_permissions,
+                f.xdp_max_permissions,
+                defaults.permissions,
+                "xdp-max-permissions",
+            )?,
+            channels: map_size(
+                a.xdp_max_channels,
+                f.xdp_max_channels,
+                defaults.channels,
+                "xdp-max-channels",
+            )?,
+        };
+
         let afxdp_nice = pick(a.afxdp_nice, f.afxdp_nice, DEFAULT_AFXDP_NICE);
         if !(-20..=19).contains(&afxdp_nice) {
             bail!("--afxdp-nice {afxdp_nice}: use a nice value from -20 to 19");
@@ -397,6 +463,8 @@ impl Settings {
             xdp,
             afxdp,
             afxdp_nice,
+            xdp_mode,
+            xdp_maps,
             server,
             demo_user,
         })
@@ -447,6 +515,40 @@ mod tests {
         let f: FileConfig = toml::from_str("xdp = [\"eth0\"]\nafxdp = false").unwrap();
         let a = Args::try_parse_from(["xturn", "--listening-ip", "192.0.2.1"]).unwrap();
         assert!(!Settings::merge(a, f).unwrap().afxdp);
+    }
+
+    #[test]
+    fn xdp_mode_and_map_sizes() {
+        let s = parse(&["--listening-ip", "192.0.2.1"]).unwrap();
+        assert_eq!(
+            (s.xdp_mode, s.xdp_maps),
+            (ModeChoice::Auto, MapSizes::default())
+        );
+        let s = parse(&[
+            "--listening-ip",
+            "192.0.2.1",
+            "--xdp-mode",
+            "generic",
+            "--xdp-max-permissions",
+            "16",
+        ])
+        .unwrap();
+        assert_eq!(s.xdp_mode, ModeChoice::Generic);
+        assert_eq!(s.xdp_maps.permissions, 16);
+        assert_eq!(s.xdp_maps.channels, MapSizes::default().channels);
+        let e = parse(&["--xdp-mode", "fast"]).unwrap_err();
+        assert!(e.to_string().contains("auto, native or generic"), "{e}");
+        for bad in ["0", "99999999"] {
+            let e = parse(&["--xdp-max-channels", bad]).unwrap_err();
+            assert!(e.to_string().contains("--xdp-max-channels"), "{e}");
+        }
+        let f: FileConfig =
+            toml::from_str("xdp-mode = \"native\"\nxdp-max-allocations = 8").unwrap();
+        let s = Settings::merge(Args::try_parse_from(["xturn"]).unwrap(), f).unwrap();
+        assert_eq!(
+            (s.xdp_mode, s.xdp_maps.allocations),
+            (ModeChoice::Native, 8)
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 use crate::config::Settings;
 use crate::fastpath;
 use crate::net::{self, Epoll, RecvBatch, SendBatch};
-use crate::status::{AllocationCounts, StatusWriter, STATUS_DIR};
+use crate::probe::Watch;
+use crate::status::{AllocationCounts, StatusWriter, XdpReport, STATUS_DIR};
 use crate::xdp::XdpPath;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
@@ -24,19 +25,21 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xturn_control::wire::{looks_like_channel_data, TransactionId};
 use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server};
 use xturn_relay::afxdp::forwarder::Forwarder;
-use xturn_relay::afxdp::ring::Xsk;
+use xturn_relay::afxdp::ring::{Xsk, RX_HEADROOM};
 
 /// What workers (and AF_XDP forwarder threads) learn from the control plane.
 pub enum Update {
     Data(Output),
     RelayOpened(RelayAddr, Arc<UdpSocket>),
     RelayClosed(RelayAddr),
+    /// Interface (index) has a new MTU (forwarders: longer packets take the slow path).
+    Mtu(u32, u32),
 }
 
 struct Shared {
@@ -46,9 +49,16 @@ struct Shared {
     relays: Mutex<HashMap<RelayAddr, Arc<UdpSocket>>>,
     shutdown: Arc<AtomicBool>,
     /// The XDP program's maps, kept in step with the same outputs as the workers' tables
-    /// (with `--xdp`). Only touched from `drive`, which runs under the server lock.
+    /// (with `--xdp`), from `drive` under the server lock; the main loop also takes it
+    /// to update interface flags and XSK slots.
     xdp: Option<Mutex<XdpPath>>,
+    /// Outputs not mirrored into the XDP maps so far (logged at 1, 2, 4, 8, ...).
+    not_mirrored: AtomicU64,
 }
+
+/// A forwarder thread whose heartbeat is older than this is taken for dead: its queues go
+/// to the socket path until it beats again.
+const STALL: Duration = Duration::from_secs(2);
 
 const LISTENER: u64 = 1 << 63;
 const TIMER_TICK: Duration = Duration::from_millis(100);
@@ -74,9 +84,13 @@ impl Shared {
     fn mirror_to_xdp(&self, o: &Output) {
         if let Some(x) = &self.xdp {
             if let Err(e) = x.lock().expect("xdp lock").apply(o) {
-                tracing::warn!(
-                    "XDP maps not updated ({e:#}); the socket path still serves that traffic"
-                );
+                let n = self.not_mirrored.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        "XDP maps not updated ({e:#}); the socket path serves that traffic \
+                         ({n} outputs not mirrored so far; see xturn stats)"
+                    );
+                }
             }
         }
     }
@@ -194,6 +208,7 @@ impl Worker {
                     self.relays.remove(&r);
                     self.to_peers.remove(&r);
                 }
+                Update::Mtu(..) => {}
             }
         }
     }
@@ -335,9 +350,87 @@ impl Worker {
     }
 }
 
+/// A forwarder thread, as the watchdog sees it.
+struct Watched {
+    thread: usize,
+    /// (interface index, queue, socket) of each of its sockets.
+    ports: Vec<(u32, u32, RawFd)>,
+    heartbeat: Arc<AtomicU64>,
+    report: Arc<Mutex<fastpath::ThreadReport>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Its queues are out of the XSK map.
+    unserved: bool,
+}
+
+/// The panic message of a thread, for the log.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Watched {
+    /// Take the queues of a dead or stuck thread out of the XSK map (the program then
+    /// passes their frames to the socket path), and give them back if a stuck one beats
+    /// again.
+    fn check(&mut self, xdp: &Mutex<XdpPath>, now_ms: u64) {
+        let finished = self.handle.as_ref().is_none_or(|h| h.is_finished());
+        let stale = now_ms.saturating_sub(self.heartbeat.load(Ordering::Relaxed))
+            > STALL.as_millis() as u64;
+        if (finished || stale) && !self.unserved {
+            let mut x = xdp.lock().expect("xdp lock");
+            for &(ifindex, queue, _) in &self.ports {
+                if let Err(e) = x.unserve_queue(ifindex, queue) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+            drop(x);
+            self.unserved = true;
+            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            r.alive = false;
+            let why = r.dead.get_or_insert_with(|| {
+                if finished {
+                    "exited".into()
+                } else {
+                    format!("no turn of its loop for {} s", STALL.as_secs())
+                }
+            });
+            tracing::error!(
+                "AF_XDP forwarder {} is dead ({why}): the traffic of its queues {:?} now takes \
+                 the socket path",
+                self.thread,
+                self.ports.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()
+            );
+        } else if !finished && !stale && self.unserved {
+            let mut x = xdp.lock().expect("xdp lock");
+            let ok = self
+                .ports
+                .iter()
+                .all(|&(ifindex, queue, fd)| x.serve_queue(ifindex, queue, fd).is_ok());
+            drop(x);
+            if ok {
+                self.unserved = false;
+                let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                r.alive = true;
+                r.dead = None;
+                tracing::warn!(
+                    "AF_XDP forwarder {} runs again: its queues take the fast path again",
+                    self.thread
+                );
+            }
+        }
+    }
+}
+
 /// Run the server until `shutdown` is set. With `xdp`, the program's maps follow the
-/// control plane; it is detached when this returns, after the sockets have stopped.
-pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) -> Result<()> {
+/// control plane and its interface flags follow the interfaces (`Watch`); it is detached
+/// when this returns, after the sockets have stopped.
+pub fn run(
+    settings: Settings,
+    shutdown: Arc<AtomicBool>,
+    xdp: Option<(XdpPath, Watch)>,
+) -> Result<()> {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -374,7 +467,10 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
 
     // The AF_XDP fast path: sockets bound and registered with the XDP program before the
     // control plane runs, so the first allocation's data can take it.
-    let mut xdp = xdp;
+    let (mut xdp, mut watch) = match xdp {
+        Some((x, w)) => (Some(x), Some(w)),
+        None => (None, None),
+    };
     let mut fast = Vec::new();
     let mut xdp_ifaces = Vec::new();
     let mut reports = Vec::new();
@@ -390,6 +486,8 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
             settings.relay_ipv6.is_some(),
         );
         let plan = fastpath::plan(&ifaces, n)?;
+        // A frame longer than a UMEM frame holds would be dropped by the AF_XDP socket.
+        x.set_max_steer_len((plan.frame_size - RX_HEADROOM) as u32)?;
         let sets = fastpath::open(&plan, x)?;
         for (t, set) in sets.into_iter().enumerate() {
             let modes: Vec<String> = (0..set.ports())
@@ -407,8 +505,12 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
             let report = Arc::new(Mutex::new(fastpath::ThreadReport {
                 thread: t,
                 core: core_for(t).map(|c| c.id),
+                alive: true,
                 ..Default::default()
             }));
+            let ports: Vec<(u32, u32, RawFd)> = (0..set.ports())
+                .map(|p| (set.ifindex(p), set.queue(p), set.fd(p)))
+                .collect();
             reports.push(report.clone());
             let ifindex = (0..set.ports()).map(|p| set.ifindex(p)).collect();
             // Duplicated descriptors: sending through them leaves receiving to the workers.
@@ -420,8 +522,11 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
                 listeners,
                 relays: HashMap::new(),
             };
-            let fw = Forwarder::new(set, ifindex, slow, rand::random());
-            fast.push((t, fw, rx, report));
+            let mut fw = Forwarder::new(set, ifindex, slow, rand::random());
+            for i in &ifaces {
+                fw.set_mtu(i.ifindex, i.mtu);
+            }
+            fast.push((t, fw, rx, report, ports));
         }
         xdp_ifaces = ifaces;
     }
@@ -440,21 +545,47 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
         relays: Mutex::new(HashMap::new()),
         shutdown,
         xdp: xdp.map(Mutex::new),
+        not_mirrored: AtomicU64::new(0),
     });
     let mut handles = Vec::new();
-    for (t, fw, rx, report) in fast {
+    let epoch = Instant::now();
+    let mut forwarders = Vec::new();
+    for (t, fw, rx, report, ports) in fast {
         let core = core_for(t);
         let shutdown = shared.shutdown.clone();
         let nice = settings.afxdp_nice;
-        handles.push(spawn_pinned(format!("xturn-afxdp-{t}"), core, move || {
+        let heartbeat = Arc::new(AtomicU64::new(0));
+        let fault = fastpath::Fault::from_env(t);
+        if let Some(f) = fault {
+            tracing::warn!("AF_XDP forwarder {t}: fault injection {f:?}");
+        }
+        let (hb, rep) = (heartbeat.clone(), report.clone());
+        let handle = spawn_pinned(format!("xturn-afxdp-{t}"), core, move || {
             if let Err(e) = xturn_relay::afxdp::ring::set_thread_nice(nice) {
                 tracing::warn!(
                     "AF_XDP forwarder {t}: cannot set nice value {nice} ({e}); it shares its \
                      core equally with the NAPI poll feeding it"
                 );
             }
-            fastpath::run_thread(fw, rx, shutdown, report)
-        })?);
+            let r = rep.clone();
+            let run = std::panic::AssertUnwindSafe(move || {
+                fastpath::run_thread(fw, rx, shutdown, rep, hb, epoch, fault)
+            });
+            // Its sockets are closed while unwinding, which takes them out of the XSK map.
+            if let Err(p) = std::panic::catch_unwind(run) {
+                let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+                r.alive = false;
+                r.dead = Some(format!("panicked: {}", panic_message(p.as_ref())));
+            }
+        })?;
+        forwarders.push(Watched {
+            thread: t,
+            ports,
+            heartbeat,
+            report,
+            handle: Some(handle),
+            unserved: false,
+        });
     }
     for (idx, ((epoll, rx), listeners)) in epolls.into_iter().zip(rxs).zip(per_worker).enumerate() {
         let core = core_for(idx);
@@ -482,21 +613,50 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>, xdp: Option<XdpPath>) 
         )?);
     }
     let mut warned = false;
+    let mut turn = 0u64;
     while !shared.shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(REPORT_EVERY);
+        turn += 1;
+        let mut xdp_report = None;
+        if let Some(x) = &shared.xdp {
+            let now_ms = epoch.elapsed().as_millis() as u64;
+            for f in &mut forwarders {
+                f.check(x, now_ms);
+            }
+            if let Some(w) = watch.as_mut() {
+                // Once a second: a veth peer's program may come or go, an MTU change.
+                if turn.is_multiple_of(2) {
+                    for (ifindex, mtu) in w.recheck(x) {
+                        shared.broadcast(|| Update::Mtu(ifindex, mtu));
+                    }
+                }
+                let g = x.lock().expect("xdp lock");
+                let sizes = g.sizes();
+                xdp_report = Some(XdpReport {
+                    interfaces: w.report(),
+                    map_allocations: sizes.allocations,
+                    map_permissions: sizes.permissions,
+                    map_channels: sizes.channels,
+                    not_mirrored: g.mirror_stats(),
+                });
+            }
+        }
         let control: AllocationCounts = shared
             .server
             .lock()
             .map(|s| s.data_plane().allocations().collect())
             .unwrap_or_default();
-        if let Err(e) = status.write(&control) {
+        if let Err(e) = status.write(&control, xdp_report.as_ref()) {
             if !warned {
                 tracing::warn!("status (per-allocation and AF_XDP counters) not published: {e:#}");
                 warned = true;
             }
         }
     }
-    for h in handles {
+    for h in handles
+        .into_iter()
+        .chain(forwarders.iter_mut().filter_map(|f| f.handle.take()))
+    {
         let _ = h.join();
     }
     for line in fastpath::summary(&status.threads()) {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xturn_control::{FiveTuple, RelayAddr};
@@ -218,6 +218,12 @@ pub struct PortReport {
 pub struct ThreadReport {
     pub thread: usize,
     pub core: Option<usize>,
+    /// Serving its queues. False once it exited or stopped answering: the XDP program then
+    /// sends its queues' traffic to the socket path.
+    pub alive: bool,
+    /// Why it is not alive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead: Option<String>,
     pub ports: Vec<PortReport>,
     pub forwarder: ForwarderStats,
     /// UMEM frames of the thread, those on its free list and those the forwarder holds.
@@ -234,13 +240,51 @@ const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// Longest sleep without frames: bounds the delay of shutdown and of the first update.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 
+/// A fault to inject into forwarder thread 0, for tests of the fast path's fallback:
+/// `XTURN_FAULT_AFXDP=exit:N` makes it panic after it received N frames, `hang:N` makes it
+/// stop serving its rings (as a stuck thread would) until shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Exit(u64),
+    Hang(u64),
+}
+
+impl Fault {
+    pub const ENV: &'static str = "XTURN_FAULT_AFXDP";
+
+    pub fn parse(s: &str) -> Option<Fault> {
+        let (kind, n) = s.split_once(':')?;
+        let n = n.parse().ok()?;
+        match kind {
+            "exit" => Some(Fault::Exit(n)),
+            "hang" => Some(Fault::Hang(n)),
+            _ => None,
+        }
+    }
+
+    /// The fault asked for in the environment, for thread `t` (only thread 0 gets one).
+    pub fn from_env(t: usize) -> Option<Fault> {
+        let v = std::env::var(Self::ENV).ok()?;
+        let f = Fault::parse(&v);
+        if f.is_none() {
+            tracing::warn!("{}={v:?} ignored: use exit:N or hang:N", Self::ENV);
+        }
+        f.filter(|_| t == 0)
+    }
+}
+
 /// A forwarder thread's loop: updates first (so a frame steered after an update is
-/// judged by it), then a batch from every socket, then sleep in poll(2) when idle.
+/// judged by it), then a batch from every socket, then sleep in poll(2) when idle. Every
+/// turn stores the milliseconds since `epoch` in `heartbeat`, which the server's watchdog
+/// reads.
 pub fn run_thread(
     mut fw: Forwarder<XskSet, SocketSlowPath>,
     updates: crossbeam_channel::Receiver<Update>,
     shutdown: Arc<AtomicBool>,
     report: Arc<Mutex<ThreadReport>>,
+    heartbeat: Arc<AtomicU64>,
+    epoch: Instant,
+    fault: Option<Fault>,
 ) {
     let mut next_report = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
@@ -253,13 +297,29 @@ pub fn run_thread(
                 Update::RelayClosed(r) => {
                     fw.slow_path().relays.remove(&r);
                 }
+                Update::Mtu(ifindex, mtu) => fw.set_mtu(ifindex, mtu),
             }
         }
         let now = Instant::now();
+        heartbeat.store((now - epoch).as_millis() as u64, Ordering::Relaxed);
         let n = fw.poll(now);
         if now >= next_report {
             next_report = now + REPORT_EVERY;
             publish(&mut fw, &report);
+        }
+        match fault {
+            Some(Fault::Exit(after)) if fw.stats().received >= after => {
+                publish(&mut fw, &report);
+                panic!("{}: exit after {after} frames", Fault::ENV);
+            }
+            Some(Fault::Hang(after)) if fw.stats().received >= after => {
+                publish(&mut fw, &report);
+                while !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(IDLE_WAIT);
+                }
+                return;
+            }
+            _ => {}
         }
         if n == 0 {
             fw.xsk().wait(IDLE_WAIT);
@@ -286,7 +346,7 @@ fn publish(fw: &mut Forwarder<XskSet, SocketSlowPath>, report: &Mutex<ThreadRepo
         .collect();
     let (umem_frames, free_frames, held_frames) =
         (xsk.frames(), xsk.free_frames(), xsk.caller_frames());
-    let mut r = report.lock().expect("report lock");
+    let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
     r.forwarder = forwarder;
     r.ports = ports;
     r.umem_frames = umem_frames;
@@ -314,14 +374,21 @@ pub fn summary(threads: &[ThreadReport]) -> Vec<String> {
                 }
             });
             format!(
-                "AF_XDP thread {}: received {} to_peer {} to_client {} slow_path {} \
-                 not_allowed {} malformed {} bad_checksum {} tx_full {}; kernel \
-                 rx_dropped {} rx_ring_full {} fill_ring_empty {} tx_invalid {}",
+                "AF_XDP thread {}{}: received {} to_peer {} to_client {} slow_path {} \
+                 (mtu {} tx_full {}) partial_checksum {} not_allowed {} malformed {} \
+                 bad_checksum {} tx_full {}; kernel rx_dropped {} rx_ring_full {} \
+                 fill_ring_empty {} tx_invalid {}",
                 t.thread,
+                t.dead
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" (dead: {d})")),
                 f.received,
                 f.to_peer,
                 f.to_client,
                 f.slow_path,
+                f.slow_path_mtu,
+                f.slow_path_tx_full,
+                f.partial_checksum,
                 f.dropped_not_allowed,
                 f.dropped_malformed,
                 f.dropped_bad_checksum,
@@ -372,6 +439,15 @@ mod tests {
         let e = plan(&[iface("big", 5, MAX_QUEUES + 1, 1500)], 2).unwrap_err();
         assert!(e.to_string().contains("ethtool -L"), "{e}");
         assert!(plan(&[], 2).is_err());
+    }
+
+    #[test]
+    fn faults_parse() {
+        assert_eq!(Fault::parse("exit:100"), Some(Fault::Exit(100)));
+        assert_eq!(Fault::parse("hang:0"), Some(Fault::Hang(0)));
+        for bad in ["exit", "exit:x", "crash:1", ""] {
+            assert_eq!(Fault::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

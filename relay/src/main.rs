@@ -8,6 +8,7 @@ mod driver;
 mod fastpath;
 mod net;
 mod netlink;
+mod probe;
 mod stats;
 mod status;
 mod xdp;
@@ -44,14 +45,55 @@ enum Command {
     /// Print the XDP program's counters (summed over CPUs) for every xturn XDP program
     /// attached on this machine, or the one on --xdp IFACE. Needs root.
     Stats(stats::StatsArgs),
+    /// Say what `xturn --xdp IFACES` (with the same options) would run on each interface
+    /// and which traffic would take which path, without sending a frame or changing
+    /// anything. Exits 2, with the fix, when the server would refuse to start.
+    Check(Box<config::Args>),
 }
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Stats(a)) => stats::run(&a),
+        Some(Command::Check(a)) => check(*a),
         None => serve(cli.server),
     }
+}
+
+fn xdp_plan(settings: &config::Settings) -> probe::Plan {
+    probe::Plan {
+        mode: settings.xdp_mode,
+        afxdp: settings.afxdp,
+        ipv4: settings.relay_ipv4.is_some(),
+        ipv6: settings.relay_ipv6.is_some(),
+    }
+}
+
+fn check(args: config::Args) -> Result<()> {
+    let settings = config::Settings::load(args)?;
+    if settings.xdp.is_empty() {
+        anyhow::bail!("give the interfaces to check: xturn check --xdp IFACE[,IFACE]");
+    }
+    let plan = xdp_plan(&settings);
+    let mut refusals = Vec::new();
+    for name in &settings.xdp {
+        match probe::facts(name) {
+            Ok(f) => {
+                let a = probe::assess(&f, &plan, None);
+                for l in &a.lines {
+                    println!("{l}");
+                }
+                refusals.extend(a.refusals);
+            }
+            Err(e) => refusals.push(format!("{name}: {e:#}")),
+        }
+    }
+    probe::refuse(&refusals)?;
+    println!(
+        "xturn check: ok, xturn --xdp can serve {}",
+        settings.xdp.join(", ")
+    );
+    Ok(())
 }
 
 fn serve(args: config::Args) -> Result<()> {
@@ -98,7 +140,16 @@ fn serve(args: config::Args) -> Result<()> {
     let xdp = if settings.xdp.is_empty() {
         None
     } else {
-        Some(xdp::XdpPath::start(&settings.xdp, &settings.listen)?)
+        let plan = xdp_plan(&settings);
+        probe::preflight(&settings.xdp, &plan)?;
+        let mut x = xdp::XdpPath::start(
+            &settings.xdp,
+            &settings.listen,
+            settings.xdp_mode,
+            settings.xdp_maps,
+        )?;
+        let watch = probe::Watch::start(plan, &mut x)?;
+        Some((x, watch))
     };
     driver::run(settings, shutdown, xdp)
 }

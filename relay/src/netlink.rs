@@ -1,6 +1,9 @@
-//! Which XDP program is attached to which interface of this network namespace: one
-//! rtnetlink `RTM_GETLINK` dump (what `ip link show` reads), parsed here. Safe code only:
-//! the socket is socket2's, and the parser works on bytes (with fixtures in the tests).
+//! What the kernel says about interfaces, over netlink: which XDP program is attached to
+//! which interface of this network namespace (one rtnetlink `RTM_GETLINK` dump, what `ip
+//! link show` reads), one interface by index, also in another namespace (a veth's peer),
+//! and an interface's XDP features (the `netdev` generic netlink family, what `ynl
+//! --family netdev --do dev-get` reads, Linux 6.3+). Safe code only: the socket is
+//! socket2's, and the parsers work on bytes (with fixtures in the tests).
 //!
 //! Layout (include/uapi/linux/netlink.h, rtnetlink.h, if_link.h): messages are an
 //! `nlmsghdr` (len u32, type u16, flags u16, seq u32, pid u32) followed by, for
@@ -21,7 +24,10 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const IFINFOMSG_LEN: usize = 16;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_XDP: u16 = 43;
+const IFLA_TARGET_NETNSID: u16 = 46;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_PROG_ID: u16 = 4;
 const IFLA_XDP_DRV_PROG_ID: u16 = 5;
@@ -58,17 +64,208 @@ pub struct Interface {
     pub name: String,
     /// (program id, mode); empty when no XDP program is attached.
     pub xdp: Vec<(u32, XdpMode)>,
+    /// IFLA_LINK: the index of the interface this one is linked to (a veth's peer), in the
+    /// namespace `link_netnsid` names, or in this one.
+    pub link: Option<u32>,
+    /// IFLA_LINK_NETNSID: the id, in this namespace, of the namespace `link` is in, when
+    /// that is another one.
+    pub link_netnsid: Option<i32>,
+}
+
+fn socket(protocol: i32) -> Result<Socket> {
+    let sock = Socket::new(
+        Domain::from(libc::AF_NETLINK),
+        Type::RAW.cloexec(),
+        Some(Protocol::from(protocol)),
+    )
+    .context("cannot open a netlink socket")?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    Ok(sock)
+}
+
+/// Send `request` (sequence number `seq`) and return the body of the one answer of type
+/// `reply`; an NLMSG_ERROR answer is the error it carries.
+fn transact(sock: &Socket, request: &[u8], seq: u32, reply: u16, what: &str) -> Result<Vec<u8>> {
+    sock.send(request)
+        .with_context(|| format!("cannot send the {what} request"))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    // Bounded: other messages (of other sequence numbers) are skipped, not waited for.
+    for _ in 0..100 {
+        let n = (&*sock)
+            .read(&mut buf)
+            .with_context(|| format!("no answer to {what}"))?;
+        let mut at = 0;
+        while at + NLMSG_HDRLEN <= n {
+            let len = u32_at(&buf, at) as usize;
+            if len < NLMSG_HDRLEN || at + len > n {
+                bail!("malformed netlink answer to {what}");
+            }
+            let (kind, msg_seq) = (u16_at(&buf, at + 4), u32_at(&buf, at + 8));
+            let body = &buf[at + NLMSG_HDRLEN..at + len];
+            at += align4(len);
+            if msg_seq != seq {
+                continue;
+            }
+            if kind == NLMSG_ERROR {
+                let errno = if body.len() >= 4 {
+                    -(u32_at(body, 0) as i32)
+                } else {
+                    0
+                };
+                return Err(std::io::Error::from_raw_os_error(errno))
+                    .with_context(|| format!("{what} failed"));
+            }
+            if kind == reply {
+                return Ok(body.to_vec());
+            }
+        }
+    }
+    bail!("no answer to {what}")
+}
+
+/// A netlink message header followed by `body`.
+fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let len = (NLMSG_HDRLEN + body.len()) as u32;
+    let mut m = Vec::with_capacity(len as usize);
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&kind.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// One attribute, padded to 4 bytes.
+fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(align4(4 + value.len()));
+    a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(value);
+    a.resize(align4(a.len()), 0);
+    a
+}
+
+/// An `RTM_GETLINK` request for interface `index`, in the namespace with id `netnsid` (as
+/// this namespace numbers it) when given.
+pub fn link_request(seq: u32, index: u32, netnsid: Option<i32>) -> Vec<u8> {
+    let mut body = vec![0u8; IFINFOMSG_LEN];
+    body[4..8].copy_from_slice(&index.to_ne_bytes());
+    if let Some(id) = netnsid {
+        body.extend(attribute(IFLA_TARGET_NETNSID, &id.to_ne_bytes()));
+    }
+    message(RTM_GETLINK, NLM_F_REQUEST, seq, &body)
+}
+
+/// Interface `index` of this namespace, or of the namespace `netnsid` names (a veth's
+/// peer: its `link` and `link_netnsid`).
+pub fn link(index: u32, netnsid: Option<i32>) -> Result<Interface> {
+    let sock = socket(libc::NETLINK_ROUTE)?;
+    let body = transact(
+        &sock,
+        &link_request(1, index, netnsid),
+        1,
+        RTM_NEWLINK,
+        "RTM_GETLINK",
+    )?;
+    if body.len() < IFINFOMSG_LEN {
+        bail!("short RTM_NEWLINK answer");
+    }
+    Ok(parse_link(&body))
+}
+
+const GENL_ID_CTRL: u16 = 0x10;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+const GENLMSG_HDRLEN: usize = 4;
+const NETDEV_CMD_DEV_GET: u8 = 1;
+const NETDEV_A_DEV_IFINDEX: u16 = 1;
+const NETDEV_A_DEV_XDP_FEATURES: u16 = 3;
+
+/// Bits of an interface's XDP features (`enum netdev_xdp_act`, include/uapi/linux/netdev.h).
+pub mod xdp_act {
+    /// XDP_PASS, XDP_DROP, XDP_ABORTED and XDP_TX in the driver (native XDP).
+    pub const BASIC: u64 = 1 << 0;
+    /// XDP_REDIRECT in the driver (AF_XDP, devmaps).
+    pub const REDIRECT: u64 = 1 << 1;
+    /// Frames redirected into this interface can be sent (ndo_xdp_xmit). A veth has it
+    /// only while its peer has an XDP program or GRO on.
+    pub const NDO_XMIT: u64 = 1 << 2;
+    /// AF_XDP zero-copy.
+    pub const XSK_ZEROCOPY: u64 = 1 << 3;
+    /// Multi-buffer (fragmented) frames in the driver.
+    pub const RX_SG: u64 = 1 << 5;
+}
+
+/// A generic netlink request: header, genlmsghdr (cmd, version 1), attributes.
+fn genl_request(family: u16, seq: u32, cmd: u8, attrs: &[u8]) -> Vec<u8> {
+    let mut body = vec![cmd, 1, 0, 0];
+    body.extend_from_slice(attrs);
+    message(family, NLM_F_REQUEST, seq, &body)
+}
+
+/// The XDP features the driver of interface `index` (this namespace) announces
+/// ([`xdp_act`] bits); `None` on kernels without the `netdev` family (before 6.3).
+pub fn xdp_features(index: u32) -> Result<Option<u64>> {
+    let sock = socket(libc::NETLINK_GENERIC)?;
+    let mut name = b"netdev".to_vec();
+    name.push(0);
+    let family = transact(
+        &sock,
+        &genl_request(
+            GENL_ID_CTRL,
+            1,
+            CTRL_CMD_GETFAMILY,
+            &attribute(CTRL_ATTR_FAMILY_NAME, &name),
+        ),
+        1,
+        GENL_ID_CTRL,
+        "CTRL_CMD_GETFAMILY netdev",
+    );
+    let family = match family {
+        Ok(body) => attributes(body.get(GENLMSG_HDRLEN..).unwrap_or_default())
+            .into_iter()
+            .find(|(k, v)| *k == CTRL_ATTR_FAMILY_ID && v.len() >= 2)
+            .map(|(_, v)| u16_at(v, 0))
+            .context("CTRL_CMD_GETFAMILY answer without a family id")?,
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .and_then(|e| e.raw_os_error())
+                == Some(libc::ENOENT) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let body = transact(
+        &sock,
+        &genl_request(
+            family,
+            2,
+            NETDEV_CMD_DEV_GET,
+            &attribute(NETDEV_A_DEV_IFINDEX, &index.to_ne_bytes()),
+        ),
+        2,
+        family,
+        "netdev dev-get",
+    )?;
+    Ok(parse_xdp_features(
+        body.get(GENLMSG_HDRLEN..).unwrap_or_default(),
+    ))
+}
+
+/// NETDEV_A_DEV_XDP_FEATURES from the attributes of a `dev-get` answer.
+fn parse_xdp_features(attrs: &[u8]) -> Option<u64> {
+    attributes(attrs)
+        .into_iter()
+        .find(|(k, v)| *k == NETDEV_A_DEV_XDP_FEATURES && v.len() >= 8)
+        .map(|(_, v)| u64::from_ne_bytes(v[..8].try_into().expect("8 bytes")))
 }
 
 /// Every interface of the calling thread's network namespace with its XDP programs.
 pub fn interfaces() -> Result<Vec<Interface>> {
-    let sock = Socket::new(
-        Domain::from(libc::AF_NETLINK),
-        Type::RAW.cloexec(),
-        Some(Protocol::from(libc::NETLINK_ROUTE)),
-    )
-    .context("cannot open a netlink socket")?;
-    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let sock = socket(libc::NETLINK_ROUTE)?;
     let seq = 1u32;
     sock.send(&dump_request(seq))
         .context("cannot send the RTM_GETLINK request")?;
@@ -88,16 +285,13 @@ pub fn interfaces() -> Result<Vec<Interface>> {
 
 /// An `RTM_GETLINK` dump request for every interface.
 pub fn dump_request(seq: u32) -> Vec<u8> {
-    let len = (NLMSG_HDRLEN + IFINFOMSG_LEN) as u32;
-    let mut m = Vec::with_capacity(len as usize);
-    m.extend_from_slice(&len.to_ne_bytes());
-    m.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
     // ifinfomsg: family AF_UNSPEC, everything else zero.
-    m.extend_from_slice(&[0u8; IFINFOMSG_LEN]);
-    m
+    message(
+        RTM_GETLINK,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        &[0u8; IFINFOMSG_LEN],
+    )
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -173,6 +367,8 @@ fn parse_link(body: &[u8]) -> Interface {
         index: u32_at(body, 4),
         name: String::new(),
         xdp: Vec::new(),
+        link: None,
+        link_netnsid: None,
     };
     for (kind, value) in attributes(&body[IFINFOMSG_LEN..]) {
         match kind {
@@ -181,6 +377,10 @@ fn parse_link(body: &[u8]) -> Interface {
                 iface.name = String::from_utf8_lossy(&value[..end]).into_owned();
             }
             IFLA_XDP => iface.xdp = parse_xdp(value),
+            IFLA_LINK if value.len() >= 4 => iface.link = Some(u32_at(value, 0)),
+            IFLA_LINK_NETNSID if value.len() >= 4 => {
+                iface.link_netnsid = Some(u32_at(value, 0) as i32)
+            }
             _ => {}
         }
     }
@@ -290,17 +490,23 @@ mod tests {
                 Interface {
                     index: 1,
                     name: "lo".into(),
-                    xdp: vec![]
+                    xdp: vec![],
+                    link: None,
+                    link_netnsid: None,
                 },
                 Interface {
                     index: 7,
                     name: "xt1b".into(),
-                    xdp: vec![(42, XdpMode::Driver)]
+                    xdp: vec![(42, XdpMode::Driver)],
+                    link: None,
+                    link_netnsid: None,
                 },
                 Interface {
                     index: 9,
                     name: "eth0".into(),
-                    xdp: vec![(5, XdpMode::Driver), (6, XdpMode::Generic)]
+                    xdp: vec![(5, XdpMode::Driver), (6, XdpMode::Generic)],
+                    link: None,
+                    link_netnsid: None,
                 },
             ]
         );
@@ -324,6 +530,47 @@ mod tests {
         l.extend_from_slice(&[40, 0, 43, 0, 1]);
         parse_dump(&msg(RTM_NEWLINK, 1, &l), 1, &mut out).unwrap();
         assert_eq!(out.last().unwrap().name, "y");
+    }
+
+    #[test]
+    fn a_veth_names_its_peer_and_the_peer_namespace() {
+        let mut l = link(4, "xt1rc", None);
+        l.extend(attr(IFLA_LINK, &9u32.to_ne_bytes()));
+        l.extend(attr(IFLA_LINK_NETNSID, &2i32.to_ne_bytes()));
+        let mut out = Vec::new();
+        parse_dump(&msg(RTM_NEWLINK, 1, &l), 1, &mut out).unwrap();
+        assert_eq!((out[0].link, out[0].link_netnsid), (Some(9), Some(2)));
+        let r = link_request(5, 9, Some(2));
+        assert_eq!(u16_at(&r, 4), RTM_GETLINK);
+        assert_eq!(u16_at(&r, 6), NLM_F_REQUEST);
+        assert_eq!(u32_at(&r, NLMSG_HDRLEN + 4), 9);
+        assert_eq!(
+            &r[NLMSG_HDRLEN + IFINFOMSG_LEN..],
+            attr(IFLA_TARGET_NETNSID, &2i32.to_ne_bytes()).as_slice()
+        );
+    }
+
+    #[test]
+    fn xdp_features_attribute() {
+        let a = [
+            attr(NETDEV_A_DEV_IFINDEX, &3u32.to_ne_bytes()),
+            attr(NETDEV_A_DEV_XDP_FEATURES, &0x67u64.to_ne_bytes()),
+        ]
+        .concat();
+        assert_eq!(parse_xdp_features(&a), Some(0x67));
+        assert_eq!(parse_xdp_features(&a[..8]), None);
+        assert_eq!(parse_xdp_features(&[1, 2]), None);
+    }
+
+    #[test]
+    fn loopback_has_xdp_features_or_the_kernel_predates_them() {
+        // Loopback has no native XDP: BASIC is not among its features.
+        if let Some(f) = xdp_features(1).unwrap() {
+            assert_eq!(f & xdp_act::BASIC, 0, "{f:#x}");
+        }
+        let lo = super::link(1, None).unwrap();
+        assert_eq!(lo.name, "lo");
+        assert!(super::link(0x7fff_fff0, None).is_err());
     }
 
     #[test]

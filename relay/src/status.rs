@@ -6,6 +6,7 @@
 //! relayed itself, so the sums are exact.
 
 use crate::fastpath::{Interface, ThreadReport};
+use crate::xdp::{AttachMode, MirrorStats};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -51,6 +52,30 @@ pub struct AllocationReport {
     pub sockets: PathCounters,
 }
 
+/// One interface the XDP program is attached to, as the server sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct XdpInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub mode: AttachMode,
+    /// An XDP_TX'd frame arrives: Binding requests are answered in the driver.
+    pub xdp_tx: bool,
+    /// Why (or why not).
+    pub xdp_tx_why: String,
+}
+
+/// The XDP program's side, with `--xdp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct XdpReport {
+    pub interfaces: Vec<XdpInterface>,
+    /// Entries of the control-plane maps.
+    pub map_allocations: u32,
+    pub map_permissions: u32,
+    pub map_channels: u32,
+    /// Outputs the maps could not take (their traffic takes the socket path).
+    pub not_mirrored: MirrorStats,
+}
+
 #[derive(Serialize)]
 struct Status<'a> {
     pid: u32,
@@ -59,6 +84,9 @@ struct Status<'a> {
     /// The AF_XDP forwarder threads (none without `--xdp` or with `--no-afxdp`).
     threads: Vec<ThreadReport>,
     allocations: Vec<AllocationReport>,
+    /// With `--xdp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xdp: Option<&'a XdpReport>,
 }
 
 /// Sum per allocation (by relayed address) the counts of the AF_XDP forwarders' and of
@@ -121,12 +149,13 @@ impl StatusWriter {
     pub fn threads(&self) -> Vec<ThreadReport> {
         self.threads
             .iter()
-            .map(|r| r.lock().expect("report lock").clone())
+            // A forwarder that panicked while publishing leaves the last report readable.
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect()
     }
 
     /// Write the file; `control` is the control plane's own count (Send indications).
-    pub fn write(&self, control: &AllocationCounts) -> Result<()> {
+    pub fn write(&self, control: &AllocationCounts, xdp: Option<&XdpReport>) -> Result<()> {
         let threads = self.threads();
         let workers: Vec<AllocationCounts> = self
             .workers
@@ -146,6 +175,7 @@ impl StatusWriter {
                 .collect(),
             threads,
             allocations,
+            xdp,
         };
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
@@ -238,7 +268,7 @@ mod tests {
             [2, 200, 1, 100],
         )]));
         let w = StatusWriter::new(&dir, Vec::new(), Vec::new(), vec![worker]);
-        w.write(&Vec::new()).unwrap();
+        w.write(&Vec::new(), None).unwrap();
         let path = dir.join(format!("{}.json", std::process::id()));
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["pid"], std::process::id());

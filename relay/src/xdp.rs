@@ -36,8 +36,78 @@ use std::os::fd::RawFd;
 use xturn_control::Output;
 use xturn_xdp_common::{
     capacity, flags, ipv4_mapped, map_names, program_names, xsk_index, Config, Counter, Endpoint,
-    ListenPort, ListenValue,
+    IfaceValue, ListenPort, ListenValue,
 };
+
+pub use mirror::MirrorStats;
+
+/// Entries of the maps the control plane's outputs fill (`--xdp-max-allocations`,
+/// `--xdp-max-permissions`, `--xdp-max-channels`). What does not fit takes the socket path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    pub allocations: u32,
+    pub permissions: u32,
+    pub channels: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            allocations: capacity::RELAYS,
+            permissions: capacity::PERMISSIONS,
+            channels: capacity::CHANNELS,
+        }
+    }
+}
+
+/// How to attach the program (`--xdp-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeChoice {
+    /// Native (driver) mode where the driver has it, else generic.
+    #[default]
+    Auto,
+    /// Native mode only: fail where the driver lacks it.
+    Native,
+    /// Generic (SKB) mode: works on every interface, slower.
+    Generic,
+}
+
+impl std::str::FromStr for ModeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(ModeChoice::Auto),
+            "native" | "driver" => Ok(ModeChoice::Native),
+            "generic" | "skb" => Ok(ModeChoice::Generic),
+            _ => Err(format!("{s:?}: use auto, native or generic")),
+        }
+    }
+}
+
+/// The mode an attachment got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// One interface the program is attached to.
+struct Attached {
+    name: String,
+    ifindex: u32,
+    mode: AttachMode,
+    link: XdpLinkId,
+}
 
 /// The compiled program (8-byte aligned, as ELF parsing requires).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../xdp-ebpf/xturn-xdp.bpf.o");
@@ -75,7 +145,10 @@ impl Switches {
         if self.ignore_unknown_optional {
             f |= flags::IGNORE_UNKNOWN_OPTIONAL;
         }
-        Config { flags: f, _pad: 0 }
+        Config {
+            flags: f,
+            max_steer_len: 0,
+        }
     }
 }
 
@@ -148,21 +221,21 @@ fn xturn_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 pub struct XdpPath {
     ebpf: Ebpf,
     config: Array<MapData, Config>,
+    /// What `config` holds.
+    current: Config,
     listen: HashMap<MapData, Endpoint, ListenValue>,
     listen_ports: Array<MapData, ListenPort>,
-    #[allow(dead_code)]
-    ifaces: Array<MapData, u32>,
-    #[allow(dead_code)]
+    ifaces: Array<MapData, IfaceValue>,
+    /// What `ifaces` holds for every interface written.
+    iface_values: std::collections::HashMap<u32, IfaceValue>,
     xsks: XskMap<MapData>,
     /// Interface index of each XSK slot in use.
-    #[allow(dead_code)]
     slots: Vec<u32>,
     /// Channels, permissions and allocations, mirrored from the control plane's outputs.
-    #[cfg_attr(not(test), allow(dead_code))]
     data_plane: mirror::DataPlaneMaps,
+    sizes: MapSizes,
     counters: PerCpuArray<MapData, u64>,
-    /// (interface, link) of every attachment.
-    attached: Vec<(String, XdpLinkId)>,
+    attached: Vec<Attached>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -179,17 +252,39 @@ impl XdpPath {
     /// Load the committed object and verify its programs in the kernel (needs root or
     /// CAP_BPF + CAP_NET_ADMIN). Nothing is attached yet; every switch is off until
     /// [`XdpPath::set_switches`].
+    #[cfg(test)]
     pub fn load() -> Result<XdpPath> {
+        XdpPath::load_with(MapSizes::default())
+    }
+
+    /// [`XdpPath::load`] with the control-plane maps sized `sizes`.
+    pub fn load_with(sizes: MapSizes) -> Result<XdpPath> {
         raise_memlock_limit();
-        let mut ebpf = Ebpf::load(OBJECT).context("cannot load the XDP object (root needed)")?;
+        for (what, n) in [
+            ("allocations", sizes.allocations),
+            ("permissions", sizes.permissions),
+            ("channels", sizes.channels),
+        ] {
+            if n == 0 {
+                bail!("XDP map of {what} sized 0");
+            }
+        }
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(map_names::RELAYS, sizes.allocations)
+            .map_max_entries(map_names::PERMISSIONS, sizes.permissions)
+            .map_max_entries(map_names::CHANNELS, sizes.channels)
+            .load(OBJECT)
+            .context("cannot load the XDP object (root needed)")?;
         xturn_program(&mut ebpf)?
             .load()
             .context("the kernel refused the XDP program")?;
         Ok(XdpPath {
             config: take(&mut ebpf, map_names::CONFIG)?,
+            current: Config::default(),
             listen: take(&mut ebpf, map_names::LISTEN)?,
             listen_ports: take(&mut ebpf, map_names::LISTEN_PORTS)?,
             ifaces: take(&mut ebpf, map_names::IFACES)?,
+            iface_values: Default::default(),
             xsks: take(&mut ebpf, map_names::XSKS)?,
             slots: Vec::new(),
             data_plane: mirror::DataPlaneMaps {
@@ -197,52 +292,134 @@ impl XdpPath {
                 permissions: take(&mut ebpf, map_names::PERMISSIONS)?,
                 relays: take(&mut ebpf, map_names::RELAYS)?,
                 hops: mirror::HopSlots::new(capacity::HOPS),
+                degraded: Default::default(),
+                stats: MirrorStats::default(),
             },
+            sizes,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
             ebpf,
             attached: Vec::new(),
         })
     }
 
-    /// Load, configure for `listen` with every switch on, and attach to `interfaces`.
-    pub fn start(interfaces: &[String], listen: &[SocketAddr]) -> Result<XdpPath> {
-        let mut x = XdpPath::load()?;
+    /// Load with `sizes`, configure for `listen` with every switch on, and attach to
+    /// `interfaces` as `mode` asks. Each interface's flags ([`XdpPath::set_iface_flags`])
+    /// are still zero: the caller probes them, and until then no Binding is answered here.
+    pub fn start(
+        interfaces: &[String],
+        listen: &[SocketAddr],
+        mode: ModeChoice,
+        sizes: MapSizes,
+    ) -> Result<XdpPath> {
+        let mut x = XdpPath::load_with(sizes)?;
         for a in listen {
             x.add_listener(*a)?;
         }
         x.set_switches(Switches::default())?;
         for i in interfaces {
-            let mode = x.attach(i)?;
-            tracing::info!("XDP program attached to {i} ({mode:?} mode)");
+            let m = x.attach(i, mode)?;
+            tracing::info!("XDP program attached to {i} ({} mode)", m.name());
         }
         Ok(x)
     }
 
-    /// Attach the xturn program to `interface` in driver (native) mode, falling back to
-    /// generic (SKB) mode with a warning.
-    pub fn attach(&mut self, interface: &str) -> Result<XdpMode> {
+    /// Attach the xturn program to `interface`: in driver (native) mode, in generic (SKB)
+    /// mode, or (`Auto`) native with generic as the fallback, with a warning.
+    pub fn attach(&mut self, interface: &str, choice: ModeChoice) -> Result<AttachMode> {
+        let ifindex = crate::probe::ifindex(interface)?;
         let p = xturn_program(&mut self.ebpf)?;
-        let (mode, link) = match p.attach(interface, XdpMode::Driver) {
-            Ok(link) => (XdpMode::Driver, link),
-            Err(native) => {
-                let link = p.attach(interface, XdpMode::Skb).with_context(|| {
-                    format!("cannot attach XDP to {interface} (native mode failed too: {native})")
-                })?;
-                tracing::warn!(
-                    "{interface}: native XDP unavailable ({native}); running in generic (SKB) mode, \
-                     which is slower and gives AF_XDP copy mode only"
-                );
-                (XdpMode::Skb, link)
-            }
+        let (mode, link) = match choice {
+            ModeChoice::Native => (
+                AttachMode::Native,
+                p.attach(interface, XdpMode::Driver).with_context(|| {
+                    format!(
+                        "cannot attach XDP to {interface} in native mode (use --xdp-mode generic \
+                         or auto)"
+                    )
+                })?,
+            ),
+            ModeChoice::Generic => (
+                AttachMode::Generic,
+                p.attach(interface, XdpMode::Skb)
+                    .with_context(|| format!("cannot attach XDP to {interface} in generic mode"))?,
+            ),
+            ModeChoice::Auto => match p.attach(interface, XdpMode::Driver) {
+                Ok(link) => (AttachMode::Native, link),
+                Err(native) => {
+                    let link = p.attach(interface, XdpMode::Skb).with_context(|| {
+                        format!(
+                            "cannot attach XDP to {interface} (native mode failed too: {native})"
+                        )
+                    })?;
+                    tracing::warn!(
+                        "{interface}: native XDP unavailable ({native}); running in generic (SKB) \
+                         mode, which is slower and gives AF_XDP copy mode only"
+                    );
+                    (AttachMode::Generic, link)
+                }
+            },
         };
-        self.attached.push((interface.to_string(), link));
+        self.attached.push(Attached {
+            name: interface.to_string(),
+            ifindex,
+            mode,
+            link,
+        });
         Ok(mode)
     }
 
+    /// The attached interfaces: (name, index, mode).
+    pub fn attachments(&self) -> Vec<(String, u32, AttachMode)> {
+        self.attached
+            .iter()
+            .map(|a| (a.name.clone(), a.ifindex, a.mode))
+            .collect()
+    }
+
+    /// The sizes the control-plane maps were created with.
+    pub fn sizes(&self) -> MapSizes {
+        self.sizes
+    }
+
     pub fn set_switches(&mut self, s: Switches) -> Result<()> {
-        self.config
-            .set(0, s.config(), 0)
-            .context("cannot write XT_CONFIG")
+        self.write_config(Config {
+            flags: s.config().flags,
+            ..self.current
+        })
+    }
+
+    /// Steer no frame longer than `len` bytes (what a UMEM frame holds); 0: no limit.
+    pub fn set_max_steer_len(&mut self, len: u32) -> Result<()> {
+        self.write_config(Config {
+            max_steer_len: len,
+            ..self.current
+        })
+    }
+
+    fn write_config(&mut self, c: Config) -> Result<()> {
+        self.config.set(0, c, 0).context("cannot write XT_CONFIG")?;
+        self.current = c;
+        Ok(())
+    }
+
+    /// Set what the program may do on interface `ifindex` ([`iface_flags`] bits).
+    pub fn set_iface_flags(&mut self, ifindex: u32, flags: u32) -> Result<()> {
+        let v = self.iface_values.get(&ifindex).copied().unwrap_or_default();
+        self.write_iface(ifindex, IfaceValue { flags, ..v })
+    }
+
+    fn write_iface(&mut self, ifindex: u32, v: IfaceValue) -> Result<()> {
+        if ifindex >= capacity::IFACES {
+            bail!(
+                "interface index {ifindex} is too large for the XDP program (limit {})",
+                capacity::IFACES
+            );
+        }
+        self.ifaces
+            .set(ifindex, v, 0)
+            .context("cannot write XT_IFACES")?;
+        self.iface_values.insert(ifindex, v);
+        Ok(())
     }
 
     /// Serve STUN on `addr` (an unspecified address matches its whole family).
@@ -290,9 +467,41 @@ impl XdpPath {
         self.xsks
             .set(index, fd, 0)
             .with_context(|| format!("cannot put the AF_XDP socket of queue {queue} in XT_XSKS"))?;
-        self.ifaces
-            .set(ifindex, slot + 1, 0)
-            .context("cannot write XT_IFACES")
+        let v = self.iface_values.get(&ifindex).copied().unwrap_or_default();
+        self.write_iface(
+            ifindex,
+            IfaceValue {
+                xsk_slot: slot + 1,
+                ..v
+            },
+        )
+    }
+
+    /// Stop steering the frames of receive queue `queue` of interface `ifindex` to its
+    /// AF_XDP socket (its forwarder thread died): they go to the socket path
+    /// (`bpf_redirect_map` falls back to XDP_PASS for an empty slot).
+    pub fn unserve_queue(&mut self, ifindex: u32, queue: u32) -> Result<()> {
+        let Some(slot) = self.slots.iter().position(|&i| i == ifindex) else {
+            return Ok(());
+        };
+        let Some(index) = xsk_index(slot as u32, queue) else {
+            return Ok(());
+        };
+        match self.xsks.unset(index) {
+            Ok(()) => Ok(()),
+            // Already gone: a closed socket leaves the map by itself.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).context("cannot clear an XT_XSKS slot"),
+        }
+    }
+
+    /// How many data-plane outputs could not be mirrored into the maps.
+    pub fn mirror_stats(&self) -> MirrorStats {
+        self.data_plane.stats
     }
 
     /// Per-CPU counters summed over CPUs.
@@ -329,7 +538,7 @@ mod mirror {
     use std::time::Instant;
     use xturn_control::{ChannelNumber, FiveTuple, Output, PeerAddr, RelayAddr};
     use xturn_xdp_common::{
-        ChannelKey, ChannelValue, Endpoint, Expiry, HopRef, PermissionKey, RelayValue,
+        relay_flags, ChannelKey, ChannelValue, Endpoint, Expiry, HopRef, PermissionKey, RelayValue,
     };
 
     pub struct DataPlaneMaps {
@@ -337,6 +546,19 @@ mod mirror {
         pub permissions: HashMap<MapData, PermissionKey, Expiry>,
         pub relays: HashMap<MapData, Endpoint, RelayValue>,
         pub hops: HopSlots,
+        /// Allocations some permission of which is not in the map: their entries carry
+        /// `PASS_UNPERMITTED` (kept across refreshes) until they are removed.
+        pub degraded: std::collections::HashSet<Endpoint>,
+        pub stats: MirrorStats,
+    }
+
+    /// Data-plane outputs the maps could not take (full, or another error): that traffic
+    /// takes the socket path, never a drop in the driver.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+    pub struct MirrorStats {
+        pub allocations_not_mirrored: u64,
+        pub permissions_not_mirrored: u64,
+        pub channels_not_mirrored: u64,
     }
 
     /// The next-hop cache slots (`XT_HOPS`) of the channels and allocations in the maps.
@@ -523,6 +745,13 @@ mod mirror {
         /// Mirror one control-plane output, so the program steers exactly what the socket
         /// path's `DataPlane` would relay and drops peer data it would discard. Outputs
         /// that do not change the data plane are ignored.
+        ///
+        /// What cannot be mirrored (a map full) is left to the socket path, never to a
+        /// drop: an allocation or channel that is not in its map is passed by the program
+        /// (a failed refresh removes the stale entry, whose earlier expiry would drop), and
+        /// an allocation with a permission that is not in its map gets
+        /// `PASS_UNPERMITTED`. The error is returned for the log, counted in
+        /// [`MirrorStats`].
         pub fn apply(&mut self, out: &Output) -> Result<()> {
             match out {
                 Output::InstallAllocation {
@@ -548,6 +777,11 @@ mod mirror {
                             dst_port: client_port,
                         },
                     );
+                    let flags = if self.degraded.contains(&key) {
+                        relay_flags::PASS_UNPERMITTED
+                    } else {
+                        0
+                    };
                     let value = RelayValue {
                         expires_ns: expiry(*expires).expires_ns,
                         client_ip,
@@ -555,25 +789,41 @@ mod mirror {
                         client_port,
                         server_port,
                         hop,
-                        _pad: [0; 4],
+                        flags,
                     };
                     if let Err(e) = self.relays.insert(key, value, 0) {
+                        self.stats.allocations_not_mirrored += 1;
                         self.hops.remove_relay(&key);
-                        return Err(e.into());
+                        let _ = self.relays.remove(&key);
+                        return Err(anyhow::Error::from(e)
+                            .context(format!("allocation {} not in XT_RELAYS", relay.0)));
                     }
                 }
                 Output::RemoveAllocation { relay, .. } => {
                     let key = endpoint(relay.0);
                     self.hops.remove_relay(&key);
+                    self.degraded.remove(&key);
                     removed(self.relays.remove(&key))?
                 }
                 Output::InstallPermission {
                     relay,
                     peer,
                     expires,
-                } => self
-                    .permissions
-                    .insert(permission_key(*relay, *peer), expiry(*expires), 0)?,
+                } => {
+                    let key = permission_key(*relay, *peer);
+                    if let Err(e) = self.permissions.insert(key, expiry(*expires), 0) {
+                        self.stats.permissions_not_mirrored += 1;
+                        // An entry left from before would expire too early.
+                        let _ = self.permissions.remove(&key);
+                        self.degrade(endpoint(relay.0));
+                        return Err(anyhow::Error::from(e).context(format!(
+                            "permission of {} for {peer} not in XT_PERMS: peer data to that \
+                             allocation without a permission in the map now goes to the \
+                             socket path",
+                            relay.0
+                        )));
+                    }
+                }
                 Output::RemovePermission { relay, peer } => {
                     removed(self.permissions.remove(&permission_key(*relay, *peer)))?
                 }
@@ -607,8 +857,14 @@ mod mirror {
                         hop,
                     };
                     if let Err(e) = self.channels.insert(key, value, 0) {
+                        self.stats.channels_not_mirrored += 1;
                         self.hops.remove_channel(&key);
-                        return Err(e.into());
+                        let _ = self.channels.remove(&key);
+                        return Err(anyhow::Error::from(e).context(format!(
+                            "channel {:#06x} of {} not in XT_CHANNELS",
+                            channel.get(),
+                            five_tuple.client.0
+                        )));
                     }
                 }
                 Output::RemoveChannel {
@@ -624,6 +880,23 @@ mod mirror {
             }
             Ok(())
         }
+
+        /// Mark the allocation on `relay` as having permissions outside the map. An
+        /// allocation not in the map needs nothing: its peer data is passed anyway.
+        fn degrade(&mut self, relay: Endpoint) {
+            self.degraded.insert(relay);
+            if let Ok(mut v) = self.relays.get(&relay, 0) {
+                if v.flags & relay_flags::PASS_UNPERMITTED == 0 {
+                    v.flags |= relay_flags::PASS_UNPERMITTED;
+                    if self.relays.insert(relay, v, 0).is_err() {
+                        // The stale entry would drop that allocation's peer data: without
+                        // it the program passes all of it.
+                        let _ = self.relays.remove(&relay);
+                        self.hops.remove_relay(&relay);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -633,10 +906,10 @@ impl Drop for XdpPath {
             tracing::info!("XDP counters: {}", c.summary());
         }
         let attached: Vec<_> = self.attached.drain(..).collect();
-        for (interface, link) in attached {
-            match xturn_program(&mut self.ebpf).and_then(|p| Ok(p.detach(link)?)) {
-                Ok(()) => tracing::debug!("XDP program detached from {interface}"),
-                Err(e) => tracing::warn!("cannot detach XDP from {interface}: {e:#}"),
+        for a in attached {
+            match xturn_program(&mut self.ebpf).and_then(|p| Ok(p.detach(a.link)?)) {
+                Ok(()) => tracing::debug!("XDP program detached from {}", a.name),
+                Err(e) => tracing::warn!("cannot detach XDP from {}: {e:#}", a.name),
             }
         }
     }
@@ -769,6 +1042,129 @@ mod tests {
             .filter(|c| after.get(*c) != before.get(*c))
             .collect();
         (r.return_value, moved)
+    }
+
+    /// A full permission map never drops peer data user space would relay: the allocation
+    /// whose permission did not fit passes what it has no map permission for, also after a
+    /// refresh of the allocation, while its mirrored permissions are still steered; full
+    /// channel and allocation maps leave their traffic unsteered (passed).
+    #[test]
+    fn full_maps_pass_instead_of_dropping() {
+        if !is_root() {
+            return;
+        }
+        let sizes = MapSizes {
+            allocations: 2,
+            permissions: 2,
+            channels: 1,
+        };
+        let mut x = XdpPath::load_with(sizes).unwrap();
+        x.add_listener(sa("192.0.2.1:3478")).unwrap();
+        x.set_switches(Switches::default()).unwrap();
+        let live = Instant::now() + Duration::from_secs(60);
+        let five_tuple = FiveTuple {
+            client: ClientAddr(sa("192.0.2.2:40000")),
+            server: sa("192.0.2.1:3478"),
+        };
+        let (relay, other) = (
+            RelayAddr(sa("198.51.100.1:50000")),
+            RelayAddr(sa("198.51.100.1:50002")),
+        );
+        for r in [relay, other] {
+            x.apply(&Output::InstallAllocation {
+                five_tuple,
+                relay: r,
+                expires: live,
+            })
+            .unwrap();
+        }
+        let peers: Vec<SocketAddr> = (2..5)
+            .map(|i| sa(&format!("198.51.100.{i}:6000")))
+            .collect();
+        for p in &peers[..2] {
+            x.apply(&Output::InstallPermission {
+                relay,
+                peer: p.ip(),
+                expires: live,
+            })
+            .unwrap();
+        }
+        use Counter::*;
+        let third = frame(peers[2], relay.0, b"x");
+        assert_eq!(run(&x, &third), (XDP_DROP, vec![DropNoPermission]));
+        let e = x
+            .apply(&Output::InstallPermission {
+                relay,
+                peer: peers[2].ip(),
+                expires: live,
+            })
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("not in XT_PERMS"), "{e:#}");
+        assert_eq!(x.mirror_stats().permissions_not_mirrored, 1);
+        assert_eq!(run(&x, &third), (XDP_PASS, vec![PassPermissionNotMirrored]));
+        // A mirrored permission is still steered (no socket here: passed as such).
+        let first = frame(peers[0], relay.0, b"x");
+        assert_eq!(run(&x, &first), (XDP_PASS, vec![PassNoXskPeer]));
+        // The other allocation keeps dropping unsolicited data in the driver.
+        assert_eq!(
+            run(&x, &frame(peers[2], other.0, b"x")),
+            (XDP_DROP, vec![DropNoPermission])
+        );
+        // A refresh of the allocation keeps the flag.
+        x.apply(&Output::InstallAllocation {
+            five_tuple,
+            relay,
+            expires: live + Duration::from_secs(1),
+        })
+        .unwrap();
+        assert_eq!(run(&x, &third), (XDP_PASS, vec![PassPermissionNotMirrored]));
+        // A third allocation does not fit: its peer data is not the program's business.
+        let late = RelayAddr(sa("198.51.100.1:50004"));
+        assert!(x
+            .apply(&Output::InstallAllocation {
+                five_tuple,
+                relay: late,
+                expires: live,
+            })
+            .is_err());
+        assert_eq!(
+            run(&x, &frame(peers[0], late.0, b"x")),
+            (XDP_PASS, vec![PassNotOurs])
+        );
+        // Channels: the second does not fit and stays unbound for the program.
+        let ch = |n: u16| Output::InstallChannel {
+            five_tuple,
+            relay,
+            channel: ChannelNumber::new(n).unwrap(),
+            peer: PeerAddr(peers[0]),
+            expires: live,
+        };
+        x.apply(&ch(0x4001)).unwrap();
+        assert!(x.apply(&ch(0x4002)).is_err());
+        let cd = frame(
+            five_tuple.client.0,
+            five_tuple.server,
+            &[0x40, 0x02, 0, 1, 7],
+        );
+        assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassChannelUnbound]));
+        assert_eq!(
+            x.mirror_stats(),
+            MirrorStats {
+                allocations_not_mirrored: 1,
+                permissions_not_mirrored: 1,
+                channels_not_mirrored: 1,
+            }
+        );
+        // Removing the allocation forgets the flag; a new one on that port drops again.
+        x.apply(&Output::RemoveAllocation { five_tuple, relay })
+            .unwrap();
+        x.apply(&Output::InstallAllocation {
+            five_tuple,
+            relay,
+            expires: live,
+        })
+        .unwrap();
+        assert_eq!(run(&x, &third), (XDP_DROP, vec![DropNoPermission]));
     }
 
     /// Control-plane outputs applied to the maps change what the program does with peer

@@ -10,7 +10,7 @@ use std::mem::{offset_of, size_of};
 use xdp_support::OBJECT;
 use xturn_xdp_common::{
     capacity, map_names, program_names, ChannelKey, ChannelValue, Config, Counter, Endpoint,
-    Expiry, HopEntry, ListenPort, ListenValue, PermissionKey, RelayValue,
+    Expiry, HopEntry, IfaceValue, ListenPort, ListenValue, PermissionKey, RelayValue,
 };
 
 // ------------------------------------------------------------------- ELF and BTF reader
@@ -285,7 +285,10 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             map_names::CONFIG,
             BPF_MAP_TYPE_ARRAY,
             layout!(scalar u32),
-            layout!(Config { flags, _pad }),
+            layout!(Config {
+                flags,
+                max_steer_len
+            }),
             1,
         ),
         (
@@ -346,7 +349,7 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 client_port,
                 server_port,
                 hop,
-                _pad
+                flags
             }),
             capacity::RELAYS,
         ),
@@ -354,7 +357,7 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             map_names::IFACES,
             BPF_MAP_TYPE_ARRAY,
             layout!(scalar u32),
-            layout!(scalar u32),
+            layout!(IfaceValue { xsk_slot, flags }),
             capacity::IFACES,
         ),
         (

@@ -17,9 +17,9 @@ use xdp_support::{
 };
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use xturn_xdp_common::{
-    direction, flags, ipv4_mapped, map_names, program_names, xsk_index, ChannelKey, ChannelValue,
-    Config, Counter, Endpoint, Expiry, HopRef, ListenPort, ListenValue, PermissionKey, RelayValue,
-    XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
+    direction, flags, iface_flags, ipv4_mapped, map_names, program_names, relay_flags, xsk_index,
+    ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopRef, IfaceValue, ListenPort,
+    ListenValue, PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
 };
 
 const XDP_DROP: u32 = 1;
@@ -38,6 +38,8 @@ const OTHER_PEER4: &str = "198.51.100.3:6000";
 const EXPIRED_RELAY4: &str = "198.51.100.1:50002";
 /// Not a relay port at all.
 const UNKNOWN_PORT4: &str = "198.51.100.1:50004";
+/// An allocation some permission of which did not fit in the map (PASS_UNPERMITTED).
+const DEGRADED_RELAY4: &str = "198.51.100.1:50008";
 /// An IPv6 relayed address of the IPv4 client (REQUESTED-ADDRESS-FAMILY) and its peer.
 const RELAY6: &str = "[2001:db8:51::1]:50006";
 const PEER6: &str = "[2001:db8:51::2]:6000";
@@ -105,6 +107,13 @@ impl Harness {
         relays
             .insert(ep(sa(RELAY6)), relay_value(LIVE, 12), 0)
             .unwrap();
+        let degraded = RelayValue {
+            flags: relay_flags::PASS_UNPERMITTED,
+            ..relay_value(LIVE, 13)
+        };
+        relays.insert(ep(sa(DEGRADED_RELAY4)), degraded, 0).unwrap();
+        // Test runs arrive on the namespace's loopback (ifindex 1): XDP_TX works there.
+        h.set_iface(1, iface_flags::XDP_TX);
         let mut perms: HashMap<&mut MapData, PermissionKey, Expiry> =
             HashMap::try_from(h.ebpf.map_mut(map_names::PERMISSIONS).unwrap()).unwrap();
         for (relay, peer, exp) in [
@@ -144,7 +153,32 @@ impl Harness {
     fn set(&mut self, flags: u32) {
         let mut cfg: Array<&mut MapData, Config> =
             Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
-        cfg.set(0, Config { flags, _pad: 0 }, 0).unwrap();
+        let old = cfg.get(&0, 0).unwrap();
+        cfg.set(0, Config { flags, ..old }, 0).unwrap();
+    }
+
+    /// Steer no frame longer than `len` bytes.
+    fn set_max_steer_len(&mut self, len: u32) {
+        let mut cfg: Array<&mut MapData, Config> =
+            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+        let old = cfg.get(&0, 0).unwrap();
+        cfg.set(
+            0,
+            Config {
+                max_steer_len: len,
+                ..old
+            },
+            0,
+        )
+        .unwrap();
+    }
+
+    /// Set the `XT_IFACES` flags of interface `ifindex`, keeping its XSK slot.
+    fn set_iface(&mut self, ifindex: u32, flags: u32) {
+        let mut ifaces: Array<&mut MapData, IfaceValue> =
+            Array::try_from(self.ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
+        let old = ifaces.get(&ifindex, 0).unwrap();
+        ifaces.set(ifindex, IfaceValue { flags, ..old }, 0).unwrap();
     }
 
     fn counters(&self) -> Vec<u64> {
@@ -203,7 +237,7 @@ fn relay_value(expires_ns: u64, slot: u32) -> RelayValue {
         client_port: c.port().to_be_bytes(),
         server_port: s.port().to_be_bytes(),
         hop: hop_ref(slot),
-        _pad: [0; 4],
+        flags: 0,
     }
 }
 
@@ -547,6 +581,26 @@ fn fixtures() -> Vec<Fixture> {
             with(|s| s.bad_udp_checksum = true, &plain),
             Counter::PassBadChecksum,
         ),
+        tx(
+            "UDP checksum left to offload (CHECKSUM_PARTIAL from a veth): answered",
+            with(|s| s.partial_udp_checksum = true, &plain),
+            CLIENT4,
+            SERVER4,
+            1,
+            false,
+        ),
+        tx(
+            "IPv6, UDP checksum left to offload: answered",
+            {
+                let mut s = FrameSpec::new(sa(CLIENT6), sa(SERVER6));
+                s.partial_udp_checksum = true;
+                s.build(&plain)
+            },
+            CLIENT6,
+            SERVER6,
+            1,
+            false,
+        ),
         pass(
             "IPv6 UDP checksum zero is invalid",
             {
@@ -695,6 +749,12 @@ fn fixtures() -> Vec<Fixture> {
             peer_to(PEER4, UNKNOWN_PORT4, b"x"),
             Counter::PassNotOurs,
         ),
+        pass(
+            "peer data without a map permission to an allocation whose permissions did not \
+             all fit in the map: the socket path decides",
+            peer_to("198.51.100.7:6000", DEGRADED_RELAY4, b"maybe permitted"),
+            Counter::PassPermissionNotMirrored,
+        ),
     ]
 }
 
@@ -771,19 +831,24 @@ fn meta_bytes(m: &XskMeta) -> Vec<u8> {
 /// STUN parsed, FINGERPRINT verified, XOR-MAPPED-ADDRESS = the request's source.
 fn check_response(desc: &str, request: &[u8], response: &[u8]) {
     let mut req = request.to_vec();
-    // A zero UDP checksum is valid input over IPv4; parse_checked wants a computed one.
-    let q = if req[12..14] == [0x08, 0x00] && req[40..42] == [0, 0] {
-        let ihl = (req[14] & 0x0f) as usize * 4;
-        let udp = 14 + ihl;
-        let total = u16::from_be_bytes([req[16], req[17]]) as usize;
-        let src = std::net::IpAddr::from(<[u8; 4]>::try_from(&req[26..30]).unwrap());
-        let dst = std::net::IpAddr::from(<[u8; 4]>::try_from(&req[30..34]).unwrap());
-        let c = xdp_support::udp_checksum(src, dst, &req[udp..14 + total]);
-        req[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
-        parse_checked(&req, desc)
-    } else {
-        parse_checked(&req, desc)
-    };
+    // A zero (IPv4) or pending-offload UDP checksum is valid input; parse_checked wants a
+    // computed one, so the request's is recomputed (its addresses are what matter here).
+    let (udp, src, dst): (usize, std::net::IpAddr, std::net::IpAddr) =
+        if req[12..14] == [0x08, 0x00] {
+            let ihl = (req[14] & 0x0f) as usize * 4;
+            let s = <[u8; 4]>::try_from(&req[26..30]).unwrap();
+            let d = <[u8; 4]>::try_from(&req[30..34]).unwrap();
+            (14 + ihl, s.into(), d.into())
+        } else {
+            let s = <[u8; 16]>::try_from(&req[22..38]).unwrap();
+            let d = <[u8; 16]>::try_from(&req[38..54]).unwrap();
+            (54, s.into(), d.into())
+        };
+    let udp_len = u16::from_be_bytes([req[udp + 4], req[udp + 5]]) as usize;
+    req[udp + 6..udp + 8].fill(0);
+    let c = xdp_support::udp_checksum(src, dst, &req[udp..udp + udp_len]);
+    req[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+    let q = parse_checked(&req, desc);
     let r = parse_checked(response, desc);
     assert_eq!(
         (r.src, r.dst),
@@ -887,6 +952,50 @@ fn xdp_switches_turn_features_off() {
     }
 }
 
+/// Binding requests are answered only where an XDP_TX'd frame arrives (`XT_IFACES` flags,
+/// set by user space from what it found out about the interface), and in generic mode
+/// only with a complete UDP checksum (the socket buffer's stale offload state would apply
+/// to the answer).
+#[test]
+fn xdp_answers_binding_only_where_xdp_tx_arrives() {
+    if !root_or_skip("xdp_answers_binding_only_where_xdp_tx_arrives") {
+        return;
+    }
+    let mut h = Harness::new();
+    let full = udp4(&binding(1, |_| {}));
+    let partial = with(|s| s.partial_udp_checksum = true, &binding(1, |_| {}));
+    let bad = with(|s| s.bad_udp_checksum = true, &binding(1, |_| {}));
+    let generic = iface_flags::XDP_TX | iface_flags::GENERIC;
+    let cases: [(u32, &Vec<u8>, u32, Counter); 7] = [
+        (0, &full, XDP_PASS, Counter::PassNoXdpTx),
+        (0, &partial, XDP_PASS, Counter::PassNoXdpTx),
+        (0, &bad, XDP_PASS, Counter::PassBadChecksum),
+        (iface_flags::GENERIC, &full, XDP_PASS, Counter::PassNoXdpTx),
+        (generic, &full, XDP_TX, Counter::TxBindingIpv4),
+        (generic, &partial, XDP_PASS, Counter::PassNoXdpTx),
+        (
+            iface_flags::XDP_TX,
+            &partial,
+            XDP_TX,
+            Counter::TxBindingIpv4,
+        ),
+    ];
+    for (f, input, action, counter) in cases {
+        h.set_iface(1, f);
+        let before = h.counters();
+        let (a, _, out) = h.run(input);
+        let after = h.counters();
+        assert_eq!(a, action, "iface flags {f:#x} {counter:?}");
+        assert_eq!(after[counter as usize], before[counter as usize] + 1);
+        assert_eq!(after.iter().sum::<u64>(), before.iter().sum::<u64>() + 1);
+        if a == XDP_PASS {
+            assert_eq!(&out, input, "a passed frame is unchanged");
+        } else {
+            parse_checked(&out, "the answer has full checksums");
+        }
+    }
+}
+
 /// Keep the calling thread on the CPU it runs on now.
 fn pin_to_current_cpu() {
     // SAFETY: sched_getcpu has no arguments; the cpu_set_t is a plain bit set on the stack,
@@ -984,9 +1093,14 @@ fn xdp_redirects_to_a_bound_xsk() {
                 .unwrap();
         }
         let serve = |h: &mut Harness, ifindex: u32, slot_plus_one: u32| {
-            let mut ifaces: Array<&mut MapData, u32> =
+            let mut ifaces: Array<&mut MapData, IfaceValue> =
                 Array::try_from(h.ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
-            ifaces.set(ifindex, slot_plus_one, 0).unwrap();
+            let old = ifaces.get(&ifindex, 0).unwrap();
+            let v = IfaceValue {
+                xsk_slot: slot_plus_one,
+                ..old
+            };
+            ifaces.set(ifindex, v, 0).unwrap();
         };
         serve(&mut h, c, 1);
         serve(&mut h, p, 2);
@@ -1065,6 +1179,19 @@ fn xdp_redirects_to_a_bound_xsk() {
         for (desc, ifx, input, action, counter, meta) in &cases {
             check(&h, desc, *ifx, input, *action, *counter, meta);
         }
+        // Longer than a UMEM frame holds: an AF_XDP socket would drop it, so it is passed.
+        h.set_max_steer_len(cd.len() as u32 - 1);
+        check(&h, "too big", c, &cd, XDP_PASS, Counter::PassTooBig, &[]);
+        h.set_max_steer_len(cd.len() as u32);
+        check(
+            &h,
+            "just fits",
+            c,
+            &cd,
+            XDP_REDIRECT,
+            Counter::RedirectChannel,
+            &meta_bytes(&meta_channel(p)),
+        );
         // The next hop is cached per CPU for HOP_CACHE_NS: the peer's new MAC is used once
         // the entry is that old, not before (so the cache, not bpf_fib_lookup, answered).
         let looked_up = Instant::now();

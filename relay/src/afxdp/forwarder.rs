@@ -31,6 +31,9 @@ use xturn_xdp_common::{direction, XskMeta, XSK_META_MAGIC};
 /// Frames taken from each port per loop iteration.
 pub const BATCH: usize = 64;
 
+/// Ethernet header length (the frames are Ethernet II without VLAN tags).
+const ETH_HEADER: usize = 14;
+
 /// Datagrams the forwarder cannot relay in place: sent through kernel sockets.
 pub trait SlowPath {
     /// Send `payload` as a UDP datagram from the server's own address `from` (a listening
@@ -46,8 +49,16 @@ pub struct ForwarderStats {
     pub to_peer: u64,
     pub to_client: u64,
     /// Handed to the slow path: Data indications (peer without a channel), family
-    /// changes, egress without a socket here.
+    /// changes, egress without a socket here, and the two below.
     pub slow_path: u64,
+    /// Of `slow_path`: the relayed IP packet would exceed the egress interface's MTU (the
+    /// kernel socket fragments it, or refuses it, as the socket path would).
+    pub slow_path_mtu: u64,
+    /// Of `slow_path`: rewritten, but the egress TX ring was full.
+    pub slow_path_tx_full: u64,
+    /// Relayed frames that arrived with a UDP checksum left to offload (CHECKSUM_PARTIAL,
+    /// from a local sender on a veth) and left with a full one.
+    pub partial_checksum: u64,
     /// Dropped: no valid metadata in front of the frame.
     pub dropped_no_meta: u64,
     /// Dropped: malformed frame or wrong checksum.
@@ -58,7 +69,7 @@ pub struct ForwarderStats {
     /// Dropped: the data plane does not allow it (no live channel, permission or
     /// allocation at `now`; RFC 8656 sections 10.3, 12.4).
     pub dropped_not_allowed: u64,
-    /// Dropped: the egress TX ring was full.
+    /// Dropped: the egress TX ring was full and the slow path could not take the frame.
     pub dropped_tx_full: u64,
 }
 
@@ -68,6 +79,8 @@ pub struct Forwarder<X: Xsk, S: SlowPath> {
     xsk: X,
     /// Interface index of each port.
     ifindex: Vec<u32>,
+    /// MTU of each port's interface (`u32::MAX`: unknown, not checked).
+    mtu: Vec<u32>,
     dp: DataPlane,
     slow: S,
     stats: ForwarderStats,
@@ -87,6 +100,7 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
         let ports = ifindex.len();
         Forwarder {
             xsk,
+            mtu: vec![u32::MAX; ports],
             ifindex,
             dp: DataPlane::new(),
             slow,
@@ -95,6 +109,15 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
             tx: vec![Vec::with_capacity(BATCH); ports],
             scratch: Vec::with_capacity(2048),
             tid_state: seed | 1,
+        }
+    }
+
+    /// The MTU of interface `ifindex`: relayed packets longer than it take the slow path.
+    pub fn set_mtu(&mut self, ifindex: u32, mtu: u32) {
+        for (i, m) in self.ifindex.iter().zip(self.mtu.iter_mut()) {
+            if *i == ifindex {
+                *m = mtu;
+            }
         }
     }
 
@@ -141,8 +164,20 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                 continue;
             }
             let queued = self.xsk.send(port, &self.tx[port]);
-            for d in &self.tx[port][queued..] {
-                self.stats.dropped_tx_full += 1;
+            for i in queued..self.tx[port].len() {
+                let d = self.tx[port][i];
+                // The rewritten datagram through a kernel socket rather than lost.
+                let (chunk, off) = self.xsk.chunk_mut(d.addr);
+                match frame::parse(&chunk[off..off + d.len as usize]) {
+                    Ok(dg) => {
+                        let p = off + dg.payload_off;
+                        self.slow
+                            .send(dg.src, dg.dst, &chunk[p..p + dg.payload_len]);
+                        self.stats.slow_path += 1;
+                        self.stats.slow_path_tx_full += 1;
+                    }
+                    Err(_) => self.stats.dropped_tx_full += 1,
+                }
                 self.xsk.free(d.addr);
             }
             // Counted as relayed only once queued.
@@ -187,7 +222,13 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                     src: to.relay.0,
                     dst: to.peer.0,
                 };
-                let Some(port) = egress else {
+                // IP header + UDP header + data: the datagram the peer gets.
+                let ip_len = dg.payload_off - ETH_HEADER + to.payload.len();
+                let port = egress.filter(|&p| ip_len <= self.mtu[p] as usize);
+                let Some(port) = port else {
+                    if egress.is_some() {
+                        self.stats.slow_path_mtu += 1;
+                    }
                     let data = &payload[to.payload.clone()];
                     self.slow.send(to.relay.0, to.peer.0, data);
                     self.stats.slow_path += 1;
@@ -197,6 +238,7 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                 match frame::channel_data_to_udp_checked(chunk, &checked, &rw) {
                     Ok((start, new_len)) => {
                         self.stats.to_peer += 1;
+                        self.stats.partial_checksum += u64::from(checked.partial_checksum());
                         Some((port, rebased(d, off, start, new_len)))
                     }
                     Err(Reject::FamilyChange) => {
@@ -257,7 +299,13 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                     to_client(fw, &msg);
                     fw.scratch = msg;
                 };
-                let Some(port) = egress else {
+                // Grown by the ChannelData header.
+                let ip_len = dg.payload_off - ETH_HEADER + 4 + dg.payload_len;
+                let port = egress.filter(|&p| ip_len <= self.mtu[p] as usize);
+                let Some(port) = port else {
+                    if egress.is_some() {
+                        self.stats.slow_path_mtu += 1;
+                    }
                     slow_channel_data(self);
                     return None;
                 };
@@ -265,6 +313,7 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                 match frame::udp_to_channel_data_checked(chunk, &checked, channel.get(), &rw) {
                     Ok((start, new_len)) => {
                         self.stats.to_client += 1;
+                        self.stats.partial_checksum += u64::from(checked.partial_checksum());
                         Some((port, rebased(d, off, start, new_len)))
                     }
                     Err(Reject::FamilyChange | Reject::NoRoom) => {
@@ -379,6 +428,30 @@ mod tests {
         five_tuple: FiveTuple,
         relay: RelayAddr,
         peer: SocketAddr,
+    }
+
+    /// The outputs `setup` applied.
+    fn installs(s: &Setup) -> Vec<Output> {
+        let mut v = vec![Output::InstallAllocation {
+            five_tuple: s.five_tuple,
+            relay: s.relay,
+            expires: s.t0 + Duration::from_secs(600),
+        }];
+        for p in ["198.51.100.2", "198.51.100.3"] {
+            v.push(Output::InstallPermission {
+                relay: s.relay,
+                peer: p.parse::<IpAddr>().unwrap(),
+                expires: s.t0 + Duration::from_secs(300),
+            });
+        }
+        v.push(Output::InstallChannel {
+            five_tuple: s.five_tuple,
+            relay: s.relay,
+            channel: ChannelNumber::new(0x4001).unwrap(),
+            peer: PeerAddr(s.peer),
+            expires: s.t0 + Duration::from_secs(600),
+        });
+        v
     }
 
     /// A forwarder with a client-side port 0 and a peer-side port 1, an allocation with
@@ -598,6 +671,91 @@ mod tests {
             s.fw.slow_path().0,
             vec![(s.relay.0, s.peer, b"via kernel".to_vec())]
         );
+    }
+
+    /// A full TX ring loses nothing: the rewritten datagrams go through the slow path.
+    #[test]
+    fn tx_ring_full_sends_through_the_slow_path() {
+        let mut cfg = crate::afxdp::ring::XskConfig::new(2048, 64);
+        cfg.ring_size = 8;
+        let mut s = setup();
+        let rings = MemRings::with_config(2, cfg).unwrap();
+        s.fw = Forwarder::new(rings, vec![CLIENT_IF, PEER_IF], Recorder::default(), 7);
+        for o in installs(&s) {
+            s.fw.apply(&o);
+        }
+        let now = s.t0 + Duration::from_secs(1);
+        let mut sent = Vec::new();
+        // Nobody takes what is transmitted: the 8-entry TX ring fills.
+        for round in 0..3u8 {
+            for i in 0..8u8 {
+                let data = vec![round, i, 0xAB];
+                sent.push(data.clone());
+                let cd = s.client_frame(&channel_data(0x4001, &data));
+                assert!(s.fw.xsk().inject_with_meta(0, &to_peer_meta(), &cd));
+            }
+            s.fw.poll(now);
+        }
+        let st = s.fw.stats();
+        assert!(st.slow_path_tx_full > 0, "{st:?}");
+        assert_eq!(st.slow_path, st.slow_path_tx_full);
+        assert_eq!(st.dropped_tx_full, 0);
+        let mut got: Vec<Vec<u8>> =
+            s.fw.xsk()
+                .take_sent(1)
+                .iter()
+                .map(|f| decode(f).4)
+                .collect();
+        for (from, to, bytes) in &s.fw.slow_path().0 {
+            assert_eq!((*from, *to), (s.relay.0, s.peer));
+            got.push(bytes.clone());
+        }
+        got.sort();
+        sent.sort();
+        assert_eq!(
+            got, sent,
+            "every datagram once, by the ring or the slow path"
+        );
+        s.fw.poll(now);
+        s.fw.xsk().check_accounting().unwrap();
+        assert_eq!(s.fw.xsk().caller_frames(), 0);
+    }
+
+    /// A relayed packet longer than the egress MTU takes the kernel socket, which
+    /// fragments it as the socket path would; one that fits takes the ring.
+    #[test]
+    fn over_the_egress_mtu_takes_the_slow_path() {
+        let mut s = setup();
+        s.fw.set_mtu(PEER_IF, 20 + 8 + 100);
+        s.fw.set_mtu(CLIENT_IF, 20 + 8 + 4 + 100);
+        let now = s.t0 + Duration::from_secs(1);
+        for (n, over) in [(100usize, false), (101, true)] {
+            let data = vec![7u8; n];
+            let cd = s.client_frame(&channel_data(0x4001, &data));
+            assert!(s.fw.xsk().inject_with_meta(0, &to_peer_meta(), &cd));
+            let up = udp_frame(MAC_PEER, MAC_P, s.peer, s.relay.0, &data);
+            assert!(s.fw.xsk().inject_with_meta(1, &to_client_meta(), &up));
+            s.fw.poll(now);
+            let (to_peer, to_client) = (s.fw.xsk().take_sent(1), s.fw.xsk().take_sent(0));
+            let slow = std::mem::take(&mut s.fw.slow_path().0);
+            if over {
+                assert!(to_peer.is_empty() && to_client.is_empty());
+                assert_eq!(
+                    slow,
+                    vec![
+                        (s.relay.0, s.peer, data.clone()),
+                        (
+                            s.five_tuple.server,
+                            s.five_tuple.client.0,
+                            channel_data(0x4001, &data)
+                        ),
+                    ]
+                );
+            } else {
+                assert_eq!((to_peer.len(), to_client.len(), slow.len()), (1, 1, 0));
+            }
+        }
+        assert_eq!(s.fw.stats().slow_path_mtu, 2);
     }
 
     #[test]

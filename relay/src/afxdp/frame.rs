@@ -14,7 +14,12 @@
 //!   forwarder can hand it to the slow path as received.
 //! - A frame is only rewritten after both checksums were verified (AF_XDP does not verify
 //!   them), and the UDP payload is read once: the outgoing UDP checksum is derived from the
-//!   one's-complement sum taken while verifying.
+//!   one's-complement sum taken while verifying. A UDP checksum field that holds only the
+//!   pseudo-header sum is a checksum left to offload (CHECKSUM_PARTIAL: a local sender on a
+//!   veth with TX checksum offload on, the default); the kernel trusts such a frame and
+//!   would deliver it, so it is accepted too, and the rewritten frame always leaves with a
+//!   full checksum. (A corrupt frame passes for such one only when its checksum field
+//!   happens to equal that sum: about 1 in 65536 of corrupt frames.)
 //!
 //! The headers are accessed through typed views (`EthernetFrame`, `Ipv4Packet`,
 //! `Ipv6Packet`, `UdpPacket`, `ChannelData`) over the byte ranges of `mod field`, smoltcp
@@ -606,6 +611,8 @@ struct Verified {
     /// Folded one's-complement sum of the UDP payload (taken even when an IPv4 datagram
     /// carries no checksum, as the outgoing one needs it).
     payload_sum: u16,
+    /// The UDP checksum was left to offload (the field held the pseudo-header sum).
+    partial: bool,
 }
 
 fn verify(frame: &[u8]) -> Result<Verified, Reject> {
@@ -638,7 +645,7 @@ fn verify_ipv4(l3: &[u8]) -> Result<Verified, Reject> {
         .bytes(&dst)
         .word(u16::from(field::IP_PROTO_UDP));
     // RFC 768: checksum 0 means none was computed.
-    verify_udp(udp_bytes, pseudo, false).map(|(udp, payload_sum)| Verified {
+    verify_udp(udp_bytes, pseudo, false).map(|(udp, payload_sum, partial)| Verified {
         dgram: Datagram {
             src: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(src)), udp.src_port()),
             dst: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(dst)), udp.dst_port()),
@@ -649,6 +656,7 @@ fn verify_ipv4(l3: &[u8]) -> Result<Verified, Reject> {
         },
         family: Family::V4,
         payload_sum,
+        partial,
     })
 }
 
@@ -667,7 +675,7 @@ fn verify_ipv6(l3: &[u8]) -> Result<Verified, Reject> {
         .bytes(&dst)
         .word(u16::from(field::IP_PROTO_UDP));
     // RFC 8200 section 8.1: a zero UDP checksum over IPv6 is invalid.
-    verify_udp(udp_bytes, pseudo, true).map(|(udp, payload_sum)| Verified {
+    verify_udp(udp_bytes, pseudo, true).map(|(udp, payload_sum, partial)| Verified {
         dgram: Datagram {
             src: SocketAddr::new(IpAddr::V6(Ipv6Addr::from(src)), udp.src_port()),
             dst: SocketAddr::new(IpAddr::V6(Ipv6Addr::from(dst)), udp.dst_port()),
@@ -678,16 +686,18 @@ fn verify_ipv6(l3: &[u8]) -> Result<Verified, Reject> {
         },
         family: Family::V6,
         payload_sum,
+        partial,
     })
 }
 
 /// Verifies a UDP datagram that fills `udp_bytes` (the IP payload), given the pseudo-header
-/// sum without the length. Returns the header view and the folded payload sum.
+/// sum without the length. Returns the header view, the folded payload sum, and whether
+/// the checksum was left to offload (the field holds the folded pseudo-header sum).
 fn verify_udp(
     udp_bytes: &[u8],
     pseudo_without_len: Sum,
     checksum_required: bool,
-) -> Result<(UdpPacket<&[u8]>, u16), Reject> {
+) -> Result<(UdpPacket<&[u8]>, u16, bool), Reject> {
     let udp = UdpPacket::new_checked(udp_bytes)?;
     if usize::from(udp.len()) != udp_bytes.len() {
         return Err(Reject::Malformed);
@@ -698,17 +708,20 @@ fn verify_udp(
         return if checksum_required {
             Err(Reject::BadChecksum)
         } else {
-            Ok((udp, payload_sum))
+            Ok((udp, payload_sum, false))
         };
     }
-    let total = pseudo_without_len
-        .word(udp.len())
-        .word(udp.header_sum().fold())
-        .word(payload_sum);
-    if total.fold() != 0xFFFF {
-        return Err(Reject::BadChecksum);
+    let pseudo = pseudo_without_len.word(udp.len());
+    let total = pseudo.word(udp.header_sum().fold()).word(payload_sum);
+    if total.fold() == 0xFFFF {
+        return Ok((udp, payload_sum, false));
     }
-    Ok((udp, payload_sum))
+    // CHECKSUM_PARTIAL: the sender's stack wrote ~csum_tcpudp_magic(.., 0), the folded
+    // pseudo-header sum, and left the rest to the NIC (RFC 768 sums; include/net/udp.h).
+    if udp.checksum() == pseudo.fold() {
+        return Ok((udp, payload_sum, true));
+    }
+    Err(Reject::BadChecksum)
 }
 
 /// Parse and verify a frame (checksums included). Trailing bytes after the IP packet
@@ -735,6 +748,11 @@ pub struct Checked {
 impl Checked {
     pub fn datagram(&self) -> &Datagram {
         &self.v.dgram
+    }
+
+    /// The UDP checksum was left to offload (CHECKSUM_PARTIAL); the rewrite writes a full one.
+    pub fn partial_checksum(&self) -> bool {
+        self.v.partial
     }
 }
 
@@ -1349,6 +1367,93 @@ mod tests {
                     payload: &expected,
                 },
             );
+        }
+    }
+
+    /// The pseudo-header sum a sender's stack leaves in the UDP checksum field for the NIC
+    /// to finish (CHECKSUM_PARTIAL), computed here independently of the code under test.
+    fn pending_offload_checksum(src: IpAddr, dst: IpAddr, udp_len: usize) -> u16 {
+        let mut words: Vec<u32> = Vec::new();
+        let mut push = |b: &[u8]| {
+            for c in b.chunks(2) {
+                words.push(u32::from(u16::from_be_bytes([c[0], c[1]])));
+            }
+        };
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                push(&s.octets());
+                push(&d.octets());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                push(&s.octets());
+                push(&d.octets());
+            }
+            _ => panic!("mixed families"),
+        }
+        let mut sum: u32 = words.iter().sum::<u32>() + 17 + udp_len as u32;
+        while sum > 0xFFFF {
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    /// Frames from a local socket on a veth with TX checksum offload on carry only the
+    /// pseudo-header sum: accepted, and relayed with a full checksum both ways; any other
+    /// wrong value is still a bad checksum.
+    #[test]
+    fn checksum_left_to_offload_is_accepted_and_completed() {
+        for v6 in [false, true] {
+            for (c2u, n) in [(true, 5), (true, 0), (false, 3), (false, 1200), (false, 0)] {
+                let a = addrs(v6);
+                let (src, dst, payload) = if c2u {
+                    (
+                        a.client,
+                        a.server,
+                        channel_data(0x4000, &pattern(n, 3), &[0; 3]),
+                    )
+                } else {
+                    (a.peer, a.relayed, pattern(n, 3))
+                };
+                let mut frame = build(src, dst, &OPTS, &payload);
+                let at = if v6 { 60 } else { 40 };
+                let partial = pending_offload_checksum(src.ip(), dst.ip(), 8 + payload.len());
+                frame[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+                let c = check(&frame, 0, frame.len()).unwrap();
+                assert!(c.partial_checksum());
+                let mut wrong = frame.clone();
+                wrong[at..at + 2].copy_from_slice(&(partial ^ 0x0100).to_be_bytes());
+                assert_eq!(parse(&wrong).unwrap_err(), Reject::BadChecksum);
+                let full = build(src, dst, &OPTS, &payload);
+                assert!(!check(&full, 0, full.len()).unwrap().partial_checksum());
+
+                let (mut buf, start, len) = chunk(&frame, 0);
+                let (rw, expected) = if c2u {
+                    (rewrite(a.relayed, a.peer), pattern(n, 3))
+                } else {
+                    (
+                        rewrite(a.server, a.client),
+                        channel_data(0x4000, &pattern(n, 3), &[]),
+                    )
+                };
+                let (s, l) = if c2u {
+                    channel_data_to_udp(&mut buf, start, len, &rw).unwrap()
+                } else {
+                    udp_to_channel_data(&mut buf, start, len, 0x4000, &rw).unwrap()
+                };
+                // check_out verifies the UDP checksum in full with etherparse.
+                check_out(
+                    &buf[s..s + l],
+                    &Expect {
+                        rw,
+                        tos: OPTS.tos,
+                        ttl: OPTS.ttl - 1,
+                        ident: OPTS.ident,
+                        df: true,
+                        payload: &expected,
+                    },
+                );
+                assert!(!check(&buf, s, l).unwrap().partial_checksum());
+            }
         }
     }
 

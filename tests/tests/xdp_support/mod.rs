@@ -260,6 +260,9 @@ pub struct FrameSpec {
     pub bad_udp_checksum: bool,
     /// Send a zero UDP checksum ("none" over IPv4, invalid over IPv6).
     pub zero_udp_checksum: bool,
+    /// Leave the UDP checksum to offload, as a local socket on a veth with TX checksum
+    /// offload on does (CHECKSUM_PARTIAL): the field holds the folded pseudo-header sum.
+    pub partial_udp_checksum: bool,
     pub protocol: u8,
 }
 
@@ -278,6 +281,7 @@ impl FrameSpec {
             trailer: Vec::new(),
             bad_udp_checksum: false,
             zero_udp_checksum: false,
+            partial_udp_checksum: false,
             protocol: 17,
         }
     }
@@ -296,6 +300,13 @@ impl FrameSpec {
         }
         if self.zero_udp_checksum {
             c = 0;
+        }
+        if self.partial_udp_checksum {
+            c = fold(ones_sum(&pseudo_header(
+                self.src.ip(),
+                self.dst.ip(),
+                udp.len(),
+            )));
         }
         udp[6..8].copy_from_slice(&c.to_be_bytes());
 

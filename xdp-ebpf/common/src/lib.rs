@@ -39,8 +39,10 @@ pub mod map_names {
     /// `HashMap<Endpoint, RelayValue>`: live relayed transport addresses (allocations) and
     /// the client 5-tuple each belongs to.
     pub const RELAYS: &str = "XT_RELAYS";
-    /// `Array<u32>` indexed by interface index: 1 + the interface's slot in [`XSKS`] for
-    /// interfaces served by AF_XDP sockets, 0 for the others.
+    /// `Array<IfaceValue>` indexed by interface index: for every interface the program is
+    /// attached to, what it may do there ([`iface_flags`](crate::iface_flags)), and for
+    /// interfaces served by AF_XDP sockets their slot in [`XSKS`]. A zeroed entry: not
+    /// served, and no XDP_TX.
     pub const IFACES: &str = "XT_IFACES";
     /// `XskMap` indexed by `slot * MAX_QUEUES + receive queue` ([`crate::xsk_index`]): the
     /// AF_XDP socket of each (interface, queue).
@@ -107,6 +109,39 @@ pub const fn xsk_index(slot: u32, queue: u32) -> Option<u32> {
     }
 }
 
+/// Bits of [`IfaceValue::flags`]: what user space found out about an interface the
+/// program is attached to (`relay/src/probe.rs`), re-checked while the server runs.
+pub mod iface_flags {
+    /// A frame sent back out of this interface with XDP_TX arrives at the other end. Not so
+    /// on a veth whose peer has no XDP program in driver mode: the kernel drops it there
+    /// (or leaves it queued until other traffic flushes the queue). Without it Binding
+    /// requests received here go to user space.
+    pub const XDP_TX: u32 = 1 << 0;
+    /// The program runs in generic (SKB) mode here. A frame keeps its socket buffer and
+    /// that buffer's checksum state, so a request whose UDP checksum is a pending offload
+    /// (CHECKSUM_PARTIAL) is not answered with XDP_TX: the stale offload offsets would
+    /// apply to the rewritten frame.
+    pub const GENERIC: u32 = 1 << 1;
+}
+
+/// Value of [`map_names::IFACES`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfaceValue {
+    /// 1 + the interface's slot in [`map_names::XSKS`] when AF_XDP sockets serve it, else 0.
+    pub xsk_slot: u32,
+    /// [`iface_flags`] bits.
+    pub flags: u32,
+}
+
+/// Bits of [`RelayValue::flags`].
+pub mod relay_flags {
+    /// Not every permission of this allocation is in [`map_names::PERMISSIONS`] (an insert
+    /// failed: map full): peer data without a map permission is passed to the socket
+    /// path, which checks it exactly, instead of being dropped in the driver.
+    pub const PASS_UNPERMITTED: u32 = 1 << 0;
+}
+
 /// Bits of [`Config::flags`].
 pub mod flags {
     /// Answer plain Binding requests with XDP_TX.
@@ -129,7 +164,10 @@ pub mod flags {
 pub struct Config {
     /// [`flags`] bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Longest frame (from the Ethernet header to the end of the IP packet) steered to an
+    /// AF_XDP socket: what a UMEM frame holds. Longer frames go to the socket path (an
+    /// AF_XDP socket would drop them). 0: no limit.
+    pub max_steer_len: u32,
 }
 
 /// An IP address (IPv4-mapped for IPv4) and a UDP port, network byte order.
@@ -265,7 +303,8 @@ pub struct RelayValue {
     pub server_port: [u8; 2],
     /// Where the next hop to the client is cached ([`HopRef`]).
     pub hop: HopRef,
-    pub _pad: [u8; 4],
+    /// [`relay_flags`] bits.
+    pub flags: u32,
 }
 
 /// Key of [`map_names::CHANNELS`]: the client 5-tuple (client and server transport
@@ -369,6 +408,10 @@ pub enum Counter {
     PassStunForUserSpace,
     /// A Binding request with a bad IPv4 header or UDP checksum: the kernel drops it.
     PassBadChecksum,
+    /// A Binding request on an interface where an answer sent with XDP_TX would not arrive
+    /// (a veth whose peer has no XDP program), or, in generic mode, with a UDP checksum
+    /// left to offload: the socket path answers it.
+    PassNoXdpTx,
     /// A Binding request while the responder is switched off.
     PassStunDisabled,
     /// ChannelData without a live channel, permission and allocation.
@@ -386,6 +429,11 @@ pub enum Counter {
     PassNoNextHop,
     /// Steerable, but the driver has no room for XDP metadata: passed on.
     PassNoMetadata,
+    /// Steerable, but longer than a UMEM frame holds (`Config::max_steer_len`): passed on.
+    PassTooBig,
+    /// Peer data without a permission in the map, to an allocation whose permissions did
+    /// not all fit in it ([`relay_flags::PASS_UNPERMITTED`]): the socket path decides.
+    PassPermissionNotMirrored,
     /// Binding request over IPv4 answered with XDP_TX.
     TxBindingIpv4,
     /// Binding request over IPv6 answered with XDP_TX.
@@ -415,6 +463,7 @@ impl Counter {
         Counter::PassOtherListenTraffic,
         Counter::PassStunForUserSpace,
         Counter::PassBadChecksum,
+        Counter::PassNoXdpTx,
         Counter::PassStunDisabled,
         Counter::PassChannelUnbound,
         Counter::PassSteeringDisabled,
@@ -422,6 +471,8 @@ impl Counter {
         Counter::PassNoXskPeer,
         Counter::PassNoNextHop,
         Counter::PassNoMetadata,
+        Counter::PassTooBig,
+        Counter::PassPermissionNotMirrored,
         Counter::TxBindingIpv4,
         Counter::TxBindingIpv6,
         Counter::RedirectChannel,
@@ -441,6 +492,7 @@ impl Counter {
             Counter::PassOtherListenTraffic => "pass_other_listen_traffic",
             Counter::PassStunForUserSpace => "pass_stun_for_user_space",
             Counter::PassBadChecksum => "pass_bad_checksum",
+            Counter::PassNoXdpTx => "pass_no_xdp_tx",
             Counter::PassStunDisabled => "pass_stun_disabled",
             Counter::PassChannelUnbound => "pass_channel_unbound",
             Counter::PassSteeringDisabled => "pass_steering_disabled",
@@ -448,6 +500,8 @@ impl Counter {
             Counter::PassNoXskPeer => "pass_no_xsk_peer",
             Counter::PassNoNextHop => "pass_no_next_hop",
             Counter::PassNoMetadata => "pass_no_metadata",
+            Counter::PassTooBig => "pass_too_big",
+            Counter::PassPermissionNotMirrored => "pass_permission_not_mirrored",
             Counter::TxBindingIpv4 => "tx_binding_ipv4",
             Counter::TxBindingIpv6 => "tx_binding_ipv6",
             Counter::RedirectChannel => "redirect_channel",
@@ -555,6 +609,7 @@ const _: () = {
     assert!(core::mem::size_of::<ListenPort>() == 24);
     assert!(core::mem::size_of::<RelayValue>() == 56);
     assert!(core::mem::size_of::<HopRef>() == 8);
+    assert!(core::mem::size_of::<IfaceValue>() == 8);
     assert!(core::mem::size_of::<HopEntry>() == 32);
     assert!(core::mem::offset_of!(HopEntry, dst_mac) % 2 == 0);
     assert!(core::mem::offset_of!(HopEntry, src_mac) % 2 == 0);
@@ -590,4 +645,5 @@ mod pod {
     unsafe impl aya::Pod for super::RelayValue {}
     unsafe impl aya::Pod for super::HopRef {}
     unsafe impl aya::Pod for super::HopEntry {}
+    unsafe impl aya::Pod for super::IfaceValue {}
 }

@@ -5,7 +5,8 @@
 //! ```text
 //! frame ─ Ethernet ─ IPv4 (no options, no fragment) | IPv6 (no extension header) ─ UDP
 //!   to a listening address (XT_LISTEN):
-//!     plain STUN Binding request ──► Binding success response rewritten in place ──► XDP_TX
+//!     plain STUN Binding request, where XDP_TX arrives ──► Binding success response
+//!       rewritten in place ──► XDP_TX
 //!     ChannelData on a live channel (XT_CHANNELS + XT_PERMS + XT_RELAYS) ──► XSK of the queue
 //!     anything else ──► XDP_PASS (the socket path answers)
 //!   to a relayed address (XT_RELAYS):
@@ -23,8 +24,15 @@
 //! Binding request with the magic cookie, a length that fills the datagram, and no
 //! attribute other than SOFTWARE, FINGERPRINT (verified) and, when `IGNORE_UNKNOWN_OPTIONAL`
 //! is set, unknown comprehension-optional ones; the IPv4 header and UDP checksums must be
-//! right (the kernel would drop the datagram otherwise). The answer carries
-//! XOR-MAPPED-ADDRESS and, when the request had one, FINGERPRINT.
+//! right (the kernel would drop the datagram otherwise), a UDP checksum left to offload
+//! (CHECKSUM_PARTIAL, from a local sender on a veth) counting as right. It answers only on
+//! interfaces where user space found that an XDP_TX'd frame arrives (`XT_IFACES`); on the
+//! others the socket path answers. The answer carries XOR-MAPPED-ADDRESS and, when the
+//! request had one, FINGERPRINT.
+//!
+//! Peer data without a live permission is dropped, unless some permission of that
+//! allocation did not fit in the map (`relay_flags::PASS_UNPERMITTED`): then the socket
+//! path decides, so a full map never drops what user space would relay.
 //!
 //! Every packet access is bounds-checked once per header against `data_end`; loops have
 //! constant bounds. The ABI (maps, keys, values, counters) lives in `xturn-xdp-common`.
@@ -44,9 +52,10 @@ use aya_ebpf::{
 };
 use core::mem::size_of;
 use xturn_xdp_common::{
-    capacity, direction, flags, listen_flags, map_names, program_names, xsk_index, ChannelKey,
-    ChannelValue, Config, Counter, Endpoint, Expiry, HopEntry, HopRef, ListenPort, ListenValue,
-    PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
+    capacity, direction, flags, iface_flags, listen_flags, map_names, program_names, relay_flags,
+    xsk_index, ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopEntry, HopRef,
+    IfaceValue, ListenPort, ListenValue, PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS,
+    XSK_META_MAGIC,
 };
 
 // ------------------------------------------------------------------------------ maps
@@ -69,7 +78,7 @@ static XT_PERMS: HashMap<PermissionKey, Expiry, { capacity::PERMISSIONS as usize
 #[btf_map]
 static XT_RELAYS: HashMap<Endpoint, RelayValue, { capacity::RELAYS as usize }> = HashMap::new();
 #[btf_map]
-static XT_IFACES: Array<u32, { capacity::IFACES as usize }> = Array::new();
+static XT_IFACES: Array<IfaceValue, { capacity::IFACES as usize }> = Array::new();
 #[btf_map]
 static XT_XSKS: XskMap<{ capacity::XSKS as usize }> = XskMap::new();
 #[btf_map]
@@ -603,7 +612,14 @@ fn channel_data(
 #[inline(never)]
 fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
     let now = now_ns();
-    if now >= alloc.expires_ns || !permitted(d.dst_port, d.src_ip, now) {
+    if now >= alloc.expires_ns {
+        return Verdict::Drop(Counter::DropNoPermission);
+    }
+    if !permitted(d.dst_port, d.src_ip, now) {
+        // A permission user space could not put in the map may exist: let it decide.
+        if alloc.flags & relay_flags::PASS_UNPERMITTED != 0 {
+            return Verdict::Pass(Counter::PassPermissionNotMirrored);
+        }
         return Verdict::Drop(Counter::DropNoPermission);
     }
     // The client's family is the listener's, which may differ from the peer's
@@ -685,6 +701,14 @@ fn steer(
     else {
         return Verdict::Pass(fallback);
     };
+    // An AF_XDP socket drops a frame longer than its UMEM frames hold; the kernel would not.
+    let max_len = match XT_CONFIG.get(0) {
+        Some(c) => c.max_steer_len as usize,
+        None => 0,
+    };
+    if max_len != 0 && data_end(ctx) - data(ctx) > max_len {
+        return Verdict::Pass(Counter::PassTooBig);
+    }
     // None for NO_HOP_SLOT (beyond the array).
     let entry = XT_HOPS.get_ptr_mut(hop.cache.slot);
     if let Some(e) = entry {
@@ -835,7 +859,7 @@ fn redirect(
 #[inline(always)]
 fn served_slot(ifindex: u32) -> Option<u32> {
     match XT_IFACES.get(ifindex) {
-        Some(&v) if v != 0 => Some(v - 1),
+        Some(v) if v.xsk_slot != 0 => Some(v.xsk_slot - 1),
         _ => None,
     }
 }
@@ -926,13 +950,26 @@ fn binding(ctx: &XdpContext, d: &Datagram, cfg: u32) -> Verdict {
         Ok(f) => f,
         Err(()) => return Verdict::Pass(Counter::PassStunForUserSpace),
     };
-    if !request_checksums_ok(ctx, d) {
+    let checksum = request_checksum(ctx, d);
+    if checksum == Checksum::Bad {
         return Verdict::Pass(Counter::PassBadChecksum);
     }
     if let Some(at) = fingerprint_at {
         if !request_fingerprint_ok(ctx, off, at) {
             return Verdict::Pass(Counter::PassStunForUserSpace);
         }
+    }
+    // Answer only where the answer arrives (see `iface_flags`).
+    // SAFETY: ctx.ctx is the kernel's xdp_md.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let iface = match XT_IFACES.get(ingress) {
+        Some(v) => v.flags,
+        None => 0,
+    };
+    if iface & iface_flags::XDP_TX == 0
+        || (checksum == Checksum::Partial && iface & iface_flags::GENERIC != 0)
+    {
+        return Verdict::Pass(Counter::PassNoXdpTx);
     }
     let Some(eth) = header::<EthHdr>(ctx, 0) else {
         return Verdict::Pass(Counter::PassMalformed);
@@ -1063,30 +1100,57 @@ fn pseudo_sum(family: Family, src: &[u8; 16], dst: &[u8; 16], udp_len: usize) ->
     addrs + u64::from(IPPROTO_UDP) + udp_len as u64
 }
 
-/// The IPv4 header checksum and the UDP checksum of the request are right (an IPv4 UDP
-/// checksum of zero means none; over IPv6 zero is invalid). The kernel would drop the
-/// datagram otherwise, so the responder must not answer it.
-fn request_checksums_ok(ctx: &XdpContext, d: &Datagram) -> bool {
+/// What the checksums of a request say.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checksum {
+    /// The IPv4 header checksum and the UDP checksum are right (or an IPv4 datagram
+    /// carries none: zero).
+    Full,
+    /// The IPv4 header checksum is right and the UDP checksum field holds only the
+    /// pseudo-header sum: a checksum left to offload (CHECKSUM_PARTIAL), as frames sent by
+    /// a local socket over a veth with TX checksum offload on (the default) carry it. The
+    /// kernel trusts such a frame, so it is as good as a full checksum here.
+    Partial,
+    /// Anything else: the kernel would drop the datagram, so the responder must not
+    /// answer it.
+    Bad,
+}
+
+/// Check the IPv4 header checksum and the UDP checksum of the request (over IPv6 a zero
+/// UDP checksum is invalid).
+fn request_checksum(ctx: &XdpContext, d: &Datagram) -> Checksum {
     if d.family == Family::V4 {
         // A sum of 0xffff reads the same in either byte order.
         match sum_frame_le::<IPV4_LEN>(ctx, ETH_LEN, IPV4_LEN) {
             Some(s) if fold(s) == 0xffff => {}
-            _ => return false,
+            _ => return Checksum::Bad,
         }
     }
     let Some(udp) = header::<UdpHdr>(ctx, d.udp_off) else {
-        return false;
+        return Checksum::Bad;
     };
     // SAFETY: `header` checked the bounds.
-    if unsafe { (*udp).checksum } == [0, 0] {
-        return d.family == Family::V4;
+    let field = unsafe { (*udp).checksum };
+    if field == [0, 0] {
+        return if d.family == Family::V4 {
+            Checksum::Full
+        } else {
+            Checksum::Bad
+        };
     }
     let udp_len = UDP_LEN + d.payload_len;
+    let pseudo = pseudo_sum(d.family, &d.src_ip, &d.dst_ip, udp_len);
     // udp_len is a multiple of 4: `binding` checked the STUN length.
     let Some(s) = sum_frame_le::<{ UDP_LEN + MAX_STUN_LEN }>(ctx, d.udp_off, udp_len) else {
-        return false;
+        return Checksum::Bad;
     };
-    fold(swapped(s) + pseudo_sum(d.family, &d.src_ip, &d.dst_ip, udp_len)) == 0xffff
+    if fold(swapped(s) + pseudo) == 0xffff {
+        Checksum::Full
+    } else if be16(field) == fold(pseudo) {
+        Checksum::Partial
+    } else {
+        Checksum::Bad
+    }
 }
 
 /// One's complement sum of the first `N` bytes (a multiple of 4) at `p`, which the caller
