@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod traffic;
+
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
