@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace, as CI does (.ci/run calls this script).
 # On a fresh Debian machine it first installs what the tests need: coturn's turnutils_*
-# clients (Debian package coturn) and Python's aioice, used as independent interop peers.
+# clients (Debian package coturn), Python's aioice and Debian's chromium (headless WebRTC),
+# used as independent interop peers, and ethtool (the tuned XDP lab turns offloads off).
 # Run as root: the XDP tests (BPF_PROG_TEST_RUN, veth in network namespaces) need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v turnutils_uclient >/dev/null 2>&1; then
+missing=""
+command -v turnutils_uclient >/dev/null 2>&1 || missing="$missing coturn"
+command -v ethtool >/dev/null 2>&1 || missing="$missing ethtool"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
-        echo "tests/run.sh: coturn's turnutils_uclient is missing; run as root to install it (apt-get install coturn)" >&2
+        echo "tests/run.sh: missing Debian packages:$missing; run as root to install them" >&2
         exit 1
     fi
-    echo "tests/run.sh: installing coturn (interop clients turnutils_uclient/_peer/_stunclient)"
+    echo "tests/run.sh: installing$missing (interop clients, headless browser, ethtool)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn >/dev/null
+    # shellcheck disable=SC2086 # a list of package names
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 if ! python3 -c "import aioice" >/dev/null 2>&1; then

@@ -342,7 +342,14 @@ pub fn human_server(v: &Value) -> String {
         let core = t["core"]
             .as_u64()
             .map_or("unpinned".to_string(), |c| format!("core {c}"));
-        out.push_str(&format!("thread {} ({core})\n", t["thread"]));
+        let state = match (t["alive"].as_bool(), t["dead"].as_str()) {
+            (Some(false), why) => format!(
+                " DEAD ({}): its queues take the socket path",
+                why.unwrap_or("not serving")
+            ),
+            _ => String::new(),
+        };
+        out.push_str(&format!("thread {} ({core}){state}\n", t["thread"]));
         fields(&t["forwarder"], "  ", &mut out);
         for k in ["umem_frames", "free_frames", "held_frames"] {
             if let Some(x) = t[k].as_u64() {
@@ -374,6 +381,33 @@ pub fn human_server(v: &Value) -> String {
                 }
             }
         }
+    }
+    let x = &v["xdp"];
+    for i in x["interfaces"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "XDP on {} ({} mode): Binding answered {} ({})\n",
+            i["name"].as_str().unwrap_or("?"),
+            i["mode"].as_str().unwrap_or("?"),
+            if i["xdp_tx"].as_bool() == Some(true) {
+                "in the driver"
+            } else {
+                "by the socket path"
+            },
+            i["xdp_tx_why"].as_str().unwrap_or("")
+        ));
+    }
+    if x.is_object() {
+        let n = &x["not_mirrored"];
+        out.push_str(&format!(
+            "XDP maps: {} allocations, {} permissions, {} channels; not mirrored (socket \
+             path): {} allocations, {} permissions, {} channels\n",
+            x["map_allocations"],
+            x["map_permissions"],
+            x["map_channels"],
+            n["allocations_not_mirrored"],
+            n["permissions_not_mirrored"],
+            n["channels_not_mirrored"]
+        ));
     }
     let allocs = v["allocations"]
         .as_array()
@@ -468,6 +502,43 @@ mod tests {
         let a = text.find("pass_not_ip").unwrap();
         let b = text.find("aborted").unwrap();
         assert!(a < b);
+    }
+
+    #[test]
+    fn dead_threads_and_the_xdp_side_are_printed() {
+        let v = serde_json::json!({
+            "pid": 7, "interfaces": {},
+            "threads": [{"thread": 0, "core": 1, "alive": false,
+                         "dead": "panicked: boom", "ports": [], "forwarder": {}}],
+            "allocations": [],
+            "xdp": {"interfaces": [{"name": "xt1b", "ifindex": 4, "mode": "native",
+                                    "xdp_tx": false, "xdp_tx_why": "no program on the peer"}],
+                    "map_allocations": 16384, "map_permissions": 4, "map_channels": 65536,
+                    "not_mirrored": {"allocations_not_mirrored": 0,
+                                     "permissions_not_mirrored": 2,
+                                     "channels_not_mirrored": 0}}
+        });
+        let text = human_server(&v);
+        assert!(
+            text.contains(
+                "thread 0 (core 1) DEAD (panicked: boom): its queues take the socket path\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "XDP on xt1b (native mode): Binding answered by the socket path (no program on \
+                 the peer)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "4 permissions, 65536 channels; not mirrored (socket path): 0 \
+                 allocations, 2 permissions"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
 """Relay through xturn with aioice's TURN client (an implementation nobody here wrote).
 
-usage: aioice_relay.py SERVER_PORT USER PASSWORD COUNT
+usage: aioice_relay.py SERVER_PORT USER PASSWORD COUNT [SERVER_HOST [ECHO_HOST:ECHO_PORT]]
 
-Allocates over UDP on 127.0.0.1:SERVER_PORT, sends COUNT datagrams to a UDP peer on
-127.0.0.1 through the relay, has the peer echo each one back through the relayed
-address, and checks every payload byte for byte. aioice binds a channel (RFC 8656 range)
+Allocates over UDP on SERVER_HOST:SERVER_PORT (default 127.0.0.1), sends COUNT datagrams
+to a UDP peer through the relay, has the peer echo each one back through the relayed
+address, and checks every payload byte for byte. The peer is an echo server of this
+script on 127.0.0.1, or, with ECHO_HOST:ECHO_PORT, one that runs elsewhere (e.g. coturn's
+turnutils_peer in another network namespace); then the check that the peer saw only the
+relayed address is left to that peer's side. aioice binds a channel (RFC 8656 range)
 after the first send, so both Send indications and ChannelData are exercised.
 Prints one JSON line with the counts; exits 1 on any loss or mismatch.
 """
@@ -34,15 +37,21 @@ class Echo(asyncio.DatagramProtocol):
         self.transport.sendto(data, addr)
 
 
-async def main(port, user, password, count):
+async def main(port, user, password, count, host="127.0.0.1", echo=None):
     loop = asyncio.get_running_loop()
     turn, client = await asyncio.wait_for(
-        aioice.turn.create_turn_endpoint(Collect, ("127.0.0.1", port), user, password),
+        aioice.turn.create_turn_endpoint(Collect, (host, port), user, password),
         timeout=10,
     )
     relayed = turn.get_extra_info("sockname")
-    peer_transport, peer = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
-    peer_addr = peer_transport.get_extra_info("sockname")
+    if echo is None:
+        peer_transport, peer = await loop.create_datagram_endpoint(
+            Echo, local_addr=("127.0.0.1", 0)
+        )
+        peer_addr = peer_transport.get_extra_info("sockname")
+    else:
+        peer_transport, peer = None, None
+        peer_addr = echo
     received = 0
     try:
         for i in range(count):
@@ -57,8 +66,12 @@ async def main(port, user, password, count):
         print(json.dumps({"error": "timeout", "received": received}))
         return 1
     finally:
-        peer_transport.close()
+        if peer_transport is not None:
+            peer_transport.close()
         turn.close()
+    if peer is None:
+        print(json.dumps({"sent": count, "received": received, "relayed": list(relayed[:2])}))
+        return 0
     saw = sorted([list(a[:2]) for a in peer.sources])
     print(json.dumps({"sent": count, "received": received, "relayed": list(relayed[:2]), "peer_saw": saw}))
     # The peer must have seen exactly one source: the relayed address.
@@ -67,4 +80,9 @@ async def main(port, user, password, count):
 
 if __name__ == "__main__":
     port, user, password, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-    sys.exit(asyncio.run(main(port, user, password, count)))
+    host = sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1"
+    echo = None
+    if len(sys.argv) > 6:
+        h, p = sys.argv[6].rsplit(":", 1)
+        echo = (h, int(p))
+    sys.exit(asyncio.run(main(port, user, password, count, host, echo)))
