@@ -36,7 +36,7 @@ RATES=(20000 50000)
 ECHO_RATE=20000
 STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
 XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
-WATCHDOG=900          # seconds for the whole run (the last one took about 8 minutes)
+WATCHDOG=1200         # seconds for the whole run (the last one took about 8 minutes, before the defaults topology)
 AFXDP_NICE=-10        # nice value of the forwarder threads (xturn's default) and of xsk-reflect's
 BYPASS_RUNS=5         # kernel-bypass forwarder and AF_XDP reflector loads, each (medians; the flood is noisy)
 
@@ -85,6 +85,7 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     lab_down "$P"
+    lab_down "${P}d"
     rm -rf "$TMP"
     exit $rc
 }
@@ -374,13 +375,14 @@ start_afxdp "$TMP/xturn-afxdp.out"
 AFXDP_AFF=$(affinity "$AFPID")
 AFXDP_THREADS=$(cat /proc/"$AFPID"/task/*/comm 2>/dev/null | tr '\n' ' ')
 mkdir -p "$RES/afxdp-stats"
+STATS_IF=${P}rc
 afxdp_stats() { # before|after NAME: the XDP program's and the AF_XDP forwarder's counters
     # The server rewrites its status file every 0.5 s from counters its threads publish
     # every 0.5 s: wait for the last packets of the load to be in it.
     [ "$1" = before ] || sleep 1.2
     [ "$1:$2" != "before:xturn-afxdp-relay-max" ] ||
-        record "xturn-afxdp counters" ip netns exec "$NR" "$XT" stats --xdp "${P}rc" --json
-    if ip netns exec "$NR" "$XT" stats --xdp "${P}rc" --json >"$TMP/stats.json"; then
+        record "xturn-afxdp counters" ip netns exec "$NR" "$XT" stats --xdp "$STATS_IF" --json
+    if ip netns exec "$NR" "$XT" stats --xdp "$STATS_IF" --json >"$TMP/stats.json"; then
         mv "$TMP/stats.json" "$RES/afxdp-stats/$2.$1.json"
     else
         log "$2: xturn stats failed; no counters for this load"
@@ -393,6 +395,36 @@ run_data_loads xturn-afxdp "$AFPID"
 STATS_HOOK=""
 stop_afxdp
 log "xturn-afxdp stopped; net.ipv4.conf.all.forwarding=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding) in $NR again"
+
+# ---- the price of defaults: xturn-afxdp again, in the topology left at veth defaults -------
+# A second topology like the first but as users have it (no ethtool, no GRO, no XDP
+# program on the client's and peer's veths), IP forwarding on in its relay namespace; the
+# same server command on its veths and the same TURN data loads. Binding requests (the
+# ping) are answered by the socket path there, since XDP_TX would not arrive.
+D=${P}d
+log "topology ${D}c -- ${D}r -- ${D}p at veth defaults"
+lab_up_plain "$D"
+SAVED_LAB=("$NC" "$NR" "$NP" "$LAB_RELAY_NAPI_PIDS")
+NC=${D}c NR=${D}r NP=${D}p
+DEF_CMD=("${XTURN_CMD[@]}" --xdp "${D}rc,${D}rp" --afxdp-nice "$AFXDP_NICE")
+record "xturn-afxdp-defaults server" ip netns exec "$NR" sysctl -qw net.ipv4.conf.all.forwarding=1
+record "xturn-afxdp-defaults server" ip netns exec "$NR" taskset -c "$RELAY_CPU" "${DEF_CMD[@]}"
+ip netns exec "$NR" sysctl -qw net.ipv4.conf.all.forwarding=1
+ip netns exec "$NR" taskset -c "$RELAY_CPU" "${DEF_CMD[@]}" >"$TMP/xturn-afxdp-defaults.out" 2>&1 &
+DFPID=$!
+PIDS+=("$DFPID")
+ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+lab_pin_relay_napi "$D" "$RELAY_CPU"
+DEFAULTS_NAPI_NOTE="relay-side NAPI kthreads $LAB_RELAY_NAPI_PIDS pinned to CPU $RELAY_CPU; the outer veths have no NAPI"
+STATS_IF=${D}rc
+STATS_HOOK=afxdp_stats
+run_data_loads xturn-afxdp-defaults "$DFPID"
+STATS_HOOK=""
+stop_pid "$DFPID"
+grep -E "XDP_TX|Binding requests" "$TMP/xturn-afxdp-defaults.out" | sed 's/^/    /' >&2 || true
+lab_down "$D"
+NC=${SAVED_LAB[0]} NR=${SAVED_LAB[1]} NP=${SAVED_LAB[2]} LAB_RELAY_NAPI_PIDS=${SAVED_LAB[3]}
+STATS_IF=${P}rc
 
 # ---- the generator's ceiling: a trivial reflector on the relay core ---------------------
 log "reflector"
@@ -486,6 +518,7 @@ Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
 - xturn-xdp: the same binary, \`${XDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $XDP_AFF), with xturn's XDP_PASS program on the client's veth (\`xturn-bench xdp-pass\`) during its socket loads; it runs the STUN loads only (IP forwarding is off in the relay namespace then, so TURN data would take the socket path; TURN data through AF_XDP is the xturn-afxdp column). Its capacity is measured with \`xturn-bench xdp-load\` (live-frame BPF_PROG_RUN from the client namespace, pinned to CPU $GEN_CPU, flat out for $DURATION s) against it and against \`xturn-bench xdp-reflect\` (a bare XDP_TX reflector on the same veth), and the programs alone with \`xturn-bench xdp-cost\` (BPF_PROG_TEST_RUN on CPU $RELAY_CPU).
 - xturn-afxdp: the same binary, \`${AFXDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $AFXDP_AFF; threads: $AFXDP_THREADS), with \`net.ipv4.conf.all.forwarding=1\` in the relay namespace while it ran (the XDP program's bpf_fib_lookup needs it; $FWD0 before and after, for the other servers); xturn's XDP_PASS program was on the client's veth only for the start-up \`ping\` (a Binding request, answered with XDP_TX). It runs the TURN data loads (relay flat out and at fixed rates, the sustained-rate search, echo); \`xturn stats --json\` (the XDP program's counters and the forwarder's status file) was saved before and after each load (results/afxdp-stats/). The relay's work is in the server's forwarder thread (covered by \`--relay-pid\`, which counts all of the server's threads) and in the relay veths' NAPI threads (\`--relay-threads\`); $AFXDP_NAPI_NOTE. Its capacity is measured with \`xturn-bench xdp-relay-load\` ($ALLOCS allocations and channels set up with TURN from fixed local ports, then live-frame BPF_PROG_RUN of ChannelData frames with exactly those 5-tuples out of the client's veth, flat out for $DURATION s, $BYPASS_RUNS runs, each against a freshly started server and taking turns with the reflector's, from CPU $GEN_CPU; \`xturn-bench xdp-drop\` on the peer's veth takes the relayed frames and its receive counter is what was delivered) against it, and the same frames (\`--reflector\`, no TURN) against \`xturn-bench xsk-reflect\` (the bare AF_XDP copy-mode reflector on the relay's client-side veth, pinned to CPU $RELAY_CPU, its thread at nice $AFXDP_NICE like the forwarder's, so that both run before the NAPI thread feeding them; the frames come back to the client's veth, where they are dropped and counted).
+- xturn-afxdp-defaults (section "The price of defaults"): the same binary, \`${DEF_CMD[*]#"$ROOT/"}\`, in a second topology built like the first but left at veth defaults (no ethtool: TX checksum offload on, GRO off; no XDP program on the client's and peer's veths; threaded NAPI only where the XDP program gives the relay's veths one: $DEFAULTS_NAPI_NOTE), forwarding on in its relay namespace, the TURN data loads only, right after xturn-afxdp's.
 - Loads, per server: \`stun\` (Binding flood from 32 sockets, flat out), \`stun-$((STUN_RATE / 1000))k\` (the same at a fixed rate: CPU per answer; xturn-xdp also at $((XDP_STUN_RATE / 1000))k), \`relay-max\` (ChannelData one way, flat out; received = the sink's per-flow counts), \`relay-20k\`/\`relay-50k\` (fixed offered rates: the CPU cost figures), \`relay-sustained\` (the highest offered rate at which at most 1 % is lost at or before the relay, i.e. not counting drops after it on the generator's core, found by a six-step binary search over 20k-320k pps with $SWEEP_DURATION s steps; every step's JSON is in results/sweep/), \`echo-$((ECHO_RATE / 1000))k\` (round trips through relay and an echoing sink at a fixed rate, latency from timestamps in the payload), \`churn\` (16 cycles in flight, each from a fresh 5-tuple: Allocate with its 401 round, Refresh, Refresh(0); flat out).
 - Interference: each load starts when both CPUs are under 5 % busy and is run again (at most twice) if other processes (any this script did not start, other tests' xturn servers included, and the NAPI threads of other namespaces' veths) used more than 2 % of a CPU during it. $(noise_summary)
 - With two CPUs the generator, the sink and the peer side's NAPI thread share one core. The generator offers far more than either server relays (see its ceiling below), so the flat-out rows measure the servers; but there the relay core is split between the server and the NAPI thread feeding it (receive livelock), which moves those figures by some 20 % from run to run. The fixed-rate rows (CPU cost) and \`relay-sustained\` are the stable comparison. "Dropped leaving the relay" counts datagrams lost in the peer side's veth ring because the generator's core was busy, not because of the relay.

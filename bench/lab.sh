@@ -69,6 +69,54 @@ lab_pin_napi() {
     done
 }
 
+# lab_up_plain PREFIX: the same topology left as users have it: veths at their defaults
+# (TX checksum offload on, GRO off), nothing else set. Without GRO or an XDP program a
+# veth has no NAPI instance; once xturn attaches its program to the relay's veths,
+# lab_pin_relay_napi PREFIX RELAY_CPU makes their NAPI threaded, pins it and sets
+# LAB_RELAY_NAPI_PIDS.
+lab_up_plain() {
+    local p=$1 ns
+    for ns in "${p}c" "${p}r" "${p}p"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    ip link add "${p}ca" netns "${p}c" type veth peer "${p}rc" netns "${p}r"
+    ip link add "${p}rp" netns "${p}r" type veth peer "${p}pa" netns "${p}p"
+    ip -n "${p}c" addr add 192.0.2.2/24 dev "${p}ca"
+    ip -n "${p}r" addr add 192.0.2.1/24 dev "${p}rc"
+    ip -n "${p}r" addr add 198.51.100.1/24 dev "${p}rp"
+    ip -n "${p}p" addr add 198.51.100.2/24 dev "${p}pa"
+    ip -n "${p}c" link set "${p}ca" up
+    ip -n "${p}r" link set "${p}rc" up
+    ip -n "${p}r" link set "${p}rp" up
+    ip -n "${p}p" link set "${p}pa" up
+}
+
+lab_pin_relay_napi() {
+    local p=$1 relay=$2 dev f comm pid found
+    LAB_RELAY_NAPI_PIDS=""
+    for dev in "${p}rc" "${p}rp"; do
+        ip netns exec "${p}r" sh -c "echo 1 > /sys/class/net/$dev/threaded"
+        found=0
+        for f in /proc/[0-9]*/comm; do
+            read -r comm <"$f" 2>/dev/null || continue
+            case "$comm" in
+            "napi/$dev-"*)
+                pid=${f#/proc/}
+                pid=${pid%/comm}
+                taskset -pc "$relay" "$pid" >/dev/null
+                found=$((found + 1))
+                LAB_RELAY_NAPI_PIDS="${LAB_RELAY_NAPI_PIDS:+$LAB_RELAY_NAPI_PIDS,}$pid"
+                ;;
+            esac
+        done
+        if [ "$found" = 0 ]; then
+            echo "lab.sh: no napi thread for $dev (no XDP program attached?)" >&2
+            return 1
+        fi
+    done
+}
+
 lab_down() {
     local p=$1 ns
     for ns in "${p}c" "${p}r" "${p}p"; do

@@ -175,6 +175,10 @@ pub type Results = BTreeMap<String, BTreeMap<String, RunResult>>;
 pub const SERVERS: [&str; 4] = ["coturn", "xturn", XTURN_XDP, XTURN_AFXDP];
 pub const XTURN_XDP: &str = "xturn-xdp";
 pub const XTURN_AFXDP: &str = "xturn-afxdp";
+/// xturn-afxdp again, in the same topology left at veth defaults (TX checksum offload on,
+/// no GRO, no XDP program on the far ends): the TURN data loads only, for the section
+/// "The price of defaults".
+pub const XTURN_AFXDP_DEFAULTS: &str = "xturn-afxdp-defaults";
 /// Prefix of the AF_XDP benchmark's own files: `afxdp-forwarder.json` and
 /// `afxdp-reflector.json` (xdp-relay-load), `afxdp-xsk-reflect.json`; and of the
 /// counters directory `afxdp-stats/` (`NAME.before.json`, `NAME.after.json`).
@@ -193,6 +197,8 @@ pub fn split_name(file: &str) -> Option<(String, String)> {
     let stem = file.strip_suffix(".json")?;
     let (server, test) = if let Some(test) = stem.strip_prefix("xturn-xdp-") {
         (XTURN_XDP, test)
+    } else if let Some(test) = stem.strip_prefix("xturn-afxdp-defaults-") {
+        (XTURN_AFXDP_DEFAULTS, test)
     } else if let Some(test) = stem.strip_prefix("xturn-afxdp-") {
         (XTURN_AFXDP, test)
     } else {
@@ -931,7 +937,86 @@ pub fn render_markdown(
     }
     md.push_str(&xdp_section(res, disturbed));
     md.push_str(&afxdp_section(res, disturbed, &a.commands));
+    md.push_str(&defaults_section(res, disturbed));
     (md, svg)
+}
+
+/// "The price of defaults": xturn-afxdp's TURN data loads in the tuned lab beside the same
+/// loads in the topology left at veth defaults, with the share of each run the AF_XDP
+/// path carried (from the counters: redirected by the program, relayed by the forwarder).
+pub fn defaults_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
+    let mut md = String::new();
+    let Some(defaults) = res.get(XTURN_AFXDP_DEFAULTS) else {
+        return md;
+    };
+    let _ = writeln!(
+        md,
+        "\n## The price of defaults: xturn-afxdp with veth defaults\n"
+    );
+    let _ = writeln!(
+        md,
+        "The same server and loads as the xturn-afxdp column, in the same run, in a second topology left as users have it: veths at their defaults (TX checksum offload on, so frames from the generator's and sink's sockets carry checksums left to offload, which the forwarder completes; GRO off; no XDP program on the client's and peer's veths, so Binding requests are answered by the socket path), IP forwarding on in the relay namespace. Without GRO or an XDP program the outer veths have no NAPI instance: what the relay sends is received in the relay core's own context there, so the relay core also pays for the receiving end. \"AF_XDP share\" is the forwarder's relayed frames over the datagrams the sink received (twice the round trips, for echo).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| metric | tuned lab | veth defaults | defaults / lab |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|");
+    let mut tests: Vec<(&String, &RunResult)> = defaults.iter().collect();
+    tests.sort_by_key(|(n, r)| test_order(n, Some(r)));
+    for (t, r) in tests {
+        let RunResult::Traffic(d) = r else {
+            continue;
+        };
+        let lab = traffic(res, XTURN_AFXDP, t);
+        let mark = |s: &str| {
+            if disturbed.contains_key(&format!("{s}-{t}")) {
+                " ⚠"
+            } else {
+                ""
+            }
+        };
+        let marks = [mark(XTURN_AFXDP), mark(XTURN_AFXDP_DEFAULTS)];
+        let mut rows = traffic_rows(t, &[lab, Some(d)]);
+        let share = |key: &str| -> Option<f64> {
+            let c = afxdp_counters(res, key)?;
+            let relayed = c.forwarder.get("to_peer").copied().unwrap_or(0)
+                + c.forwarder.get("to_client").copied().unwrap_or(0);
+            let r: &TrafficReport = if key.starts_with("defaults-") {
+                d
+            } else {
+                lab?
+            };
+            // An echo round trip is relayed twice.
+            let per = if r.mode == "echo" { 2.0 } else { 1.0 };
+            let received = r.received as f64 * per;
+            (received > 0.0).then(|| relayed as f64 / received)
+        };
+        rows.push(Row {
+            label: format!("{t}: AF_XDP share of the datagrams received"),
+            values: vec![share(t), share(&format!("defaults-{t}"))],
+            fmt: pct,
+            higher_better: true,
+        });
+        for row in rows {
+            let cells: Vec<String> = row
+                .values
+                .iter()
+                .zip(marks)
+                .map(|(v, m)| v.map_or("–".into(), |v| format!("{}{m}", (row.fmt)(v))))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} {} | {} | {} | {} |",
+                row.label,
+                if row.higher_better { "↑" } else { "↓" },
+                cells[0],
+                cells[1],
+                ratio(row.values[1], row.values[0])
+            );
+        }
+    }
+    md
 }
 
 fn traffic<'a>(res: &'a Results, server: &str, test: &str) -> Option<&'a TrafficReport> {
@@ -2303,6 +2388,46 @@ mod tests {
         // Not a run of either.
         x.insert("forwarder-x".into(), relay_load(1.0, 1.0, "relay"));
         res
+    }
+
+    #[test]
+    fn defaults_section_sets_the_untuned_runs_beside_the_lab_ones() {
+        let mut res = afxdp_results(450_000.0, 2_200.0);
+        assert!(
+            !render_markdown(&res, &BTreeMap::new(), &Meta::default(), "l.svg", "m")
+                .0
+                .contains("price of defaults")
+        );
+        let mut t = traffic("relay", 0, 135_000.0, None);
+        if let RunResult::Traffic(r) = &mut t {
+            r.received = 1_000;
+        }
+        res.entry(XTURN_AFXDP_DEFAULTS.into())
+            .or_default()
+            .insert("relay-max".into(), t);
+        // 990 of 1,000 by the forwarder; the lab's counters: 897 of 900 000 received.
+        let c = AfxdpCounters::from_stats(&stats_json(1000, 0, 1000, 990, 0)).unwrap();
+        res.entry(AFXDP_COUNTERS.into())
+            .or_default()
+            .insert("defaults-relay-max".into(), RunResult::Afxdp(c));
+        let (md, _) = render_markdown(&res, &BTreeMap::new(), &Meta::default(), "l.svg", "m");
+        let sec = &md[md
+            .find("## The price of defaults")
+            .unwrap_or_else(|| panic!("{md}"))..];
+        assert!(
+            sec.contains("| relay-max: received at peer pps ↑ | 270,000 | 135,000 | 0.50× |"),
+            "{sec}"
+        );
+        assert!(
+            sec.contains(
+                "| relay-max: AF_XDP share of the datagrams received ↑ | 0.099 % | 99.000 % |"
+            ),
+            "{sec}"
+        );
+        assert_eq!(
+            split_name("xturn-afxdp-defaults-relay-20k.json"),
+            Some((XTURN_AFXDP_DEFAULTS.into(), "relay-20k".into()))
+        );
     }
 
     #[test]

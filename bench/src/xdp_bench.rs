@@ -481,6 +481,11 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
     let drop = Prog::load("xtb_drop", &bpf::constant(XDP_DROP))?;
     let _link = bpf::attach_xdp(drop.fd(), ifindex)
         .with_context(|| format!("cannot attach the drop program to {}", a.iface))?;
+    // xturn answers Binding requests with XDP_TX only once it has seen that the veth the
+    // answers go to has an XDP program (it re-reads that every second): let it see this one.
+    if a.relay_iface.is_some() {
+        std::thread::sleep(Duration::from_millis(1500));
+    }
 
     let pids: Vec<u32> = c
         .relay_pid
