@@ -586,8 +586,9 @@ mod ethtool {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             bail!("{name:?}: not an interface name");
         }
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0")
-            .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+        // Any socket of the namespace will do; an unbound one needs no address.
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .or_else(|_| socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None))?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
             data: (block as *mut T).cast(),
