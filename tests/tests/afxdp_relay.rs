@@ -17,12 +17,11 @@
 
 mod xdp_support;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use xdp_support::traffic::{channel_data, paced, receive, socket_in};
+use xdp_support::traffic::{channel_data, relay_each_way, socket_in, Flow};
 use xdp_support::{root_or_skip, run, unique_tag, Netns};
 use xturn_control::client::Answer;
 use xturn_tests::{have, payload, xturn_bin, Proc, TestClient};
@@ -171,13 +170,6 @@ impl Lab {
     }
 }
 
-struct Flow {
-    client: TestClient,
-    relay: SocketAddr,
-    peer: UdpSocket,
-    channel: u16,
-}
-
 /// One end-to-end run.
 #[derive(Clone, Copy)]
 struct Run {
@@ -207,25 +199,20 @@ impl Run {
 
     /// The payload of datagram `n`: [`payload`] (8-1207 bytes), twice over for a jumbo
     /// MTU (16-2414 bytes, more than a 1500-byte MTU carries).
-    fn data(&self, n: u64) -> Vec<u8> {
-        let mut v = payload(n);
-        if self.mtu > 1500 {
+    fn data(&self) -> fn(u64, u64) -> Vec<u8> {
+        fn normal(n: u64, _: u64) -> Vec<u8> {
+            payload(n)
+        }
+        fn jumbo(n: u64, _: u64) -> Vec<u8> {
+            let mut v = payload(n);
             v.extend(payload(n));
+            v
         }
-        v
-    }
-
-    /// The sequence number of a correct datagram, or what is wrong with it.
-    fn seq_of(&self, data: &[u8]) -> Result<u64, String> {
-        let head: [u8; 8] = data
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("{} bytes: too short", data.len()))?;
-        let n = u64::from_be_bytes(head);
-        if n >= 2 * self.datagrams || data != self.data(n).as_slice() {
-            return Err(format!("datagram {n}: wrong bytes ({} bytes)", data.len()));
+        if self.mtu > 1500 {
+            jumbo
+        } else {
+            normal
         }
-        Ok(n)
     }
 }
 
@@ -341,7 +328,7 @@ fn relay_through_afxdp(run: Run) {
     // (the XDP program's FIB lookup needs them; until then frames take the socket path).
     let mut buf = [0u8; 4096];
     for (i, f) in flows.iter().enumerate() {
-        let warm = run.data(2 * datagrams - 1 - i as u64);
+        let warm = run.data()(2 * datagrams - 1 - i as u64, datagrams);
         f.client
             .sock
             .send_to(&channel_data(f.channel, &warm), server)
@@ -359,90 +346,9 @@ fn relay_through_afxdp(run: Run) {
     let (before, threads_before) = fast_path_counters(&settled_stats(&bin, &lab), pid);
 
     // 100,000 each way, both directions at once, checked on arrival.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut at_peers = Vec::new();
-    let mut at_clients = Vec::new();
-    for (i, f) in flows.iter().enumerate() {
-        let (relay, channel, i) = (f.relay, f.channel, i as u64);
-        at_peers.push(receive(
-            f.peer.try_clone().unwrap(),
-            stop.clone(),
-            deadline,
-            move |from, d| {
-                let n = run.seq_of(d)?;
-                if from != relay || n % FLOWS != i {
-                    return Err(format!("datagram {n} from {from} on flow {i} ({relay})"));
-                }
-                Ok(n)
-            },
-        ));
-        at_clients.push(receive(
-            f.client.sock.try_clone().unwrap(),
-            stop.clone(),
-            deadline,
-            move |from, d| {
-                if from != server || d.len() < 4 {
-                    return Err(format!("{} bytes from {from}", d.len()));
-                }
-                let len = u16::from_be_bytes([d[2], d[3]]) as usize;
-                if u16::from_be_bytes([d[0], d[1]]) != channel || d.len() != 4 + len {
-                    return Err(format!("bad ChannelData header {:02x?}", &d[..4]));
-                }
-                let n = run.seq_of(&d[4..])?;
-                if n % FLOWS != i || n < datagrams {
-                    return Err(format!("datagram {n} on flow {i}"));
-                }
-                Ok(n)
-            },
-        ));
-    }
-    let to_peers: Vec<(UdpSocket, u16)> = flows
-        .iter()
-        .map(|f| (f.client.sock.try_clone().unwrap(), f.channel))
-        .collect();
-    let sender_c = std::thread::spawn(move || {
-        paced(0..datagrams, run.rate, |n| {
-            let (s, ch) = &to_peers[(n % FLOWS) as usize];
-            s.send_to(&channel_data(*ch, &run.data(n)), server).unwrap();
-        })
-    });
-    let to_clients: Vec<(UdpSocket, SocketAddr)> = flows
-        .iter()
-        .map(|f| (f.peer.try_clone().unwrap(), f.relay))
-        .collect();
-    let sender_p = std::thread::spawn(move || {
-        paced(datagrams..2 * datagrams, run.rate, |n| {
-            let (s, relay) = &to_clients[(n % FLOWS) as usize];
-            s.send_to(&run.data(n), *relay).unwrap();
-        })
-    });
-    sender_c.join().unwrap();
-    sender_p.join().unwrap();
+    let diag = || format!("{:#}\n{}", settled_stats(&bin, &lab), xturn.output());
+    relay_each_way(&flows, datagrams, run.rate, server, run.data(), &diag);
     let sent_by = t_bind.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for (what, handles, range) in [
-        ("peers", at_peers, 0..datagrams),
-        ("clients", at_clients, datagrams..2 * datagrams),
-    ] {
-        let mut got = vec![0u32; datagrams as usize];
-        let mut bad = Vec::new();
-        for h in handles {
-            let s = h.join().unwrap();
-            bad.extend(s.bad);
-            for n in s.ok {
-                got[(n - range.start) as usize] += 1;
-            }
-        }
-        let missing = got.iter().filter(|&&c| c == 0).count();
-        let dups = got.iter().filter(|&&c| c > 1).count();
-        assert!(
-            bad.is_empty() && missing == 0 && dups == 0,
-            "at the {what}: {missing} missing, {dups} duplicated, wrong: {bad:?}\n{:#}\n{}",
-            settled_stats(&bin, &lab),
-            xturn.output()
-        );
-    }
     assert!(
         !run.expiry || sent_by < Duration::from_secs(PERMISSION_LIFETIME),
         "the run outlived the permission ({sent_by:?}): the machine is too slow for this test"
@@ -483,7 +389,7 @@ fn relay_through_afxdp(run: Run) {
     }
     let f = &flows[0];
     for k in 0..50 {
-        let d = run.data(k * FLOWS);
+        let d = run.data()(k * FLOWS, datagrams);
         f.peer.send_to(&d, f.relay).unwrap();
         f.client
             .sock

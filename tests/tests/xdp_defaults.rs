@@ -21,13 +21,12 @@
 mod xdp_support;
 
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use xdp_support::traffic::{channel_data, paced, receive, socket_in};
+use std::sync::Mutex;
+use std::time::Duration;
+use xdp_support::traffic::{channel_data, relay_each_way, socket_in, Flow};
 use xdp_support::{root_or_skip, run, unique_tag, Netns, OBJECT};
 use xturn_control::client::Answer;
 use xturn_tests::{have, payload, xturn_bin, Proc, TestClient};
@@ -289,13 +288,6 @@ impl Snapshot {
 /// The traffic tests run one at a time: the relay and the test share 2 CPUs.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-struct Flow {
-    client: TestClient,
-    relay: SocketAddr,
-    peer: UdpSocket,
-    channel: u16,
-}
-
 /// `FLOWS` allocations from the client namespace, each with a channel to its own peer port
 /// (ChannelBind also installs the peer's permission), warmed up one datagram each way so
 /// the relay's kernel knows both neighbours.
@@ -345,110 +337,6 @@ fn data(n: u64, count: u64) -> Vec<u8> {
         v.resize(len, (n % 251) as u8);
     }
     v
-}
-
-fn seq_of(d: &[u8], count: u64) -> Result<u64, String> {
-    let head: [u8; 8] = d
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{} bytes: too short", d.len()))?;
-    let n = u64::from_be_bytes(head);
-    if n >= 2 * count || d != data(n, count).as_slice() {
-        return Err(format!("datagram {n}: wrong bytes ({} bytes)", d.len()));
-    }
-    Ok(n)
-}
-
-/// `count` datagrams each way over `flows` at `rate`/s per direction, both directions at
-/// once; asserts every one arrived exactly once and byte-exact, with the right source.
-fn relay_each_way(flows: &[Flow], count: u64, rate: u64, diag: &dyn Fn() -> String) {
-    let server = server();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (mut at_peers, mut at_clients) = (Vec::new(), Vec::new());
-    for (i, f) in flows.iter().enumerate() {
-        let (relay, channel, i) = (f.relay, f.channel, i as u64);
-        let n_flows = flows.len() as u64;
-        at_peers.push(receive(
-            f.peer.try_clone().unwrap(),
-            stop.clone(),
-            deadline,
-            move |from, d| {
-                let n = seq_of(d, count)?;
-                if from != relay || n % n_flows != i || n >= count {
-                    return Err(format!("datagram {n} from {from} on flow {i}"));
-                }
-                Ok(n)
-            },
-        ));
-        at_clients.push(receive(
-            f.client.sock.try_clone().unwrap(),
-            stop.clone(),
-            deadline,
-            move |from, d| {
-                if from != server || d.len() < 4 {
-                    return Err(format!("{} bytes from {from}", d.len()));
-                }
-                let len = u16::from_be_bytes([d[2], d[3]]) as usize;
-                if u16::from_be_bytes([d[0], d[1]]) != channel || d.len() != 4 + len {
-                    return Err(format!("bad ChannelData header {:02x?}", &d[..4]));
-                }
-                let n = seq_of(&d[4..], count)?;
-                if n % n_flows != i || n < count {
-                    return Err(format!("datagram {n} on flow {i}"));
-                }
-                Ok(n)
-            },
-        ));
-    }
-    let n_flows = flows.len() as u64;
-    let to_peers: Vec<(UdpSocket, u16)> = flows
-        .iter()
-        .map(|f| (f.client.sock.try_clone().unwrap(), f.channel))
-        .collect();
-    let sender_c = std::thread::spawn(move || {
-        paced(0..count, rate, |n| {
-            let (s, ch) = &to_peers[(n % n_flows) as usize];
-            s.send_to(&channel_data(*ch, &data(n, count)), server)
-                .unwrap();
-        })
-    });
-    let to_clients: Vec<(UdpSocket, SocketAddr)> = flows
-        .iter()
-        .map(|f| (f.peer.try_clone().unwrap(), f.relay))
-        .collect();
-    let sender_p = std::thread::spawn(move || {
-        paced(count..2 * count, rate, |n| {
-            let (s, relay) = &to_clients[(n % n_flows) as usize];
-            s.send_to(&data(n, count), *relay).unwrap();
-        })
-    });
-    sender_c.join().unwrap();
-    sender_p.join().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for (what, handles, start) in [("peers", at_peers, 0), ("clients", at_clients, count)] {
-        let mut got = vec![0u32; count as usize];
-        let mut bad = Vec::new();
-        for h in handles {
-            let s = h.join().unwrap();
-            bad.extend(s.bad);
-            for n in s.ok {
-                got[(n - start) as usize] += 1;
-            }
-        }
-        let missing: Vec<u64> = (0..count)
-            .filter(|&k| got[k as usize] == 0)
-            .map(|k| k + start)
-            .collect();
-        let dups = got.iter().filter(|&&c| c > 1).count();
-        assert!(
-            bad.is_empty() && missing.is_empty() && dups == 0,
-            "at the {what}: {} missing (first {:?}), {dups} duplicated, wrong: {bad:?}\n{}",
-            missing.len(),
-            &missing[..missing.len().min(10)],
-            diag()
-        );
-    }
 }
 
 /// coturn's `turnutils_stunclient` from the client namespace gets an answer.
@@ -510,7 +398,7 @@ fn relay_untuned(topo: Topo, generic: bool) {
     let flows = flows(&lab);
     let before = Snapshot::of(&lab.stats(), pid);
     let diag = || format!("{:#}\n{}", lab.stats(), xturn.output());
-    relay_each_way(&flows, RUN, RATE, &diag);
+    relay_each_way(&flows, RUN, RATE, server(), data, &diag);
     stun_answered(&lab);
     let after = Snapshot::of(&lab.stats(), pid);
     let d = |f: &dyn Fn(&Snapshot) -> u64| f(&after) - f(&before);
@@ -620,7 +508,7 @@ fn full_permission_map_degrades_to_the_socket_path() {
     let before = Snapshot::of(&lab.stats(), pid);
     let n = 4_000;
     let diag = || format!("{:#}\n{}", lab.stats(), xturn.output());
-    relay_each_way(&flows, n, RATE, &diag);
+    relay_each_way(&flows, n, RATE, server(), data, &diag);
     let v = lab.stats();
     let after = Snapshot::of(&v, pid);
     let d = |f: &dyn Fn(&Snapshot) -> u64| f(&after) - f(&before);
@@ -705,7 +593,7 @@ fn forwarder_fault(fault: &str, after: u64, reason: &str) {
         "{t0:#}"
     );
     let diag = || format!("{:#}\n{}", lab.stats(), xturn.output());
-    relay_each_way(&flows, 2_000, 2_000, &diag);
+    relay_each_way(&flows, 2_000, 2_000, server(), data, &diag);
     let after_run = Snapshot::of(&lab.stats(), pid);
     let d = |f: &dyn Fn(&Snapshot) -> u64| f(&after_run) - f(&before);
     assert_eq!(d(&|s| s.allocs("sockets", "to_peer_packets")), 2_000);

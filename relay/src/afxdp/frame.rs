@@ -1326,47 +1326,68 @@ mod tests {
         }
     }
 
+    /// A client -> server ChannelData frame (`c2u`) or a peer -> relayed UDP frame with
+    /// `n` bytes of data, whose UDP checksum field `set_checksum` changes (given the frame
+    /// and the field's offset); it must be accepted, and relayed with a full checksum.
+    /// Returns what `check` said of the incoming frame.
+    fn relayed_with_full_checksum(
+        v6: bool,
+        c2u: bool,
+        n: usize,
+        set_checksum: impl FnOnce(&mut Vec<u8>, usize, SocketAddr, SocketAddr),
+    ) -> Checked {
+        let a = addrs(v6);
+        let (src, dst, payload) = if c2u {
+            (
+                a.client,
+                a.server,
+                channel_data(0x4000, &pattern(n, 1), &[0; 3]),
+            )
+        } else {
+            (a.peer, a.relayed, pattern(n, 1))
+        };
+        let mut frame = build(src, dst, &OPTS, &payload);
+        set_checksum(&mut frame, if v6 { 60 } else { 40 }, src, dst);
+        let checked = check(&frame, 0, frame.len()).unwrap();
+        let (mut buf, start, len) = chunk(&frame, 0);
+        let (rw, expected) = if c2u {
+            (rewrite(a.relayed, a.peer), pattern(n, 1))
+        } else {
+            (
+                rewrite(a.server, a.client),
+                channel_data(0x4000, &pattern(n, 1), &[]),
+            )
+        };
+        let (s, l) = if c2u {
+            channel_data_to_udp(&mut buf, start, len, &rw).unwrap()
+        } else {
+            udp_to_channel_data(&mut buf, start, len, 0x4000, &rw).unwrap()
+        };
+        // check_out verifies the outgoing UDP checksum in full with etherparse.
+        check_out(
+            &buf[s..s + l],
+            &Expect {
+                rw,
+                tos: OPTS.tos,
+                ttl: OPTS.ttl - 1,
+                ident: OPTS.ident,
+                df: true,
+                payload: &expected,
+            },
+        );
+        assert!(!check(&buf, s, l).unwrap().partial_checksum());
+        checked
+    }
+
+    const CHECKSUM_CASES: [(bool, usize); 5] =
+        [(true, 5), (true, 0), (false, 3), (false, 1200), (false, 0)];
+
     #[test]
     fn ipv4_without_udp_checksum_gets_one() {
-        for (c2u, n) in [(true, 5), (true, 0), (false, 3), (false, 1200)] {
-            let a = addrs(false);
-            let (src, dst, payload) = if c2u {
-                (
-                    a.client,
-                    a.server,
-                    channel_data(0x4000, &pattern(n, 1), &[0; 3]),
-                )
-            } else {
-                (a.peer, a.relayed, pattern(n, 1))
-            };
-            let mut frame = build(src, dst, &OPTS, &payload);
-            frame[40..42].fill(0); // UDP checksum: none
-            assert!(parse(&frame).is_ok());
-            let (mut buf, start, len) = chunk(&frame, 0);
-            let (rw, expected) = if c2u {
-                (rewrite(a.relayed, a.peer), pattern(n, 1))
-            } else {
-                (
-                    rewrite(a.server, a.client),
-                    channel_data(0x4000, &pattern(n, 1), &[]),
-                )
-            };
-            let (s, l) = if c2u {
-                channel_data_to_udp(&mut buf, start, len, &rw).unwrap()
-            } else {
-                udp_to_channel_data(&mut buf, start, len, 0x4000, &rw).unwrap()
-            };
-            check_out(
-                &buf[s..s + l],
-                &Expect {
-                    rw,
-                    tos: OPTS.tos,
-                    ttl: OPTS.ttl - 1,
-                    ident: OPTS.ident,
-                    df: true,
-                    payload: &expected,
-                },
-            );
+        for (c2u, n) in CHECKSUM_CASES {
+            // UDP checksum 0: none.
+            let c = relayed_with_full_checksum(false, c2u, n, |f, at, _, _| f[at..at + 2].fill(0));
+            assert!(!c.partial_checksum());
         }
     }
 
@@ -1402,57 +1423,24 @@ mod tests {
     /// wrong value is still a bad checksum.
     #[test]
     fn checksum_left_to_offload_is_accepted_and_completed() {
+        let partial = |f: &mut Vec<u8>, at: usize, src: SocketAddr, dst: SocketAddr| {
+            let udp_len = f.len() - at + 6;
+            let c = pending_offload_checksum(src.ip(), dst.ip(), udp_len);
+            f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        };
         for v6 in [false, true] {
-            for (c2u, n) in [(true, 5), (true, 0), (false, 3), (false, 1200), (false, 0)] {
-                let a = addrs(v6);
-                let (src, dst, payload) = if c2u {
-                    (
-                        a.client,
-                        a.server,
-                        channel_data(0x4000, &pattern(n, 3), &[0; 3]),
-                    )
-                } else {
-                    (a.peer, a.relayed, pattern(n, 3))
-                };
-                let mut frame = build(src, dst, &OPTS, &payload);
-                let at = if v6 { 60 } else { 40 };
-                let partial = pending_offload_checksum(src.ip(), dst.ip(), 8 + payload.len());
-                frame[at..at + 2].copy_from_slice(&partial.to_be_bytes());
-                let c = check(&frame, 0, frame.len()).unwrap();
+            for (c2u, n) in CHECKSUM_CASES {
+                let c = relayed_with_full_checksum(v6, c2u, n, partial);
                 assert!(c.partial_checksum());
-                let mut wrong = frame.clone();
-                wrong[at..at + 2].copy_from_slice(&(partial ^ 0x0100).to_be_bytes());
+                // Off by one bit: a bad checksum, not a partial one.
+                let mut wrong = Vec::new();
+                relayed_with_full_checksum(v6, c2u, n, |f, at, s, d| {
+                    partial(f, at, s, d);
+                    wrong = f.clone();
+                });
+                let at = if v6 { 60 } else { 40 };
+                wrong[at] ^= 0x01;
                 assert_eq!(parse(&wrong).unwrap_err(), Reject::BadChecksum);
-                let full = build(src, dst, &OPTS, &payload);
-                assert!(!check(&full, 0, full.len()).unwrap().partial_checksum());
-
-                let (mut buf, start, len) = chunk(&frame, 0);
-                let (rw, expected) = if c2u {
-                    (rewrite(a.relayed, a.peer), pattern(n, 3))
-                } else {
-                    (
-                        rewrite(a.server, a.client),
-                        channel_data(0x4000, &pattern(n, 3), &[]),
-                    )
-                };
-                let (s, l) = if c2u {
-                    channel_data_to_udp(&mut buf, start, len, &rw).unwrap()
-                } else {
-                    udp_to_channel_data(&mut buf, start, len, 0x4000, &rw).unwrap()
-                };
-                // check_out verifies the UDP checksum in full with etherparse.
-                check_out(
-                    &buf[s..s + l],
-                    &Expect {
-                        rw,
-                        tos: OPTS.tos,
-                        ttl: OPTS.ttl - 1,
-                        ident: OPTS.ident,
-                        df: true,
-                        payload: &expected,
-                    },
-                );
-                assert!(!check(&buf, s, l).unwrap().partial_checksum());
             }
         }
     }

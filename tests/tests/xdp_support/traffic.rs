@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xturn_tests::TestClient;
 
 /// A UDP socket bound in namespace `ns`, with a large receive buffer and a short timeout.
 pub fn socket_in(ns: &str, local: SocketAddr) -> UdpSocket {
@@ -84,4 +85,127 @@ pub fn receive(
         }
         seen
     })
+}
+
+/// One allocation of a test: its client, its relayed address, the peer socket its channel
+/// leads to, and the channel number.
+pub struct Flow {
+    pub client: TestClient,
+    pub relay: SocketAddr,
+    pub peer: UdpSocket,
+    pub channel: u16,
+}
+
+/// The sequence number of a correct datagram of a run of `count` each way, or what is
+/// wrong with it: it must start with its number `n` and be exactly `data(n, count)`.
+pub fn seq_of(d: &[u8], count: u64, data: fn(u64, u64) -> Vec<u8>) -> Result<u64, String> {
+    let head: [u8; 8] = d
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{} bytes: too short", d.len()))?;
+    let n = u64::from_be_bytes(head);
+    if n >= 2 * count || d != data(n, count).as_slice() {
+        return Err(format!("datagram {n}: wrong bytes ({} bytes)", d.len()));
+    }
+    Ok(n)
+}
+
+/// `count` datagrams each way over `flows` at `rate`/s per direction, both directions at
+/// once: datagram `n` (0..count to the peers, count..2*count to the clients) carries
+/// `data(n, count)` on flow `n % flows.len()`. Asserts that every one arrived exactly
+/// once, byte-exact, from the relayed address (at the peer) or as ChannelData on the
+/// flow's channel from `server` (at the client); `diag` is added to a failure.
+pub fn relay_each_way(
+    flows: &[Flow],
+    count: u64,
+    rate: u64,
+    server: SocketAddr,
+    data: fn(u64, u64) -> Vec<u8>,
+    diag: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stop = Arc::new(AtomicBool::new(false));
+    let n_flows = flows.len() as u64;
+    let (mut at_peers, mut at_clients) = (Vec::new(), Vec::new());
+    for (i, f) in flows.iter().enumerate() {
+        let (relay, channel, i) = (f.relay, f.channel, i as u64);
+        at_peers.push(receive(
+            f.peer.try_clone().unwrap(),
+            stop.clone(),
+            deadline,
+            move |from, d| {
+                let n = seq_of(d, count, data)?;
+                if from != relay || n % n_flows != i || n >= count {
+                    return Err(format!("datagram {n} from {from} on flow {i} ({relay})"));
+                }
+                Ok(n)
+            },
+        ));
+        at_clients.push(receive(
+            f.client.sock.try_clone().unwrap(),
+            stop.clone(),
+            deadline,
+            move |from, d| {
+                if from != server || d.len() < 4 {
+                    return Err(format!("{} bytes from {from}", d.len()));
+                }
+                let len = u16::from_be_bytes([d[2], d[3]]) as usize;
+                if u16::from_be_bytes([d[0], d[1]]) != channel || d.len() != 4 + len {
+                    return Err(format!("bad ChannelData header {:02x?}", &d[..4]));
+                }
+                let n = seq_of(&d[4..], count, data)?;
+                if n % n_flows != i || n < count {
+                    return Err(format!("datagram {n} on flow {i}"));
+                }
+                Ok(n)
+            },
+        ));
+    }
+    let to_peers: Vec<(UdpSocket, u16)> = flows
+        .iter()
+        .map(|f| (f.client.sock.try_clone().unwrap(), f.channel))
+        .collect();
+    let sender_c = std::thread::spawn(move || {
+        paced(0..count, rate, |n| {
+            let (s, ch) = &to_peers[(n % n_flows) as usize];
+            s.send_to(&channel_data(*ch, &data(n, count)), server)
+                .unwrap();
+        })
+    });
+    let to_clients: Vec<(UdpSocket, SocketAddr)> = flows
+        .iter()
+        .map(|f| (f.peer.try_clone().unwrap(), f.relay))
+        .collect();
+    let sender_p = std::thread::spawn(move || {
+        paced(count..2 * count, rate, |n| {
+            let (s, relay) = &to_clients[(n % n_flows) as usize];
+            s.send_to(&data(n, count), *relay).unwrap();
+        })
+    });
+    sender_c.join().unwrap();
+    sender_p.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for (what, handles, start) in [("peers", at_peers, 0), ("clients", at_clients, count)] {
+        let mut got = vec![0u32; count as usize];
+        let mut bad = Vec::new();
+        for h in handles {
+            let s = h.join().unwrap();
+            bad.extend(s.bad);
+            for n in s.ok {
+                got[(n - start) as usize] += 1;
+            }
+        }
+        let missing: Vec<u64> = (0..count)
+            .filter(|&k| got[k as usize] == 0)
+            .map(|k| k + start)
+            .collect();
+        let dups = got.iter().filter(|&&c| c > 1).count();
+        assert!(
+            bad.is_empty() && missing.is_empty() && dups == 0,
+            "at the {what}: {} missing (first {:?}), {dups} duplicated, wrong: {bad:?}\n{}",
+            missing.len(),
+            &missing[..missing.len().min(10)],
+            diag()
+        );
+    }
 }
