@@ -21,7 +21,9 @@ pub mod client;
 pub mod dataplane;
 pub mod error;
 pub mod filter;
+pub mod limit;
 pub mod server;
+pub mod stateless;
 pub mod types;
 pub mod wire;
 

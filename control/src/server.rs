@@ -10,10 +10,12 @@ use crate::auth::{self, Credentials, Key, NonceKey, PasswordAlgorithm};
 use crate::dataplane::DataPlane;
 use crate::error::{BadRequest, TurnError};
 use crate::filter::PeerFilter;
+use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
+use crate::stateless::{unknown_attributes_value, unknown_required, Stateless, Verdict};
 use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
 use crate::wire::{
-    attr, looks_like_channel_data, looks_like_stun, Class, IntegrityKind, Message, MessageBuilder,
-    Method, TransactionId, HEADER_LEN,
+    attr, looks_like_channel_data, Class, IntegrityKind, Message, MessageBuilder, Method,
+    TransactionId, HEADER_LEN,
 };
 use crate::{Output, Transmit};
 use rand_core::RngCore;
@@ -39,14 +41,27 @@ pub struct Config {
     pub channel_lifetime: Duration,
     /// How long a nonce stays valid (coturn's `stale-nonce`).
     pub nonce_lifetime: Duration,
-    /// Allocations per user name; 0 = unlimited.
+    /// Allocations per user name (486 beyond it); 0 = no per-user limit.
     pub user_quota: u32,
-    /// Allocations in total; 0 = unlimited.
+    /// Allocations per client address (IPv4 address, IPv6 /64; 486 beyond it); 0 = no
+    /// per-address limit.
+    pub ip_quota: u32,
+    /// Allocations in total (486 beyond it); 0 = unlimited (the driver refuses it: every
+    /// allocation holds a socket).
     pub total_quota: u32,
     /// Permissions per allocation (bounds memory); beyond it CreatePermission gets 508.
     pub max_permissions: usize,
+    /// Channels per allocation (bounds memory: every forwarder holds a copy); beyond it
+    /// ChannelBind gets 508.
+    pub max_channels: usize,
     /// Unauthenticated (401) answers per second, server-wide; 0 = unlimited.
     pub unauth_rate: u32,
+    /// Unauthenticated (401) answers per second per source prefix (IPv4 /24, IPv6 /56),
+    /// taken before the server-wide budget; 0 = unlimited.
+    pub unauth_rate_per_prefix: u32,
+    /// Stateless answers (Binding, 400 and 420 to requests without state) per second per
+    /// source prefix; 0 = unlimited.
+    pub stateless_rate_per_prefix: u32,
     /// Accept RFC 5766's channel range 0x4000-0x7FFE instead of RFC 8656's 0x4000-0x4FFF
     /// (for older clients such as coturn's `turnutils_uclient`).
     pub rfc5766_channels: bool,
@@ -67,13 +82,45 @@ impl Config {
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
             nonce_lifetime: Duration::from_secs(600),
-            user_quota: 0,
-            total_quota: 0,
-            max_permissions: 1000,
+            user_quota: DEFAULT_USER_QUOTA,
+            ip_quota: DEFAULT_IP_QUOTA,
+            total_quota: DEFAULT_TOTAL_QUOTA,
+            max_permissions: DEFAULT_MAX_PERMISSIONS,
+            max_channels: DEFAULT_MAX_CHANNELS,
             unauth_rate: 20_000,
+            unauth_rate_per_prefix: DEFAULT_UNAUTH_RATE_PER_PREFIX,
+            stateless_rate_per_prefix: DEFAULT_STATELESS_RATE_PER_PREFIX,
             rfc5766_channels: false,
             filter,
         }
+    }
+}
+
+/// Default allocations per user name.
+pub const DEFAULT_USER_QUOTA: u32 = 1000;
+/// Default allocations per client IPv4 address or IPv6 /64.
+pub const DEFAULT_IP_QUOTA: u32 = 1000;
+/// Default allocations in total: one relay port range (49152-65535) of one address.
+pub const DEFAULT_TOTAL_QUOTA: u32 = 16384;
+/// Default permissions per allocation.
+pub const DEFAULT_MAX_PERMISSIONS: usize = 128;
+/// Default channels per allocation.
+pub const DEFAULT_MAX_CHANNELS: usize = 128;
+/// Default 401 answers per second per source prefix.
+pub const DEFAULT_UNAUTH_RATE_PER_PREFIX: u32 = 200;
+/// Default stateless answers (Binding, 400, 420) per second per source prefix.
+pub const DEFAULT_STATELESS_RATE_PER_PREFIX: u32 = 20_000;
+/// Longest lifetime (allocation, permission, channel, nonce) a server accepts; longer
+/// configured values are clamped by [`Server::new`] (and refused by the relay's config),
+/// so that no deadline computation can overflow.
+pub const MAX_CONFIG_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The key allocations are counted under for [`Config::ip_quota`]: an IPv4 address, or the
+/// /64 of an IPv6 address (a host has a whole /64 to pick source addresses from).
+fn quota_key(ip: IpAddr) -> IpAddr {
+    match crate::filter::normalise(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -156,6 +203,11 @@ pub struct Server {
     by_relay: HashMap<RelayAddr, FiveTuple>,
     used_ports: HashSet<(IpAddr, u16)>,
     user_counts: HashMap<String, u32>,
+    ip_counts: HashMap<IpAddr, u32>,
+    /// Channels whose peer is a relayed address of this server, by that address: removed
+    /// when that allocation goes, so the port is never sent to once another process may
+    /// hold it.
+    hairpins: HashMap<RelayAddr, Vec<(FiveTuple, ChannelNumber)>>,
     pending: HashMap<BindToken, Pending>,
     pending_by_tuple: HashMap<FiveTuple, BindToken>,
     reservations: HashMap<[u8; 8], Reservation>,
@@ -166,6 +218,8 @@ pub struct Server {
     data: DataPlane,
     unauth_tokens: f64,
     unauth_last: Instant,
+    unauth_prefix: PrefixBudget,
+    stateless: Stateless,
 }
 
 impl core::fmt::Debug for Server {
@@ -183,7 +237,29 @@ impl Server {
     pub fn new(cfg: Config, now: Instant, unix_now: u64, mut rng: Box<dyn RngCore + Send>) -> Self {
         let mut k = [0u8; 32];
         rng.fill_bytes(&mut k);
+        let mut cfg = cfg;
+        for l in [
+            &mut cfg.default_lifetime,
+            &mut cfg.max_lifetime,
+            &mut cfg.permission_lifetime,
+            &mut cfg.channel_lifetime,
+            &mut cfg.nonce_lifetime,
+        ] {
+            *l = (*l).min(MAX_CONFIG_LIFETIME);
+        }
         let unauth_tokens = cfg.unauth_rate as f64;
+        let unauth_prefix = PrefixBudget::new(
+            cfg.unauth_rate_per_prefix,
+            DEFAULT_SLOTS,
+            rng.next_u64(),
+            now,
+        );
+        let stateless = Stateless::new(
+            cfg.software.clone(),
+            cfg.stateless_rate_per_prefix,
+            rng.next_u64(),
+            now,
+        );
         Server {
             cfg,
             nonce_key: NonceKey::new(k),
@@ -194,6 +270,8 @@ impl Server {
             by_relay: HashMap::new(),
             used_ports: HashSet::new(),
             user_counts: HashMap::new(),
+            ip_counts: HashMap::new(),
+            hairpins: HashMap::new(),
             pending: HashMap::new(),
             pending_by_tuple: HashMap::new(),
             reservations: HashMap::new(),
@@ -203,6 +281,8 @@ impl Server {
             data: DataPlane::new(),
             unauth_tokens,
             unauth_last: now,
+            unauth_prefix,
+            stateless,
         }
     }
 
@@ -232,6 +312,8 @@ impl Server {
             + self.by_relay.len()
             + self.used_ports.len()
             + self.user_counts.len()
+            + self.ip_counts.len()
+            + self.hairpins.values().map(Vec::len).sum::<usize>()
             + self.pending.len()
             + self.pending_by_tuple.len()
             + self.reservations.len()
@@ -295,13 +377,19 @@ impl Server {
             }
             return;
         }
-        if !looks_like_stun(bytes) {
-            return;
+        match self.stateless.classify(now, from, bytes) {
+            Verdict::Server => self.handle_stateful(now, five_tuple, bytes),
+            Verdict::Answer(b) => self.transmit(local, from, b),
+            Verdict::Drop(_) => {}
         }
+    }
+
+    /// A datagram that [`Stateless::classify`] gave [`Verdict::Server`]: a TURN request or
+    /// a Send indication. Drivers that classify outside their lock call this directly.
+    pub fn handle_stateful(&mut self, now: Instant, five_tuple: FiveTuple, bytes: &[u8]) {
         let Ok(msg) = Message::new_checked(bytes) else {
             return;
         };
-        // A FINGERPRINT that is present must be right (RFC 8489 section 7.3).
         let Ok(fingerprint) = msg.check_fingerprint() else {
             return;
         };
@@ -312,17 +400,10 @@ impl Server {
             fingerprint,
         };
         match (msg.class(), msg.method()) {
-            (Class::Request, Method::Binding) => self.binding(&msg, &ctx),
             (Class::Request, Method::Allocate)
             | (Class::Request, Method::Refresh)
             | (Class::Request, Method::CreatePermission)
             | (Class::Request, Method::ChannelBind) => self.authenticated_request(now, &msg, &ctx),
-            (Class::Request, _) => self.error(
-                &ctx,
-                None,
-                TurnError::BadRequest(BadRequest::UnknownMethod),
-                &[],
-            ),
             (Class::Indication, Method::Send) => self.send_indication(now, &msg, five_tuple),
             _ => {}
         }
@@ -370,14 +451,14 @@ impl Server {
             p.attempts += 1;
             if p.reserved || p.attempts >= BIND_ATTEMPTS {
                 self.release_failed(&p);
-                self.release_quota(&p.username);
+                self.release_quota(&p.username, p.five_tuple.client);
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
             }
             let Some(port) = self.pick_port(p.ip, p.even_port.is_some(), p.even_port == Some(true))
             else {
                 self.release_failed(&p);
-                self.release_quota(&p.username);
+                self.release_quota(&p.username, p.five_tuple.client);
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
             };
@@ -485,9 +566,11 @@ impl Server {
             .filter(|(_, (_, e))| *e <= now)
             .map(|(c, (p, _))| (*c, *p))
             .collect();
+        let mut unlinked = Vec::new();
         for (c, p) in dead_channels {
             a.channels.remove(&c);
             a.channel_by_peer.remove(&p);
+            unlinked.push((p, c));
             outs.push(Output::RemoveChannel {
                 five_tuple: ft,
                 relay,
@@ -515,6 +598,9 @@ impl Server {
             .expect("allocation expiry is always there");
         a.scheduled = next;
         self.timers.insert((next, ft));
+        for (p, c) in unlinked {
+            self.unlink_hairpin(p, ft, c);
+        }
         for o in outs {
             self.emit(o);
         }
@@ -542,10 +628,11 @@ impl Server {
                 self.used_ports.remove(&(r.ip, r.port));
             }
         }
-        self.release_quota(&a.username);
+        self.release_quota(&a.username, ft.client);
         let mut chans: Vec<_> = a.channels.iter().map(|(c, (p, _))| (*c, *p)).collect();
         chans.sort();
         for (c, p) in chans {
+            self.unlink_hairpin(p, ft, c);
             self.emit(Output::RemoveChannel {
                 five_tuple: ft,
                 relay: a.relay,
@@ -565,6 +652,47 @@ impl Server {
             five_tuple: ft,
             relay: a.relay,
         });
+        // Channels of other allocations to this one's relayed address: that port is not
+        // ours any more.
+        for (other, c) in self.hairpins.remove(&a.relay).unwrap_or_default() {
+            let Some(o) = self.allocations.get_mut(&other) else {
+                continue;
+            };
+            let Some((p, _)) = o.channels.remove(&c) else {
+                continue;
+            };
+            o.channel_by_peer.remove(&p);
+            let relay = o.relay;
+            self.emit(Output::RemoveChannel {
+                five_tuple: other,
+                relay,
+                channel: c,
+                peer: p,
+            });
+        }
+    }
+
+    /// The key of a channel's peer in [`Server::hairpins`], if it is one of our relayed
+    /// addresses.
+    fn hairpin_key(&self, peer: PeerAddr) -> Option<RelayAddr> {
+        let n = RelayAddr(SocketAddr::new(
+            self.cfg.filter.normalise(peer.0.ip()),
+            peer.0.port(),
+        ));
+        self.by_relay.contains_key(&n).then_some(n)
+    }
+
+    fn unlink_hairpin(&mut self, peer: PeerAddr, ft: FiveTuple, c: ChannelNumber) {
+        let n = RelayAddr(SocketAddr::new(
+            self.cfg.filter.normalise(peer.0.ip()),
+            peer.0.port(),
+        ));
+        if let Some(v) = self.hairpins.get_mut(&n) {
+            v.retain(|e| *e != (ft, c));
+            if v.is_empty() {
+                self.hairpins.remove(&n);
+            }
+        }
     }
 
     fn release_failed(&mut self, p: &Pending) {
@@ -573,11 +701,18 @@ impl Server {
         }
     }
 
-    fn release_quota(&mut self, user: &str) {
+    fn release_quota(&mut self, user: &str, client: ClientAddr) {
         if let Some(c) = self.user_counts.get_mut(user) {
             *c -= 1;
             if *c == 0 {
                 self.user_counts.remove(user);
+            }
+        }
+        let key = quota_key(client.0.ip());
+        if let Some(c) = self.ip_counts.get_mut(&key) {
+            *c -= 1;
+            if *c == 0 {
+                self.ip_counts.remove(&key);
             }
         }
     }
@@ -613,7 +748,9 @@ impl Server {
 
     /// 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS.
     fn challenge(&mut self, now: Instant, ctx: &Ctx, e: TurnError) {
-        if e == TurnError::Unauthorized && !self.take_unauth_token(now) {
+        if e == TurnError::Unauthorized
+            && !self.take_unauth_token(now, ctx.five_tuple.client.0.ip())
+        {
             return;
         }
         let nonce = self
@@ -635,8 +772,12 @@ impl Server {
         );
     }
 
-    /// Server-wide token bucket for unauthenticated answers: no per-source state.
-    fn take_unauth_token(&mut self, now: Instant) -> bool {
+    /// The source prefix's budget first (a flood from one range empties only its own), then
+    /// the server-wide token bucket. Neither keeps per-source state.
+    fn take_unauth_token(&mut self, now: Instant, source: IpAddr) -> bool {
+        if !self.unauth_prefix.take(now, source) {
+            return false;
+        }
         let rate = self.cfg.unauth_rate as f64;
         if rate == 0.0 {
             return true;
@@ -656,40 +797,14 @@ impl Server {
 
     // ---------------------------------------------------------------- handlers
 
-    fn unknown_required(msg: &Message<&[u8]>) -> Vec<u16> {
-        let mut unknown: Vec<u16> = msg
-            .attributes()
-            .filter(|a| a.comprehension_required() && !attr::UNDERSTOOD_REQUIRED.contains(&a.typ))
-            .map(|a| a.typ)
-            .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
-        unknown
-    }
-
     fn unknown_attributes_error(&mut self, ctx: &Ctx, auth: Option<&Auth>, unknown: &[u16]) {
-        let v: Vec<u8> = unknown
-            .iter()
-            .take(32)
-            .flat_map(|t| t.to_be_bytes())
-            .collect();
+        let v = unknown_attributes_value(unknown);
         self.error(
             ctx,
             auth,
             TurnError::UnknownAttribute,
             &[(attr::UNKNOWN_ATTRIBUTES, v)],
         );
-    }
-
-    fn binding(&mut self, msg: &Message<&[u8]>, ctx: &Ctx) {
-        let unknown = Self::unknown_required(msg);
-        if !unknown.is_empty() {
-            self.unknown_attributes_error(ctx, None, &unknown);
-            return;
-        }
-        let mut b = MessageBuilder::new(Method::Binding, Class::Success, ctx.tid);
-        b.xor_addr(attr::XOR_MAPPED_ADDRESS, ctx.five_tuple.client.0);
-        self.finish_response(ctx, None, b);
     }
 
     /// RFC 8489 section 9.2.4, in its order.
@@ -825,7 +940,7 @@ impl Server {
         let Some(auth) = self.authenticate(now, msg, ctx) else {
             return;
         };
-        let unknown = Self::unknown_required(msg);
+        let unknown = unknown_required(msg);
         if !unknown.is_empty() {
             self.unknown_attributes_error(ctx, Some(&auth), &unknown);
             return;
@@ -954,6 +1069,11 @@ impl Server {
         if self.cfg.user_quota > 0 && user_count >= self.cfg.user_quota {
             return Err(TurnError::AllocationQuotaReached);
         }
+        let ip_key = quota_key(ctx.five_tuple.client.0.ip());
+        let ip_count = self.ip_counts.get(&ip_key).copied().unwrap_or(0);
+        if self.cfg.ip_quota > 0 && ip_count >= self.cfg.ip_quota {
+            return Err(TurnError::AllocationQuotaReached);
+        }
         let total = self.allocations.len() + self.pending.len();
         if self.cfg.total_quota > 0 && total >= self.cfg.total_quota as usize {
             return Err(TurnError::AllocationQuotaReached);
@@ -987,6 +1107,7 @@ impl Server {
             None => None,
         };
         *self.user_counts.entry(auth.username.clone()).or_insert(0) += 1;
+        *self.ip_counts.entry(ip_key).or_insert(0) += 1;
         self.start_bind(Pending {
             five_tuple: ctx.five_tuple,
             username: auth.username.clone(),
@@ -1135,7 +1256,7 @@ impl Server {
     }
 
     fn is_relayed(&self, p: SocketAddr) -> bool {
-        let n = SocketAddr::new(crate::filter::normalise(p.ip()), p.port());
+        let n = SocketAddr::new(self.cfg.filter.normalise(p.ip()), p.port());
         self.by_relay.contains_key(&RelayAddr(n))
     }
 
@@ -1213,10 +1334,22 @@ impl Server {
         {
             return Err(TurnError::InsufficientCapacity);
         }
+        let new = !a.channels.contains_key(&channel);
+        if new && a.channels.len() >= self.cfg.max_channels {
+            return Err(TurnError::InsufficientCapacity);
+        }
+        let hairpin = if new { self.hairpin_key(peer) } else { None };
         let expires = now + self.cfg.channel_lifetime;
         let a = self.allocations.get_mut(&ctx.five_tuple).expect("checked");
         a.channels.insert(channel, (peer, expires));
         a.channel_by_peer.insert(peer, channel);
+        if let Some(h) = hairpin {
+            self.hairpins
+                .entry(h)
+                .or_default()
+                .push((ctx.five_tuple, channel));
+        }
+        let a = &self.allocations[&ctx.five_tuple];
         let relay = a.relay;
         // The permission first, so that a driver never has a channel without one.
         self.install_permission(now, ctx.five_tuple, peer.0.ip());

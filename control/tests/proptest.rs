@@ -36,7 +36,11 @@ fn config() -> Config {
     creds.add_user("alice", "alice-pw").unwrap();
     creds.add_secret("rest-secret").unwrap();
     let relay: IpAddr = "198.51.100.1".parse().unwrap();
-    let filter = PeerFilter::new(vec![], vec![], true, vec![server_addr()], vec![relay]);
+    let lab_peers = vec![
+        "198.51.100.0/24".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    let filter = PeerFilter::new(lab_peers, vec![], true, vec![server_addr()], vec![relay]);
     let mut cfg = Config::new(creds, relay, filter);
     cfg.relay_ipv6 = Some("2001:db8::1".parse().unwrap());
     cfg.min_port = 50000;

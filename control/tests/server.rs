@@ -59,9 +59,17 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// The peers of these tests live in documentation ranges, denied by default like every
+/// special-purpose block: the tests allow them as a lab operator would.
+const LAB_PEERS: &[&str] = &["198.51.100.0/24", "2001:db8::/32"];
+
 fn filter_with(allowed: &[&str], denied: &[&str]) -> PeerFilter {
     PeerFilter::new(
-        allowed.iter().map(|s| s.parse().unwrap()).collect(),
+        allowed
+            .iter()
+            .chain(LAB_PEERS)
+            .map(|s| s.parse().unwrap())
+            .collect(),
         denied.iter().map(|s| s.parse().unwrap()).collect(),
         true,
         vec![server_addr()],
@@ -443,8 +451,9 @@ fn allocated(cfg: Config, lifetime: u32) -> (Harness, TurnClient, RelayAddr) {
 }
 
 fn baseline_state() -> usize {
-    // One allocation: its entry, by_relay, used port, user count, its timer.
-    5
+    // One allocation: its entry, by_relay, used port, user count, client address count,
+    // its timer.
+    6
 }
 
 // ========================================================================= STUN Binding
@@ -541,6 +550,7 @@ fn allocate_without_integrity_gets_401_and_creates_no_state() {
 fn ten_thousand_unauthenticated_allocates_leave_no_state() {
     let mut cfg = config();
     cfg.unauth_rate = 0; // unlimited: every one of them is answered
+    cfg.unauth_rate_per_prefix = 0;
     let mut h = Harness::new(cfg);
     let mut answered = 0;
     for i in 0..10_000u16 {
@@ -1713,15 +1723,21 @@ fn own_listening_endpoint_is_denied_even_when_allowed() {
         channel_code(&mut h, &mut c, 0x4000, sa("[::ffff:192.0.2.1]:3478")),
         Some(403)
     );
-    // A permission is per IP, so the server's IP may get one, but a Send indication to
-    // the listening port is still not relayed.
-    assert_eq!(permission_code(&mut h, &mut c, server_addr()), None);
+    // The listening address is an address of the host: no port of it is reachable, and
+    // it gets no permission, although the operator allowed its subnet.
+    assert_eq!(permission_code(&mut h, &mut c, server_addr()), Some(403));
+    assert_eq!(
+        channel_code(&mut h, &mut c, 0x4000, sa("192.0.2.1:9999")),
+        Some(403)
+    );
     let tid = h.tid();
     assert!(h
         .send(&client::send_indication(tid, server_addr(), b"loop"))
         .is_empty());
+    // Another address of the subnet is fine.
+    assert_eq!(permission_code(&mut h, &mut c, sa("192.0.2.9:1")), None);
     let tid = h.tid();
-    let o = h.send(&client::send_indication(tid, sa("192.0.2.1:9999"), b"ok"));
+    let o = h.send(&client::send_indication(tid, sa("192.0.2.9:9999"), b"ok"));
     assert_eq!(o.one().source, relay.0);
 }
 
@@ -1808,6 +1824,214 @@ fn hairpin_between_two_allocations_of_the_server() {
         &channel_body(0x4002, relay_b.0),
     );
     assert_error(r.last(), Method::ChannelBind, 403);
+    // And the channel A had to it is gone with it: removed from every table, and its
+    // ChannelData is relayed no more (the port may belong to another process now).
+    assert!(
+        r.out.data.is_empty(),
+        "a refused ChannelBind installs nothing"
+    );
+    let o = h.send_from(a_addr, &channel_data::encode(0x4000, b"late"));
+    assert!(o.is_empty(), "{o:?}");
+}
+
+#[test]
+fn a_deleted_allocation_takes_the_channels_to_it_along() {
+    let mut h = Harness::new(config());
+    let (a_addr, b_addr) = (client_port(50000), client_port(50001));
+    let (mut a, mut b) = (alice(), bob());
+    let relay_a = h.allocate(&mut a, a_addr);
+    let relay_b = h.allocate(&mut b, b_addr);
+    let r = h.request(
+        &mut a,
+        a_addr,
+        Method::ChannelBind,
+        &channel_body(0x4000, relay_b.0),
+    );
+    assert_success(r.last(), Method::ChannelBind);
+    let r = h.request(&mut b, b_addr, Method::Refresh, &lifetime_body(0));
+    assert_success(r.last(), Method::Refresh);
+    let removed: Vec<_> = r
+        .out
+        .data
+        .iter()
+        .filter(|o| matches!(o, Output::RemoveChannel { relay, .. } if *relay == relay_a))
+        .collect();
+    assert_eq!(
+        removed,
+        vec![&Output::RemoveChannel {
+            five_tuple: ft(a_addr),
+            relay: relay_a,
+            channel: xturn_control::ChannelNumber::new(0x4000).unwrap(),
+            peer: PeerAddr(relay_b.0),
+        }],
+        "{:?}",
+        r.out.data
+    );
+    assert!(h
+        .send_from(a_addr, &channel_data::encode(0x4000, b"late"))
+        .is_empty());
+    // The channel number is free again; A's allocation is otherwise intact.
+    assert_eq!(
+        channel_code(&mut h, &mut a, 0x4000, peer()),
+        None,
+        "channel number reusable"
+    );
+    // A's own expiry afterwards leaves nothing behind.
+    h.advance_to(secs(700));
+    assert_eq!(h.server.state_size(), 0);
+}
+
+// ========================================================================= hardening
+
+#[test]
+fn channels_per_allocation_are_bounded() {
+    let mut cfg = config();
+    cfg.max_channels = 2;
+    let (mut h, mut c, _relay) = allocated(cfg, 600);
+    assert_eq!(channel_code(&mut h, &mut c, 0x4000, peer()), None);
+    assert_eq!(channel_code(&mut h, &mut c, 0x4001, peer2()), None);
+    assert_eq!(
+        channel_code(&mut h, &mut c, 0x4002, sa("198.51.100.4:1")),
+        Some(508)
+    );
+    // Refreshing a bound channel is not a new one.
+    assert_eq!(channel_code(&mut h, &mut c, 0x4001, peer2()), None);
+    // Another user's allocation has its own budget.
+    let mut b = bob();
+    let from = client_port(50010);
+    h.allocate(&mut b, from);
+    let r = h.request(
+        &mut b,
+        from,
+        Method::ChannelBind,
+        &channel_body(0x4000, peer()),
+    );
+    assert_success(r.last(), Method::ChannelBind);
+}
+
+#[test]
+fn allocations_per_client_address_are_bounded() {
+    let mut cfg = config();
+    cfg.ip_quota = 2;
+    let mut h = Harness::new(cfg);
+    h.allocate(&mut alice(), client_port(50000));
+    h.allocate(&mut bob(), client_port(50001));
+    let r = h.allocate_with(&mut alice(), client_port(50002), &transport_udp);
+    assert_error(r.last(), Method::Allocate, 486);
+    // Another client address is unaffected.
+    h.allocate(&mut alice(), sa("192.0.2.3:50002"));
+    // An IPv6 client is counted by its /64.
+    let mut cfg = config();
+    cfg.ip_quota = 1;
+    let mut h = Harness::new(cfg);
+    h.allocate(&mut alice(), sa("[2001:db8:1:2::10]:4000"));
+    let r = h.allocate_with(&mut bob(), sa("[2001:db8:1:2::11]:4000"), &transport_udp);
+    assert_error(r.last(), Method::Allocate, 486);
+    h.allocate(&mut bob(), sa("[2001:db8:1:3::11]:4000"));
+}
+
+#[test]
+fn default_quotas_are_finite() {
+    let c = config();
+    assert!(c.user_quota > 0 && c.ip_quota > 0 && c.total_quota > 0);
+    assert!(c.max_permissions > 0 && c.max_channels > 0);
+    assert!(c.unauth_rate > 0 && c.unauth_rate_per_prefix > 0);
+    assert!(c.stateless_rate_per_prefix > 0);
+}
+
+#[test]
+fn huge_configured_lifetimes_are_clamped_not_a_panic() {
+    let mut cfg = config();
+    cfg.permission_lifetime = Duration::from_secs(u64::MAX / 4);
+    cfg.channel_lifetime = Duration::MAX;
+    cfg.max_lifetime = Duration::MAX;
+    cfg.default_lifetime = Duration::MAX;
+    cfg.nonce_lifetime = Duration::MAX;
+    let (mut h, mut c, _relay) = allocated(cfg, u32::MAX);
+    assert_eq!(permission_code(&mut h, &mut c, peer()), None);
+    assert_eq!(channel_code(&mut h, &mut c, 0x4000, peer2()), None);
+    assert_eq!(
+        h.server.config().permission_lifetime,
+        xturn_control::server::MAX_CONFIG_LIFETIME
+    );
+}
+
+/// A spoofed-source flood of unauthenticated Allocates from one /24 empties that range's
+/// budget, not everyone's: another range still gets its 401s (and so its nonces).
+#[test]
+fn a_401_flood_from_one_prefix_leaves_other_prefixes_served() {
+    let mut cfg = config();
+    cfg.unauth_rate = 20_000;
+    cfg.unauth_rate_per_prefix = 50;
+    let mut h = Harness::new(cfg);
+    let answers = |h: &mut Harness, from: &dyn Fn(u32) -> SocketAddr, n: u32| -> usize {
+        (0..n)
+            .map(|i| {
+                let tid = h.tid();
+                h.send_from(from(i), &build(Method::Allocate, tid, transport_udp))
+                    .transmits
+                    .len()
+            })
+            .sum()
+    };
+    let flood = |i: u32| {
+        SocketAddr::new(
+            IpAddr::from([203, 0, 113, (i % 254) as u8 + 1]),
+            1024 + (i % 50000) as u16,
+        )
+    };
+    assert_eq!(
+        answers(&mut h, &flood, 100_000),
+        50,
+        "the flooding /24 gets its budget"
+    );
+    let other = |i: u32| SocketAddr::new(IpAddr::from([192, 0, 2, (i % 200) as u8 + 1]), 3000);
+    assert_eq!(
+        answers(&mut h, &other, 40),
+        40,
+        "another /24 is answered in full"
+    );
+    // ... and can authenticate and allocate.
+    h.allocate(&mut alice(), client_port(50000));
+    // A flood spread over many prefixes is bounded by the server-wide budget instead.
+    let mut cfg = config();
+    cfg.unauth_rate = 100;
+    cfg.unauth_rate_per_prefix = 50;
+    let mut h = Harness::new(cfg);
+    let spread = |i: u32| SocketAddr::new(IpAddr::from([203, 0, (i % 250) as u8, 1]), 1024);
+    assert_eq!(answers(&mut h, &spread, 10_000), 100);
+    assert_eq!(h.server.state_size(), 0);
+}
+
+/// Binding answers and 400s to unknown methods are budgeted per source prefix too (they
+/// reflect traffic at a spoofed source); TURN requests from that prefix are not affected.
+#[test]
+fn stateless_answers_are_budgeted_per_prefix() {
+    let mut cfg = config();
+    cfg.stateless_rate_per_prefix = 10;
+    let mut h = Harness::new(cfg);
+    let n: usize = (0..100u16)
+        .map(|i| {
+            let tid = h.tid();
+            h.send_from(client_port(1000 + i), &build(Method::Binding, tid, |_| {}))
+                .transmits
+                .len()
+        })
+        .sum();
+    assert_eq!(n, 10);
+    let tid = h.tid();
+    let o = h.send_from(sa("198.51.100.200:9"), &build(Method::Binding, tid, |_| {}));
+    assert_eq!(o.transmits.len(), 1, "another prefix is answered");
+    h.allocate(&mut alice(), client_addr());
+    h.advance(secs(1));
+    let tid = h.tid();
+    assert_eq!(
+        h.send_from(client_port(999), &build(Method::Binding, tid, |_| {}))
+            .transmits
+            .len(),
+        1,
+        "refilled"
+    );
 }
 
 // ========================================================================= channels

@@ -1,0 +1,143 @@
+//! What a listening socket can answer, or throw away, without the server's state.
+//!
+//! The socket path's workers classify every datagram that is not ChannelData here before
+//! anything takes the server lock: junk and malformed STUN are dropped, Binding requests
+//! and requests of unknown methods are answered from the datagram alone (within a budget
+//! per source prefix, [`PrefixBudget`]), and only TURN requests and Send indications reach
+//! [`crate::Server`]. A Binding flood therefore never serialises the workers, and the
+//! answers it gets are bounded per source range.
+
+use crate::error::{BadRequest, TurnError};
+use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
+use crate::wire::{attr, looks_like_stun, Class, Message, MessageBuilder, Method};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What to do with a datagram to a listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send this answer back to the source.
+    Answer(Vec<u8>),
+    /// Not STUN, malformed, a wrong FINGERPRINT, a response or indication the server has
+    /// no use for, or an answer over its prefix's budget: nothing to do.
+    Drop(DropReason),
+    /// A TURN request or a Send indication: the server decides.
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    NotStun,
+    Malformed,
+    Unwanted,
+    OverBudget,
+}
+
+#[derive(Debug)]
+pub struct Stateless {
+    software: Option<String>,
+    budget: PrefixBudget,
+}
+
+/// Attributes of a request that the server must understand (RFC 8489 section 7.3.1):
+/// comprehension-required ones it does not know, sorted, deduplicated.
+pub fn unknown_required(msg: &Message<&[u8]>) -> Vec<u16> {
+    let mut unknown: Vec<u16> = msg
+        .attributes()
+        .filter(|a| a.comprehension_required() && !attr::UNDERSTOOD_REQUIRED.contains(&a.typ))
+        .map(|a| a.typ)
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    unknown
+}
+
+/// The UNKNOWN-ATTRIBUTES value for `unknown` (at most 32 types).
+pub fn unknown_attributes_value(unknown: &[u16]) -> Vec<u8> {
+    unknown
+        .iter()
+        .take(32)
+        .flat_map(|t| t.to_be_bytes())
+        .collect()
+}
+
+impl Stateless {
+    /// `rate`: answers per second per source prefix (0: unlimited); `seed` keys the
+    /// budget table's hash.
+    pub fn new(software: Option<String>, rate: u32, seed: u64, epoch: Instant) -> Self {
+        Stateless {
+            software,
+            budget: PrefixBudget::new(rate, DEFAULT_SLOTS, seed, epoch),
+        }
+    }
+
+    /// Classify a datagram from `from` to the listening address `local` (not ChannelData:
+    /// the caller has checked that first).
+    pub fn classify(&self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Verdict {
+        if !looks_like_stun(bytes) {
+            return Verdict::Drop(DropReason::NotStun);
+        }
+        let Ok(msg) = Message::new_checked(bytes) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        // A FINGERPRINT that is present must be right (RFC 8489 section 7.3).
+        let Ok(fingerprint) = msg.check_fingerprint() else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let answer = match (msg.class(), msg.method()) {
+            (Class::Request, Method::Binding) => {
+                let unknown = unknown_required(&msg);
+                if unknown.is_empty() {
+                    let mut b =
+                        MessageBuilder::new(Method::Binding, Class::Success, msg.transaction_id());
+                    b.xor_addr(attr::XOR_MAPPED_ADDRESS, from);
+                    b
+                } else {
+                    self.error(
+                        &msg,
+                        TurnError::UnknownAttribute,
+                        &[(attr::UNKNOWN_ATTRIBUTES, unknown_attributes_value(&unknown))],
+                    )
+                }
+            }
+            (Class::Request, Method::Allocate)
+            | (Class::Request, Method::Refresh)
+            | (Class::Request, Method::CreatePermission)
+            | (Class::Request, Method::ChannelBind)
+            | (Class::Indication, Method::Send) => return Verdict::Server,
+            (Class::Request, _) => {
+                self.error(&msg, TurnError::BadRequest(BadRequest::UnknownMethod), &[])
+            }
+            _ => return Verdict::Drop(DropReason::Unwanted),
+        };
+        if !self.budget.take(now, from.ip()) {
+            return Verdict::Drop(DropReason::OverBudget);
+        }
+        Verdict::Answer(self.finish(answer, fingerprint))
+    }
+
+    fn error(
+        &self,
+        msg: &Message<&[u8]>,
+        e: TurnError,
+        extra: &[(u16, Vec<u8>)],
+    ) -> MessageBuilder {
+        let (code, reason) = e.code();
+        let mut b = MessageBuilder::new(msg.method(), Class::Error, msg.transaction_id());
+        b.error_code(code, reason);
+        for (t, v) in extra {
+            b.attr(*t, v);
+        }
+        b
+    }
+
+    fn finish(&self, mut b: MessageBuilder, fingerprint: bool) -> Vec<u8> {
+        if let Some(s) = &self.software {
+            b.attr(attr::SOFTWARE, s.as_bytes());
+        }
+        if fingerprint {
+            b.fingerprint();
+        }
+        b.finish()
+    }
+}
