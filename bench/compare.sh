@@ -272,8 +272,12 @@ run_server_loads coturn "$CPID"
 stop_pid "$CPID"
 
 # ---- xturn ------------------------------------------------------------------------------
+# The lab's peers are in a documentation range (denied by default); one client address
+# and one user make every allocation, and the loads measure paths, not budgets: lift the
+# per-address, per-user and per-prefix limits as coturn has none of them.
 XTURN_CMD=("$XT" --listening-ip 192.0.2.1 --relay-ip 198.51.100.1 --user bench:bench --realm bench
-    --rfc5766-channels --threads 1 --log-level warn)
+    --rfc5766-channels --threads 1 --log-level warn --allowed-peer-ip 198.51.100.0/24
+    --ip-quota 0 --user-quota 0 --unauth-rate-per-prefix 0 --binding-rate-per-prefix 0)
 log "xturn: ${XTURN_CMD[*]}"
 ip netns exec "$NR" taskset -c "$RELAY_CPU" "${XTURN_CMD[@]}" >"$TMP/xturn.out" 2>&1 &
 XPID=$!

@@ -290,6 +290,12 @@ impl Server {
         &self.cfg
     }
 
+    /// The host's addresses changed: the peer filter denies the new list (see
+    /// [`PeerFilter::set_host_ips`]).
+    pub fn set_host_ips(&mut self, ips: Vec<IpAddr>) {
+        self.cfg.filter.set_host_ips(ips);
+    }
+
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
     }

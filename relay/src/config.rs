@@ -9,13 +9,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use xturn_control::auth::Credentials;
-use xturn_control::filter::{IpRange, PeerFilter};
+use xturn_control::filter::{IpRange, Nat64Prefix, PeerFilter};
+use xturn_control::server::MAX_CONFIG_LIFETIME;
 
 use crate::xdp::{MapSizes, ModeChoice};
 
 /// Largest size accepted for an XDP map (entries): far beyond any quota, small enough that
 /// a typo does not ask the kernel for gigabytes.
 const MAX_XDP_MAP_ENTRIES: u32 = 1 << 24;
+
+/// Largest --total-quota: a million sockets is far beyond one host's port ranges.
+const MAX_TOTAL_QUOTA: u32 = 1_000_000;
 
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -51,12 +55,23 @@ pub struct Args {
     /// Shared secret for the TURN REST API (repeatable: several are valid at once, for rotation).
     #[arg(long = "static-auth-secret")]
     pub static_auth_secret: Vec<String>,
-    /// Allocations per user name (0 = unlimited).
+    /// Allocations per user name (486 beyond it; 0 = no per-user limit). Default 1000.
     #[arg(long = "user-quota")]
     pub user_quota: Option<u32>,
-    /// Allocations in total (0 = unlimited).
+    /// Allocations per client IPv4 address or IPv6 /64 (486 beyond it; 0 = no
+    /// per-address limit). Default 1000.
+    #[arg(long = "ip-quota")]
+    pub ip_quota: Option<u32>,
+    /// Allocations in total (486 beyond it), 1 to 1000000. Each holds a socket: the
+    /// open-file limit is raised to fit at start. Default 16384.
     #[arg(long = "total-quota")]
     pub total_quota: Option<u32>,
+    /// Permissions per allocation (508 beyond it), 1 to 65536. Default 128.
+    #[arg(long = "permission-quota")]
+    pub permission_quota: Option<u32>,
+    /// Channels per allocation (508 beyond it), 1 to 32767. Default 128.
+    #[arg(long = "channel-quota")]
+    pub channel_quota: Option<u32>,
     /// Lowest relay port. Default 49152.
     #[arg(long = "min-port")]
     pub min_port: Option<u16>,
@@ -77,6 +92,21 @@ pub struct Args {
     /// Default 20000: every new client needs one.
     #[arg(long = "unauth-rate")]
     pub unauth_rate: Option<u32>,
+    /// Unauthenticated (401) answers per second per source prefix (IPv4 /24, IPv6 /56),
+    /// so that a flood from one range cannot use up --unauth-rate for everyone. 0 =
+    /// unlimited. Default 200.
+    #[arg(long = "unauth-rate-per-prefix")]
+    pub unauth_rate_per_prefix: Option<u32>,
+    /// Binding responses and 400/420 answers to requests needing no state, per second per
+    /// source prefix (they reflect traffic at spoofed sources). 0 = unlimited. Default
+    /// 20000. The XDP responder (--xdp) does not apply it.
+    #[arg(long = "binding-rate-per-prefix")]
+    pub binding_rate_per_prefix: Option<u32>,
+    /// A network-specific NAT64 prefix in use here (RFC 6052: length 32, 40, 48, 56, 64 or
+    /// 96; repeatable): peers under it are judged by the IPv4 address they carry. The
+    /// well-known 64:ff9b::/96 is always decoded.
+    #[arg(long = "nat64-prefix")]
+    pub nat64_prefix: Vec<String>,
     /// Seconds a nonce stays valid. Default 600.
     #[arg(long = "stale-nonce")]
     pub stale_nonce: Option<u64>,
@@ -150,13 +180,19 @@ pub struct FileConfig {
     pub use_auth_secret: Option<bool>,
     pub static_auth_secret: Option<Vec<String>>,
     pub user_quota: Option<u32>,
+    pub ip_quota: Option<u32>,
     pub total_quota: Option<u32>,
+    pub permission_quota: Option<u32>,
+    pub channel_quota: Option<u32>,
     pub min_port: Option<u16>,
     pub max_port: Option<u16>,
     pub denied_peer_ip: Option<Vec<String>>,
     pub allowed_peer_ip: Option<Vec<String>>,
     pub allow_loopback_peers: Option<bool>,
     pub unauth_rate: Option<u32>,
+    pub unauth_rate_per_prefix: Option<u32>,
+    pub binding_rate_per_prefix: Option<u32>,
+    pub nat64_prefix: Option<Vec<String>>,
     pub stale_nonce: Option<u64>,
     pub default_allocate_lifetime: Option<u64>,
     pub max_allocate_lifetime: Option<u64>,
@@ -321,8 +357,9 @@ impl Settings {
             bail!("relay port range --min-port {min_port} .. --max-port {max_port} is empty or starts at 0");
         }
         let secs = |v: u64, name: &str| -> Result<Duration> {
-            if v == 0 {
-                bail!("--{name} must be at least 1 second");
+            let max = MAX_CONFIG_LIFETIME.as_secs();
+            if v == 0 || v > max {
+                bail!("--{name} {v}: use 1 to {max} seconds");
             }
             Ok(Duration::from_secs(v))
         };
@@ -351,20 +388,23 @@ impl Settings {
         )?;
         let nonce_lifetime = secs(pick(a.stale_nonce, f.stale_nonce, 600), "stale-nonce")?;
 
-        let mut allowed = ranges(
+        let allowed = ranges(
             &pick_vec(a.allowed_peer_ip, f.allowed_peer_ip),
             "--allowed-peer-ip",
         )?;
-        if a.allow_loopback_peers || f.allow_loopback_peers.unwrap_or(false) {
-            allowed.push("127.0.0.0/8".parse().expect("literal"));
-            allowed.push("::1/128".parse().expect("literal"));
-        }
+        let allow_loopback = a.allow_loopback_peers || f.allow_loopback_peers.unwrap_or(false);
         let denied = ranges(
             &pick_vec(a.denied_peer_ip, f.denied_peer_ip),
             "--denied-peer-ip",
         )?;
+        let nat64 = pick_vec(a.nat64_prefix, f.nat64_prefix)
+            .iter()
+            .map(|p| p.parse::<Nat64Prefix>().context("bad --nat64-prefix value"))
+            .collect::<Result<Vec<_>>>()?;
         let relay_list: Vec<IpAddr> = relay_ipv4.into_iter().chain(relay_ipv6).collect();
-        let filter = PeerFilter::new(allowed, denied, true, listen.clone(), relay_list);
+        let filter = PeerFilter::new(allowed, denied, true, listen.clone(), relay_list)
+            .with_loopback_allowed(allow_loopback)
+            .with_nat64_prefixes(nat64);
 
         let threads = pick(
             a.threads,
@@ -450,9 +490,57 @@ impl Settings {
         server.permission_lifetime = permission_lifetime;
         server.channel_lifetime = channel_lifetime;
         server.nonce_lifetime = nonce_lifetime;
-        server.user_quota = pick(a.user_quota, f.user_quota, 0);
-        server.total_quota = pick(a.total_quota, f.total_quota, 0);
+        let bounded = |v: u32, lo: u32, hi: u32, name: &str| -> Result<u32> {
+            if v < lo || v > hi {
+                bail!("--{name} {v}: use {lo} to {hi}");
+            }
+            Ok(v)
+        };
+        server.user_quota = bounded(
+            pick(a.user_quota, f.user_quota, server.user_quota),
+            0,
+            MAX_TOTAL_QUOTA,
+            "user-quota",
+        )?;
+        server.ip_quota = bounded(
+            pick(a.ip_quota, f.ip_quota, server.ip_quota),
+            0,
+            MAX_TOTAL_QUOTA,
+            "ip-quota",
+        )?;
+        server.total_quota = bounded(
+            pick(a.total_quota, f.total_quota, server.total_quota),
+            1,
+            MAX_TOTAL_QUOTA,
+            "total-quota",
+        )?;
+        server.max_permissions = bounded(
+            pick(
+                a.permission_quota,
+                f.permission_quota,
+                server.max_permissions as u32,
+            ),
+            1,
+            65_536,
+            "permission-quota",
+        )? as usize;
+        server.max_channels = bounded(
+            pick(a.channel_quota, f.channel_quota, server.max_channels as u32),
+            1,
+            0x7fff,
+            "channel-quota",
+        )? as usize;
         server.unauth_rate = pick(a.unauth_rate, f.unauth_rate, server.unauth_rate);
+        server.unauth_rate_per_prefix = pick(
+            a.unauth_rate_per_prefix,
+            f.unauth_rate_per_prefix,
+            server.unauth_rate_per_prefix,
+        );
+        server.stateless_rate_per_prefix = pick(
+            a.binding_rate_per_prefix,
+            f.binding_rate_per_prefix,
+            server.stateless_rate_per_prefix,
+        );
         server.rfc5766_channels = a.rfc5766_channels || f.rfc5766_channels.unwrap_or(false);
         Ok(Settings {
             listen,
@@ -617,6 +705,73 @@ mod tests {
     }
 
     #[test]
+    fn quotas_are_finite_by_default_and_configurable() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(
+            (
+                s.server.user_quota,
+                s.server.ip_quota,
+                s.server.total_quota,
+                s.server.max_permissions,
+                s.server.max_channels
+            ),
+            (1000, 1000, 16384, 128, 128)
+        );
+        assert_eq!(
+            (
+                s.server.unauth_rate_per_prefix,
+                s.server.stateless_rate_per_prefix
+            ),
+            (200, 20_000)
+        );
+        let s = parse(&[
+            "--ip-quota",
+            "0",
+            "--user-quota",
+            "5",
+            "--total-quota",
+            "50",
+            "--permission-quota",
+            "7",
+            "--channel-quota",
+            "3",
+            "--unauth-rate-per-prefix",
+            "9",
+            "--binding-rate-per-prefix",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.server.user_quota,
+                s.server.ip_quota,
+                s.server.total_quota,
+                s.server.max_permissions,
+                s.server.max_channels,
+                s.server.unauth_rate_per_prefix,
+                s.server.stateless_rate_per_prefix
+            ),
+            (5, 0, 50, 7, 3, 9, 0)
+        );
+        let f: FileConfig =
+            toml::from_str("ip-quota = 4\nchannel-quota = 2\nnat64-prefix = [\"64:ff9b:1::/48\"]")
+                .unwrap();
+        let s = Settings::merge(Args::try_parse_from(["xturn"]).unwrap(), f).unwrap();
+        assert_eq!((s.server.ip_quota, s.server.max_channels), (4, 2));
+        // The declared NAT64 prefix decodes its peers: 10.0.0.1 under it is private.
+        assert!(s
+            .server
+            .filter
+            .check_ip("64:ff9b:1:a00:0:100::".parse().unwrap())
+            .is_err());
+        assert!(s
+            .server
+            .filter
+            .check_ip("64:ff9b:1:808:8:800::".parse().unwrap())
+            .is_ok());
+    }
+
+    #[test]
     fn unauth_rate_default_and_option() {
         assert_eq!(parse(&[]).unwrap().server.unauth_rate, 20_000);
         assert_eq!(
@@ -639,6 +794,17 @@ mod tests {
             (&["--denied-peer-ip", "300.1.1.1"][..], "--denied-peer-ip"),
             (&["--log-level", "loud"][..], "--log-level"),
             (&["--permission-lifetime", "0"][..], "permission-lifetime"),
+            (
+                &["--permission-lifetime", "18446744073709551615"][..],
+                "permission-lifetime",
+            ),
+            (&["--max-allocate-lifetime", "86401"][..], "1 to 86400"),
+            (&["--stale-nonce", "100000"][..], "stale-nonce"),
+            (&["--total-quota", "0"][..], "--total-quota 0: use 1 to"),
+            (&["--total-quota", "2000000"][..], "--total-quota"),
+            (&["--channel-quota", "0"][..], "--channel-quota"),
+            (&["--permission-quota", "70000"][..], "--permission-quota"),
+            (&["--nat64-prefix", "64:ff9b:1::/50"][..], "--nat64-prefix"),
         ] {
             let e = format!("{:#}", parse(args).unwrap_err());
             assert!(e.contains(needle), "{args:?}: {e}");

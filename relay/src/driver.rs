@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use xturn_control::stateless::{DropReason, Stateless, Verdict};
 use xturn_control::wire::{looks_like_channel_data, TransactionId};
 use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server};
 use xturn_relay::afxdp::forwarder::Forwarder;
@@ -44,6 +45,10 @@ pub enum Update {
 
 struct Shared {
     server: Mutex<Server>,
+    /// Answers Binding and drops junk before anything takes the server lock.
+    stateless: Stateless,
+    /// Datagrams to the listeners dropped before the lock, by [`DropReason`].
+    dropped: [AtomicU64; 4],
     updates: Vec<Sender<Update>>,
     epolls: Vec<RawFd>,
     relays: Mutex<HashMap<RelayAddr, Arc<UdpSocket>>>,
@@ -65,6 +70,14 @@ const TIMER_TICK: Duration = Duration::from_millis(100);
 /// How often the workers publish their per-allocation counts and the status file is
 /// rewritten.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
+/// How often the main thread looks at its workers: a dead one stops the process within
+/// this (plus the join of the others).
+const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
+const REPORT_TURNS: u64 = (REPORT_EVERY.as_millis() / SUPERVISE_EVERY.as_millis()) as u64;
+/// How often the host's addresses are listed again for the peer filter.
+const HOST_ADDRESSES_TURNS: u64 = 50;
+/// How long a stopping server waits for its threads.
+const JOIN_DEADLINE: Duration = Duration::from_secs(2);
 
 fn relay_token(r: RelayAddr) -> u64 {
     ((r.0.is_ipv6() as u64) << 16) | r.0.port() as u64
@@ -74,7 +87,27 @@ fn owner(r: RelayAddr, n: usize) -> usize {
     r.0.port() as usize % n
 }
 
+fn drop_index(r: DropReason) -> usize {
+    match r {
+        DropReason::NotStun => 0,
+        DropReason::Malformed => 1,
+        DropReason::Unwanted => 2,
+        DropReason::OverBudget => 3,
+    }
+}
+
 impl Shared {
+    /// The server, or `None` once a thread panicked holding it: the supervisor in [`run`]
+    /// then stops the process, and nobody else panics on the poisoned lock meanwhile.
+    fn server(&self) -> Option<std::sync::MutexGuard<'_, Server>> {
+        self.server.lock().ok()
+    }
+
+    fn relays(&self) -> std::sync::MutexGuard<'_, HashMap<RelayAddr, Arc<UdpSocket>>> {
+        // A map of sockets stays consistent whatever panicked while holding it.
+        self.relays.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn broadcast(&self, mk: impl Fn() -> Update) {
         for tx in &self.updates {
             let _ = tx.send(mk());
@@ -109,12 +142,7 @@ impl Shared {
                         .map(|(_, s)| s);
                     let r = match sock {
                         Some(s) => s.send_to(&t.payload, t.destination),
-                        None => match self
-                            .relays
-                            .lock()
-                            .expect("relays lock")
-                            .get(&RelayAddr(t.source))
-                        {
+                        None => match self.relays().get(&RelayAddr(t.source)) {
                             Some(s) => s.send_to(&t.payload, t.destination),
                             None => Ok(0),
                         },
@@ -140,10 +168,7 @@ impl Shared {
                             server.relay_bound(now, token, false);
                             continue;
                         }
-                        self.relays
-                            .lock()
-                            .expect("relays lock")
-                            .insert(relay, sock.clone());
+                        self.relays().insert(relay, sock.clone());
                         self.broadcast(|| Update::RelayOpened(relay, sock.clone()));
                         server.relay_bound(now, token, true);
                     }
@@ -156,7 +181,7 @@ impl Shared {
                     tracing::debug!("allocation {} of {} removed", relay.0, five_tuple.client.0);
                     let o = Output::RemoveAllocation { five_tuple, relay };
                     self.broadcast(|| Update::Data(o.clone()));
-                    if let Some(s) = self.relays.lock().expect("relays lock").remove(&relay) {
+                    if let Some(s) = self.relays().remove(&relay) {
                         let n = self.epolls.len();
                         Epoll::del(self.epolls[owner(relay, n)], s.as_raw_fd());
                     }
@@ -194,6 +219,23 @@ struct Worker {
     /// Relay addresses for IPv4 and IPv6: with the port in an epoll token they name the
     /// relay socket, so a ready socket is found with one hash look-up.
     relay_ips: (Option<IpAddr>, Option<IpAddr>),
+    /// Fault injection for the supervision tests ([`WORKER_FAULT_ENV`]): panic holding the
+    /// server lock at this control message.
+    panic_at: Option<u64>,
+    control_messages: u64,
+}
+
+/// `XTURN_FAULT_WORKER=panic:N`: worker 0 panics, holding the server lock, at the N-th
+/// control message it hands to the server (tests of supervision and lock poisoning).
+const WORKER_FAULT_ENV: &str = "XTURN_FAULT_WORKER";
+
+fn worker_fault(idx: usize) -> Option<u64> {
+    let v = std::env::var(WORKER_FAULT_ENV).ok()?;
+    let n = v.strip_prefix("panic:").and_then(|n| n.parse().ok());
+    if n.is_none() {
+        tracing::warn!("{WORKER_FAULT_ENV}={v:?} ignored: use panic:N");
+    }
+    n.filter(|_| idx == 0)
 }
 
 impl Worker {
@@ -237,9 +279,10 @@ impl Worker {
                 let now = Instant::now();
                 if now >= next_tick {
                     next_tick = now + TIMER_TICK;
-                    let mut s = self.shared.server.lock().expect("server lock");
-                    s.handle_timeout(now);
-                    self.shared.drive(&mut s, now, &self.listeners);
+                    if let Some(mut s) = self.shared.server() {
+                        s.handle_timeout(now);
+                        self.shared.drive(&mut s, now, &self.listeners);
+                    }
                 }
             }
         }
@@ -275,13 +318,33 @@ impl Worker {
                         "{} bytes of control traffic from {from} to {local}",
                         bytes.len()
                     );
-                    let mut s = self.shared.server.lock().expect("server lock");
-                    s.handle_input(now, from, local, bytes);
-                    self.shared.drive(&mut s, now, &self.listeners);
-                    drop(s);
-                    // Our own tables must see what we just installed before the next datagram.
-                    self.apply_updates();
+                    match self.shared.stateless.classify(now, from, bytes) {
+                        Verdict::Answer(b) => self.to_clients[li].push(from, &b),
+                        Verdict::Drop(r) => {
+                            self.shared.dropped[drop_index(r)].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Verdict::Server => {
+                            let ft = FiveTuple {
+                                client: ClientAddr(from),
+                                server: local,
+                            };
+                            self.control_messages += 1;
+                            if let Some(mut s) = self.shared.server() {
+                                if self.panic_at == Some(self.control_messages) {
+                                    panic!("fault injection ({WORKER_FAULT_ENV})");
+                                }
+                                s.handle_stateful(now, ft, bytes);
+                                self.shared.drive(&mut s, now, &self.listeners);
+                            }
+                            // Our own tables must see what we just installed before the
+                            // next datagram.
+                            self.apply_updates();
+                        }
+                    }
                 }
+            }
+            if self.to_clients[li].len() > 0 {
+                self.to_clients[li].flush(fd);
             }
             for (relay, batch) in self.to_peers.iter_mut() {
                 if batch.len() > 0 {
@@ -435,13 +498,24 @@ pub fn run(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let server = Server::new(
+    let n = settings.threads;
+    let mut server = Server::new(
         settings.server.clone(),
         Instant::now(),
         unix,
         Box::new(rand::rngs::StdRng::from_entropy()),
     );
-    let n = settings.threads;
+    let mut host_ips = crate::host::local_addresses().unwrap_or_else(|e| {
+        tracing::warn!("{e:#}: only the listening addresses count as the host's own");
+        Vec::new()
+    });
+    server.set_host_ips(host_ips.clone());
+    let stateless = Stateless::new(
+        settings.server.software.clone(),
+        settings.server.stateless_rate_per_prefix,
+        rand::random(),
+        Instant::now(),
+    );
     let mut txs = Vec::new();
     let mut rxs = Vec::new();
     let mut epolls = Vec::new();
@@ -540,6 +614,8 @@ pub fn run(
     );
     let shared = Arc::new(Shared {
         server: Mutex::new(server),
+        stateless,
+        dropped: Default::default(),
         updates: txs,
         epolls: epolls.iter().map(|e| e.raw()).collect(),
         relays: Mutex::new(HashMap::new()),
@@ -587,6 +663,7 @@ pub fn run(
             unserved: false,
         });
     }
+    let deaths: Vec<Arc<Mutex<Option<String>>>> = (0..n).map(|_| Arc::default()).collect();
     for (idx, ((epoll, rx), listeners)) in epolls.into_iter().zip(rxs).zip(per_worker).enumerate() {
         let core = core_for(idx);
         let nl = listeners.len();
@@ -605,18 +682,57 @@ pub fn run(
             out: Vec::with_capacity(2048),
             rng: rand::rngs::StdRng::from_entropy(),
             relay_ips: (settings.relay_ipv4, settings.relay_ipv6),
+            panic_at: worker_fault(idx),
+            control_messages: 0,
         };
+        if let Some(n) = w.panic_at {
+            tracing::warn!("worker {idx}: fault injection, panic at control message {n}");
+        }
+        let death = deaths[idx].clone();
         handles.push(spawn_pinned(
             format!("xturn-worker-{idx}"),
             core,
-            move || w.run(),
+            move || {
+                let run = std::panic::AssertUnwindSafe(move || w.run());
+                if let Err(p) = std::panic::catch_unwind(run) {
+                    *death.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("panicked: {}", panic_message(p.as_ref())));
+                }
+            },
         )?);
     }
     let mut warned = false;
     let mut turn = 0u64;
+    let mut fatal = None;
     while !shared.shutdown.load(Ordering::Relaxed) {
-        std::thread::sleep(REPORT_EVERY);
+        std::thread::sleep(SUPERVISE_EVERY);
         turn += 1;
+        // A worker that stopped while the server runs is a server that no longer answers
+        // its share of clients (SO_REUSEPORT still sends them there): stop the whole
+        // process, non-zero, for systemd or the orchestrator to restart it.
+        if let Some(i) = handles.iter().position(|h| h.is_finished()) {
+            let why = deaths[i]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| "exited".into());
+            fatal = Some(format!("worker thread {i} died ({why})"));
+            break;
+        }
+        if turn.is_multiple_of(HOST_ADDRESSES_TURNS) {
+            if let Ok(ips) = crate::host::local_addresses() {
+                if ips != host_ips {
+                    tracing::info!("host addresses changed: the peer filter follows");
+                    if let Some(mut s) = shared.server() {
+                        s.set_host_ips(ips.clone());
+                    }
+                    host_ips = ips;
+                }
+            }
+        }
+        if !turn.is_multiple_of(REPORT_TURNS) {
+            continue;
+        }
         let mut xdp_report = None;
         if let Some(x) = &shared.xdp {
             let now_ms = epoch.elapsed().as_millis() as u64;
@@ -625,7 +741,7 @@ pub fn run(
             }
             if let Some(w) = watch.as_mut() {
                 // Once a second: a veth peer's program may come or go, an MTU change.
-                if turn.is_multiple_of(2) {
+                if turn.is_multiple_of(2 * REPORT_TURNS) {
                     for (ifindex, mtu) in w.recheck(x) {
                         shared.broadcast(|| Update::Mtu(ifindex, mtu));
                     }
@@ -653,12 +769,58 @@ pub fn run(
             }
         }
     }
-    for h in handles
+    if let Some(why) = &fatal {
+        tracing::error!("{why}: stopping so that a supervisor restarts xturn");
+        if let Some(x) = &shared.xdp {
+            // Not one more Binding answered for a server that does not serve.
+            let off = crate::xdp::Switches {
+                stun_responder: false,
+                steering: false,
+                ignore_unknown_optional: false,
+            };
+            if let Err(e) = x
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_switches(off)
+            {
+                tracing::warn!("{e:#}");
+            }
+        }
+        shared.shutdown.store(true, Ordering::Relaxed);
+    }
+    let deadline = Instant::now() + JOIN_DEADLINE;
+    let mut all: Vec<_> = handles
         .into_iter()
         .chain(forwarders.iter_mut().filter_map(|f| f.handle.take()))
-    {
-        let _ = h.join();
+        .collect();
+    while !all.is_empty() && Instant::now() < deadline {
+        let (done, busy): (Vec<_>, Vec<_>) = all.into_iter().partition(|h| h.is_finished());
+        for h in done {
+            let _ = h.join();
+        }
+        all = busy;
+        if !all.is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
+    if !all.is_empty() {
+        tracing::warn!(
+            "{} threads did not stop within {JOIN_DEADLINE:?}",
+            all.len()
+        );
+    }
+    let dropped: Vec<u64> = shared
+        .dropped
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
+    tracing::info!(
+        "dropped before the server lock: {} not STUN, {} malformed, {} unwanted, {} over the          per-prefix answer budget",
+        dropped[0],
+        dropped[1],
+        dropped[2],
+        dropped[3]
+    );
     for line in fastpath::summary(&status.threads()) {
         tracing::info!("{line}");
     }
@@ -668,7 +830,10 @@ pub fn run(
         .map(|s| s.allocation_count())
         .unwrap_or(0);
     tracing::info!("stopped ({alive} allocations dropped)");
-    Ok(())
+    match fatal {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// A named thread pinned to `core` (when the core list was known) running `f`.

@@ -6,6 +6,7 @@
 mod config;
 mod driver;
 mod fastpath;
+mod host;
 mod net;
 mod netlink;
 mod probe;
@@ -98,6 +99,14 @@ fn check(args: config::Args) -> Result<()> {
 
 fn serve(args: config::Args) -> Result<()> {
     let settings = config::Settings::load(args)?;
+    // Every allocation holds a relay socket: the quota must fit the open-file limit.
+    let fds = settings.server.total_quota as u64
+        + (settings.threads * settings.listen.len()) as u64
+        + host::FD_SLACK;
+    let nofile = host::raise_nofile(
+        fds,
+        &format!("--total-quota {}", settings.server.total_quota),
+    )?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
             "xturn={0},xturn_relay={0}",
@@ -127,6 +136,7 @@ fn serve(args: config::Args) -> Result<()> {
         settings.server.credentials.realm(),
         settings.threads
     );
+    tracing::debug!("open-file limit {nofile}");
     if let Some((u, p)) = &settings.demo_user {
         tracing::info!("no --user or --static-auth-secret given: demo user {u:?} password {p:?}");
         // Also on stdout, for scripts and humans who read the first line.

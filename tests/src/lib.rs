@@ -13,6 +13,16 @@ use xturn_control::wire::{attr, Method, TransactionId};
 
 /// Path of the `xturn` binary of this workspace. The first call in a test process runs
 /// `cargo build` for it (a no-op when up to date), so a test never runs a stale binary.
+/// Options that let xturn relay to the lab's peers: they live in documentation ranges
+/// (../shared/NETLAB.md), which xturn's peer filter denies by default like every block that
+/// is not globally reachable. An operator of such a lab gives the same.
+pub const LAB_PEERS: [&str; 4] = [
+    "--allowed-peer-ip",
+    "198.51.100.0/24",
+    "--allowed-peer-ip",
+    "2001:db8::/32",
+];
+
 pub fn xturn_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -313,4 +323,14 @@ pub fn have(program: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// True when the tests run as root (effective UID 0).
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0")
 }

@@ -159,6 +159,7 @@ impl Lab {
             "--xdp",
             &format!("{},{}", self.rc, self.rp),
         ]);
+        cmd.args(xturn_tests::LAB_PEERS);
         cmd.args(extra);
         let xturn = Proc::spawn("xturn", cmd);
         let ready = xturn.wait_for_line(

@@ -188,6 +188,7 @@ impl Lab {
                 "--xdp",
                 &self.xdp.join(","),
             ])
+            .args(xturn_tests::LAB_PEERS)
             .args(extra);
         for (k, v) in env {
             cmd.env(k, v);

@@ -492,7 +492,8 @@ fn xdp_maps_follow_the_control_plane_and_fall_back_to_sockets() {
             "--xdp",
             &lab.relay_if,
             "--no-afxdp",
-        ]);
+        ])
+        .args(xturn_tests::LAB_PEERS);
     let xturn = Proc::spawn("xturn", cmd);
     assert!(
         xturn
