@@ -8,11 +8,13 @@
 //! bound, using the expiry time carried by the output, so expiry is exact even before
 //! the `Remove*` output arrives.
 
+use crate::bandwidth::{Direction, Limits};
 use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
 use crate::wire::{attr, channel_data, ChannelData, Class, MessageBuilder, Method, TransactionId};
 use crate::Output;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The data-plane tables are looked up on every relayed packet (three look-ups per
@@ -92,8 +94,12 @@ pub struct DataPlane {
     /// removed allocations are in `free_counters` for the next one, so this never holds
     /// more entries than there were allocations at once.
     counters: Vec<Counters>,
+    /// The user slot of each allocation, indexed like `counters`.
+    users: Vec<u32>,
     free_counters: Vec<usize>,
     memo: Memo,
+    /// Bandwidth limits shared by every copy; `None`: none.
+    limits: Option<Arc<Limits>>,
 }
 
 /// Recent answers of the per-packet look-ups, so a packet of a known flow costs one
@@ -209,6 +215,40 @@ impl DataPlane {
         Self::default()
     }
 
+    /// Tables that enforce `limits` (shared with every other copy) on what they relay.
+    pub fn with_limits(limits: Arc<Limits>) -> Self {
+        let mut d = Self::default();
+        d.set_limits(limits);
+        d
+    }
+
+    pub fn set_limits(&mut self, limits: Arc<Limits>) {
+        self.limits = (!limits.is_unlimited()).then_some(limits);
+    }
+
+    /// Within the bandwidth limits? (Counts a refusal in the shared limits.)
+    fn admit(
+        &self,
+        now: Instant,
+        relay: RelayAddr,
+        counters: usize,
+        d: Direction,
+        len: usize,
+    ) -> bool {
+        match &self.limits {
+            None => true,
+            Some(l) => l.admit(now, relay, self.users[counters], d, len),
+        }
+    }
+
+    /// May the control plane relay `len` bytes of a Send indication for `relay` now?
+    pub fn admit_send(&self, now: Instant, relay: RelayAddr, len: usize) -> bool {
+        match self.allocs.get(&relay) {
+            Some(a) => self.admit(now, relay, a.counters, Direction::ToPeer, len),
+            None => true,
+        }
+    }
+
     /// Tables whose look-ups never use the memo (tests compare the two).
     #[cfg(test)]
     fn without_memo() -> Self {
@@ -250,18 +290,22 @@ impl DataPlane {
                 five_tuple,
                 relay,
                 expires,
+                user,
             } => {
                 if let Some(e) = self.allocs.get_mut(relay) {
                     e.five_tuple = *five_tuple;
                     e.expires = *expires;
+                    self.users[e.counters] = *user;
                 } else {
                     let counters = match self.free_counters.pop() {
                         Some(i) => i,
                         None => {
                             self.counters.push(Counters::default());
+                            self.users.push(0);
                             self.counters.len() - 1
                         }
                     };
+                    self.users[counters] = *user;
                     self.allocs.insert(
                         *relay,
                         AllocEntry {
@@ -366,6 +410,9 @@ impl DataPlane {
             }
         };
         let len = cd.length() as usize;
+        if !self.admit(now, relay, counters, Direction::ToPeer, len) {
+            return None;
+        }
         let c = &mut self.counters[counters];
         c.to_peer_packets += 1;
         c.to_peer_bytes += len as u64;
@@ -474,6 +521,9 @@ impl DataPlane {
                 (route, counters)
             }
         };
+        if !self.admit(now, relay, counters, Direction::ToClient, len) {
+            return None;
+        }
         let c = &mut self.counters[counters];
         c.to_client_packets += 1;
         c.to_client_bytes += len as u64;
@@ -530,6 +580,7 @@ mod tests {
             five_tuple: five_tuple(0),
             relay: relay(0),
             expires: s(alloc),
+            user: 0,
         });
         dp.apply(&Output::InstallPermission {
             relay: relay(0),
@@ -615,6 +666,7 @@ mod tests {
             five_tuple: five_tuple(1),
             relay: relay(1),
             expires: t0 + Duration::from_secs(600),
+            user: 0,
         });
         assert_eq!(dp.client_to_peer(now, five_tuple(0), &cd), None);
         assert_eq!(dp.counters(relay(1)), Some(Counters::default()));
@@ -648,7 +700,7 @@ mod tests {
         let i3 = 0usize..3;
         prop_oneof![
             1 => (i2.clone(), i2.clone(), 0u64..20).prop_map(move |(f, r, e)| Op::Output(
-                Output::InstallAllocation { five_tuple: five_tuple(f), relay: relay(r), expires: at(e) }
+                Output::InstallAllocation { five_tuple: five_tuple(f), relay: relay(r), expires: at(e), user: 0 }
             )),
             1 => (i2.clone(), i2.clone()).prop_map(|(f, r)| Op::Output(Output::RemoveAllocation {
                 five_tuple: five_tuple(f),

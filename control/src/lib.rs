@@ -17,6 +17,7 @@
 //! ```
 
 pub mod auth;
+pub mod bandwidth;
 pub mod client;
 pub mod dataplane;
 pub mod error;
@@ -61,6 +62,9 @@ pub enum Output {
         five_tuple: FiveTuple,
         relay: RelayAddr,
         expires: Instant,
+        /// The allocation's user, as a slot of the shared bandwidth limits
+        /// ([`bandwidth::Limits`]): the same while the user has any allocation.
+        user: u32,
     },
     /// The allocation is gone; its channels and permissions were removed just before.
     RemoveAllocation {

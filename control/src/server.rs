@@ -7,6 +7,7 @@
 //! given to [`Server::new`].
 
 use crate::auth::{self, Credentials, Key, NonceKey, PasswordAlgorithm};
+use crate::bandwidth::Limits;
 use crate::dataplane::DataPlane;
 use crate::error::{BadRequest, TurnError};
 use crate::filter::PeerFilter;
@@ -21,6 +22,7 @@ use crate::{Output, Transmit};
 use rand_core::RngCore;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Server configuration. [`Config::new`] gives the RFC defaults.
@@ -62,6 +64,10 @@ pub struct Config {
     /// Stateless answers (Binding, 400 and 420 to requests without state) per second per
     /// source prefix; 0 = unlimited.
     pub stateless_rate_per_prefix: u32,
+    /// Bytes per second each way per allocation (coturn's `max-bps`); 0 = no limit.
+    pub max_bps: u64,
+    /// Bytes per second each way for all of one user's allocations; 0 = no limit.
+    pub user_max_bps: u64,
     /// Accept RFC 5766's channel range 0x4000-0x7FFE instead of RFC 8656's 0x4000-0x4FFF
     /// (for older clients such as coturn's `turnutils_uclient`).
     pub rfc5766_channels: bool,
@@ -90,6 +96,8 @@ impl Config {
             unauth_rate: 20_000,
             unauth_rate_per_prefix: DEFAULT_UNAUTH_RATE_PER_PREFIX,
             stateless_rate_per_prefix: DEFAULT_STATELESS_RATE_PER_PREFIX,
+            max_bps: 0,
+            user_max_bps: 0,
             rfc5766_channels: false,
             filter,
         }
@@ -204,6 +212,10 @@ pub struct Server {
     used_ports: HashSet<(IpAddr, u16)>,
     user_counts: HashMap<String, u32>,
     ip_counts: HashMap<IpAddr, u32>,
+    /// Each user with allocations (or binding one) has a slot in the bandwidth limits.
+    user_slots: HashMap<String, u32>,
+    free_user_slots: Vec<u32>,
+    limits: Arc<Limits>,
     /// Channels whose peer is a relayed address of this server, by that address: removed
     /// when that allocation goes, so the port is never sent to once another process may
     /// hold it.
@@ -254,6 +266,14 @@ impl Server {
             rng.next_u64(),
             now,
         );
+        let limits = Arc::new(Limits::new(
+            cfg.max_bps,
+            cfg.user_max_bps,
+            cfg.total_quota as usize,
+            now,
+        ));
+        let mut data = DataPlane::new();
+        data.set_limits(limits.clone());
         let stateless = Stateless::new(
             cfg.software.clone(),
             cfg.stateless_rate_per_prefix,
@@ -271,6 +291,9 @@ impl Server {
             used_ports: HashSet::new(),
             user_counts: HashMap::new(),
             ip_counts: HashMap::new(),
+            user_slots: HashMap::new(),
+            free_user_slots: Vec::new(),
+            limits,
             hairpins: HashMap::new(),
             pending: HashMap::new(),
             pending_by_tuple: HashMap::new(),
@@ -278,7 +301,7 @@ impl Server {
             timers: BTreeSet::new(),
             next_token: 1,
             outputs: VecDeque::new(),
-            data: DataPlane::new(),
+            data,
             unauth_tokens,
             unauth_last: now,
             unauth_prefix,
@@ -288,6 +311,12 @@ impl Server {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The bandwidth limits: every data-plane copy of a driver must share them
+    /// ([`DataPlane::with_limits`]) for a limit to hold whatever thread relays the data.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.clone()
     }
 
     /// The host's addresses changed: the peer filter denies the new list (see
@@ -319,6 +348,7 @@ impl Server {
             + self.used_ports.len()
             + self.user_counts.len()
             + self.ip_counts.len()
+            + self.user_slots.len()
             + self.hairpins.values().map(Vec::len).sum::<usize>()
             + self.pending.len()
             + self.pending_by_tuple.len()
@@ -508,10 +538,14 @@ impl Server {
         self.allocations.insert(p.five_tuple, alloc);
         self.by_relay.insert(relay, p.five_tuple);
         self.timers.insert((expires, p.five_tuple));
+        // The port may have served another allocation: its buckets start full.
+        self.limits.reset_allocation(relay);
+        let user = self.user_slot(&p.username);
         self.emit(Output::InstallAllocation {
             five_tuple: p.five_tuple,
             relay,
             expires,
+            user,
         });
         self.allocate_success(&ctx, &p.auth, p.lifetime);
     }
@@ -701,6 +735,10 @@ impl Server {
         }
     }
 
+    fn user_slot(&self, user: &str) -> u32 {
+        self.user_slots.get(user).copied().unwrap_or(u32::MAX)
+    }
+
     fn release_failed(&mut self, p: &Pending) {
         for port in &p.failed {
             self.used_ports.remove(&(p.ip, *port));
@@ -712,6 +750,9 @@ impl Server {
             *c -= 1;
             if *c == 0 {
                 self.user_counts.remove(user);
+                if let Some(slot) = self.user_slots.remove(user) {
+                    self.free_user_slots.push(slot);
+                }
             }
         }
         let key = quota_key(client.0.ip());
@@ -1114,6 +1155,12 @@ impl Server {
         };
         *self.user_counts.entry(auth.username.clone()).or_insert(0) += 1;
         *self.ip_counts.entry(ip_key).or_insert(0) += 1;
+        if !self.user_slots.contains_key(&auth.username) {
+            let next = self.user_slots.len() as u32;
+            let slot = self.free_user_slots.pop().unwrap_or(next);
+            self.limits.reset_user(slot);
+            self.user_slots.insert(auth.username.clone(), slot);
+        }
         self.start_bind(Pending {
             five_tuple: ctx.five_tuple,
             username: auth.username.clone(),
@@ -1212,12 +1259,15 @@ impl Server {
                 .expect("checked by caller");
             a.expires = expires;
             let relay = a.relay;
+            let user = a.username.clone();
             // A shorter lifetime than before moves the allocation's deadline earlier.
             self.schedule(ctx.five_tuple, expires);
+            let user = self.user_slot(&user);
             self.emit(Output::InstallAllocation {
                 five_tuple: ctx.five_tuple,
                 relay,
                 expires,
+                user,
             });
             l
         };
@@ -1407,6 +1457,9 @@ impl Server {
             return;
         }
         let relay = a.relay;
+        if !self.data.admit_send(now, relay, data.value.len()) {
+            return;
+        }
         self.data.count_to_peer(relay, data.value.len());
         self.transmit(relay.0, peer, data.value.to_vec());
     }

@@ -451,9 +451,9 @@ fn allocated(cfg: Config, lifetime: u32) -> (Harness, TurnClient, RelayAddr) {
 }
 
 fn baseline_state() -> usize {
-    // One allocation: its entry, by_relay, used port, user count, client address count,
-    // its timer.
-    6
+    // One allocation: its entry, by_relay, used port, user count, user's bandwidth slot,
+    // client address count, its timer.
+    7
 }
 
 // ========================================================================= STUN Binding
@@ -862,6 +862,7 @@ fn allocate_success_response() {
             five_tuple: ft(client_addr()),
             relay: RelayAddr(relay),
             expires: h.now + secs(600),
+            user: 0,
         }]
     );
     assert_eq!(h.server.allocation_count(), 1);
@@ -907,7 +908,8 @@ fn refresh_extends_and_zero_deletes() {
         vec![Output::InstallAllocation {
             five_tuple: ft(client_addr()),
             relay,
-            expires: h.at(secs(1500))
+            expires: h.at(secs(1500)),
+            user: 0
         }]
     );
     // Refresh without LIFETIME: the default.

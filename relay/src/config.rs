@@ -129,6 +129,26 @@ pub struct Args {
     /// Worker threads (one SO_REUSEPORT socket each, pinned to a core). Default: one per core.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Bytes per second each way an allocation may relay (coturn's max-bps: bytes, despite
+    /// the name); beyond it datagrams are dropped and counted, on every path. 0 = no
+    /// limit (the default).
+    #[arg(long = "max-bps")]
+    pub max_bps: Option<u64>,
+    /// Bytes per second each way all of one user's allocations may relay together. 0 = no
+    /// limit (the default).
+    #[arg(long = "user-max-bps")]
+    pub user_max_bps: Option<u64>,
+    /// User to run as once sockets are bound and XDP is attached (a name or a number; coturn's
+    /// option). Default when started as root: nobody. `root` keeps root (not advised).
+    #[arg(long = "proc-user")]
+    pub proc_user: Option<String>,
+    /// Group to run as (a name or a number). Default: the --proc-user's primary group.
+    #[arg(long = "proc-group")]
+    pub proc_group: Option<String>,
+    /// Group that may read the status file (/run/xturn/PID/status.json, mode 0640: it names
+    /// every client's address). Default: the group xturn runs as.
+    #[arg(long = "status-group")]
+    pub status_group: Option<String>,
     /// Log level: error, warn, info, debug, trace. Default info.
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
@@ -200,6 +220,11 @@ pub struct FileConfig {
     pub channel_lifetime: Option<u64>,
     pub rfc5766_channels: Option<bool>,
     pub threads: Option<usize>,
+    pub max_bps: Option<u64>,
+    pub user_max_bps: Option<u64>,
+    pub proc_user: Option<String>,
+    pub proc_group: Option<String>,
+    pub status_group: Option<String>,
     pub log_level: Option<String>,
     pub xdp: Option<Vec<String>>,
     pub afxdp: Option<bool>,
@@ -217,6 +242,10 @@ pub struct Settings {
     pub relay_ipv4: Option<IpAddr>,
     pub relay_ipv6: Option<IpAddr>,
     pub threads: usize,
+    /// Who to become after setup (`--proc-user`, `--proc-group`), by name or number.
+    pub proc_user: Option<String>,
+    pub proc_group: Option<String>,
+    pub status_group: Option<String>,
     pub log_level: String,
     /// Interfaces to attach the XDP program to (empty: sockets only).
     pub xdp: Vec<String>,
@@ -531,6 +560,15 @@ impl Settings {
             "channel-quota",
         )? as usize;
         server.unauth_rate = pick(a.unauth_rate, f.unauth_rate, server.unauth_rate);
+        // A bucket holds up to 4 GiB: far beyond any link.
+        let bps = |v: u64, name: &str| -> Result<u64> {
+            if v > u32::MAX as u64 {
+                bail!("--{name} {v}: use 0 to {} bytes per second", u32::MAX);
+            }
+            Ok(v)
+        };
+        server.max_bps = bps(pick(a.max_bps, f.max_bps, 0), "max-bps")?;
+        server.user_max_bps = bps(pick(a.user_max_bps, f.user_max_bps, 0), "user-max-bps")?;
         server.unauth_rate_per_prefix = pick(
             a.unauth_rate_per_prefix,
             f.unauth_rate_per_prefix,
@@ -542,11 +580,25 @@ impl Settings {
             server.stateless_rate_per_prefix,
         );
         server.rfc5766_channels = a.rfc5766_channels || f.rfc5766_channels.unwrap_or(false);
+        let proc_user = a.proc_user.or(f.proc_user);
+        let proc_group = a.proc_group.or(f.proc_group);
+        let status_group = a.status_group.or(f.status_group);
+        if let Some(u) = &proc_user {
+            crate::privileges::resolve(u, proc_group.as_deref())?;
+        } else if let Some(g) = &proc_group {
+            crate::privileges::group_id(g).context("--proc-group")?;
+        }
+        if let Some(g) = &status_group {
+            crate::privileges::group_id(g).context("--status-group")?;
+        }
         Ok(Settings {
             listen,
             relay_ipv4,
             relay_ipv6,
             threads,
+            proc_user,
+            proc_group,
+            status_group,
             log_level,
             xdp,
             afxdp,

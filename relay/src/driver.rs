@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::fastpath;
 use crate::net::{self, Epoll, RecvBatch, SendBatch};
 use crate::probe::Watch;
-use crate::status::{AllocationCounts, StatusWriter, XdpReport, STATUS_DIR};
+use crate::status::{AllocationCounts, Dropped, StatusWriter, XdpReport, STATUS_DIR};
 use crate::xdp::XdpPath;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use xturn_control::bandwidth::Limits;
 use xturn_control::stateless::{DropReason, Stateless, Verdict};
 use xturn_control::wire::{looks_like_channel_data, TransactionId};
 use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server};
@@ -101,6 +102,19 @@ impl Shared {
     /// then stops the process, and nobody else panics on the poisoned lock meanwhile.
     fn server(&self) -> Option<std::sync::MutexGuard<'_, Server>> {
         self.server.lock().ok()
+    }
+
+    fn dropped(&self, limits: &Limits) -> Dropped {
+        let n = |i: usize| self.dropped[i].load(Ordering::Relaxed);
+        let over = limits.dropped();
+        Dropped {
+            not_stun: n(drop_index(DropReason::NotStun)),
+            malformed: n(drop_index(DropReason::Malformed)),
+            unwanted: n(drop_index(DropReason::Unwanted)),
+            over_answer_budget: n(drop_index(DropReason::OverBudget)),
+            over_bandwidth_packets: over.packets,
+            over_bandwidth_bytes: over.bytes,
+        }
     }
 
     fn relays(&self) -> std::sync::MutexGuard<'_, HashMap<RelayAddr, Arc<UdpSocket>>> {
@@ -510,6 +524,7 @@ pub fn run(
         Vec::new()
     });
     server.set_host_ips(host_ips.clone());
+    let limits = server.limits();
     let stateless = Stateless::new(
         settings.server.software.clone(),
         settings.server.stateless_rate_per_prefix,
@@ -597,6 +612,7 @@ pub fn run(
                 relays: HashMap::new(),
             };
             let mut fw = Forwarder::new(set, ifindex, slow, rand::random());
+            fw.set_limits(limits.clone());
             for i in &ifaces {
                 fw.set_mtu(i.ifindex, i.mtu);
             }
@@ -612,6 +628,9 @@ pub fn run(
         reports,
         worker_reports.clone(),
     );
+    // Everything that needs root is done (sockets bound, XDP attached, AF_XDP sockets open)
+    // and no thread runs yet: drop it.
+    drop_privileges(&settings, &status)?;
     let shared = Arc::new(Shared {
         server: Mutex::new(server),
         stateless,
@@ -673,7 +692,7 @@ pub fn run(
             epoll,
             rx,
             listeners,
-            data: DataPlane::new(),
+            data: DataPlane::with_limits(limits.clone()),
             relays: HashMap::new(),
             recv: net::recv_batch(),
             report: worker_reports[idx].clone(),
@@ -711,6 +730,9 @@ pub fn run(
         // its share of clients (SO_REUSEPORT still sends them there): stop the whole
         // process, non-zero, for systemd or the orchestrator to restart it.
         if let Some(i) = handles.iter().position(|h| h.is_finished()) {
+            if shared.shutdown.load(Ordering::Relaxed) {
+                break; // stopping anyway (a signal)
+            }
             let why = deaths[i]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -762,7 +784,8 @@ pub fn run(
             .lock()
             .map(|s| s.data_plane().allocations().collect())
             .unwrap_or_default();
-        if let Err(e) = status.write(&control, xdp_report.as_ref()) {
+        let dropped = shared.dropped(&limits);
+        if let Err(e) = status.write(&control, xdp_report.as_ref(), &dropped) {
             if !warned {
                 tracing::warn!("status (per-allocation and AF_XDP counters) not published: {e:#}");
                 warned = true;
@@ -809,17 +832,16 @@ pub fn run(
             all.len()
         );
     }
-    let dropped: Vec<u64> = shared
-        .dropped
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .collect();
+    let d = shared.dropped(&limits);
     tracing::info!(
-        "dropped before the server lock: {} not STUN, {} malformed, {} unwanted, {} over the          per-prefix answer budget",
-        dropped[0],
-        dropped[1],
-        dropped[2],
-        dropped[3]
+        "dropped on purpose: {} not STUN, {} malformed, {} unwanted, {} answers over the \
+         per-prefix budget, {} datagrams ({} bytes) over the bandwidth limits",
+        d.not_stun,
+        d.malformed,
+        d.unwanted,
+        d.over_answer_budget,
+        d.over_bandwidth_packets,
+        d.over_bandwidth_bytes
     );
     for line in fastpath::summary(&status.threads()) {
         tracing::info!("{line}");
@@ -834,6 +856,42 @@ pub fn run(
         Some(why) => Err(anyhow::anyhow!(why)),
         None => Ok(()),
     }
+}
+
+/// Become the `--proc-user` (nobody by default when root) with only the capabilities the
+/// features in use need ([`crate::privileges`]), after handing the status directory over.
+fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<()> {
+    use crate::privileges;
+    let keep = privileges::needed(
+        settings.server.min_port < 1024,
+        !settings.xdp.is_empty(),
+        !settings.xdp.is_empty() && settings.afxdp && settings.afxdp_nice < 0,
+    );
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let status_gid = settings
+        .status_group
+        .as_deref()
+        .map(privileges::group_id)
+        .transpose()?;
+    if !root {
+        // SAFETY: as above.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        if let Err(e) = status.prepare(Some((uid, status_gid.unwrap_or(gid)))) {
+            tracing::warn!("{e:#}");
+        }
+        tracing::info!("{}", privileges::narrow(&keep)?);
+        return Ok(());
+    }
+    let user = settings.proc_user.as_deref().unwrap_or("nobody");
+    let target = privileges::resolve(user, settings.proc_group.as_deref())?;
+    status.prepare(Some((target.uid, status_gid.unwrap_or(target.gid))))?;
+    if target.uid == 0 {
+        tracing::warn!("--proc-user {user}: running as root for the whole life of the process");
+        return Ok(());
+    }
+    tracing::info!("{}", privileges::drop_to(&target, &keep)?);
+    Ok(())
 }
 
 /// A named thread pinned to `core` (when the core list was known) running `f`.

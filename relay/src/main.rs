@@ -9,6 +9,7 @@ mod fastpath;
 mod host;
 mod net;
 mod netlink;
+mod privileges;
 mod probe;
 mod stats;
 mod status;

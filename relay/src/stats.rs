@@ -10,7 +10,7 @@
 //! or stopping, a test run) are left out. Needs root, as every BPF id lookup does.
 
 use crate::netlink;
-use crate::status::STATUS_DIR;
+use crate::status::{status_path, STATUS_DIR};
 use crate::xdp::{read_counters, Counters};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
@@ -280,7 +280,7 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
     Ok(out)
 }
 
-/// The status files of running servers (`<pid>.json` in `dir` whose process lives), in
+/// The status files of running servers (`<pid>/status.json` in `dir` whose process lives), in
 /// pid order; with `only`, those of servers with an AF_XDP socket on that interface.
 /// Unreadable or stale files are skipped: a server may stop while they are read.
 pub fn servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
@@ -291,11 +291,12 @@ pub fn servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid: u32 = name.strip_suffix(".json")?.parse().ok()?;
+            let pid: u32 = name.parse().ok()?;
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 return None;
             }
-            let v: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            let v: Value =
+                serde_json::from_slice(&std::fs::read(status_path(dir, pid)).ok()?).ok()?;
             if let Some(i) = only {
                 let serves = v["interfaces"]
                     .as_object()
@@ -564,10 +565,14 @@ mod tests {
                              "sockets": {"to_peer_packets": 1, "to_peer_bytes": 50,
                                          "to_client_packets": 2, "to_client_bytes": 70}}]
         });
-        std::fs::write(dir.join(format!("{me}.json")), status.to_string()).unwrap();
+        let put = |pid: &str, text: &str| {
+            std::fs::create_dir_all(dir.join(pid)).unwrap();
+            std::fs::write(dir.join(pid).join("status.json"), text).unwrap();
+        };
+        put(&me.to_string(), &status.to_string());
         // A dead process's file (pid beyond pid_max), a broken file, a foreign name.
-        std::fs::write(dir.join("4194305.json"), status.to_string()).unwrap();
-        std::fs::write(dir.join("1.json"), "{not json").unwrap();
+        put("4194305", &status.to_string());
+        put("1", "{not json");
         std::fs::write(dir.join("notes.txt"), "x").unwrap();
         let all = servers(&dir, None);
         assert_eq!(all, vec![status.clone()]);

@@ -1,9 +1,14 @@
-//! The server's status file, `/run/xturn/<pid>.json`, rewritten twice a second and read
+//! The server's status file, `/run/xturn/<pid>/status.json`, rewritten twice a second and read
 //! by `xturn stats`: the AF_XDP forwarder threads' reports (with `--xdp`) and every
 //! allocation's traffic, per path: what the AF_XDP forwarders relayed and what went
 //! through the kernel sockets (the socket workers, and Send indications relayed by the
 //! control plane). Each of those keeps its own data-plane copy and counts only what it
 //! relayed itself, so the sums are exact.
+//!
+//! The file names every client's address: its directory is owned by the user the server
+//! runs as, mode 0750, the file mode 0640, both in the group `--status-group` (default:
+//! the server's group). A per-process directory lets a server that dropped root replace
+//! its file atomically (rename) without write access to `/run/xturn` itself.
 
 use crate::fastpath::{Interface, ThreadReport};
 use crate::xdp::{AttachMode, MirrorStats};
@@ -16,8 +21,13 @@ use std::sync::{Arc, Mutex};
 use xturn_control::dataplane::Counters;
 use xturn_control::{FiveTuple, RelayAddr};
 
-/// Where running servers publish their status, one `<pid>.json` each.
+/// Where running servers publish their status, one `<pid>/status.json` each.
 pub const STATUS_DIR: &str = "/run/xturn";
+
+/// The status file of process `pid` under `dir`.
+pub fn status_path(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(pid.to_string()).join("status.json")
+}
 
 /// One data-plane copy's allocations and what it counted for each.
 pub type AllocationCounts = Vec<(RelayAddr, FiveTuple, Counters)>;
@@ -87,6 +97,23 @@ struct Status<'a> {
     /// With `--xdp`.
     #[serde(skip_serializing_if = "Option::is_none")]
     xdp: Option<&'a XdpReport>,
+    dropped: &'a Dropped,
+}
+
+/// What the server dropped on purpose, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    /// Datagrams to a listener that were not STUN or ChannelData.
+    pub not_stun: u64,
+    /// STUN-looking datagrams that failed to parse or had a wrong FINGERPRINT.
+    pub malformed: u64,
+    /// Responses and indications the server has no use for.
+    pub unwanted: u64,
+    /// Stateless answers (Binding, 400, 420) over the per-prefix budget.
+    pub over_answer_budget: u64,
+    /// Relayed datagrams over `--max-bps` / `--user-max-bps`, and their payload bytes.
+    pub over_bandwidth_packets: u64,
+    pub over_bandwidth_bytes: u64,
 }
 
 /// Sum per allocation (by relayed address) the counts of the AF_XDP forwarders' and of
@@ -118,9 +145,10 @@ pub fn allocations<'a>(
     sums.into_values().collect()
 }
 
-/// Writes the status to `dir/<pid>.json` (atomically: temporary file, then rename) and
-/// removes it when dropped.
+/// Writes the status to `dir/<pid>/status.json` (atomically: temporary file, then rename)
+/// and removes it when dropped.
 pub struct StatusWriter {
+    /// `dir/<pid>`.
     dir: PathBuf,
     path: PathBuf,
     interfaces: Vec<Interface>,
@@ -137,13 +165,46 @@ impl StatusWriter {
         threads: Vec<Arc<Mutex<ThreadReport>>>,
         workers: Vec<Arc<Mutex<AllocationCounts>>>,
     ) -> Self {
+        let pid = std::process::id();
         StatusWriter {
-            dir: dir.to_path_buf(),
-            path: dir.join(format!("{}.json", std::process::id())),
+            dir: dir.join(pid.to_string()),
+            path: status_path(dir, pid),
             interfaces,
             threads,
             workers,
         }
+    }
+
+    /// Create the directory (before privileges are dropped): owned by `owner` (uid, gid)
+    /// when given, mode 0750. Directories of servers that are gone (a server that dropped
+    /// root cannot remove its own) are removed.
+    pub fn prepare(&self, owner: Option<(u32, u32)>) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let parent = self.dir.parent().expect("a pid directory has a parent");
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        if let Ok(entries) = std::fs::read_dir(parent) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Ok(pid) = name.parse::<u32>() {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        if !self.dir.exists() {
+            std::fs::DirBuilder::new()
+                .mode(0o750)
+                .create(&self.dir)
+                .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        }
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o750))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))
+                .with_context(|| format!("cannot give {} to uid {uid}", self.dir.display()))?;
+        }
+        Ok(())
     }
 
     pub fn threads(&self) -> Vec<ThreadReport> {
@@ -155,7 +216,12 @@ impl StatusWriter {
     }
 
     /// Write the file; `control` is the control plane's own count (Send indications).
-    pub fn write(&self, control: &AllocationCounts, xdp: Option<&XdpReport>) -> Result<()> {
+    pub fn write(
+        &self,
+        control: &AllocationCounts,
+        xdp: Option<&XdpReport>,
+        dropped: &Dropped,
+    ) -> Result<()> {
         let threads = self.threads();
         let workers: Vec<AllocationCounts> = self
             .workers
@@ -176,12 +242,22 @@ impl StatusWriter {
             threads,
             allocations,
             xdp,
+            dropped,
         };
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&status)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o640)
+                .open(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.write_all(&serde_json::to_vec_pretty(&status)?)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+        }
         std::fs::rename(&tmp, &self.path)
             .with_context(|| format!("cannot rename {} into place", tmp.display()))
     }
@@ -190,6 +266,8 @@ impl StatusWriter {
 impl Drop for StatusWriter {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        // Fails without write access to the parent: the next server's `prepare` sweeps it.
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -268,8 +346,16 @@ mod tests {
             [2, 200, 1, 100],
         )]));
         let w = StatusWriter::new(&dir, Vec::new(), Vec::new(), vec![worker]);
-        w.write(&Vec::new(), None).unwrap();
-        let path = dir.join(format!("{}.json", std::process::id()));
+        // A dead server's directory is swept.
+        std::fs::create_dir_all(dir.join("4194305")).unwrap();
+        w.prepare(None).unwrap();
+        assert!(!dir.join("4194305").exists());
+        w.write(&Vec::new(), None, &Dropped::default()).unwrap();
+        let path = status_path(&dir, std::process::id());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(mode(path.parent().unwrap()), 0o750);
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["pid"], std::process::id());
         assert_eq!(v["threads"].as_array().unwrap().len(), 0);

@@ -758,6 +758,7 @@ mod mirror {
                     five_tuple,
                     relay,
                     expires,
+                    ..
                 } => {
                     let key = endpoint(relay.0);
                     let (client_ip, server_ip) = (
@@ -1075,6 +1076,7 @@ mod tests {
                 five_tuple,
                 relay: r,
                 expires: live,
+                user: 0,
             })
             .unwrap();
         }
@@ -1115,6 +1117,7 @@ mod tests {
             five_tuple,
             relay,
             expires: live + Duration::from_secs(1),
+            user: 0,
         })
         .unwrap();
         assert_eq!(run(&x, &third), (XDP_PASS, vec![PassPermissionNotMirrored]));
@@ -1125,6 +1128,7 @@ mod tests {
                 five_tuple,
                 relay: late,
                 expires: live,
+                user: 0,
             })
             .is_err());
         assert_eq!(
@@ -1162,6 +1166,7 @@ mod tests {
             five_tuple,
             relay,
             expires: live,
+            user: 0,
         })
         .unwrap();
         assert_eq!(run(&x, &third), (XDP_DROP, vec![DropNoPermission]));
@@ -1197,6 +1202,7 @@ mod tests {
             five_tuple,
             relay,
             expires: live,
+            user: 0,
         })
         .unwrap();
         assert_eq!(run(&x, &from_peer), (XDP_DROP, vec![DropNoPermission]));

@@ -334,3 +334,50 @@ pub fn is_root() -> bool {
         .and_then(|l| l.split_whitespace().nth(2))
         == Some("0")
 }
+
+/// Offer `offered` bytes per second of `size`-byte payloads for `secs` seconds: `send(n)`
+/// sends datagram `n`, `recv` is the receiving socket (a clone is read in a thread) and
+/// `payload_len` says how many payload bytes a received datagram carried. Returns the
+/// received payload rate in bytes per second over the sending window. Bounded: the
+/// receiver stops half a second after the last datagram.
+pub fn received_rate(
+    offered: u64,
+    size: usize,
+    secs: u64,
+    mut send: impl FnMut(u64),
+    recv: &UdpSocket,
+    payload_len: fn(usize) -> usize,
+) -> f64 {
+    let sock = recv.try_clone().unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut bytes = 0usize;
+        let end = Instant::now() + Duration::from_secs(secs + 10);
+        while Instant::now() < end {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => bytes += payload_len(n),
+                Err(_) if st.load(std::sync::atomic::Ordering::Relaxed) => break,
+                Err(_) => {}
+            }
+        }
+        bytes
+    });
+    let pps = (offered / size as u64).max(1);
+    let start = Instant::now();
+    let total = pps * secs;
+    for n in 0..total {
+        send(n);
+        let due = start + Duration::from_secs_f64((n + 1) as f64 / pps as f64);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    let window = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap() as f64 / window
+}

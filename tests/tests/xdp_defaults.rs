@@ -934,3 +934,65 @@ fn chromium_relay_only_through_untuned_xdp() {
     assert!(bytes > 60 * 1024, "{:#}", s.server);
     drop(xturn);
 }
+
+/// `--max-bps` on the fast path: one flow offered twice the limit each way for 4 s in the
+/// untuned standard topology. AF_XDP carried it (the socket path nothing), and what
+/// arrived is the limit within 10 %: the forwarder shares the socket path's buckets.
+#[test]
+fn max_bps_holds_on_the_fast_path() {
+    if !root_or_skip("max_bps_holds_on_the_fast_path") {
+        return;
+    }
+    const LIMIT: f64 = 100_000.0;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(Topo::Standard);
+    let xturn = lab.start_xturn(&["--max-bps", "100000"], &[]);
+    let pid = xturn.child.id();
+    let flows = flows(&lab);
+    let f = &flows[0];
+    let before = Snapshot::of(&lab.stats(), pid);
+    let body = vec![9u8; 1000];
+    let frame = channel_data(f.channel, &body);
+    let to_peer = xturn_tests::received_rate(
+        2 * LIMIT as u64,
+        1000,
+        4,
+        |_| {
+            f.client.sock.send_to(&frame, server()).unwrap();
+        },
+        &f.peer,
+        |n| n,
+    );
+    let to_client = xturn_tests::received_rate(
+        2 * LIMIT as u64,
+        1000,
+        4,
+        |_| {
+            f.peer.send_to(&body, f.relay).unwrap();
+        },
+        &f.client.sock,
+        |n| n.saturating_sub(4),
+    );
+    let v = lab.stats();
+    let after = Snapshot::of(&v, pid);
+    let d = |f: &dyn Fn(&Snapshot) -> u64| f(&after) - f(&before);
+    assert!(d(&|s| s.allocs("afxdp", "to_peer_packets")) > 300, "{v:#}");
+    assert!(
+        d(&|s| s.allocs("afxdp", "to_client_packets")) > 300,
+        "{v:#}"
+    );
+    assert_eq!(d(&|s| s.allocs("sockets", "to_peer_packets")), 0, "{v:#}");
+    assert_eq!(d(&|s| s.allocs("sockets", "to_client_packets")), 0, "{v:#}");
+    for (dir, rate) in [("to the peer", to_peer), ("to the client", to_client)] {
+        assert!(
+            (0.9 * LIMIT..=1.1 * LIMIT).contains(&rate),
+            "{dir}: {rate:.0} B/s against a limit of {LIMIT}\n{v:#}"
+        );
+    }
+    assert!(
+        after.server["dropped"]["over_bandwidth_packets"].as_u64() > Some(500),
+        "{:#}",
+        after.server["dropped"]
+    );
+    drop(xturn);
+}

@@ -112,6 +112,11 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
         }
     }
 
+    /// Enforce the bandwidth limits every data-plane copy shares.
+    pub fn set_limits(&mut self, limits: std::sync::Arc<xturn_control::bandwidth::Limits>) {
+        self.dp.set_limits(limits);
+    }
+
     /// The MTU of interface `ifindex`: relayed packets longer than it take the slow path.
     pub fn set_mtu(&mut self, ifindex: u32, mtu: u32) {
         for (i, m) in self.ifindex.iter().zip(self.mtu.iter_mut()) {
@@ -436,6 +441,7 @@ mod tests {
             five_tuple: s.five_tuple,
             relay: s.relay,
             expires: s.t0 + Duration::from_secs(600),
+            user: 0,
         }];
         for p in ["198.51.100.2", "198.51.100.3"] {
             v.push(Output::InstallPermission {
@@ -470,6 +476,7 @@ mod tests {
             five_tuple,
             relay,
             expires: t0 + Duration::from_secs(600),
+            user: 0,
         });
         for p in ["198.51.100.2", "198.51.100.3"] {
             fw.apply(&Output::InstallPermission {
