@@ -141,9 +141,15 @@ struct Slot {
     op_start_ns: u64,
     tries: u32,
     auth_rounds: u32,
+    /// Allocated and holding until the given time before its next operation (`--hold`).
+    held: Option<(Op, u64)>,
 }
 
 impl Slot {
+    fn busy(&self) -> bool {
+        self.op.is_some() || self.held.is_some()
+    }
+
     fn send(&mut self, op: Op, now: u64, new_op: bool) {
         self.tid = random_tid();
         self.req = op.request(&self.client, self.tid);
@@ -281,7 +287,7 @@ fn churn_thread(
     slots_n: usize,
     mut opener: Opener,
     rate: u64,
-    (start_ns, stop_ns, drain_ns): (u64, u64, u64),
+    (start_ns, stop_ns, drain_ns, hold_ns): (u64, u64, u64, u64),
     live: &Live,
 ) -> std::io::Result<ThreadOut> {
     net::tight_timer_slack();
@@ -297,6 +303,7 @@ fn churn_thread(
             op_start_ns: 0,
             tries: 0,
             auth_rounds: 0,
+            held: None,
         })
         .collect();
     let mut out = ThreadOut {
@@ -319,7 +326,7 @@ fn churn_thread(
     loop {
         let now = net::now_ns();
         let sending = now < stop_ns;
-        let busy = slots.iter().any(|s| s.op.is_some());
+        let busy = slots.iter().any(|s| s.busy());
         if !sending && (!busy || now >= stop_ns + drain_ns) {
             break;
         }
@@ -333,7 +340,7 @@ fn churn_thread(
                 }
                 let i = cursor;
                 cursor = (cursor + 1) % n;
-                if slots[i].op.is_some() {
+                if slots[i].busy() {
                     continue;
                 }
                 let Some((sock, client)) = opener.open(&ep, i as u64) else {
@@ -348,6 +355,16 @@ fn churn_thread(
                 out.c.started += 1;
                 out.c.requests += 1;
                 due -= 1;
+            }
+        }
+        // Held allocations whose time has come (all of them once sending stopped).
+        for s in slots.iter_mut() {
+            if let Some((next, at)) = s.held {
+                if now >= at || !sending {
+                    s.held = None;
+                    s.send(next, now, true);
+                    out.c.requests += 1;
+                }
             }
         }
         // Retransmit or give up.
@@ -413,6 +430,13 @@ fn churn_thread(
                             s.auth_rounds += 1;
                             s.send(op, now, false);
                             out.c.requests += 1;
+                        }
+                        Step::Send(next) if op == Op::Allocate && hold_ns > 0 => {
+                            out.c.ok[op.index()] += 1;
+                            out.hist[op.index()]
+                                .saturating_record(now.saturating_sub(s.op_start_ns).max(1));
+                            s.op = None;
+                            s.held = Some((next, now + hold_ns));
                         }
                         Step::Send(next) => {
                             out.c.ok[op.index()] += 1;
@@ -499,7 +523,17 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16)> {
 
 pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
     let c = &a.common;
-    c.validate()?;
+    if !(0.0..=3600.0).contains(&a.hold) {
+        bail!("--hold must be 0..=3600 seconds");
+    }
+    c.validate_up_to(if a.hold > 0.0 { 3600.0 } else { 240.0 })?;
+    let hold_ns = (a.hold * 1e9) as u64;
+    // Held allocations all refresh and delete when sending stops: give them time.
+    let drain_ns = if hold_ns > 0 {
+        20_000_000_000
+    } else {
+        2_000_000_000
+    };
     if a.allocations == 0 || a.allocations > 20_000 {
         bail!("--allocations must be 1..=20000");
     }
@@ -561,7 +595,7 @@ pub fn run_churn(a: &ChurnArgs) -> Result<ChurnReport> {
                         n,
                         opener,
                         rate,
-                        (start_ns, stop_ns, 2_000_000_000),
+                        (start_ns, stop_ns, drain_ns, hold_ns),
                         &live,
                     )?)
                 })

@@ -56,6 +56,9 @@ pub enum Cmd {
     /// Micro-benchmark: BPF_PROG_TEST_RUN of xturn's responder, a bare XDP_TX reflector
     /// and XDP_PASS on one Binding request (kernel-timed single runs).
     XdpCost(XdpCostArgs),
+    /// Spoofed-source flood: unauthenticated Allocate requests as raw frames out of
+    /// --iface, each from a new address and port in the --prefix /24s (soak tests).
+    Spoof(SpoofArgs),
     /// Bare AF_XDP reflector on IFACE (xturn's ring module): a raw XDP program redirects
     /// every frame but ARP to the AF_XDP socket of its queue, one pinned thread per queue
     /// swaps Ethernet/IP/UDP source and destination and sends it back; counts as JSON.
@@ -108,8 +111,13 @@ pub struct Common {
 
 impl Common {
     pub fn validate(&self) -> Result<()> {
-        if !(self.duration > 0.0 && self.duration <= 240.0) {
-            bail!("--duration must be in (0, 240] seconds");
+        self.validate_up_to(240.0)
+    }
+
+    /// [`Common::validate`] for modes without permissions to outlive (churn).
+    pub fn validate_up_to(&self, max_duration: f64) -> Result<()> {
+        if !(self.duration > 0.0 && self.duration <= max_duration) {
+            bail!("--duration must be in (0, {max_duration}] seconds");
         }
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be 1..=256");
@@ -231,6 +239,11 @@ pub struct ChurnArgs {
     /// Local ports to take in order for the cycles' sockets.
     #[arg(long = "port-range", default_value = "20000-60999")]
     pub port_range: String,
+    /// Seconds each allocation lives between its Allocate and its Refresh (0: none), so
+    /// that --allocations of them are live at once (soak tests). With it --duration may
+    /// be up to 3600 s.
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -562,4 +575,28 @@ mod tests {
         let Cmd::Echo(a) = c.cmd else { panic!() };
         assert!(a.validate().is_err(), "size below the payload header");
     }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SpoofArgs {
+    /// The server's IPv4 listening address.
+    #[arg(long)]
+    pub server: SocketAddr,
+    /// The interface the frames leave by (the client's veth).
+    #[arg(long)]
+    pub iface: String,
+    /// Destination MAC (the relay-side veth's address).
+    #[arg(long = "dst-mac")]
+    pub dst_mac: String,
+    /// Source prefixes, A.B.C.0/24 (repeatable; documentation ranges only, NETLAB.md).
+    #[arg(long)]
+    pub prefix: Vec<String>,
+    /// Requests to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub count: u64,
+    /// Requests per second; 0 = flat out.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
+    #[arg(long)]
+    pub json: bool,
 }

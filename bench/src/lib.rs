@@ -13,7 +13,7 @@
 //!   and anything unexpected is counted as invalid, never trusted and never a panic;
 //! - every loop is bounded in time (`--duration`, drain and retransmission limits);
 //! - loss is "sent minus distinct valid received", so duplicates never hide loss;
-//! - all `unsafe` syscall code is in [`net`] (sockets, clocks) and [`bpf`] (the XDP
+//! - all `unsafe` syscall code is in [`net`] (sockets, packet sockets, clocks) and [`bpf`] (the XDP
 //!   benchmark's raw `bpf(2)` calls); the AF_XDP reflector ([`xsk_reflect`]) uses
 //!   xturn's own ring module (`xturn_relay::afxdp::ring`), where its `unsafe` lives.
 //!
@@ -33,6 +33,7 @@ pub mod plot;
 pub mod report;
 pub mod seq;
 pub mod sink;
+pub mod spoof;
 pub mod stats;
 pub mod traffic;
 pub mod turn;

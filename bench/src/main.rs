@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 use xturn_bench::cli::{Cli, Cmd};
 use xturn_bench::{
-    churn, net, report, sink, traffic, turn, xdp_bench, xdp_relay_load, xsk_reflect,
+    churn, net, report, sink, spoof, traffic, turn, xdp_bench, xdp_relay_load, xsk_reflect,
 };
 
 fn main() {
@@ -52,6 +52,10 @@ fn real_main() -> Result<()> {
         Cmd::Echo(a) => {
             let r = traffic::run_traffic(a, true)?;
             emit(&r, r.human(), a.common.json, a.common.json_out.as_deref())
+        }
+        Cmd::Spoof(a) => {
+            let r = spoof::run_spoof(a)?;
+            emit(&r, r.human(), a.json, None)
         }
         Cmd::Churn(a) => {
             let r = churn::run_churn(a)?;

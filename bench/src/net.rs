@@ -349,3 +349,57 @@ mod tests {
         assert_eq!(got, 5);
     }
 }
+
+/// An AF_PACKET socket that sends whole Ethernet frames out of one interface: the
+/// spoofed-source generator's (its frames carry whatever source address they say).
+pub struct PacketSocket {
+    fd: OwnedFd,
+    addr: libc::sockaddr_ll,
+}
+
+impl PacketSocket {
+    pub fn new(ifindex: u32) -> io::Result<PacketSocket> {
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                0, // send only: receive no protocol
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        Ok(PacketSocket { fd, addr })
+    }
+
+    /// Send one frame; `Ok(false)` when the interface's queue is full (ENOBUFS).
+    pub fn send(&self, frame: &[u8]) -> io::Result<bool> {
+        // SAFETY: the frame and the address are valid for the call's duration.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&self.addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r >= 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::EAGAIN) => Ok(false),
+            _ => Err(e),
+        }
+    }
+}

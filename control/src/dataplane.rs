@@ -23,6 +23,13 @@ use std::time::Instant;
 /// chosen by a network peer still cannot be aimed at one bucket without knowing the seed.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Shrink `m` when it uses under a quarter of its capacity.
+pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(m: &mut HashMap<K, V, S>) {
+    if m.capacity() > 16 && m.len() * 4 < m.capacity() {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AllocEntry {
     five_tuple: FiveTuple,
@@ -267,6 +274,18 @@ impl DataPlane {
 
     pub fn allocation_count(&self) -> usize {
         self.allocs.len()
+    }
+
+    /// Give back the memory of tables that emptied (a hash map never shrinks by itself):
+    /// after a peak of allocations, memory returns to what the live ones need. Cheap when
+    /// nothing is to be done; drivers call it now and then.
+    pub fn shrink(&mut self) {
+        shrink_map(&mut self.allocs);
+        shrink_map(&mut self.channels);
+        for a in self.allocs.values_mut() {
+            shrink_map(&mut a.permissions);
+            shrink_map(&mut a.channel_by_peer);
+        }
     }
 
     pub fn counters(&self, relay: RelayAddr) -> Option<Counters> {

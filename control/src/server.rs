@@ -232,6 +232,8 @@ pub struct Server {
     unauth_last: Instant,
     unauth_prefix: PrefixBudget,
     stateless: Stateless,
+    /// 401 answers not sent for being over a budget (per prefix or server-wide).
+    unauth_shed: u64,
 }
 
 impl core::fmt::Debug for Server {
@@ -306,11 +308,46 @@ impl Server {
             unauth_last: now,
             unauth_prefix,
             stateless,
+            unauth_shed: 0,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Give back the memory of tables that emptied after a peak (see
+    /// [`DataPlane::shrink`]).
+    pub fn shrink(&mut self) {
+        use crate::dataplane::shrink_map;
+        shrink_map(&mut self.allocations);
+        shrink_map(&mut self.by_relay);
+        shrink_map(&mut self.user_counts);
+        shrink_map(&mut self.ip_counts);
+        shrink_map(&mut self.user_slots);
+        shrink_map(&mut self.hairpins);
+        shrink_map(&mut self.pending);
+        shrink_map(&mut self.pending_by_tuple);
+        shrink_map(&mut self.reservations);
+        if self.used_ports.capacity() > 16 && self.used_ports.len() * 4 < self.used_ports.capacity()
+        {
+            self.used_ports.shrink_to(self.used_ports.len() * 2);
+        }
+        if self.user_slots.is_empty() {
+            self.free_user_slots.clear();
+        }
+        if self.free_user_slots.capacity() > 16
+            && self.free_user_slots.len() * 4 < self.free_user_slots.capacity()
+        {
+            self.free_user_slots.shrink_to_fit();
+        }
+        self.outputs.shrink_to(64);
+        self.data.shrink();
+    }
+
+    /// 401 answers shed by the unauthenticated-answer budgets so far.
+    pub fn unauth_shed(&self) -> u64 {
+        self.unauth_shed
     }
 
     /// The bandwidth limits: every data-plane copy of a driver must share them
@@ -798,6 +835,7 @@ impl Server {
         if e == TurnError::Unauthorized
             && !self.take_unauth_token(now, ctx.five_tuple.client.0.ip())
         {
+            self.unauth_shed += 1;
             return;
         }
         let nonce = self

@@ -107,7 +107,9 @@ impl Shared {
     fn dropped(&self, limits: &Limits) -> Dropped {
         let n = |i: usize| self.dropped[i].load(Ordering::Relaxed);
         let over = limits.dropped();
+        let shed = self.server().map_or(0, |s| s.unauth_shed());
         Dropped {
+            over_unauth_budget: shed,
             not_stun: n(drop_index(DropReason::NotStun)),
             malformed: n(drop_index(DropReason::Malformed)),
             unwanted: n(drop_index(DropReason::Unwanted)),
@@ -280,6 +282,9 @@ impl Worker {
             if now >= next_report {
                 next_report = now + REPORT_EVERY;
                 *self.report.lock().expect("report lock") = self.data.allocations().collect();
+                self.data.shrink();
+                xturn_control::dataplane::shrink_map(&mut self.relays);
+                xturn_control::dataplane::shrink_map(&mut self.to_peers);
             }
             for ev in events.iter().take(n) {
                 let token = ev.u64;
@@ -742,6 +747,14 @@ pub fn run(
             break;
         }
         if turn.is_multiple_of(HOST_ADDRESSES_TURNS) {
+            // Memory a peak of allocations used goes back: the server's tables, then the
+            // allocator's free pages (every thread's arena) to the system.
+            if let Some(mut s) = shared.server() {
+                s.shrink();
+            }
+            xturn_control::dataplane::shrink_map(&mut shared.relays());
+            // SAFETY: malloc_trim has no preconditions; it only returns free memory.
+            unsafe { libc::malloc_trim(0) };
             if let Ok(ips) = crate::host::local_addresses() {
                 if ips != host_ips {
                     tracing::info!("host addresses changed: the peer filter follows");
@@ -834,12 +847,13 @@ pub fn run(
     }
     let d = shared.dropped(&limits);
     tracing::info!(
-        "dropped on purpose: {} not STUN, {} malformed, {} unwanted, {} answers over the \
-         per-prefix budget, {} datagrams ({} bytes) over the bandwidth limits",
+        "dropped on purpose: {} not STUN, {} malformed, {} unwanted, {} stateless answers and \
+         {} 401s over their budgets, {} datagrams ({} bytes) over the bandwidth limits",
         d.not_stun,
         d.malformed,
         d.unwanted,
         d.over_answer_budget,
+        d.over_unauth_budget,
         d.over_bandwidth_packets,
         d.over_bandwidth_bytes
     );

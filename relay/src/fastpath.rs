@@ -306,6 +306,7 @@ pub fn run_thread(
         if now >= next_report {
             next_report = now + REPORT_EVERY;
             publish(&mut fw, &report);
+            fw.shrink();
         }
         match fault {
             Some(Fault::Exit(after)) if fw.stats().received >= after => {

@@ -111,6 +111,8 @@ pub struct Dropped {
     pub unwanted: u64,
     /// Stateless answers (Binding, 400, 420) over the per-prefix budget.
     pub over_answer_budget: u64,
+    /// 401 answers over the per-prefix or server-wide budget.
+    pub over_unauth_budget: u64,
     /// Relayed datagrams over `--max-bps` / `--user-max-bps`, and their payload bytes.
     pub over_bandwidth_packets: u64,
     pub over_bandwidth_bytes: u64,

@@ -131,6 +131,11 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
         self.dp.apply(out);
     }
 
+    /// Give back table memory after a peak of allocations ([`DataPlane::shrink`]).
+    pub fn shrink(&mut self) {
+        self.dp.shrink();
+    }
+
     pub fn data_plane(&self) -> &DataPlane {
         &self.dp
     }
