@@ -312,44 +312,6 @@ impl TimerFd {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_round_trip_on_loopback() {
-        let a = udp_socket("127.0.0.1:0".parse().unwrap(), false, None).unwrap();
-        let b_addr = {
-            let b = udp_socket("127.0.0.1:0".parse().unwrap(), false, None).unwrap();
-            let ad = b.local_addr().unwrap();
-            (b, ad)
-        };
-        let (b, baddr) = b_addr;
-        a.connect(baddr).unwrap();
-        let mut sb = SendBatch::new();
-        for i in 0..5 {
-            sb.slot(i)[..3].copy_from_slice(&[i as u8, 1, 2]);
-            sb.set_len(i, 3);
-        }
-        assert_eq!(sb.send(a.as_raw_fd(), 5).unwrap(), 5);
-        let mut rb = recv_batch();
-        let mut got = 0;
-        for _ in 0..1000 {
-            let n = rb.recv(b.as_raw_fd()).unwrap();
-            for i in 0..n {
-                assert_eq!(rb.data(i).unwrap(), &[got as u8, 1, 2]);
-                assert_eq!(rb.source(i).unwrap(), a.local_addr().unwrap());
-                got += 1;
-            }
-            if got == 5 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(got, 5);
-    }
-}
-
 /// An AF_PACKET socket that sends whole Ethernet frames out of one interface: the
 /// spoofed-source generator's (its frames carry whatever source address they say).
 pub struct PacketSocket {
@@ -401,5 +363,43 @@ impl PacketSocket {
             Some(libc::ENOBUFS) | Some(libc::EAGAIN) => Ok(false),
             _ => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_on_loopback() {
+        let a = udp_socket("127.0.0.1:0".parse().unwrap(), false, None).unwrap();
+        let b_addr = {
+            let b = udp_socket("127.0.0.1:0".parse().unwrap(), false, None).unwrap();
+            let ad = b.local_addr().unwrap();
+            (b, ad)
+        };
+        let (b, baddr) = b_addr;
+        a.connect(baddr).unwrap();
+        let mut sb = SendBatch::new();
+        for i in 0..5 {
+            sb.slot(i)[..3].copy_from_slice(&[i as u8, 1, 2]);
+            sb.set_len(i, 3);
+        }
+        assert_eq!(sb.send(a.as_raw_fd(), 5).unwrap(), 5);
+        let mut rb = recv_batch();
+        let mut got = 0;
+        for _ in 0..1000 {
+            let n = rb.recv(b.as_raw_fd()).unwrap();
+            for i in 0..n {
+                assert_eq!(rb.data(i).unwrap(), &[got as u8, 1, 2]);
+                assert_eq!(rb.source(i).unwrap(), a.local_addr().unwrap());
+                got += 1;
+            }
+            if got == 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(got, 5);
     }
 }
