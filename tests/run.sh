@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace, as CI does (.ci/run calls this script).
+# Runs every check and test of the workspace, as CI does (.ci/run calls this script):
+# formatting, clippy, the XDP object check, cargo test, cargo-deny and a short fuzz run.
 # On a fresh Debian machine it first installs what the tests need: coturn's turnutils_*
 # clients (Debian package coturn), Python's aioice and Debian's chromium (headless WebRTC),
 # used as independent interop peers, and ethtool (the tuned XDP lab turns offloads off).
@@ -35,3 +36,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
 cargo test --workspace
+
+# Licenses, sources and RustSec advisories of the dependency tree (deny.toml).
+bash tests/deny.sh
+# A short bounded run of every fuzz target (control/fuzz, relay/fuzz).
+bash tests/fuzz.sh

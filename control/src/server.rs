@@ -115,7 +115,7 @@ pub const DEFAULT_MAX_PERMISSIONS: usize = 128;
 /// Default channels per allocation.
 pub const DEFAULT_MAX_CHANNELS: usize = 128;
 /// Default 401 answers per second per source prefix.
-pub const DEFAULT_UNAUTH_RATE_PER_PREFIX: u32 = 200;
+pub const DEFAULT_UNAUTH_RATE_PER_PREFIX: u32 = 1000;
 /// Default stateless answers (Binding, 400, 420) per second per source prefix.
 pub const DEFAULT_STATELESS_RATE_PER_PREFIX: u32 = 20_000;
 /// Longest lifetime (allocation, permission, channel, nonce) a server accepts; longer

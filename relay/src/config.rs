@@ -12,7 +12,7 @@ use xturn_control::auth::Credentials;
 use xturn_control::filter::{IpRange, Nat64Prefix, PeerFilter};
 use xturn_control::server::MAX_CONFIG_LIFETIME;
 
-use crate::xdp::{MapSizes, ModeChoice};
+use xturn_xdp_common::capacity;
 
 /// Largest size accepted for an XDP map (entries): far beyond any quota, small enough that
 /// a typo does not ask the kernel for gigabytes.
@@ -94,7 +94,7 @@ pub struct Args {
     pub unauth_rate: Option<u32>,
     /// Unauthenticated (401) answers per second per source prefix (IPv4 /24, IPv6 /56),
     /// so that a flood from one range cannot use up --unauth-rate for everyone. 0 =
-    /// unlimited. Default 200.
+    /// unlimited. Default 1000.
     #[arg(long = "unauth-rate-per-prefix")]
     pub unauth_rate_per_prefix: Option<u32>,
     /// Binding responses and 400/420 answers to requests needing no state, per second per
@@ -611,6 +611,49 @@ impl Settings {
     }
 }
 
+/// Entries of the maps the control plane's outputs fill (`--xdp-max-allocations`,
+/// `--xdp-max-permissions`, `--xdp-max-channels`). What does not fit takes the socket path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    pub allocations: u32,
+    pub permissions: u32,
+    pub channels: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            allocations: capacity::RELAYS,
+            permissions: capacity::PERMISSIONS,
+            channels: capacity::CHANNELS,
+        }
+    }
+}
+
+/// How to attach the program (`--xdp-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeChoice {
+    /// Native (driver) mode where the driver has it, else generic.
+    #[default]
+    Auto,
+    /// Native mode only: fail where the driver lacks it.
+    Native,
+    /// Generic (SKB) mode: works on every interface, slower.
+    Generic,
+}
+
+impl std::str::FromStr for ModeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(ModeChoice::Auto),
+            "native" | "driver" => Ok(ModeChoice::Native),
+            "generic" | "skb" => Ok(ModeChoice::Generic),
+            _ => Err(format!("{s:?}: use auto, native or generic")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,7 +817,7 @@ mod tests {
                 s.server.unauth_rate_per_prefix,
                 s.server.stateless_rate_per_prefix
             ),
-            (200, 20_000)
+            (1000, 20_000)
         );
         let s = parse(&[
             "--ip-quota",

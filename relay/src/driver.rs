@@ -12,7 +12,6 @@
 //! channel with the same outputs the server applies to its own. Control messages (STUN)
 //! take the server mutex; they are rare next to data.
 
-use crate::config::Settings;
 use crate::fastpath;
 use crate::net::{self, Epoll, RecvBatch, SendBatch};
 use crate::probe::Watch;
@@ -34,6 +33,7 @@ use xturn_control::wire::{looks_like_channel_data, TransactionId};
 use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server};
 use xturn_relay::afxdp::forwarder::Forwarder;
 use xturn_relay::afxdp::ring::{Xsk, RX_HEADROOM};
+use xturn_relay::config::Settings;
 
 /// What workers (and AF_XDP forwarder threads) learn from the control plane.
 pub enum Update {
@@ -873,9 +873,9 @@ pub fn run(
 }
 
 /// Become the `--proc-user` (nobody by default when root) with only the capabilities the
-/// features in use need ([`crate::privileges`]), after handing the status directory over.
+/// features in use need ([`xturn_relay::privileges`]), after handing the status directory over.
 fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<()> {
-    use crate::privileges;
+    use xturn_relay::privileges;
     let keep = privileges::needed(
         settings.server.min_port < 1024,
         !settings.xdp.is_empty(),

@@ -11,7 +11,7 @@
 //!
 //! Every thread publishes its counters (forwarder, module, kernel XDP_STATISTICS per
 //! socket, per-allocation packets and bytes) twice a second; the server's
-//! [`StatusWriter`](crate::status::StatusWriter) writes them to `/run/xturn/<pid>.json`,
+//! [`StatusWriter`](crate::status::StatusWriter) writes them to `/run/xturn/<pid>/status.json`,
 //! which `xturn stats` reads.
 
 use crate::driver::Update;

@@ -3,13 +3,11 @@
 //! also attaches the XDP program ([`xdp`]) that answers STUN Binding requests in the driver.
 //! `xturn stats` prints the counters of the attached XDP programs ([`stats`]).
 
-mod config;
 mod driver;
 mod fastpath;
 mod host;
 mod net;
 mod netlink;
-mod privileges;
 mod probe;
 mod stats;
 mod status;
@@ -19,6 +17,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use xturn_relay::config;
 
 fn main() {
     if let Err(e) = real_main() {

@@ -41,48 +41,7 @@ use xturn_xdp_common::{
 
 pub use mirror::MirrorStats;
 
-/// Entries of the maps the control plane's outputs fill (`--xdp-max-allocations`,
-/// `--xdp-max-permissions`, `--xdp-max-channels`). What does not fit takes the socket path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MapSizes {
-    pub allocations: u32,
-    pub permissions: u32,
-    pub channels: u32,
-}
-
-impl Default for MapSizes {
-    fn default() -> Self {
-        MapSizes {
-            allocations: capacity::RELAYS,
-            permissions: capacity::PERMISSIONS,
-            channels: capacity::CHANNELS,
-        }
-    }
-}
-
-/// How to attach the program (`--xdp-mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ModeChoice {
-    /// Native (driver) mode where the driver has it, else generic.
-    #[default]
-    Auto,
-    /// Native mode only: fail where the driver lacks it.
-    Native,
-    /// Generic (SKB) mode: works on every interface, slower.
-    Generic,
-}
-
-impl std::str::FromStr for ModeChoice {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(ModeChoice::Auto),
-            "native" | "driver" => Ok(ModeChoice::Native),
-            "generic" | "skb" => Ok(ModeChoice::Generic),
-            _ => Err(format!("{s:?}: use auto, native or generic")),
-        }
-    }
-}
+pub use xturn_relay::config::{MapSizes, ModeChoice};
 
 /// The mode an attachment got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -996,3 +996,58 @@ fn max_bps_holds_on_the_fast_path() {
     );
     drop(xturn);
 }
+
+/// With `--xdp`, a worker that dies (fault injection: a panic holding the server lock at
+/// its first control message) stops the process non-zero, and no XDP program is left on
+/// the interfaces: nothing answers Binding for a server that does not serve.
+#[test]
+fn a_dead_worker_stops_xdp_and_the_process() {
+    if !root_or_skip("a_dead_worker_stops_xdp_and_the_process") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(Topo::Standard);
+    let mut xturn = lab.start_xturn(&[], &[("XTURN_FAULT_WORKER", "panic:1")]);
+    let attached = |lab: &Lab| -> Vec<String> {
+        lab.xdp
+            .iter()
+            .filter(|i| {
+                let out = Command::new("ip")
+                    .args(["-n", &lab.ns_r, "-d", "link", "show", "dev", i])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(attached(&lab), lab.xdp, "{}", xturn.output());
+    let sock = socket_in(&lab.ns_c, SocketAddr::new(CLIENT_IP.parse().unwrap(), 0));
+    let mut b = xturn_control::wire::MessageBuilder::new(
+        xturn_control::wire::Method::Allocate,
+        xturn_control::wire::Class::Request,
+        xturn_control::wire::TransactionId([3; 12]),
+    );
+    b.attr(
+        xturn_control::wire::attr::REQUESTED_TRANSPORT,
+        &[17, 0, 0, 0],
+    );
+    sock.send_to(&b.finish(), server()).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = xturn.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "still running:\n{}",
+            xturn.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!status.success(), "{status:?}");
+    let out = xturn.output();
+    assert!(out.contains("worker thread 0 died"), "{out}");
+    assert!(attached(&lab).is_empty(), "XDP left attached:\n{out}");
+}

@@ -1,0 +1,33 @@
+//! A STUN message view and every attribute decoder on whatever the bytes hold: no panic,
+//! and a message that parses re-parses from its own bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use xturn_control::stateless::Stateless;
+use xturn_control::wire::{attr, Message};
+
+fuzz_target!(|data: &[u8]| {
+    let t0 = std::time::Instant::now();
+    let s = Stateless::new(Some("fuzz".into()), 0, 1, t0);
+    let _ = s.classify(t0, "192.0.2.2:4000".parse().unwrap(), data);
+    let Ok(m) = Message::new_checked(data) else {
+        return;
+    };
+    assert!(Message::new_checked(m.as_bytes()).is_ok());
+    let _ = m.check_fingerprint();
+    let _ = m.verify_integrity(b"key");
+    let tid = m.transaction_id();
+    for a in m.attributes() {
+        let v = a.value;
+        let _ = attr::decode_xor_address(v, &tid);
+        let _ = attr::decode_address(v);
+        let _ = attr::decode_u32(v);
+        let _ = attr::decode_channel_number(v);
+        let _ = attr::decode_requested_transport(v);
+        let _ = attr::decode_family(v);
+        let _ = attr::decode_even_port(v);
+        let _ = attr::decode_error_code(v);
+        let _ = attr::decode_password_algorithms(v);
+        let _ = attr::decode_password_algorithm(v);
+        let _ = attr::decode_text(v, 127, 763);
+    }
+});
