@@ -280,6 +280,12 @@ impl DataPlane {
     /// after a peak of allocations, memory returns to what the live ones need. Cheap when
     /// nothing is to be done; drivers call it now and then.
     pub fn shrink(&mut self) {
+        if self.allocs.is_empty() && !self.counters.is_empty() {
+            // No index is in use: the counters of the last peak go.
+            self.counters = Vec::new();
+            self.users = Vec::new();
+            self.free_counters = Vec::new();
+        }
         shrink_map(&mut self.allocs);
         shrink_map(&mut self.channels);
         for a in self.allocs.values_mut() {
