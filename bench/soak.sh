@@ -7,7 +7,8 @@
 #      each from a new address and port in 203.0.113.0/24 and 198.51.100.0/24;
 # and the server's resident memory (VmRSS) at start, its peak (VmHWM), after the churn
 # (once the last allocation is gone) and after the flood. Prints a Markdown block for
-# bench/RESULTS.md. Usage: bash bench/soak.sh [RESULT_FILE]
+# bench/RESULTS.md: written to bench/soak.md (or RESULT_FILE), which the report of
+# bench/compare.sh includes in RESULTS.md. Usage: bash bench/soak.sh [RESULT_FILE]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lab.sh
@@ -18,7 +19,7 @@ HOLD=${HOLD:-20}
 CHURN_SECONDS=${CHURN_SECONDS:-600}
 FLOOD=${FLOOD:-1000000}
 FLOOD_RATE=${FLOOD_RATE:-100000}
-OUT=${1:-}
+OUT=${1:-$ROOT/bench/soak.md}
 
 log() { echo "soak.sh: $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root (network namespaces)"; exit 1; }
@@ -94,7 +95,7 @@ log "after flood: VmRSS $RSS2 kB, dropped $DROPPED"
 
 REPORT=$(
     cat <<EOF
-### Soak: memory under churn and a spoofed flood ($(date -u +%Y-%m-%d), commit $(git -C "$ROOT" rev-parse --short HEAD))
+### Memory under churn and a spoofed flood ($(date -u +%Y-%m-%d), commit $(git -C "$ROOT" rev-parse --short HEAD))
 
 \`bash bench/soak.sh\` (ALLOCS=$ALLOCS HOLD=$HOLD CHURN_SECONDS=$CHURN_SECONDS FLOOD=$FLOOD FLOOD_RATE=$FLOOD_RATE):
 xturn on sockets, one worker thread, veth defaults.

@@ -1835,7 +1835,12 @@ pub fn run_report(a: &ReportArgs) -> Result<()> {
         .map(|t| parse_interference(&t))
         .unwrap_or_default();
     let meta = Meta::resolve(a)?;
-    let (md, svg) = render_markdown(&res, &disturbed, &meta, &svg_name, &machine());
+    let (mut md, svg) = render_markdown(&res, &disturbed, &meta, &svg_name, &machine());
+    // The soak (bench/soak.sh) is its own run: its last report, beside RESULTS.md, is kept.
+    if let Ok(soak) = std::fs::read_to_string(a.out.with_file_name("soak.md")) {
+        md.push_str("\n## Hardening soak (bench/soak.sh, a run of its own)\n\n");
+        md.push_str(&soak);
+    }
     std::fs::write(&a.out, md).with_context(|| format!("cannot write {}", a.out.display()))?;
     if !svg.is_empty() {
         std::fs::write(&a.svg, svg).with_context(|| format!("cannot write {}", a.svg.display()))?;
