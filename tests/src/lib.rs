@@ -16,9 +16,13 @@ use xturn_control::wire::{attr, Method, TransactionId};
 /// Options that let xturn relay to the lab's peers: they live in documentation ranges
 /// (../shared/NETLAB.md), which xturn's peer filter denies by default like every block that
 /// is not globally reachable. An operator of such a lab gives the same.
-pub const LAB_PEERS: [&str; 4] = [
+pub const LAB_PEERS: [&str; 8] = [
     "--allowed-peer-ip",
     "198.51.100.0/24",
+    "--allowed-peer-ip",
+    "192.0.2.0/24",
+    "--allowed-peer-ip",
+    "203.0.113.0/24",
     "--allowed-peer-ip",
     "2001:db8::/32",
 ];
