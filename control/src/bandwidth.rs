@@ -9,6 +9,7 @@
 //! hashed: an allocation's by its relayed port (one relay address per family), a user's
 //! by the slot the server gives it while it has allocations.
 
+use crate::limit::AtomicBucket;
 use crate::types::RelayAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,9 +38,9 @@ pub struct Limits {
     per_allocation: u64,
     per_user: u64,
     epoch: Instant,
-    /// `[family * 65536 + port][direction]`, packed (ms since epoch << 32 | bytes left).
-    allocations: Box<[[AtomicU64; 2]]>,
-    users: Box<[[AtomicU64; 2]]>,
+    /// `[family * 65536 + port][direction]`, in bytes.
+    allocations: Box<[[AtomicBucket; 2]]>,
+    users: Box<[[AtomicBucket; 2]]>,
     dropped_packets: AtomicU64,
     dropped_bytes: AtomicU64,
 }
@@ -57,47 +58,27 @@ fn burst(rate: u64) -> u64 {
     (rate * BURST.as_millis() as u64 / 1000).max(MIN_BURST)
 }
 
-fn table(n: usize, rate: u64) -> Box<[[AtomicU64; 2]]> {
+fn table(n: usize, rate: u64) -> Box<[[AtomicBucket; 2]]> {
     if rate == 0 {
         return Box::new([]);
     }
-    let full = burst(rate).min(u32::MAX as u64);
     (0..n)
-        .map(|_| [AtomicU64::new(full), AtomicU64::new(full)])
+        .map(|_| {
+            [
+                AtomicBucket::full(burst(rate)),
+                AtomicBucket::full(burst(rate)),
+            ]
+        })
         .collect()
 }
 
-/// Take `bytes` from a bucket refilled at `rate` bytes per second; false: over the limit.
-fn take(b: &AtomicU64, rate: u64, now_ms: u32, bytes: u64) -> bool {
-    let cap = burst(rate).min(u32::MAX as u64);
-    let mut old = b.load(Ordering::Relaxed);
-    loop {
-        let (ms, left) = ((old >> 32) as u32, old & u32::MAX as u64);
-        let elapsed = now_ms.wrapping_sub(ms) as u64;
-        let left = (left + elapsed.min(1 << 20) * rate / 1000).min(cap);
-        if left < bytes {
-            // Keep the refill: store the new level at the new time.
-            let new = ((now_ms as u64) << 32) | left;
-            match b.compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return false,
-                Err(cur) => {
-                    old = cur;
-                    continue;
-                }
-            }
-        }
-        let new = ((now_ms as u64) << 32) | (left - bytes);
-        match b.compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return true,
-            Err(cur) => old = cur,
-        }
-    }
+fn take(b: &AtomicBucket, rate: u64, now_ms: u32, bytes: u64) -> bool {
+    b.take(now_ms, rate, burst(rate), bytes)
 }
 
-fn refill(b: &[AtomicU64; 2], rate: u64) {
-    let full = burst(rate).min(u32::MAX as u64);
+fn refill(b: &[AtomicBucket; 2], rate: u64) {
     for d in b {
-        d.store(full, Ordering::Relaxed);
+        d.fill(burst(rate));
     }
 }
 

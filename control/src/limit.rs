@@ -34,14 +34,57 @@ pub fn source_prefix(ip: IpAddr) -> (bool, u64) {
     }
 }
 
+/// A token bucket in one `AtomicU64`: the time of its last refill (ms since some epoch,
+/// upper 32 bits) and the tokens left then (lower 32 bits). Shared by threads without a
+/// lock; [`PrefixBudget`] and the bandwidth limits ([`crate::bandwidth`]) are tables of
+/// these.
+#[derive(Debug)]
+pub struct AtomicBucket(AtomicU64);
+
+impl AtomicBucket {
+    /// A full bucket of `cap` tokens (at most `u32::MAX`).
+    pub fn full(cap: u64) -> Self {
+        AtomicBucket(AtomicU64::new(cap.min(u32::MAX as u64)))
+    }
+
+    /// Fill it up again (at time 0: the next refill only adds up to `cap`).
+    pub fn fill(&self, cap: u64) {
+        self.0.store(cap.min(u32::MAX as u64), Ordering::Relaxed);
+    }
+
+    /// Refill at `rate` tokens per second up to `cap`, then take `cost`; false (nothing
+    /// taken, nothing stored) when fewer than `cost` are left. The clock field wraps after
+    /// 49 days: an idle bucket then refills less than it could, never more.
+    pub fn take(&self, now_ms: u32, rate: u64, cap: u64, cost: u64) -> bool {
+        let cap = cap.min(u32::MAX as u64);
+        let mut old = self.0.load(Ordering::Relaxed);
+        loop {
+            let (ms, left) = ((old >> 32) as u32, old & u32::MAX as u64);
+            let elapsed = (now_ms.wrapping_sub(ms) as u64).min(1 << 22);
+            let left = (left + elapsed * rate / 1000).min(cap);
+            if left < cost {
+                // Not storing keeps the refill exact: it is computed from the last take.
+                return false;
+            }
+            let new = ((now_ms as u64) << 32) | (left - cost);
+            match self
+                .0
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+}
+
 pub struct PrefixBudget {
     /// Tokens per second per prefix; the bucket holds one second's worth. 0: unlimited.
     rate: u32,
     epoch: Instant,
     hasher: foldhash::fast::FixedState,
-    /// Per slot: the time of the last refill (ms since `epoch`, upper 32 bits) and the
-    /// tokens left then (in 1/16, lower 32 bits).
-    slots: Box<[AtomicU64]>,
+    /// Per slot, tokens in 1/16.
+    slots: Box<[AtomicBucket]>,
 }
 
 impl core::fmt::Debug for PrefixBudget {
@@ -53,21 +96,18 @@ impl core::fmt::Debug for PrefixBudget {
     }
 }
 
-fn pack(ms: u32, tokens: u64) -> u64 {
-    ((ms as u64) << 32) | tokens.min(u32::MAX as u64)
-}
-
 impl PrefixBudget {
     /// `rate` answers per second per prefix (0: unlimited), `slots` buckets (at least 1),
     /// `seed` for the slot hash (random in a server), `epoch` any instant not after the
     /// first `take`.
     pub fn new(rate: u32, slots: usize, seed: u64, epoch: Instant) -> Self {
-        let full = pack(0, Self::capacity(rate));
         PrefixBudget {
             rate,
             epoch,
             hasher: foldhash::fast::FixedState::with_seed(seed),
-            slots: (0..slots.max(1)).map(|_| AtomicU64::new(full)).collect(),
+            slots: (0..slots.max(1))
+                .map(|_| AtomicBucket::full(Self::capacity(rate)))
+                .collect(),
         }
     }
 
@@ -79,7 +119,7 @@ impl PrefixBudget {
         self.rate
     }
 
-    fn slot(&self, ip: IpAddr) -> &AtomicU64 {
+    fn slot(&self, ip: IpAddr) -> &AtomicBucket {
         let (v6, prefix) = source_prefix(ip);
         let mut h = self.hasher.build_hasher();
         h.write_u8(v6 as u8);
@@ -94,27 +134,7 @@ impl PrefixBudget {
         }
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u32;
         let cap = Self::capacity(self.rate);
-        let slot = self.slot(ip);
-        let mut old = slot.load(Ordering::Relaxed);
-        loop {
-            let (ms, tokens) = ((old >> 32) as u32, old & u32::MAX as u64);
-            // Wrapping: the clock field wraps after 49 days; an idle slot then refills less
-            // than it could, never more.
-            let elapsed = now_ms.wrapping_sub(ms) as u64;
-            let tokens = (tokens + elapsed * self.rate as u64 * SCALE / 1000).min(cap);
-            if tokens < SCALE {
-                return false;
-            }
-            match slot.compare_exchange_weak(
-                old,
-                pack(now_ms, tokens - SCALE),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(cur) => old = cur,
-            }
-        }
+        self.slot(ip).take(now_ms, cap, cap, SCALE)
     }
 }
 
