@@ -286,12 +286,10 @@ impl DataPlane {
             self.users = Vec::new();
             self.free_counters = Vec::new();
         }
+        // Per-allocation maps are bounded by the quotas and freed with their allocation:
+        // not walked here (this runs on the forwarder threads' loop).
         shrink_map(&mut self.allocs);
         shrink_map(&mut self.channels);
-        for a in self.allocs.values_mut() {
-            shrink_map(&mut a.permissions);
-            shrink_map(&mut a.channel_by_peer);
-        }
     }
 
     pub fn counters(&self, relay: RelayAddr) -> Option<Counters> {

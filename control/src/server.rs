@@ -749,21 +749,23 @@ impl Server {
         }
     }
 
+    /// `peer` as a relayed address would be written (embedded IPv4 decoded).
+    fn as_relay(&self, peer: SocketAddr) -> RelayAddr {
+        RelayAddr(SocketAddr::new(
+            self.cfg.filter.normalise(peer.ip()),
+            peer.port(),
+        ))
+    }
+
     /// The key of a channel's peer in [`Server::hairpins`], if it is one of our relayed
     /// addresses.
     fn hairpin_key(&self, peer: PeerAddr) -> Option<RelayAddr> {
-        let n = RelayAddr(SocketAddr::new(
-            self.cfg.filter.normalise(peer.0.ip()),
-            peer.0.port(),
-        ));
+        let n = self.as_relay(peer.0);
         self.by_relay.contains_key(&n).then_some(n)
     }
 
     fn unlink_hairpin(&mut self, peer: PeerAddr, ft: FiveTuple, c: ChannelNumber) {
-        let n = RelayAddr(SocketAddr::new(
-            self.cfg.filter.normalise(peer.0.ip()),
-            peer.0.port(),
-        ));
+        let n = self.as_relay(peer.0);
         if let Some(v) = self.hairpins.get_mut(&n) {
             v.retain(|e| *e != (ft, c));
             if v.is_empty() {
@@ -1350,8 +1352,7 @@ impl Server {
     }
 
     fn is_relayed(&self, p: SocketAddr) -> bool {
-        let n = SocketAddr::new(self.cfg.filter.normalise(p.ip()), p.port());
-        self.by_relay.contains_key(&RelayAddr(n))
+        self.by_relay.contains_key(&self.as_relay(p))
     }
 
     fn install_permission(&mut self, now: Instant, ft: FiveTuple, ip: IpAddr) {
