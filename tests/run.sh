@@ -33,6 +33,8 @@ fi
 bash xdp-ebpf/check.sh
 
 cargo fmt --all -- --check
+# No import cycle between the modules of control/ and relay/src (issue 15).
+python3 tests/imports.py control/src relay/src
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
 cargo test --workspace

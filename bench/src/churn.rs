@@ -291,7 +291,7 @@ fn churn_thread(
     live: &Live,
 ) -> std::io::Result<ThreadOut> {
     net::tight_timer_slack();
-    let mut ep = Epoll::new()?;
+    let ep = Epoll::new()?;
     let mut slots: Vec<Slot> = (0..slots_n)
         .map(|_| Slot {
             sock: None,

@@ -113,12 +113,11 @@ impl<W: Workload> Worker<'_, W> {
             *cursor = (*cursor + 1) % n;
             let k = left.min(per_flow) as usize;
             for j in 0..k {
-                let len = self
-                    .w
-                    .build(&f.id, f.next_seq + j as u64, now, self.sb.slot(j));
-                self.sb.set_len(j, len);
+                let (w, seq) = (&self.w, f.next_seq + j as u64);
+                self.sb
+                    .push_with(None, net::SLOT, |buf| w.build(&f.id, seq, now, buf));
             }
-            match self.sb.send(f.sock.as_raw_fd(), k) {
+            match self.sb.send_once(f.sock.as_raw_fd()) {
                 Ok(s) => {
                     f.next_seq += s as u64;
                     sent += s as u64;

@@ -124,127 +124,8 @@ pub fn recv_batch() -> RecvBatch {
     RecvBatch::with_slot(SLOT)
 }
 
-/// Outgoing datagrams built in place for one connected socket, sent with sendmmsg.
-pub struct SendBatch {
-    bufs: Vec<u8>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-// SAFETY: as for RecvBatch, the pointers refer to the struct's own heap buffers.
-unsafe impl Send for SendBatch {}
-
-impl Default for SendBatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl SendBatch {
-    pub fn new() -> Self {
-        let mut b = SendBatch {
-            bufs: vec![0u8; SLOT * BATCH],
-            iovs: Vec::with_capacity(BATCH),
-            hdrs: Vec::with_capacity(BATCH),
-        };
-        for i in 0..BATCH {
-            b.iovs.push(libc::iovec {
-                iov_base: b.bufs[i * SLOT..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: 0,
-            });
-        }
-        for i in 0..BATCH {
-            let mut h: libc::mmsghdr = unsafe_zeroed();
-            h.msg_hdr.msg_iov = &mut b.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
-        }
-        b
-    }
-
-    /// The buffer of slot `i` (SLOT bytes) to build a datagram in.
-    pub fn slot(&mut self, i: usize) -> &mut [u8] {
-        &mut self.bufs[i * SLOT..(i + 1) * SLOT]
-    }
-
-    /// Set the length of the datagram in slot `i`.
-    pub fn set_len(&mut self, i: usize, len: usize) {
-        self.iovs[i].iov_len = len.min(SLOT);
-    }
-
-    /// Send slots `0..n` on the connected socket `fd` with one sendmmsg call (no retry:
-    /// the caller keeps the unsent tail for later). Returns how many were accepted; a full
-    /// send buffer gives Ok(0).
-    pub fn send(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
-        let n = n.min(BATCH);
-        if n == 0 {
-            return Ok(0);
-        }
-        // SAFETY: hdrs[..n] point to iovecs of self whose buffers are alive and at least
-        // iov_len long; msg_name is null (connected socket).
-        let r = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(0);
-            }
-            return Err(e);
-        }
-        Ok(r as usize)
-    }
-}
-
-/// A minimal epoll wrapper; tokens are u64 chosen by the caller.
-pub struct Epoll {
-    fd: OwnedFd,
-    events: Vec<libc::epoll_event>,
-}
-
-impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Epoll {
-            // SAFETY: a fresh descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
-        })
-    }
-
-    /// Register `fd` for input with `token`.
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: valid pointer to an epoll_event for the duration of the call.
-        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Wait up to `timeout_ms` (0: poll) and return the ready tokens.
-    pub fn wait(&mut self, timeout_ms: i32, ready: &mut Vec<u64>) {
-        ready.clear();
-        // SAFETY: events is a valid writable buffer of the given length.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.len() as i32,
-                timeout_ms,
-            )
-        };
-        for ev in self.events.iter().take(n.max(0) as usize) {
-            ready.push(ev.u64);
-        }
-    }
-}
+pub use xturn_relay::mmsg::SendBatch;
+pub use xturn_relay::net::Epoll;
 
 /// A CLOCK_MONOTONIC timerfd armed at absolute times: wakes an epoll wait exactly when the
 /// next paced datagram is due, so the thread can block on replies and timer together.
@@ -382,10 +263,13 @@ mod tests {
         a.connect(baddr).unwrap();
         let mut sb = SendBatch::new();
         for i in 0..5 {
-            sb.slot(i)[..3].copy_from_slice(&[i as u8, 1, 2]);
-            sb.set_len(i, 3);
+            sb.push_with(None, SLOT, |buf| {
+                buf[..3].copy_from_slice(&[i as u8, 1, 2]);
+                3
+            });
         }
-        assert_eq!(sb.send(a.as_raw_fd(), 5).unwrap(), 5);
+        assert_eq!(sb.send_once(a.as_raw_fd()).unwrap(), 5);
+        assert!(sb.is_empty());
         let mut rb = recv_batch();
         let mut got = 0;
         for _ in 0..1000 {

@@ -10,9 +10,17 @@ use crate::xdp_bench::{XdpCostReport, XdpLoadReport};
 use crate::xdp_relay_load::XdpRelayLoadReport;
 use crate::xsk_reflect::XskReflectReport;
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
+use xturn_relay::afxdp::forwarder::ForwarderStats;
+use xturn_relay::afxdp::ring::{PortCounters, QueueStats};
+use xturn_relay::stats::StatsOutput;
+use xturn_relay::xdp::Counters as XdpCounters;
+use xturn_xdp_common::Counter;
 
 /// One result file.
 #[derive(Debug, Clone)]
@@ -24,7 +32,7 @@ pub enum RunResult {
     /// `xturn-bench xdp-cost`: the programs' micro-benchmark.
     XdpCost(XdpCostReport),
     /// `xturn stats --json`: the counters of the (first) program listed.
-    Stats(BTreeMap<String, u64>),
+    Stats(XdpCounters),
     /// `xturn-bench xdp-relay-load`: the kernel-bypass ChannelData load.
     XdpRelayLoad(Box<XdpRelayLoadReport>),
     /// `xturn-bench xsk-reflect`: the bare AF_XDP reflector's own counts.
@@ -34,128 +42,142 @@ pub enum RunResult {
     Afxdp(AfxdpCounters),
 }
 
-/// xturn's counters from `xturn stats --json`: the XDP program's, and those of the
-/// AF_XDP fast path (summed over the forwarder threads, and over their sockets).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// xturn's counters from `xturn stats --json` (read into the server's own schema,
+/// [`StatsOutput`]): the XDP program's, and those of the AF_XDP fast path (summed over the
+/// forwarder threads, and over their sockets).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AfxdpCounters {
-    /// The XDP program (the first listed): redirect_channel, pass_no_next_hop, ...
-    pub xdp: BTreeMap<String, u64>,
-    /// The forwarder threads: received, to_peer, to_client, slow_path, dropped_*.
-    pub forwarder: BTreeMap<String, u64>,
-    /// The sockets' XDP_STATISTICS: rx_dropped, rx_fill_ring_empty_descs, ...
-    pub kernel: BTreeMap<String, u64>,
-    /// The ring module's per-socket counters: rx, tx, completed, tx_kicks, ...
-    pub rings: BTreeMap<String, u64>,
+    /// The XDP program (the first listed).
+    pub xdp: XdpCounters,
+    /// The forwarder threads.
+    pub forwarder: ForwarderStats,
+    /// The sockets' XDP_STATISTICS.
+    pub kernel: QueueStats,
+    /// The ring module's per-socket counters.
+    pub rings: PortCounters,
+}
+
+impl Default for AfxdpCounters {
+    fn default() -> Self {
+        AfxdpCounters {
+            xdp: XdpCounters([0; Counter::COUNT as usize]),
+            forwarder: ForwarderStats::default(),
+            kernel: QueueStats::default(),
+            rings: PortCounters::default(),
+        }
+    }
+}
+
+/// `f(a, b)` field by field of two counter structs of the status schema (every field a
+/// u64 counter).
+fn fieldwise<T: Serialize + DeserializeOwned>(a: &T, b: &T, f: impl Fn(u64, u64) -> u64) -> T {
+    let (Ok(Value::Object(a)), Ok(Value::Object(b))) =
+        (serde_json::to_value(a), serde_json::to_value(b))
+    else {
+        unreachable!("counter structs serialize to objects");
+    };
+    let m: serde_json::Map<String, Value> = a
+        .into_iter()
+        .map(|(k, x)| {
+            let y = b.get(&k).and_then(Value::as_u64).unwrap_or(0);
+            (k, Value::from(f(x.as_u64().unwrap_or(0), y)))
+        })
+        .collect();
+    serde_json::from_value(Value::Object(m)).expect("the same fields come back")
 }
 
 impl AfxdpCounters {
-    /// From the text of `xturn stats --json` (with its "servers" list of status files;
-    /// "afxdp" in results saved before that name).
+    /// From the text of `xturn stats --json` (with its "servers" list of status files).
     pub fn from_stats(text: &str) -> Result<AfxdpCounters> {
-        let v: serde_json::Value = serde_json::from_str(text)?;
-        let mut c = AfxdpCounters::default();
-        let add = |m: &mut BTreeMap<String, u64>, o: &serde_json::Value| {
-            for (k, x) in o.as_object().into_iter().flatten() {
-                if let Some(n) = x.as_u64() {
-                    *m.entry(k.clone()).or_default() += n;
-                }
-            }
-        };
-        let prog = v["programs"]
-            .get(0)
+        let out: StatsOutput = serde_json::from_str(text)?;
+        let prog = out
+            .programs
+            .first()
             .context("xturn stats output without a program")?;
-        add(&mut c.xdp, &prog["counters"]);
-        let servers = v.get("servers").or_else(|| v.get("afxdp"));
-        for server in servers.and_then(|s| s.as_array()).into_iter().flatten() {
-            for t in server["threads"].as_array().into_iter().flatten() {
-                add(&mut c.forwarder, &t["forwarder"]);
-                for p in t["ports"].as_array().into_iter().flatten() {
-                    add(&mut c.kernel, &p["xdp_statistics"]);
-                    add(&mut c.rings, &p["rings"]);
+        let mut c = AfxdpCounters {
+            xdp: prog.counters.clone(),
+            ..Default::default()
+        };
+        for server in &out.servers {
+            for t in &server.threads {
+                c.forwarder = fieldwise(&c.forwarder, &t.forwarder, |a, b| a + b);
+                for p in &t.ports {
+                    c.kernel = fieldwise(&c.kernel, &p.xdp_statistics, |a, b| a + b);
+                    c.rings = fieldwise(&c.rings, &p.rings, |a, b| a + b);
                 }
             }
         }
         Ok(c)
     }
 
+    fn combine(&self, other: &AfxdpCounters, f: impl Fn(u64, u64) -> u64 + Copy) -> Self {
+        let mut xdp = self.xdp.clone();
+        for (x, y) in xdp.0.iter_mut().zip(other.xdp.0.iter()) {
+            *x = f(*x, *y);
+        }
+        AfxdpCounters {
+            xdp,
+            forwarder: fieldwise(&self.forwarder, &other.forwarder, f),
+            kernel: fieldwise(&self.kernel, &other.kernel, f),
+            rings: fieldwise(&self.rings, &other.rings, f),
+        }
+    }
+
     /// `self - before`, counter by counter.
     pub fn since(&self, before: &AfxdpCounters) -> AfxdpCounters {
-        let d = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
-            a.iter()
-                .map(|(k, v)| (k.clone(), v.saturating_sub(*b.get(k).unwrap_or(&0))))
-                .collect()
-        };
-        AfxdpCounters {
-            xdp: d(&self.xdp, &before.xdp),
-            forwarder: d(&self.forwarder, &before.forwarder),
-            kernel: d(&self.kernel, &before.kernel),
-            rings: d(&self.rings, &before.rings),
-        }
+        self.combine(before, u64::saturating_sub)
     }
 
     /// `self + other`, counter by counter.
     pub fn plus(&self, other: &AfxdpCounters) -> AfxdpCounters {
-        let s = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
-            let mut m = a.clone();
-            for (k, v) in b {
-                *m.entry(k.clone()).or_default() += v;
-            }
-            m
-        };
-        AfxdpCounters {
-            xdp: s(&self.xdp, &other.xdp),
-            forwarder: s(&self.forwarder, &other.forwarder),
-            kernel: s(&self.kernel, &other.kernel),
-            rings: s(&self.rings, &other.rings),
-        }
+        self.combine(other, |a, b| a + b)
     }
 
-    fn get(m: &BTreeMap<String, u64>, k: &str) -> u64 {
-        m.get(k).copied().unwrap_or(0)
-    }
     /// Datagrams the XDP program steered to the AF_XDP sockets.
     pub fn steered(&self) -> u64 {
-        Self::get(&self.xdp, "redirect_channel") + Self::get(&self.xdp, "redirect_peer")
+        self.xdp.get(Counter::RedirectChannel) + self.xdp.get(Counter::RedirectPeer)
     }
     /// TURN data the XDP program passed to the kernel (so to the socket path): no next
     /// hop in the FIB, or the fast path not ready for it.
     pub fn passed_data(&self) -> u64 {
         [
-            "pass_no_next_hop",
-            "pass_channel_unbound",
-            "pass_no_xsk_channel",
-            "pass_no_xsk_peer",
-            "pass_steering_disabled",
-            "pass_no_metadata",
+            Counter::PassNoNextHop,
+            Counter::PassChannelUnbound,
+            Counter::PassNoXskChannel,
+            Counter::PassNoXskPeer,
+            Counter::PassSteeringDisabled,
+            Counter::PassNoMetadata,
         ]
         .iter()
-        .map(|k| Self::get(&self.xdp, k))
+        .map(|k| self.xdp.get(*k))
         .sum()
     }
     pub fn no_next_hop(&self) -> u64 {
-        Self::get(&self.xdp, "pass_no_next_hop")
+        self.xdp.get(Counter::PassNoNextHop)
     }
     /// Relayed by rewriting the frame in place and sending it on the other veth.
     pub fn in_place(&self) -> u64 {
-        Self::get(&self.forwarder, "to_peer") + Self::get(&self.forwarder, "to_client")
+        self.forwarder.to_peer + self.forwarder.to_client
     }
     pub fn slow_path(&self) -> u64 {
-        Self::get(&self.forwarder, "slow_path")
+        self.forwarder.slow_path
     }
     pub fn forwarder_drops(&self) -> u64 {
-        self.forwarder
-            .iter()
-            .filter(|(k, _)| k.starts_with("dropped_"))
-            .map(|(_, v)| v)
-            .sum()
+        let f = &self.forwarder;
+        f.dropped_no_meta
+            + f.dropped_malformed
+            + f.dropped_bad_checksum
+            + f.dropped_ttl
+            + f.dropped_not_allowed
+            + f.dropped_tx_full
     }
     /// Frames the kernel steered to a socket but dropped (its RX ring full, or no free
     /// frame in its fill ring): the forwarder never saw them.
     pub fn kernel_drops(&self) -> u64 {
-        Self::get(&self.kernel, "rx_dropped")
+        self.kernel.rx_dropped
     }
     pub fn fill_ring_empty(&self) -> u64 {
-        Self::get(&self.kernel, "rx_fill_ring_empty_descs")
+        self.kernel.rx_fill_ring_empty_descs
     }
     /// Share of the TURN data the relay handled that was relayed in place, rather than
     /// by kernel sockets (passed by the XDP program, or the forwarder's slow path).
@@ -225,12 +247,13 @@ pub fn parse_result(text: &str) -> Result<Option<RunResult>> {
         Some("xsk-reflect") => Some(RunResult::XskReflect(Box::new(serde_json::from_value(v)?))),
         Some("sink" | "reflect") => None,
         None if v.get("programs").is_some() => {
-            let counters = v["programs"]
-                .get(0)
-                .and_then(|p| p.get("counters"))
-                .cloned()
+            let out: StatsOutput = serde_json::from_value(v)?;
+            let p = out
+                .programs
+                .into_iter()
+                .next()
                 .context("xturn stats output without a program")?;
-            Some(RunResult::Stats(serde_json::from_value(counters)?))
+            Some(RunResult::Stats(p.counters))
         }
         other => bail!("unknown result mode {other:?}"),
     })
@@ -980,8 +1003,7 @@ pub fn defaults_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
         let mut rows = traffic_rows(t, &[lab, Some(d)]);
         let share = |key: &str| -> Option<f64> {
             let c = afxdp_counters(res, key)?;
-            let relayed = c.forwarder.get("to_peer").copied().unwrap_or(0)
-                + c.forwarder.get("to_client").copied().unwrap_or(0);
+            let relayed = c.in_place();
             let r: &TrafficReport = if key.starts_with("defaults-") {
                 d
             } else {
@@ -1244,7 +1266,7 @@ pub fn xdp_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
                 }
             }
             let counter = |test: &str| match res.get(XDP).and_then(|m| m.get(test)) {
-                Some(RunResult::Stats(c)) => c.get("tx_binding_ipv4").copied(),
+                Some(RunResult::Stats(c)) => Some(c.get(Counter::TxBindingIpv4)),
                 _ => None,
             };
             if let (Some(b), Some(e), Some(h)) = (
@@ -1535,9 +1557,9 @@ pub fn afxdp_section(
                 f0(c.kernel_drops() as f64),
                 f0(c.fill_ring_empty() as f64),
                 f0(c.forwarder_drops() as f64),
-                match c.forwarder.get("dropped_tx_full") {
-                    Some(&v) if v > 0 => format!(" ({} of them for a full TX ring)", f0(v as f64)),
-                    _ => String::new(),
+                match c.forwarder.dropped_tx_full {
+                    0 => String::new(),
+                    v => format!(" ({} of them for a full TX ring)", f0(v as f64)),
                 },
                 cell(t.relay_if_drops.map(|v| v as f64), f0),
             );
@@ -1688,11 +1710,11 @@ pub fn afxdp_section(
                 },
                 f0(c.kernel_drops() as f64),
                 f0(c.fill_ring_empty() as f64),
-                f0(AfxdpCounters::get(&c.forwarder, "received") as f64),
+                f0(c.forwarder.received as f64),
                 f0(c.in_place() as f64),
                 f0(c.slow_path() as f64),
                 f0(c.forwarder_drops() as f64),
-                f0(AfxdpCounters::get(&c.forwarder, "dropped_tx_full") as f64),
+                f0(c.forwarder.dropped_tx_full as f64),
             );
         }
     }
@@ -2230,10 +2252,10 @@ mod tests {
         fill_empty: u64,
     ) -> String {
         format!(
-            r#"{{"programs":[{{"id":7,"counters":{{"redirect_channel":{redirect},"redirect_peer":0,"pass_no_next_hop":{no_hop},"pass_stun_for_user_space":5}}}}],
+            r#"{{"programs":[{{"id":7,"interfaces":[],"in_this_netns":true,"counters":{{"redirect_channel":{redirect},"redirect_peer":0,"pass_no_next_hop":{no_hop},"pass_stun_for_user_space":5}}}}],
                "servers":[{{"pid":1,"threads":[{{"thread":0,"forwarder":{{"received":{received},"to_peer":{to_peer},"to_client":0,"slow_path":1,"dropped_tx_full":2,"dropped_not_allowed":0}},
-               "ports":[{{"ifindex":2,"xdp_statistics":{{"rx_dropped":{fill_empty},"rx_fill_ring_empty_descs":{fill_empty}}},"rings":{{"rx":{received}}}}},
-                        {{"ifindex":3,"xdp_statistics":{{"rx_dropped":0,"rx_fill_ring_empty_descs":0}},"rings":{{"tx":{to_peer}}}}}]}}]}}]}}"#
+               "ports":[{{"ifindex":2,"queue":0,"mode":"copy","fill_frames":0,"tx_frames":0,"ring_indices":{{}},"xdp_statistics":{{"rx_dropped":{fill_empty},"rx_fill_ring_empty_descs":{fill_empty}}},"rings":{{"rx":{received}}}}},
+                        {{"ifindex":3,"queue":0,"mode":"copy","fill_frames":0,"tx_frames":0,"ring_indices":{{}},"xdp_statistics":{{"rx_dropped":0,"rx_fill_ring_empty_descs":0}},"rings":{{"tx":{to_peer}}}}}]}}]}}]}}"#
         )
     }
 
@@ -2248,7 +2270,7 @@ mod tests {
         assert_eq!(d.in_place(), 889);
         assert_eq!((d.slow_path(), d.forwarder_drops()), (0, 0));
         assert_eq!((d.kernel_drops(), d.fill_ring_empty()), (100, 100));
-        assert_eq!(d.rings.get("rx"), Some(&890));
+        assert_eq!(d.rings.rx, 890);
         assert_eq!(d.in_place_share(), Some(889.0 / 897.0));
         assert!(AfxdpCounters::from_stats(r#"{"programs":[]}"#).is_err());
         // The directory form: NAME.before.json / NAME.after.json, keyed by test.

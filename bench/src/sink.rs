@@ -136,7 +136,7 @@ fn serve(
     stop: &AtomicBool,
     live: &Live,
 ) -> std::io::Result<ThreadCounts> {
-    let mut ep = Epoll::new()?;
+    let ep = Epoll::new()?;
     for (i, s) in socks.iter().enumerate() {
         ep.add(s.as_raw_fd(), i as u64)?;
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use xturn_relay::afxdp::ring::{
-    frame_size_for_mtu, set_thread_nice, BindMode, Desc, Mode, Xsk, XskConfig, XskSet,
+    frame_size_for_mtu, set_thread_nice, BindMode, Desc, Mode, QueueStats, Xsk, XskConfig, XskSet,
 };
 
 /// `BPF_MAP_TYPE_XSKMAP`.
@@ -84,17 +84,6 @@ pub fn reflect_frame(f: &mut [u8]) -> bool {
     true
 }
 
-/// XDP_STATISTICS of a queue's socket.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KernelStats {
-    pub rx_dropped: u64,
-    pub rx_invalid_descs: u64,
-    pub tx_invalid_descs: u64,
-    pub rx_ring_full: u64,
-    pub rx_fill_ring_empty_descs: u64,
-    pub tx_ring_empty_descs: u64,
-}
-
 /// One queue's thread.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct QueueReport {
@@ -111,7 +100,8 @@ pub struct QueueReport {
     pub tx_kick_errors: u64,
     /// Loop iterations that found nothing and waited in poll(2).
     pub idle_waits: u64,
-    pub kernel: KernelStats,
+    /// The socket's XDP_STATISTICS.
+    pub kernel: QueueStats,
 }
 
 /// `xsk-reflect` result.
@@ -317,14 +307,7 @@ pub fn run_xsk_reflect(a: &XskReflectArgs) -> Result<XskReflectReport> {
                 tx_kicks: c.tx_kicks,
                 tx_kick_errors: c.tx_kick_errors,
                 idle_waits,
-                kernel: KernelStats {
-                    rx_dropped: k.rx_dropped,
-                    rx_invalid_descs: k.rx_invalid_descs,
-                    tx_invalid_descs: k.tx_invalid_descs,
-                    rx_ring_full: k.rx_ring_full,
-                    rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
-                    tx_ring_empty_descs: k.tx_ring_empty_descs,
-                },
+                kernel: k,
             })
         }));
     }

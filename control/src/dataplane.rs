@@ -1,5 +1,5 @@
 //! The data-plane tables: what a forwarder needs to relay TURN data without the control
-//! plane, built only from the server's [`Output`] values.
+//! plane, built only from the server's [`Change`] values.
 //!
 //! The [`crate::Server`] keeps one of these for the data it sees itself; every I/O driver
 //! (socket workers, the AF_XDP forwarder, the XDP maps) keeps its own copy fed with the
@@ -9,9 +9,9 @@
 //! the `Remove*` output arrives.
 
 use crate::bandwidth::{Direction, Limits};
+use crate::output::Change;
 use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
 use crate::wire::{attr, channel_data, ChannelData, Class, MessageBuilder, Method, TransactionId};
-use crate::Output;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -55,8 +55,10 @@ impl AllocEntry {
     }
 }
 
-/// Per-allocation traffic counters (packets and payload bytes, each direction).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Per-allocation traffic counters (packets and payload bytes, each direction), as the
+/// status file carries them per path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub to_peer_packets: u64,
     pub to_peer_bytes: u64,
@@ -114,7 +116,7 @@ pub struct DataPlane {
 /// forwarder's per-frame work under a flood, measured in the README).
 ///
 /// An answer is only ever taken for the exact key it was found for (compared in full), at
-/// the same `generation` of the tables (every data-plane [`Output`] bumps it, so an
+/// the same `generation` of the tables (every [`Change`] bumps it, so an
 /// install, refresh or removal makes every memoised answer stale), and before
 /// `valid_until`: the earliest expiry among the channel, permission and allocation it
 /// depended on. Only answers that hold for every `now` before that are memoised, so
@@ -303,13 +305,11 @@ impl DataPlane {
             .map(|(r, a)| (*r, a.five_tuple, self.counters[a.counters]))
     }
 
-    /// Apply one control-plane output; outputs that are not data-plane changes are ignored.
-    pub fn apply(&mut self, out: &Output) {
-        if !matches!(out, Output::Transmit(_) | Output::BindRelay { .. }) {
-            self.memo.invalidate();
-        }
-        match out {
-            Output::InstallAllocation {
+    /// Apply one change of the control plane's tables.
+    pub fn apply(&mut self, change: &Change) {
+        self.memo.invalidate();
+        match change {
+            Change::InstallAllocation {
                 five_tuple,
                 relay,
                 expires,
@@ -341,7 +341,7 @@ impl DataPlane {
                     );
                 }
             }
-            Output::RemoveAllocation { relay, .. } => {
+            Change::RemoveAllocation { relay, .. } => {
                 if let Some(a) = self.allocs.remove(relay) {
                     for (c, _) in a.channel_by_peer.values() {
                         self.channels.remove(&(a.five_tuple, *c));
@@ -350,7 +350,7 @@ impl DataPlane {
                     self.free_counters.push(a.counters);
                 }
             }
-            Output::InstallPermission {
+            Change::InstallPermission {
                 relay,
                 peer,
                 expires,
@@ -359,12 +359,12 @@ impl DataPlane {
                     a.permissions.insert(*peer, *expires);
                 }
             }
-            Output::RemovePermission { relay, peer } => {
+            Change::RemovePermission { relay, peer } => {
                 if let Some(a) = self.allocs.get_mut(relay) {
                     a.permissions.remove(peer);
                 }
             }
-            Output::InstallChannel {
+            Change::InstallChannel {
                 five_tuple,
                 relay,
                 channel,
@@ -377,7 +377,7 @@ impl DataPlane {
                         .insert((*five_tuple, *channel), (*relay, *peer, *expires));
                 }
             }
-            Output::RemoveChannel {
+            Change::RemoveChannel {
                 five_tuple,
                 relay,
                 channel,
@@ -388,7 +388,6 @@ impl DataPlane {
                 }
                 self.channels.remove(&(*five_tuple, *channel));
             }
-            Output::Transmit(_) | Output::BindRelay { .. } => {}
         }
     }
 
@@ -599,18 +598,18 @@ mod tests {
     /// `alloc` (seconds after t0).
     fn one_flow(dp: &mut DataPlane, t0: Instant, alloc: u64, perm: u64, chan: u64) {
         let s = |n| t0 + Duration::from_secs(n);
-        dp.apply(&Output::InstallAllocation {
+        dp.apply(&Change::InstallAllocation {
             five_tuple: five_tuple(0),
             relay: relay(0),
             expires: s(alloc),
             user: 0,
         });
-        dp.apply(&Output::InstallPermission {
+        dp.apply(&Change::InstallPermission {
             relay: relay(0),
             peer: peer(0).0.ip(),
             expires: s(perm),
         });
-        dp.apply(&Output::InstallChannel {
+        dp.apply(&Change::InstallChannel {
             five_tuple: five_tuple(0),
             relay: relay(0),
             channel: channel(0),
@@ -665,7 +664,7 @@ mod tests {
         one_flow(&mut dp, t0, 600, 600, 600);
         assert!(dp.client_to_peer(now, five_tuple(0), &cd).is_some());
         assert!(dp.route_peer(now, relay(0), peer(0), 10).is_some());
-        dp.apply(&Output::RemovePermission {
+        dp.apply(&Change::RemovePermission {
             relay: relay(0),
             peer: peer(0).0.ip(),
         });
@@ -681,11 +680,11 @@ mod tests {
         let mut dp = DataPlane::new();
         one_flow(&mut dp, t0, 600, 600, 600);
         assert!(dp.client_to_peer(now, five_tuple(0), &cd).is_some());
-        dp.apply(&Output::RemoveAllocation {
+        dp.apply(&Change::RemoveAllocation {
             five_tuple: five_tuple(0),
             relay: relay(0),
         });
-        dp.apply(&Output::InstallAllocation {
+        dp.apply(&Change::InstallAllocation {
             five_tuple: five_tuple(1),
             relay: relay(1),
             expires: t0 + Duration::from_secs(600),
@@ -702,7 +701,7 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Output(Output),
+        Change(Change),
         ToPeer {
             ft: usize,
             ch: u16,
@@ -722,22 +721,22 @@ mod tests {
         let i2 = 0usize..2;
         let i3 = 0usize..3;
         prop_oneof![
-            1 => (i2.clone(), i2.clone(), 0u64..20).prop_map(move |(f, r, e)| Op::Output(
-                Output::InstallAllocation { five_tuple: five_tuple(f), relay: relay(r), expires: at(e), user: 0 }
+            1 => (i2.clone(), i2.clone(), 0u64..20).prop_map(move |(f, r, e)| Op::Change(
+                Change::InstallAllocation { five_tuple: five_tuple(f), relay: relay(r), expires: at(e), user: 0 }
             )),
-            1 => (i2.clone(), i2.clone()).prop_map(|(f, r)| Op::Output(Output::RemoveAllocation {
+            1 => (i2.clone(), i2.clone()).prop_map(|(f, r)| Op::Change(Change::RemoveAllocation {
                 five_tuple: five_tuple(f),
                 relay: relay(r),
             })),
-            1 => (i2.clone(), i3.clone(), 0u64..20).prop_map(move |(r, p, e)| Op::Output(
-                Output::InstallPermission { relay: relay(r), peer: peer(p).0.ip(), expires: at(e) }
+            1 => (i2.clone(), i3.clone(), 0u64..20).prop_map(move |(r, p, e)| Op::Change(
+                Change::InstallPermission { relay: relay(r), peer: peer(p).0.ip(), expires: at(e) }
             )),
-            1 => (i2.clone(), i3.clone()).prop_map(|(r, p)| Op::Output(Output::RemovePermission {
+            1 => (i2.clone(), i3.clone()).prop_map(|(r, p)| Op::Change(Change::RemovePermission {
                 relay: relay(r),
                 peer: peer(p).0.ip(),
             })),
             1 => (i2.clone(), i2.clone(), i2.clone(), i3.clone(), 0u64..20).prop_map(
-                move |(f, r, c, p, e)| Op::Output(Output::InstallChannel {
+                move |(f, r, c, p, e)| Op::Change(Change::InstallChannel {
                     five_tuple: five_tuple(f),
                     relay: relay(r),
                     channel: channel(c),
@@ -745,8 +744,8 @@ mod tests {
                     expires: at(e),
                 })
             ),
-            1 => (i2.clone(), i2.clone(), i2.clone(), i3.clone()).prop_map(|(f, r, c, p)| Op::Output(
-                Output::RemoveChannel {
+            1 => (i2.clone(), i2.clone(), i2.clone(), i3.clone()).prop_map(|(f, r, c, p)| Op::Change(
+                Change::RemoveChannel {
                     five_tuple: five_tuple(f),
                     relay: relay(r),
                     channel: channel(c),
@@ -780,7 +779,7 @@ mod tests {
             let mut tables = [DataPlane::new(), DataPlane::with_memo_bits(1)];
             for op in &ops {
                 match op {
-                    Op::Output(out) => {
+                    Op::Change(out) => {
                         reference.apply(out);
                         tables.iter_mut().for_each(|d| d.apply(out));
                     }

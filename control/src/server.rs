@@ -12,13 +12,13 @@ use crate::dataplane::DataPlane;
 use crate::error::{BadRequest, TurnError};
 use crate::filter::PeerFilter;
 use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
+use crate::output::{BindToken, Change, Output, Transmit};
 use crate::stateless::{unknown_attributes_value, unknown_required, Stateless, Verdict};
 use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
 use crate::wire::{
     attr, looks_like_channel_data, Class, IntegrityKind, Message, MessageBuilder, Method,
     TransactionId, HEADER_LEN,
 };
-use crate::{Output, Transmit};
 use rand_core::RngCore;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -131,10 +131,6 @@ fn quota_key(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
-
-/// Identifies a pending relay-address bind (see [`Output::BindRelay`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BindToken(pub u64);
 
 const BIND_ATTEMPTS: u32 = 8;
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
@@ -411,9 +407,9 @@ impl Server {
         }
     }
 
-    fn emit(&mut self, o: Output) {
-        self.data.apply(&o);
-        self.outputs.push_back(o);
+    fn emit(&mut self, c: Change) {
+        self.data.apply(&c);
+        self.outputs.push_back(Output::DataPlane(c));
     }
 
     fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, payload: Vec<u8>) {
@@ -578,7 +574,7 @@ impl Server {
         // The port may have served another allocation: its buckets start full.
         self.limits.reset_allocation(relay);
         let user = self.user_slot(&p.username);
-        self.emit(Output::InstallAllocation {
+        self.emit(Change::InstallAllocation {
             five_tuple: p.five_tuple,
             relay,
             expires,
@@ -648,7 +644,7 @@ impl Server {
             a.channels.remove(&c);
             a.channel_by_peer.remove(&p);
             unlinked.push((p, c));
-            outs.push(Output::RemoveChannel {
+            outs.push(Change::RemoveChannel {
                 five_tuple: ft,
                 relay,
                 channel: c,
@@ -663,7 +659,7 @@ impl Server {
             .collect();
         for ip in dead_perms {
             a.permissions.remove(&ip);
-            outs.push(Output::RemovePermission { relay, peer: ip });
+            outs.push(Change::RemovePermission { relay, peer: ip });
         }
         let next = a
             .permissions
@@ -710,7 +706,7 @@ impl Server {
         chans.sort();
         for (c, p) in chans {
             self.unlink_hairpin(p, ft, c);
-            self.emit(Output::RemoveChannel {
+            self.emit(Change::RemoveChannel {
                 five_tuple: ft,
                 relay: a.relay,
                 channel: c,
@@ -720,12 +716,12 @@ impl Server {
         let mut perms: Vec<_> = a.permissions.keys().copied().collect();
         perms.sort();
         for ip in perms {
-            self.emit(Output::RemovePermission {
+            self.emit(Change::RemovePermission {
                 relay: a.relay,
                 peer: ip,
             });
         }
-        self.emit(Output::RemoveAllocation {
+        self.emit(Change::RemoveAllocation {
             five_tuple: ft,
             relay: a.relay,
         });
@@ -740,7 +736,7 @@ impl Server {
             };
             o.channel_by_peer.remove(&p);
             let relay = o.relay;
-            self.emit(Output::RemoveChannel {
+            self.emit(Change::RemoveChannel {
                 five_tuple: other,
                 relay,
                 channel: c,
@@ -1303,7 +1299,7 @@ impl Server {
             // A shorter lifetime than before moves the allocation's deadline earlier.
             self.schedule(ctx.five_tuple, expires);
             let user = self.user_slot(&user);
-            self.emit(Output::InstallAllocation {
+            self.emit(Change::InstallAllocation {
                 five_tuple: ctx.five_tuple,
                 relay,
                 expires,
@@ -1360,7 +1356,7 @@ impl Server {
         let a = self.allocations.get_mut(&ft).expect("checked by caller");
         a.permissions.insert(ip, expires);
         let relay = a.relay;
-        self.emit(Output::InstallPermission {
+        self.emit(Change::InstallPermission {
             relay,
             peer: ip,
             expires,
@@ -1448,7 +1444,7 @@ impl Server {
         let relay = a.relay;
         // The permission first, so that a driver never has a channel without one.
         self.install_permission(now, ctx.five_tuple, peer.0.ip());
-        self.emit(Output::InstallChannel {
+        self.emit(Change::InstallChannel {
             five_tuple: ctx.five_tuple,
             relay,
             channel,

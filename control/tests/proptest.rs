@@ -124,7 +124,7 @@ impl Env {
             match o {
                 Output::Transmit(t) => out.push(t.payload),
                 Output::BindRelay { token, .. } => self.server.relay_bound(self.now, token, true),
-                _ => {}
+                Output::DataPlane(_) => {}
             }
         }
         out

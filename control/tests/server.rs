@@ -17,7 +17,7 @@ use xturn_control::wire::{
     attr, channel_data, Class, IntegrityKind, Message, MessageBuilder, Method, TransactionId,
 };
 use xturn_control::{
-    BindToken, ClientAddr, Config, FiveTuple, Output, PeerAddr, RelayAddr, Server, Transmit,
+    BindToken, Change, ClientAddr, Config, FiveTuple, Output, PeerAddr, RelayAddr, Server, Transmit,
 };
 
 // ------------------------------------------------------------------------- addresses
@@ -106,7 +106,7 @@ fn bob() -> TurnClient {
 struct Out {
     transmits: Vec<Transmit>,
     /// Install*/Remove* outputs in emission order.
-    data: Vec<Output>,
+    data: Vec<Change>,
     /// Relayed addresses of every `BindRelay` seen.
     binds: Vec<RelayAddr>,
     /// Their `dont_fragment` flags.
@@ -215,7 +215,7 @@ impl Harness {
                         None => self.deferred.push((token, relay)),
                     }
                 }
-                other => out.data.push(other),
+                Output::DataPlane(c) => out.data.push(c),
             }
         }
         out
@@ -799,7 +799,7 @@ fn attributes_after_message_integrity_are_ignored() {
     assert_success(&out.one().payload, Method::CreatePermission);
     assert_eq!(
         out.data,
-        vec![Output::InstallPermission {
+        vec![Change::InstallPermission {
             relay,
             peer: peer().ip(),
             expires: h.now + secs(300)
@@ -858,7 +858,7 @@ fn allocate_success_response() {
     assert_eq!(r.out.binds, vec![RelayAddr(relay)]);
     assert_eq!(
         r.out.data,
-        vec![Output::InstallAllocation {
+        vec![Change::InstallAllocation {
             five_tuple: ft(client_addr()),
             relay: RelayAddr(relay),
             expires: h.now + secs(600),
@@ -888,7 +888,7 @@ fn allocate_lifetime_is_clamped_between_default_and_max() {
         assert_eq!(r.answer, Answer::Success);
         assert_eq!(lifetime_attr(r.last()), granted, "requested {requested}");
         match &r.out.data[..] {
-            [Output::InstallAllocation { expires, .. }] => {
+            [Change::InstallAllocation { expires, .. }] => {
                 assert_eq!(*expires, h.now + secs(granted as u64))
             }
             other => panic!("{other:?}"),
@@ -905,7 +905,7 @@ fn refresh_extends_and_zero_deletes() {
     assert_eq!(lifetime_attr(r.last()), 1000);
     assert_eq!(
         r.out.data,
-        vec![Output::InstallAllocation {
+        vec![Change::InstallAllocation {
             five_tuple: ft(client_addr()),
             relay,
             expires: h.at(secs(1500)),
@@ -941,21 +941,21 @@ fn refresh_extends_and_zero_deletes() {
     assert_eq!(
         r.out.data,
         vec![
-            Output::RemoveChannel {
+            Change::RemoveChannel {
                 five_tuple: ft(client_addr()),
                 relay,
                 channel: xturn_control::ChannelNumber::new(0x4000).unwrap(),
                 peer: PeerAddr(peer())
             },
-            Output::RemovePermission {
+            Change::RemovePermission {
                 relay,
                 peer: perms[0]
             },
-            Output::RemovePermission {
+            Change::RemovePermission {
                 relay,
                 peer: perms[1]
             },
-            Output::RemoveAllocation {
+            Change::RemoveAllocation {
                 five_tuple: ft(client_addr()),
                 relay
             },
@@ -1000,7 +1000,7 @@ fn allocation_expires_exactly_at_its_lifetime_and_data_does_not_refresh_it() {
         if t == 300 {
             assert_eq!(
                 o.data,
-                vec![Output::RemovePermission {
+                vec![Change::RemovePermission {
                     relay,
                     peer: peer().ip()
                 }]
@@ -1035,17 +1035,17 @@ fn allocation_expires_exactly_at_its_lifetime_and_data_does_not_refresh_it() {
     assert_eq!(
         o.data,
         vec![
-            Output::RemoveChannel {
+            Change::RemoveChannel {
                 five_tuple: ft(client_addr()),
                 relay,
                 channel: xturn_control::ChannelNumber::new(0x4000).unwrap(),
                 peer: PeerAddr(peer())
             },
-            Output::RemovePermission {
+            Change::RemovePermission {
                 relay,
                 peer: peer().ip()
             },
-            Output::RemoveAllocation {
+            Change::RemoveAllocation {
                 five_tuple: ft(client_addr()),
                 relay
             },
@@ -1069,7 +1069,7 @@ fn refresh_to_a_shorter_lifetime_expires_at_the_new_time() {
     let o = h.advance_to(secs(700));
     assert_eq!(
         o.data,
-        vec![Output::RemoveAllocation {
+        vec![Change::RemoveAllocation {
             five_tuple: ft(client_addr()),
             relay
         }]
@@ -1856,11 +1856,11 @@ fn a_deleted_allocation_takes_the_channels_to_it_along() {
         .out
         .data
         .iter()
-        .filter(|o| matches!(o, Output::RemoveChannel { relay, .. } if *relay == relay_a))
+        .filter(|o| matches!(o, Change::RemoveChannel { relay, .. } if *relay == relay_a))
         .collect();
     assert_eq!(
         removed,
-        vec![&Output::RemoveChannel {
+        vec![&Change::RemoveChannel {
             five_tuple: ft(a_addr),
             relay: relay_a,
             channel: xturn_control::ChannelNumber::new(0x4000).unwrap(),
@@ -2075,12 +2075,12 @@ fn channel_bind_number_and_uniqueness_rules() {
     assert_eq!(
         r.out.data,
         vec![
-            Output::InstallPermission {
+            Change::InstallPermission {
                 relay,
                 peer: peer().ip(),
                 expires: h.now + secs(300)
             },
-            Output::InstallChannel {
+            Change::InstallChannel {
                 five_tuple: ft(client_addr()),
                 relay,
                 channel: ch,
@@ -2114,12 +2114,12 @@ fn channel_bind_number_and_uniqueness_rules() {
     assert_eq!(
         r.out.data,
         vec![
-            Output::InstallPermission {
+            Change::InstallPermission {
                 relay,
                 peer: peer().ip(),
                 expires: h.at(secs(400))
             },
-            Output::InstallChannel {
+            Change::InstallChannel {
                 five_tuple: ft(client_addr()),
                 relay,
                 channel: ch,
@@ -2141,7 +2141,7 @@ fn channel_bind_number_and_uniqueness_rules() {
     let o = h.advance_to(secs(640));
     assert_eq!(
         o.data,
-        vec![Output::RemoveChannel {
+        vec![Change::RemoveChannel {
             five_tuple: ft(client_addr()),
             relay,
             channel: xturn_control::ChannelNumber::new(0x4FFF).unwrap(),
@@ -2156,11 +2156,11 @@ fn channel_bind_number_and_uniqueness_rules() {
     assert_eq!(
         o.data,
         vec![
-            Output::RemovePermission {
+            Change::RemovePermission {
                 relay,
                 peer: peer().ip()
             },
-            Output::RemoveChannel {
+            Change::RemoveChannel {
                 five_tuple: ft(client_addr()),
                 relay,
                 channel: ch,
@@ -2321,7 +2321,7 @@ fn data_does_not_refresh_a_permission() {
     let o = h.advance_to(secs(300));
     assert_eq!(
         o.data,
-        vec![Output::RemovePermission {
+        vec![Change::RemovePermission {
             relay,
             peer: peer().ip()
         }]
@@ -2341,7 +2341,7 @@ fn a_channel_outlives_its_permission_but_relays_nothing() {
     let o = h.advance_to(secs(300));
     assert_eq!(
         o.data,
-        vec![Output::RemovePermission {
+        vec![Change::RemovePermission {
             relay,
             peer: peer().ip()
         }]
@@ -2369,7 +2369,7 @@ fn a_channel_outlives_its_permission_but_relays_nothing() {
     let o = h.advance_to(secs(600));
     assert_eq!(
         o.data,
-        vec![Output::RemoveChannel {
+        vec![Change::RemoveChannel {
             five_tuple: ft(client_addr()),
             relay,
             channel: xturn_control::ChannelNumber::new(0x4000).unwrap(),
@@ -2590,7 +2590,7 @@ fn expired_allocation_is_gone_even_before_handle_timeout() {
         .out
         .data
         .iter()
-        .any(|o| matches!(o, Output::RemoveAllocation { relay: rl, .. } if *rl == relay)));
+        .any(|o| matches!(o, Change::RemoveAllocation { relay: rl, .. } if *rl == relay)));
     // And a new Allocate on the same 5-tuple is possible at once.
     h.allocate(&mut c, client_addr());
 }

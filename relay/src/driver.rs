@@ -12,17 +12,20 @@
 //! channel with the same outputs the server applies to its own. Control messages (STUN)
 //! take the server mutex; they are rare next to data.
 
-use crate::fastpath;
-use crate::net::{self, Epoll, RecvBatch, SendBatch};
+use crate::afxdp::threads::{self, Watched};
+use crate::config::Settings;
+use crate::net::{self, source_socket, Epoll, RecvBatch, SendBatch};
 use crate::probe::Watch;
+use crate::spawn::{panic_message, spawn_pinned};
 use crate::status::{AllocationCounts, Dropped, StatusWriter, XdpReport, STATUS_DIR};
+use crate::update::Update;
 use crate::xdp::XdpPath;
 use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
 use rand::{RngCore, SeedableRng};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,19 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xturn_control::bandwidth::Limits;
 use xturn_control::stateless::{DropReason, Stateless, Verdict};
 use xturn_control::wire::{looks_like_channel_data, TransactionId};
-use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server};
-use xturn_relay::afxdp::forwarder::Forwarder;
-use xturn_relay::afxdp::ring::{Xsk, RX_HEADROOM};
-use xturn_relay::config::Settings;
-
-/// What workers (and AF_XDP forwarder threads) learn from the control plane.
-pub enum Update {
-    Data(Output),
-    RelayOpened(RelayAddr, Arc<UdpSocket>),
-    RelayClosed(RelayAddr),
-    /// Interface (index) has a new MTU (forwarders: longer packets take the slow path).
-    Mtu(u32, u32),
-}
+use xturn_control::{
+    Change, ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server,
+};
 
 struct Shared {
     server: Mutex<Server>,
@@ -51,7 +44,7 @@ struct Shared {
     /// Datagrams to the listeners dropped before the lock, by [`DropReason`].
     dropped: [AtomicU64; 4],
     updates: Vec<Sender<Update>>,
-    epolls: Vec<RawFd>,
+    epolls: Vec<Arc<Epoll>>,
     relays: Mutex<HashMap<RelayAddr, Arc<UdpSocket>>>,
     shutdown: Arc<AtomicBool>,
     /// The XDP program's maps, kept in step with the same outputs as the workers' tables
@@ -61,10 +54,6 @@ struct Shared {
     /// Outputs not mirrored into the XDP maps so far (logged at 1, 2, 4, 8, ...).
     not_mirrored: AtomicU64,
 }
-
-/// A forwarder thread whose heartbeat is older than this is taken for dead: its queues go
-/// to the socket path until it beats again.
-const STALL: Duration = Duration::from_secs(2);
 
 const LISTENER: u64 = 1 << 63;
 const TIMER_TICK: Duration = Duration::from_millis(100);
@@ -130,9 +119,9 @@ impl Shared {
         }
     }
 
-    fn mirror_to_xdp(&self, o: &Output) {
+    fn mirror_to_xdp(&self, c: &Change) {
         if let Some(x) = &self.xdp {
-            if let Err(e) = x.lock().expect("xdp lock").apply(o) {
+            if let Err(e) = x.lock().expect("xdp lock").apply(c) {
                 let n = self.not_mirrored.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(
@@ -147,21 +136,12 @@ impl Shared {
     /// Drain the server's outputs. Called with the server lock held.
     fn drive(&self, server: &mut Server, now: Instant, listeners: &[(SocketAddr, UdpSocket)]) {
         while let Some(o) = server.poll_output() {
-            if !matches!(o, Output::Transmit(_) | Output::BindRelay { .. }) {
-                self.mirror_to_xdp(&o);
-            }
             match o {
                 Output::Transmit(t) => {
-                    let sock = listeners
-                        .iter()
-                        .find(|(a, _)| *a == t.source)
-                        .map(|(_, s)| s);
-                    let r = match sock {
+                    let relays = self.relays();
+                    let r = match source_socket(listeners, &relays, t.source) {
                         Some(s) => s.send_to(&t.payload, t.destination),
-                        None => match self.relays().get(&RelayAddr(t.source)) {
-                            Some(s) => s.send_to(&t.payload, t.destination),
-                            None => Ok(0),
-                        },
+                        None => Ok(0),
                     };
                     if let Err(e) = r {
                         tracing::debug!("send to {} failed: {e}", t.destination);
@@ -175,11 +155,9 @@ impl Shared {
                     Ok(sock) => {
                         let sock = Arc::new(sock);
                         let n = self.epolls.len();
-                        if let Err(e) = Epoll::add(
-                            self.epolls[owner(relay, n)],
-                            sock.as_raw_fd(),
-                            relay_token(relay),
-                        ) {
+                        if let Err(e) =
+                            self.epolls[owner(relay, n)].add(sock.as_raw_fd(), relay_token(relay))
+                        {
                             tracing::warn!("cannot poll relay socket {}: {e}", relay.0);
                             server.relay_bound(now, token, false);
                             continue;
@@ -193,24 +171,37 @@ impl Shared {
                         server.relay_bound(now, token, false);
                     }
                 },
-                Output::RemoveAllocation { five_tuple, relay } => {
-                    tracing::debug!("allocation {} of {} removed", relay.0, five_tuple.client.0);
-                    let o = Output::RemoveAllocation { five_tuple, relay };
-                    self.broadcast(|| Update::Data(o.clone()));
-                    if let Some(s) = self.relays().remove(&relay) {
-                        let n = self.epolls.len();
-                        Epoll::del(self.epolls[owner(relay, n)], s.as_raw_fd());
+                Output::DataPlane(c) => {
+                    self.mirror_to_xdp(&c);
+                    match c {
+                        Change::RemoveAllocation { five_tuple, relay } => {
+                            tracing::debug!(
+                                "allocation {} of {} removed",
+                                relay.0,
+                                five_tuple.client.0
+                            );
+                            let c = Change::RemoveAllocation { five_tuple, relay };
+                            self.broadcast(|| Update::Data(c.clone()));
+                            if let Some(s) = self.relays().remove(&relay) {
+                                let n = self.epolls.len();
+                                self.epolls[owner(relay, n)].del(s.as_raw_fd());
+                            }
+                            self.broadcast(|| Update::RelayClosed(relay));
+                        }
+                        c => {
+                            if let Change::InstallAllocation {
+                                five_tuple, relay, ..
+                            } = &c
+                            {
+                                tracing::debug!(
+                                    "allocation {} for {}",
+                                    relay.0,
+                                    five_tuple.client.0
+                                );
+                            }
+                            self.broadcast(|| Update::Data(c.clone()));
+                        }
                     }
-                    self.broadcast(|| Update::RelayClosed(relay));
-                }
-                other => {
-                    if let Output::InstallAllocation {
-                        five_tuple, relay, ..
-                    } = &other
-                    {
-                        tracing::debug!("allocation {} for {}", relay.0, five_tuple.client.0);
-                    }
-                    self.broadcast(|| Update::Data(other.clone()));
                 }
             }
         }
@@ -220,7 +211,7 @@ impl Shared {
 struct Worker {
     idx: usize,
     shared: Arc<Shared>,
-    epoll: Epoll,
+    epoll: Arc<Epoll>,
     rx: Receiver<Update>,
     listeners: Vec<(SocketAddr, UdpSocket)>,
     data: DataPlane,
@@ -272,11 +263,11 @@ impl Worker {
     }
 
     fn run(mut self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut ready = Vec::with_capacity(256);
         let mut next_tick = Instant::now() + TIMER_TICK;
         let mut next_report = Instant::now();
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let n = self.epoll.wait(&mut events, 50);
+            self.epoll.wait(50, &mut ready);
             self.apply_updates();
             let now = Instant::now();
             if now >= next_report {
@@ -286,8 +277,7 @@ impl Worker {
                 xturn_control::dataplane::shrink_map(&mut self.relays);
                 xturn_control::dataplane::shrink_map(&mut self.to_peers);
             }
-            for ev in events.iter().take(n) {
-                let token = ev.u64;
+            for &token in &ready {
                 if token & LISTENER != 0 {
                     self.on_listener((token & !LISTENER) as usize);
                 } else {
@@ -329,7 +319,7 @@ impl Worker {
                     if let Some(f) = self.data.client_to_peer(now, ft, bytes) {
                         self.to_peers
                             .entry(f.relay)
-                            .or_insert_with(SendBatch::new)
+                            .or_default()
                             .push(f.peer.0, &bytes[f.payload]);
                     }
                 } else {
@@ -362,11 +352,11 @@ impl Worker {
                     }
                 }
             }
-            if self.to_clients[li].len() > 0 {
+            if !self.to_clients[li].is_empty() {
                 self.to_clients[li].flush(fd);
             }
             for (relay, batch) in self.to_peers.iter_mut() {
-                if batch.len() > 0 {
+                if !batch.is_empty() {
                     if let Some(s) = self.relays.get(relay) {
                         batch.flush(s.as_raw_fd());
                     } else {
@@ -421,85 +411,12 @@ impl Worker {
                 }
             }
             for (li, batch) in self.to_clients.iter_mut().enumerate() {
-                if batch.len() > 0 {
+                if !batch.is_empty() {
                     batch.flush(self.listeners[li].1.as_raw_fd());
                 }
             }
             if n < net::BATCH {
                 break;
-            }
-        }
-    }
-}
-
-/// A forwarder thread, as the watchdog sees it.
-struct Watched {
-    thread: usize,
-    /// (interface index, queue, socket) of each of its sockets.
-    ports: Vec<(u32, u32, RawFd)>,
-    heartbeat: Arc<AtomicU64>,
-    report: Arc<Mutex<fastpath::ThreadReport>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-    /// Its queues are out of the XSK map.
-    unserved: bool,
-}
-
-/// The panic message of a thread, for the log.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
-impl Watched {
-    /// Take the queues of a dead or stuck thread out of the XSK map (the program then
-    /// passes their frames to the socket path), and give them back if a stuck one beats
-    /// again.
-    fn check(&mut self, xdp: &Mutex<XdpPath>, now_ms: u64) {
-        let finished = self.handle.as_ref().is_none_or(|h| h.is_finished());
-        let stale = now_ms.saturating_sub(self.heartbeat.load(Ordering::Relaxed))
-            > STALL.as_millis() as u64;
-        if (finished || stale) && !self.unserved {
-            let mut x = xdp.lock().expect("xdp lock");
-            for &(ifindex, queue, _) in &self.ports {
-                if let Err(e) = x.unserve_queue(ifindex, queue) {
-                    tracing::warn!("{e:#}");
-                }
-            }
-            drop(x);
-            self.unserved = true;
-            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
-            r.alive = false;
-            let why = r.dead.get_or_insert_with(|| {
-                if finished {
-                    "exited".into()
-                } else {
-                    format!("no turn of its loop for {} s", STALL.as_secs())
-                }
-            });
-            tracing::error!(
-                "AF_XDP forwarder {} is dead ({why}): the traffic of its queues {:?} now takes \
-                 the socket path",
-                self.thread,
-                self.ports.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()
-            );
-        } else if !finished && !stale && self.unserved {
-            let mut x = xdp.lock().expect("xdp lock");
-            let ok = self
-                .ports
-                .iter()
-                .all(|&(ifindex, queue, fd)| x.serve_queue(ifindex, queue, fd).is_ok());
-            drop(x);
-            if ok {
-                self.unserved = false;
-                let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
-                r.alive = true;
-                r.dead = None;
-                tracing::warn!(
-                    "AF_XDP forwarder {} runs again: its queues take the fast path again",
-                    self.thread
-                );
             }
         }
     }
@@ -543,7 +460,7 @@ pub fn run(
         let (tx, rx) = crossbeam_channel::unbounded();
         txs.push(tx);
         rxs.push(rx);
-        epolls.push(Epoll::new()?);
+        epolls.push(Arc::new(Epoll::new()?));
     }
     // All listeners are bound before any worker starts, so a bind error stops start-up.
     let mut per_worker = Vec::new();
@@ -551,7 +468,7 @@ pub fn run(
         let mut ls = Vec::new();
         for (li, addr) in settings.listen.iter().enumerate() {
             let s = net::reuseport_listener(*addr)?;
-            Epoll::add(ep.raw(), s.as_raw_fd(), LISTENER | li as u64)?;
+            ep.add(s.as_raw_fd(), LISTENER | li as u64)?;
             ls.push((*addr, s));
         }
         per_worker.push(ls);
@@ -565,72 +482,25 @@ pub fn run(
         Some((x, w)) => (Some(x), Some(w)),
         None => (None, None),
     };
-    let mut fast = Vec::new();
-    let mut xdp_ifaces = Vec::new();
-    let mut reports = Vec::new();
-    if let (Some(x), true) = (xdp.as_mut(), settings.afxdp) {
-        let ifaces = settings
-            .xdp
-            .iter()
-            .map(|i| fastpath::Interface::probe(i))
-            .collect::<Result<Vec<_>>>()?;
-        fastpath::check_forwarding(
-            &ifaces,
-            settings.relay_ipv4.is_some(),
-            settings.relay_ipv6.is_some(),
-        );
-        let plan = fastpath::plan(&ifaces, n)?;
-        // A frame longer than a UMEM frame holds would be dropped by the AF_XDP socket.
-        x.set_max_steer_len((plan.frame_size - RX_HEADROOM) as u32)?;
-        let sets = fastpath::open(&plan, x)?;
-        for (t, set) in sets.into_iter().enumerate() {
-            let modes: Vec<String> = (0..set.ports())
-                .map(|p| {
-                    let name = ifaces
-                        .iter()
-                        .find(|i| i.ifindex == set.ifindex(p))
-                        .map_or("?", |i| i.name.as_str());
-                    format!("{name}/{} ({:?})", set.queue(p), set.mode(p))
-                })
-                .collect();
-            tracing::info!("AF_XDP forwarder {t}: {}", modes.join(", "));
-            let (tx, rx) = crossbeam_channel::unbounded();
-            txs.push(tx);
-            let report = Arc::new(Mutex::new(fastpath::ThreadReport {
-                thread: t,
-                core: core_for(t).map(|c| c.id),
-                alive: true,
-                ..Default::default()
-            }));
-            let ports: Vec<(u32, u32, RawFd)> = (0..set.ports())
-                .map(|p| (set.ifindex(p), set.queue(p), set.fd(p)))
-                .collect();
-            reports.push(report.clone());
-            let ifindex = (0..set.ports()).map(|p| set.ifindex(p)).collect();
-            // Duplicated descriptors: sending through them leaves receiving to the workers.
-            let listeners = per_worker[0]
-                .iter()
-                .map(|(a, s)| Ok((*a, s.try_clone()?)))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            let slow = fastpath::SocketSlowPath {
-                listeners,
-                relays: HashMap::new(),
-            };
-            let mut fw = Forwarder::new(set, ifindex, slow, rand::random());
-            fw.set_limits(limits.clone());
-            for i in &ifaces {
-                fw.set_mtu(i.ifindex, i.mtu);
-            }
-            fast.push((t, fw, rx, report, ports));
+    let opened = match (xdp.as_mut(), settings.afxdp) {
+        (Some(x), true) => {
+            let o = threads::open_forwarders(&settings, x, &per_worker[0], &limits, core_for)?;
+            txs.extend(o.updates.iter().cloned());
+            Some(o)
         }
-        xdp_ifaces = ifaces;
-    }
+        _ => None,
+    };
     let worker_reports: Vec<Arc<Mutex<AllocationCounts>>> =
         (0..n).map(|_| Arc::default()).collect();
     let status = StatusWriter::new(
         Path::new(STATUS_DIR),
-        xdp_ifaces,
-        reports,
+        opened.as_ref().map_or_else(Default::default, |o| {
+            o.interfaces
+                .iter()
+                .map(|i| (i.ifindex, i.name.clone()))
+                .collect()
+        }),
+        opened.as_ref().map_or_else(Vec::new, |o| o.reports.clone()),
         worker_reports.clone(),
     );
     // Everything that needs root is done (sockets bound, XDP attached, AF_XDP sockets open)
@@ -641,7 +511,7 @@ pub fn run(
         stateless,
         dropped: Default::default(),
         updates: txs,
-        epolls: epolls.iter().map(|e| e.raw()).collect(),
+        epolls: epolls.clone(),
         relays: Mutex::new(HashMap::new()),
         shutdown,
         xdp: xdp.map(Mutex::new),
@@ -649,44 +519,10 @@ pub fn run(
     });
     let mut handles = Vec::new();
     let epoch = Instant::now();
-    let mut forwarders = Vec::new();
-    for (t, fw, rx, report, ports) in fast {
-        let core = core_for(t);
-        let shutdown = shared.shutdown.clone();
-        let nice = settings.afxdp_nice;
-        let heartbeat = Arc::new(AtomicU64::new(0));
-        let fault = fastpath::Fault::from_env(t);
-        if let Some(f) = fault {
-            tracing::warn!("AF_XDP forwarder {t}: fault injection {f:?}");
-        }
-        let (hb, rep) = (heartbeat.clone(), report.clone());
-        let handle = spawn_pinned(format!("xturn-afxdp-{t}"), core, move || {
-            if let Err(e) = xturn_relay::afxdp::ring::set_thread_nice(nice) {
-                tracing::warn!(
-                    "AF_XDP forwarder {t}: cannot set nice value {nice} ({e}); it shares its \
-                     core equally with the NAPI poll feeding it"
-                );
-            }
-            let r = rep.clone();
-            let run = std::panic::AssertUnwindSafe(move || {
-                fastpath::run_thread(fw, rx, shutdown, rep, hb, epoch, fault)
-            });
-            // Its sockets are closed while unwinding, which takes them out of the XSK map.
-            if let Err(p) = std::panic::catch_unwind(run) {
-                let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
-                r.alive = false;
-                r.dead = Some(format!("panicked: {}", panic_message(p.as_ref())));
-            }
-        })?;
-        forwarders.push(Watched {
-            thread: t,
-            ports,
-            heartbeat,
-            report,
-            handle: Some(handle),
-            unserved: false,
-        });
-    }
+    let mut forwarders: Vec<Watched> = match opened {
+        Some(o) => o.spawn(&shared.shutdown, settings.afxdp_nice, core_for, epoch)?,
+        None => Vec::new(),
+    };
     let deaths: Vec<Arc<Mutex<Option<String>>>> = (0..n).map(|_| Arc::default()).collect();
     for (idx, ((epoll, rx), listeners)) in epolls.into_iter().zip(rxs).zip(per_worker).enumerate() {
         let core = core_for(idx);
@@ -827,7 +663,7 @@ pub fn run(
     let deadline = Instant::now() + JOIN_DEADLINE;
     let mut all: Vec<_> = handles
         .into_iter()
-        .chain(forwarders.iter_mut().filter_map(|f| f.handle.take()))
+        .chain(forwarders.iter_mut().filter_map(Watched::take_handle))
         .collect();
     while !all.is_empty() && Instant::now() < deadline {
         let (done, busy): (Vec<_>, Vec<_>) = all.into_iter().partition(|h| h.is_finished());
@@ -857,7 +693,7 @@ pub fn run(
         d.over_bandwidth_packets,
         d.over_bandwidth_bytes
     );
-    for line in fastpath::summary(&status.threads()) {
+    for line in threads::summary(&status.threads()) {
         tracing::info!("{line}");
     }
     let alive = shared
@@ -873,9 +709,9 @@ pub fn run(
 }
 
 /// Become the `--proc-user` (nobody by default when root) with only the capabilities the
-/// features in use need ([`xturn_relay::privileges`]), after handing the status directory over.
+/// features in use need ([`crate::privileges`]), after handing the status directory over.
 fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<()> {
-    use xturn_relay::privileges;
+    use crate::privileges;
     let keep = privileges::needed(
         settings.server.min_port < 1024,
         !settings.xdp.is_empty(),
@@ -906,21 +742,4 @@ fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<()> {
     }
     tracing::info!("{}", privileges::drop_to(&target, &keep)?);
     Ok(())
-}
-
-/// A named thread pinned to `core` (when the core list was known) running `f`.
-fn spawn_pinned<F>(
-    name: String,
-    core: Option<core_affinity::CoreId>,
-    f: F,
-) -> std::io::Result<std::thread::JoinHandle<()>>
-where
-    F: FnOnce() + Send + 'static,
-{
-    std::thread::Builder::new().name(name).spawn(move || {
-        if let Some(c) = core {
-            core_affinity::set_for_current(c);
-        }
-        f()
-    })
 }

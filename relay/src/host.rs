@@ -1,8 +1,24 @@
 //! What the server needs from the host around it: enough file descriptors for its quota,
-//! and the host's own addresses (which the peer filter denies like the server itself).
+//! the host's own addresses (which the peer filter denies like the server itself) and its
+//! interfaces as sysfs describes them.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+/// The index of interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> Result<u32> {
+    read_u32(&Path::new("/sys/class/net").join(name).join("ifindex"))
+        .with_context(|| format!("no interface {name:?} in this network namespace"))
+}
+
+/// A number in a sysfs (or procfs) file.
+pub fn read_u32(p: &Path) -> Result<u32> {
+    let s = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    s.trim()
+        .parse()
+        .with_context(|| format!("{}: not a number: {s:?}", p.display()))
+}
 
 /// File descriptors the server needs beyond one per allocation: listeners (one per worker
 /// and listening address), epoll instances, AF_XDP sockets, netlink, the status file, and

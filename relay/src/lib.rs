@@ -1,11 +1,30 @@
-//! `xturn-relay` as a library: the parts of the `xturn` binary that other crates of the
-//! workspace (the benchmark, the tests) drive directly. Today that is the AF_XDP fast
-//! path ([`afxdp`]): frame rewriting, the ring/UMEM module and the forwarder loop; and the
-//! batched UDP I/O ([`mmsg`]) of the socket path, which the benchmark uses too; the
-//! command line and configuration file ([`config`]) and the privilege drop
-//! ([`privileges`]), here so that the fuzz targets (relay/fuzz) reach them.
+//! `xturn-relay`: everything of the `xturn` binary but its command line, so that the
+//! benchmark, the tests and the fuzz targets drive the same code.
+//!
+//! - [`serve`]: start-up of the whole server (limits, logging, signals, the XDP program),
+//!   then [`driver`]: the socket workers around the sans-IO control plane of
+//!   `xturn-control`, and the supervision loop.
+//! - [`afxdp`]: the AF_XDP fast path: frame rewriting, the ring/UMEM module, the forwarder
+//!   loop and its threads inside the server.
+//! - [`xdp`] (loader and maps of the XDP program), [`probe`] (what each interface can do),
+//!   [`netlink`], [`net`] and [`mmsg`] (sockets and batched UDP I/O), [`host`],
+//!   [`privileges`], [`config`] (command line and configuration file).
+//! - [`status`]: the status file's schema, written by the server and read by
+//!   [`stats`] (`xturn stats`) and the benchmark's report.
+//! - [`update`]: what the control plane tells the workers and forwarders.
 
 pub mod afxdp;
 pub mod config;
+pub mod driver;
+pub mod host;
 pub mod mmsg;
+pub mod net;
+pub mod netlink;
 pub mod privileges;
+pub mod probe;
+pub mod serve;
+pub mod spawn;
+pub mod stats;
+pub mod status;
+pub mod update;
+pub mod xdp;

@@ -1,23 +1,9 @@
-//! `xturn`: the TURN server binary. It parses configuration, then runs the socket data
-//! path ([`driver`]) around the sans-IO control plane of `xturn-control`; with `--xdp` it
-//! also attaches the XDP program ([`xdp`]) that answers STUN Binding requests in the driver.
-//! `xturn stats` prints the counters of the attached XDP programs ([`stats`]).
-
-mod driver;
-mod fastpath;
-mod host;
-mod net;
-mod netlink;
-mod probe;
-mod stats;
-mod status;
-mod xdp;
+//! `xturn`: the TURN server binary, a command line over the `xturn_relay` library: the
+//! server ([`xturn_relay::serve`]), `xturn stats` ([`xturn_relay::stats`]) and `xturn check`.
 
 use anyhow::Result;
 use clap::Parser;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use xturn_relay::config;
+use xturn_relay::{config, serve, stats};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -56,116 +42,7 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Stats(a)) => stats::run(&a),
-        Some(Command::Check(a)) => check(*a),
-        None => serve(cli.server),
+        Some(Command::Check(a)) => serve::check(*a),
+        None => serve::serve(cli.server),
     }
-}
-
-fn xdp_plan(settings: &config::Settings) -> probe::Plan {
-    probe::Plan {
-        mode: settings.xdp_mode,
-        afxdp: settings.afxdp,
-        ipv4: settings.relay_ipv4.is_some(),
-        ipv6: settings.relay_ipv6.is_some(),
-    }
-}
-
-fn check(args: config::Args) -> Result<()> {
-    let settings = config::Settings::load(args)?;
-    if settings.xdp.is_empty() {
-        anyhow::bail!("give the interfaces to check: xturn check --xdp IFACE[,IFACE]");
-    }
-    let plan = xdp_plan(&settings);
-    let mut refusals = Vec::new();
-    for name in &settings.xdp {
-        match probe::facts(name) {
-            Ok(f) => {
-                let a = probe::assess(&f, &plan, None);
-                for l in &a.lines {
-                    println!("{l}");
-                }
-                refusals.extend(a.refusals);
-            }
-            Err(e) => refusals.push(format!("{name}: {e:#}")),
-        }
-    }
-    probe::refuse(&refusals)?;
-    println!(
-        "xturn check: ok, xturn --xdp can serve {}",
-        settings.xdp.join(", ")
-    );
-    Ok(())
-}
-
-fn serve(args: config::Args) -> Result<()> {
-    // One malloc arena: glibc's per-thread arenas kept 10-12 MB of a 10,000-allocation
-    // peak resident after the last allocation was gone (malloc_trim did not give their
-    // pages back; bench/soak.sh), one arena about 2 MB. The packet paths allocate little,
-    // and that from the per-thread cache, which needs no arena lock.
-    // SAFETY: mallopt with integer arguments, before any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    let settings = config::Settings::load(args)?;
-    // Every allocation holds a relay socket: the quota must fit the open-file limit.
-    let fds = settings.server.total_quota as u64
-        + (settings.threads * settings.listen.len()) as u64
-        + host::FD_SLACK;
-    let nofile = host::raise_nofile(
-        fds,
-        &format!("--total-quota {}", settings.server.total_quota),
-    )?;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "xturn={0},xturn_relay={0}",
-            settings.log_level
-        )))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, shutdown.clone())?;
-    let listen: Vec<String> = settings.listen.iter().map(|a| a.to_string()).collect();
-    let relay: Vec<String> = settings
-        .relay_ipv4
-        .iter()
-        .chain(settings.relay_ipv6.iter())
-        .map(|a| a.to_string())
-        .collect();
-    tracing::info!(
-        "xturn {} listening on udp {} relaying from {} ports {}-{}, realm {:?}, {} threads",
-        env!("CARGO_PKG_VERSION"),
-        listen.join(", "),
-        relay.join(", "),
-        settings.server.min_port,
-        settings.server.max_port,
-        settings.server.credentials.realm(),
-        settings.threads
-    );
-    tracing::debug!("open-file limit {nofile}");
-    if let Some((u, p)) = &settings.demo_user {
-        tracing::info!("no --user or --static-auth-secret given: demo user {u:?} password {p:?}");
-        // Also on stdout, for scripts and humans who read the first line.
-        println!(
-            "demo user: {u} password: {p} realm: {}",
-            settings.server.credentials.realm()
-        );
-    }
-    // Attached before the sockets serve and detached (on drop) after they stop, so the
-    // socket path covers every datagram the program passes, from start to end.
-    let xdp = if settings.xdp.is_empty() {
-        None
-    } else {
-        let plan = xdp_plan(&settings);
-        probe::preflight(&settings.xdp, &plan)?;
-        let mut x = xdp::XdpPath::start(
-            &settings.xdp,
-            &settings.listen,
-            settings.xdp_mode,
-            settings.xdp_maps,
-        )?;
-        let watch = probe::Watch::start(plan, &mut x)?;
-        Some((x, watch))
-    };
-    driver::run(settings, shutdown, xdp)
 }

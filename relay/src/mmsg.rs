@@ -1,5 +1,5 @@
-//! Batched UDP receive and send with recvmmsg/sendmmsg, shared by the relay's socket path
-//! and the benchmark's generator and sinks. All of its `unsafe` is in this file.
+//! Batched UDP receive and send with recvmmsg/sendmmsg ([`RecvBatch`], [`SendBatch`]),
+//! shared by the relay's socket path and the benchmark's generator and sinks.
 
 use socket2::SockAddr;
 use std::io;
@@ -159,6 +159,138 @@ impl RecvBatch {
     }
 }
 
+/// Datagrams queued for one socket and sent with sendmmsg: to a destination each (the
+/// relay's workers, [`SendBatch::push`]) or on a connected socket (the benchmark's
+/// generator, [`SendBatch::push_with`] builds a datagram in place). The payloads share
+/// one buffer; the headers are reused, so sending allocates nothing once the buffers have
+/// grown to the traffic.
+pub struct SendBatch {
+    data: Vec<u8>,
+    /// Destination (none: connected socket), offset and length in `data`.
+    items: Vec<(Option<SockAddr>, usize, usize)>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: `iovs` and `hdrs` hold pointers only while a send call runs (they are rebuilt
+// from `data` and `items` at every call); a batch is used by one thread at a time.
+unsafe impl Send for SendBatch {}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SendBatch {
+    pub fn new() -> Self {
+        SendBatch {
+            data: Vec::new(),
+            items: Vec::with_capacity(BATCH),
+            iovs: Vec::with_capacity(BATCH),
+            hdrs: Vec::with_capacity(BATCH),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Forget what is queued (its socket is gone).
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.data.clear();
+    }
+
+    /// Queue `payload` for `to`.
+    pub fn push(&mut self, to: SocketAddr, payload: &[u8]) {
+        let off = self.data.len();
+        self.data.extend_from_slice(payload);
+        self.items.push((Some(to.into()), off, payload.len()));
+    }
+
+    /// Queue a datagram of at most `max` bytes that `build` writes in place and whose
+    /// length it returns, for `to` (`None`: the socket is connected).
+    pub fn push_with(
+        &mut self,
+        to: Option<SocketAddr>,
+        max: usize,
+        build: impl FnOnce(&mut [u8]) -> usize,
+    ) {
+        let off = self.data.len();
+        self.data.resize(off + max, 0);
+        let len = build(&mut self.data[off..]).min(max);
+        self.data.truncate(off + len);
+        self.items.push((to.map(Into::into), off, len));
+    }
+
+    /// Headers for items `start..end` in `hdrs`, pointing into `data`.
+    fn headers(&mut self, start: usize, end: usize) {
+        self.iovs.clear();
+        self.hdrs.clear();
+        for (_, off, len) in &self.items[start..end] {
+            self.iovs.push(libc::iovec {
+                iov_base: self.data[*off..].as_ptr() as *mut libc::c_void,
+                iov_len: *len,
+            });
+        }
+        for (k, (addr, _, _)) in self.items[start..end].iter().enumerate() {
+            let mut h: libc::mmsghdr = zeroed();
+            if let Some(a) = addr {
+                h.msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = a.len();
+            }
+            h.msg_hdr.msg_iov = &mut self.iovs[k];
+            h.msg_hdr.msg_iovlen = 1;
+            self.hdrs.push(h);
+        }
+    }
+
+    /// Send everything queued on `fd`; datagrams the kernel refuses (full buffers,
+    /// unreachable, too big) are dropped, as UDP would. Returns how many were sent.
+    pub fn flush(&mut self, fd: RawFd) -> usize {
+        let mut sent = 0;
+        let mut start = 0;
+        while start < self.items.len() {
+            let end = (start + BATCH).min(self.items.len());
+            self.headers(start, end);
+            // One attempt per datagram: what the kernel refuses is dropped.
+            sent += send_all(fd, &mut self.hdrs, 1);
+            start = end;
+        }
+        self.clear();
+        sent
+    }
+
+    /// One sendmmsg call for the first [`BATCH`] queued datagrams, then forget them all
+    /// (the caller builds what was not accepted again). A full send buffer gives Ok(0);
+    /// other errors (an ICMP error on a connected socket) are returned.
+    pub fn send_once(&mut self, fd: RawFd) -> io::Result<usize> {
+        let end = self.items.len().min(BATCH);
+        if end == 0 {
+            return Ok(0);
+        }
+        self.headers(0, end);
+        // SAFETY: the headers point to addresses in `items` and buffers in `data`, alive
+        // and unchanged for this call.
+        let r =
+            unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), end as u32, libc::MSG_DONTWAIT) };
+        self.clear();
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(r as usize)
+    }
+}
+
 /// sendmmsg until every header is sent; a datagram refused `attempts` times in a row
 /// (full buffer, unreachable, too big) is skipped. Returns how many were sent.
 /// Every header's name and iovec pointers must be valid for the call.
@@ -229,5 +361,33 @@ mod tests {
         let mut buf = [0u8; 64];
         let (len, src) = tx.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..len], src), (&b"first"[..], to));
+    }
+
+    /// More than a batch to two destinations: all sent, in order, the batch empty after.
+    #[test]
+    fn a_send_batch_flushes_every_datagram_to_its_destination() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sb = SendBatch::new();
+        let n = BATCH + 5;
+        for i in 0..n {
+            let to = if i % 2 == 0 { &a } else { &b };
+            sb.push(to.local_addr().unwrap(), &(i as u32).to_be_bytes());
+        }
+        assert_eq!(sb.len(), n);
+        assert_eq!(sb.flush(tx.as_raw_fd()), n);
+        assert!(sb.is_empty());
+        for (sock, first) in [(&a, 0u32), (&b, 1)] {
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 8];
+            let mut want = first;
+            while (want as usize) < n {
+                let len = sock.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..len], &want.to_be_bytes());
+                want += 2;
+            }
+        }
     }
 }

@@ -18,11 +18,12 @@
 //!   works: IP forwarding on on the receiving interface.
 //! - Zero-copy AF_XDP needs the driver's XSK_ZEROCOPY feature and native mode.
 
+use crate::afxdp::ring::{frame_size_for_mtu, RX_HEADROOM};
+use crate::host::{ifindex, read_u32};
 use crate::netlink::{self, xdp_act, XdpMode};
 use crate::xdp::{AttachMode, ModeChoice};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::Path;
-use xturn_relay::afxdp::ring::{frame_size_for_mtu, RX_HEADROOM};
 use xturn_xdp_common::iface_flags;
 
 /// Receive queues served per interface (the XSK map's layout).
@@ -34,19 +35,6 @@ const VETH_NATIVE_MAX_MTU: u32 = 3506;
 /// The longest frame the AF_XDP path takes at MTU `mtu`: a UMEM frame minus its headroom.
 pub fn steer_limit(mtu: u32) -> usize {
     frame_size_for_mtu(mtu as usize) - RX_HEADROOM
-}
-
-/// The index of interface `name` in this network namespace.
-pub fn ifindex(name: &str) -> Result<u32> {
-    read_u32(&Path::new("/sys/class/net").join(name).join("ifindex"))
-        .with_context(|| format!("no interface {name:?} in this network namespace"))
-}
-
-fn read_u32(p: &Path) -> Result<u32> {
-    let s = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-    s.trim()
-        .parse()
-        .with_context(|| format!("{}: not a number: {s:?}", p.display()))
 }
 
 fn read_flag(p: &str) -> Option<bool> {

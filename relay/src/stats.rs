@@ -10,15 +10,16 @@
 //! or stopping, a test run) are left out. Needs root, as every BPF id lookup does.
 
 use crate::netlink;
-use crate::status::{status_path, STATUS_DIR};
+use crate::status::{status_path, Status, STATUS_DIR};
 use crate::xdp::{read_counters, Counters};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
 use aya::programs::links::LinkType;
 use aya::programs::{loaded_links, loaded_programs, ProgramInfo};
+use serde::de::Deserializer;
 use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use xturn_xdp_common::{map_names, program_names, Counter};
 
@@ -33,21 +34,24 @@ pub struct StatsArgs {
 }
 
 /// An interface a program is attached to, in this network namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub interface: String,
-    pub mode: &'static str,
+    pub mode: String,
 }
 
 /// One attached xturn XDP program and its counters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgramStats {
     pub id: u32,
     /// Where it is attached in this network namespace (empty when `in_this_netns` is false).
     pub interfaces: Vec<Attachment>,
     /// False for a program attached through a BPF link in another network namespace.
     pub in_this_netns: bool,
-    #[serde(serialize_with = "counters_in_order")]
+    #[serde(
+        serialize_with = "counters_in_order",
+        deserialize_with = "counters_by_name"
+    )]
     pub counters: Counters,
 }
 
@@ -60,12 +64,25 @@ fn counters_in_order<S: Serializer>(c: &Counters, s: S) -> Result<S::Ok, S::Erro
     m.end()
 }
 
-#[derive(Debug, Serialize)]
-struct Output<'a> {
-    programs: &'a [ProgramStats],
+/// Counters from a JSON object keyed by [`Counter::name`]; a name this build does not
+/// know is ignored, a counter the object lacks is 0.
+fn counters_by_name<'de, D: Deserializer<'de>>(d: D) -> Result<Counters, D::Error> {
+    let m = BTreeMap::<String, u64>::deserialize(d)?;
+    let mut c = [0u64; Counter::COUNT as usize];
+    for k in Counter::ALL {
+        c[k as usize] = m.get(k.name()).copied().unwrap_or(0);
+    }
+    Ok(Counters(c))
+}
+
+/// `xturn stats --json`, both ways (the benchmark reads it back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsOutput {
+    pub programs: Vec<ProgramStats>,
     /// Each running server's status file as written: its AF_XDP fast path (if any) and
     /// every allocation's traffic per path.
-    servers: &'a [serde_json::Value],
+    #[serde(default)]
+    pub servers: Vec<Status>,
 }
 
 pub fn run(a: &StatsArgs) -> Result<()> {
@@ -78,9 +95,9 @@ pub fn run(a: &StatsArgs) -> Result<()> {
         );
     }
     let text = if a.json {
-        serde_json::to_string_pretty(&Output {
-            programs: &progs,
-            servers: &servers,
+        serde_json::to_string_pretty(&StatsOutput {
+            programs: progs,
+            servers,
         })? + "\n"
     } else {
         let mut t = human(&progs);
@@ -235,7 +252,7 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
             id: p.id(),
             interfaces: vec![Attachment {
                 interface: name.to_string(),
-                mode: mode.name(),
+                mode: mode.name().to_string(),
             }],
             in_this_netns: true,
             counters: counters_of(p)?,
@@ -252,7 +269,7 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
                     .filter(|(id, _)| *id == p.id())
                     .map(|(_, m)| Attachment {
                         interface: i.name.clone(),
-                        mode: m.name(),
+                        mode: m.name().to_string(),
                     })
             })
             .collect();
@@ -283,11 +300,11 @@ pub fn collect(only: Option<&str>) -> Result<Vec<ProgramStats>> {
 /// The status files of running servers (`<pid>/status.json` in `dir` whose process lives), in
 /// pid order; with `only`, those of servers with an AF_XDP socket on that interface.
 /// Unreadable or stale files are skipped: a server may stop while they are read.
-pub fn servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
+pub fn servers(dir: &Path, only: Option<&str>) -> Vec<Status> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<(u32, Value)> = entries
+    let mut out: Vec<Status> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -295,139 +312,120 @@ pub fn servers(dir: &Path, only: Option<&str>) -> Vec<Value> {
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 return None;
             }
-            let v: Value =
+            let v: Status =
                 serde_json::from_slice(&std::fs::read(status_path(dir, pid)).ok()?).ok()?;
-            if let Some(i) = only {
-                let serves = v["interfaces"]
-                    .as_object()
-                    .is_some_and(|m| m.values().any(|n| n == i));
-                if !serves {
-                    return None;
-                }
-            }
-            Some((pid, v))
+            only.is_none_or(|i| v.serves(i)).then_some(v)
         })
         .collect();
-    out.sort_by_key(|(pid, _)| *pid);
-    out.into_iter().map(|(_, v)| v).collect()
+    out.sort_by_key(|s| s.pid);
+    out
+}
+
+/// `name value` lines of a counters struct, field by field, under `prefix`.
+fn fields<T: Serialize>(o: &T, prefix: &str, out: &mut String) {
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(o) {
+        for (k, x) in m {
+            out.push_str(&format!("{:<40} {}\n", format!("{prefix}{k}"), x));
+        }
+    }
 }
 
 /// The human form of one server's status: per AF_XDP thread its forwarder counters, per
 /// socket the kernel's XDP_STATISTICS and the ring module's counters, then the
 /// allocations' traffic per path.
-pub fn human_server(v: &Value) -> String {
-    let threads = v["threads"].as_array().map_or(0, Vec::len);
+pub fn human_server(v: &Status) -> String {
     let mut out = format!(
         "xturn server {}: {}\n",
-        v["pid"].as_u64().unwrap_or(0),
-        if threads > 0 {
-            "AF_XDP fast path and kernel sockets"
-        } else {
+        v.pid,
+        if v.threads.is_empty() {
             "kernel sockets"
+        } else {
+            "AF_XDP fast path and kernel sockets"
         }
     );
-    let ifname = |i: &Value| -> String {
-        let idx = i.as_u64().unwrap_or(0).to_string();
-        v["interfaces"][&idx]
-            .as_str()
-            .map_or(format!("ifindex {idx}"), str::to_string)
-    };
-    let fields = |o: &Value, prefix: &str, out: &mut String| {
-        if let Some(m) = o.as_object() {
-            for (k, x) in m {
-                out.push_str(&format!("{:<40} {}\n", format!("{prefix}{k}"), x));
-            }
-        }
-    };
-    for t in v["threads"].as_array().into_iter().flatten() {
-        let core = t["core"]
-            .as_u64()
+    for t in &v.threads {
+        let core = t
+            .core
             .map_or("unpinned".to_string(), |c| format!("core {c}"));
-        let state = match (t["alive"].as_bool(), t["dead"].as_str()) {
-            (Some(false), why) => format!(
+        let state = if t.alive {
+            String::new()
+        } else {
+            format!(
                 " DEAD ({}): its queues take the socket path",
-                why.unwrap_or("not serving")
-            ),
-            _ => String::new(),
+                t.dead.as_deref().unwrap_or("not serving")
+            )
         };
-        out.push_str(&format!("thread {} ({core}){state}\n", t["thread"]));
-        fields(&t["forwarder"], "  ", &mut out);
-        for k in ["umem_frames", "free_frames", "held_frames"] {
-            if let Some(x) = t[k].as_u64() {
-                out.push_str(&format!("{:<40} {x}\n", format!("  {k}")));
-            }
+        out.push_str(&format!("thread {} ({core}){state}\n", t.thread));
+        fields(&t.forwarder, "  ", &mut out);
+        for (k, x) in [
+            ("umem_frames", t.umem_frames),
+            ("free_frames", t.free_frames),
+            ("held_frames", t.held_frames),
+        ] {
+            out.push_str(&format!("{:<40} {x}\n", format!("  {k}")));
         }
-        for p in t["ports"].as_array().into_iter().flatten() {
-            let mode = p["mode"].as_str().unwrap_or("?");
+        for p in &t.ports {
+            let mode = serde_json::to_value(p.mode)
+                .ok()
+                .and_then(|m| m.as_str().map(str::to_string))
+                .unwrap_or_default();
             out.push_str(&format!(
                 "  socket {} queue {} ({mode} mode)\n",
-                ifname(&p["ifindex"]),
-                p["queue"]
+                v.interface_name(p.ifindex),
+                p.queue
             ));
-            fields(&p["xdp_statistics"], "    ", &mut out);
-            fields(&p["rings"], "    ring_", &mut out);
-            for k in ["fill_frames", "tx_frames"] {
-                if let Some(x) = p[k].as_u64() {
-                    out.push_str(&format!("{:<40} {x}\n", format!("    {k}")));
-                }
+            fields(&p.xdp_statistics, "    ", &mut out);
+            fields(&p.rings, "    ring_", &mut out);
+            for (k, x) in [("fill_frames", p.fill_frames), ("tx_frames", p.tx_frames)] {
+                out.push_str(&format!("{:<40} {x}\n", format!("    {k}")));
             }
-            if let Some(m) = p["ring_indices"].as_object() {
-                for (ring, pc) in m {
-                    out.push_str(&format!(
-                        "{:<40} producer {} consumer {}\n",
-                        format!("    {ring}_ring"),
-                        pc[0],
-                        pc[1]
-                    ));
-                }
+            let r = &p.ring_indices;
+            for (ring, (producer, consumer)) in [
+                ("completion", r.completion),
+                ("fill", r.fill),
+                ("rx", r.rx),
+                ("tx", r.tx),
+            ] {
+                out.push_str(&format!(
+                    "{:<40} producer {producer} consumer {consumer}\n",
+                    format!("    {ring}_ring"),
+                ));
             }
         }
     }
-    let x = &v["xdp"];
-    for i in x["interfaces"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "XDP on {} ({} mode): Binding answered {} ({})\n",
-            i["name"].as_str().unwrap_or("?"),
-            i["mode"].as_str().unwrap_or("?"),
-            if i["xdp_tx"].as_bool() == Some(true) {
-                "in the driver"
-            } else {
-                "by the socket path"
-            },
-            i["xdp_tx_why"].as_str().unwrap_or("")
-        ));
-    }
-    if x.is_object() {
-        let n = &x["not_mirrored"];
+    if let Some(x) = &v.xdp {
+        for i in &x.interfaces {
+            out.push_str(&format!(
+                "XDP on {} ({} mode): Binding answered {} ({})\n",
+                i.name,
+                i.mode.name(),
+                if i.xdp_tx {
+                    "in the driver"
+                } else {
+                    "by the socket path"
+                },
+                i.xdp_tx_why
+            ));
+        }
+        let n = &x.not_mirrored;
         out.push_str(&format!(
             "XDP maps: {} allocations, {} permissions, {} channels; not mirrored (socket \
              path): {} allocations, {} permissions, {} channels\n",
-            x["map_allocations"],
-            x["map_permissions"],
-            x["map_channels"],
-            n["allocations_not_mirrored"],
-            n["permissions_not_mirrored"],
-            n["channels_not_mirrored"]
+            x.map_allocations,
+            x.map_permissions,
+            x.map_channels,
+            n.allocations_not_mirrored,
+            n.permissions_not_mirrored,
+            n.channels_not_mirrored
         ));
     }
-    let allocs = v["allocations"]
-        .as_array()
-        .map_or(&[][..], |a| a.as_slice());
-    out.push_str(&format!("allocations: {}\n", allocs.len()));
-    for a in allocs {
-        out.push_str(&format!(
-            "  {} for {}\n",
-            a["relay"].as_str().unwrap_or("?"),
-            a["client"].as_str().unwrap_or("?")
-        ));
-        for path in ["afxdp", "sockets"] {
-            let c = &a[path];
+    out.push_str(&format!("allocations: {}\n", v.allocations.len()));
+    for a in &v.allocations {
+        out.push_str(&format!("  {} for {}\n", a.relay, a.client));
+        for (path, c) in [("afxdp", &a.afxdp), ("sockets", &a.sockets)] {
             out.push_str(&format!(
                 "    {path:<8} to peer {} packets {} bytes, to client {} packets {} bytes\n",
-                c["to_peer_packets"],
-                c["to_peer_bytes"],
-                c["to_client_packets"],
-                c["to_client_bytes"]
+                c.to_peer_packets, c.to_peer_bytes, c.to_client_packets, c.to_client_bytes
             ));
         }
     }
@@ -452,7 +450,7 @@ mod tests {
             id: 57,
             interfaces: vec![Attachment {
                 interface: "xt1b".into(),
-                mode: "driver",
+                mode: "driver".into(),
             }],
             in_this_netns: true,
             counters: Counters(c),
@@ -485,11 +483,11 @@ mod tests {
 
     #[test]
     fn json_keys_are_counter_names_in_order() {
-        let text = serde_json::to_string(&Output {
-            programs: &[sample()],
-            servers: &[],
-        })
-        .unwrap();
+        let out = StatsOutput {
+            programs: vec![sample()],
+            servers: Vec::new(),
+        };
+        let text = serde_json::to_string(&out).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let p = &v["programs"][0];
         assert_eq!(p["id"], 57);
@@ -503,6 +501,9 @@ mod tests {
         let a = text.find("pass_not_ip").unwrap();
         let b = text.find("aborted").unwrap();
         assert!(a < b);
+        // And back, as the benchmark reads it.
+        let back: StatsOutput = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, out);
     }
 
     #[test]
@@ -519,7 +520,7 @@ mod tests {
                                      "permissions_not_mirrored": 2,
                                      "channels_not_mirrored": 0}}
         });
-        let text = human_server(&v);
+        let text = human_server(&serde_json::from_value(v).unwrap());
         assert!(
             text.contains(
                 "thread 0 (core 1) DEAD (panicked: boom): its queues take the socket path\n"
@@ -551,7 +552,7 @@ mod tests {
             "pid": me,
             "interfaces": {"4": "xt1b", "5": "xt1c"},
             "threads": [{
-                "thread": 0, "core": 1,
+                "thread": 0, "core": 1, "alive": true,
                 "ports": [{"ifindex": 4, "queue": 0, "mode": "copy",
                            "xdp_statistics": {"rx_dropped": 7}, "rings": {"rx": 9},
                            "fill_frames": 2048, "tx_frames": 3,
@@ -560,6 +561,7 @@ mod tests {
                 "umem_frames": 8192, "free_frames": 6141, "held_frames": 0
             }],
             "allocations": [{"relay": "198.51.100.1:50000", "client": "192.0.2.2:4000",
+                             "server": "192.0.2.1:3478",
                              "afxdp": {"to_peer_packets": 9, "to_peer_bytes": 900,
                                        "to_client_packets": 0, "to_client_bytes": 0},
                              "sockets": {"to_peer_packets": 1, "to_peer_bytes": 50,
@@ -575,7 +577,7 @@ mod tests {
         put("1", "{not json");
         std::fs::write(dir.join("notes.txt"), "x").unwrap();
         let all = servers(&dir, None);
-        assert_eq!(all, vec![status.clone()]);
+        assert_eq!(all, vec![serde_json::from_value(status.clone()).unwrap()]);
         assert_eq!(servers(&dir, Some("xt1c")).len(), 1);
         assert!(servers(&dir, Some("eth9")).is_empty());
         assert!(servers(&dir.join("missing"), None).is_empty());
@@ -630,6 +632,7 @@ mod tests {
         // A server without AF_XDP: no threads.
         let plain = serde_json::json!({"pid": 7, "interfaces": {}, "threads": [],
                                        "allocations": []});
+        let plain = serde_json::from_value(plain).unwrap();
         assert!(human_server(&plain).starts_with("xturn server 7: kernel sockets\n"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

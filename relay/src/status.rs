@@ -9,11 +9,16 @@
 //! runs as, mode 0750, the file mode 0640, both in the group `--status-group` (default:
 //! the server's group). A per-process directory lets a server that dropped root replace
 //! its file atomically (rename) without write access to `/run/xturn` itself.
+//!
+//! [`Status`] is the file's schema, both ways: the server writes it, `xturn stats` and the
+//! benchmark's report read it back into the same types, so a renamed field breaks their
+//! build rather than their figures.
 
-use crate::fastpath::{Interface, ThreadReport};
+use crate::afxdp::forwarder::ForwarderStats;
+use crate::afxdp::ring::{Mode, PortCounters, QueueStats, RingIndices};
 use crate::xdp::{AttachMode, MirrorStats};
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,38 +37,20 @@ pub fn status_path(dir: &Path, pid: u32) -> PathBuf {
 /// One data-plane copy's allocations and what it counted for each.
 pub type AllocationCounts = Vec<(RelayAddr, FiveTuple, Counters)>;
 
-/// An allocation's packets and payload bytes each way over one path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PathCounters {
-    pub to_peer_packets: u64,
-    pub to_peer_bytes: u64,
-    pub to_client_packets: u64,
-    pub to_client_bytes: u64,
-}
-
-impl PathCounters {
-    fn add(&mut self, c: &Counters) {
-        self.to_peer_packets += c.to_peer_packets;
-        self.to_peer_bytes += c.to_peer_bytes;
-        self.to_client_packets += c.to_client_packets;
-        self.to_client_bytes += c.to_client_bytes;
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocationReport {
     pub relay: SocketAddr,
     pub client: SocketAddr,
     pub server: SocketAddr,
     /// Relayed by the AF_XDP forwarders (rewritten in place, or sent by them through the
     /// kernel sockets: Data indications, family changes).
-    pub afxdp: PathCounters,
+    pub afxdp: Counters,
     /// Relayed by the socket workers and the control plane.
-    pub sockets: PathCounters,
+    pub sockets: Counters,
 }
 
 /// One interface the XDP program is attached to, as the server sees it now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XdpInterface {
     pub name: String,
     pub ifindex: u32,
@@ -75,7 +62,7 @@ pub struct XdpInterface {
 }
 
 /// The XDP program's side, with `--xdp`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XdpReport {
     pub interfaces: Vec<XdpInterface>,
     /// Entries of the control-plane maps.
@@ -86,22 +73,79 @@ pub struct XdpReport {
     pub not_mirrored: MirrorStats,
 }
 
-#[derive(Serialize)]
-struct Status<'a> {
-    pid: u32,
+/// The status file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    pub pid: u32,
     /// Interfaces of the AF_XDP fast path by index, for reading the per-port entries.
-    interfaces: BTreeMap<u32, &'a str>,
+    pub interfaces: BTreeMap<u32, String>,
     /// The AF_XDP forwarder threads (none without `--xdp` or with `--no-afxdp`).
-    threads: Vec<ThreadReport>,
-    allocations: Vec<AllocationReport>,
+    pub threads: Vec<ThreadReport>,
+    pub allocations: Vec<AllocationReport>,
     /// With `--xdp`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    xdp: Option<&'a XdpReport>,
-    dropped: &'a Dropped,
+    pub xdp: Option<XdpReport>,
+    pub dropped: Dropped,
+}
+
+impl Status {
+    /// Whether this server has an AF_XDP socket on interface `name`.
+    pub fn serves(&self, name: &str) -> bool {
+        self.interfaces.values().any(|n| n == name)
+    }
+
+    /// The name of interface `ifindex`, as the server listed it.
+    pub fn interface_name(&self, ifindex: u32) -> String {
+        self.interfaces
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("ifindex {ifindex}"))
+    }
+}
+
+/// One socket of a forwarder thread, as published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortReport {
+    pub ifindex: u32,
+    pub queue: u32,
+    pub mode: Mode,
+    /// The kernel's XDP_STATISTICS of the socket.
+    pub xdp_statistics: QueueStats,
+    /// What the ring module counted.
+    pub rings: PortCounters,
+    /// UMEM frames now in this socket's fill ring, and on their way through its TX ring.
+    pub fill_frames: usize,
+    pub tx_frames: usize,
+    /// (producer, consumer) of the socket's rings.
+    pub ring_indices: RingIndices,
+}
+
+/// One forwarder thread, as published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ThreadReport {
+    pub thread: usize,
+    pub core: Option<usize>,
+    /// Serving its queues. False once it exited or stopped answering: the XDP program then
+    /// sends its queues' traffic to the socket path.
+    pub alive: bool,
+    /// Why it is not alive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead: Option<String>,
+    pub ports: Vec<PortReport>,
+    pub forwarder: ForwarderStats,
+    /// UMEM frames of the thread, those on its free list and those the forwarder holds.
+    pub umem_frames: usize,
+    pub free_frames: usize,
+    pub held_frames: usize,
+    /// Per allocation (relayed address): what this thread relayed.
+    #[serde(skip)]
+    pub allocations: AllocationCounts,
 }
 
 /// What the server dropped on purpose, since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
     /// Datagrams to a listener that were not STUN or ChannelData.
     pub not_stun: u64,
@@ -132,14 +176,14 @@ pub fn allocations<'a>(
                 relay: relay.0,
                 client: ft.client.0,
                 server: ft.server,
-                afxdp: PathCounters::default(),
-                sockets: PathCounters::default(),
+                afxdp: Counters::default(),
+                sockets: Counters::default(),
             });
-            if afxdp {
-                a.afxdp.add(c);
-            } else {
-                a.sockets.add(c);
-            }
+            let sum = if afxdp { &mut a.afxdp } else { &mut a.sockets };
+            sum.to_peer_packets += c.to_peer_packets;
+            sum.to_peer_bytes += c.to_peer_bytes;
+            sum.to_client_packets += c.to_client_packets;
+            sum.to_client_bytes += c.to_client_bytes;
         }
     };
     afxdp.into_iter().for_each(|l| add(l, true));
@@ -153,17 +197,17 @@ pub struct StatusWriter {
     /// `dir/<pid>`.
     dir: PathBuf,
     path: PathBuf,
-    interfaces: Vec<Interface>,
+    interfaces: BTreeMap<u32, String>,
     threads: Vec<Arc<Mutex<ThreadReport>>>,
     workers: Vec<Arc<Mutex<AllocationCounts>>>,
 }
 
 impl StatusWriter {
-    /// `threads`: the AF_XDP forwarders' reports; `workers`: the socket workers'
-    /// published allocation counts.
+    /// `interfaces`: those of the AF_XDP fast path (index to name); `threads`: the AF_XDP
+    /// forwarders' reports; `workers`: the socket workers' published allocation counts.
     pub fn new(
         dir: &Path,
-        interfaces: Vec<Interface>,
+        interfaces: BTreeMap<u32, String>,
         threads: Vec<Arc<Mutex<ThreadReport>>>,
         workers: Vec<Arc<Mutex<AllocationCounts>>>,
     ) -> Self {
@@ -236,15 +280,11 @@ impl StatusWriter {
         );
         let status = Status {
             pid: std::process::id(),
-            interfaces: self
-                .interfaces
-                .iter()
-                .map(|i| (i.ifindex, i.name.as_str()))
-                .collect(),
+            interfaces: self.interfaces.clone(),
             threads,
             allocations,
-            xdp,
-            dropped,
+            xdp: xdp.cloned(),
+            dropped: *dropped,
         };
         let tmp = self.path.with_extension("json.tmp");
         {
@@ -312,7 +352,7 @@ mod tests {
         ];
         let control = vec![counts(r2, "192.0.2.3:4000", [1, 4, 0, 0])];
         let all = allocations([&fw0, &fw1], [&worker, &control]);
-        let pc = |c: [u64; 4]| PathCounters {
+        let pc = |c: [u64; 4]| Counters {
             to_peer_packets: c[0],
             to_peer_bytes: c[1],
             to_client_packets: c[2],
@@ -347,7 +387,7 @@ mod tests {
             "192.0.2.2:4000",
             [2, 200, 1, 100],
         )]));
-        let w = StatusWriter::new(&dir, Vec::new(), Vec::new(), vec![worker]);
+        let w = StatusWriter::new(&dir, BTreeMap::new(), Vec::new(), vec![worker]);
         // A dead server's directory is swept.
         std::fs::create_dir_all(dir.join("4194305")).unwrap();
         w.prepare(None).unwrap();
@@ -365,8 +405,77 @@ mod tests {
         assert_eq!(a["relay"], "198.51.100.1:50000");
         assert_eq!(a["sockets"]["to_peer_bytes"], 200);
         assert_eq!(a["afxdp"]["to_peer_packets"], 0);
+        // Read back into the schema the writer used, as `xturn stats` and the bench do.
+        let back: Status = serde_json::from_value(v).unwrap();
+        assert_eq!(back.allocations[0].sockets.to_peer_bytes, 200);
+        assert_eq!(back.dropped, Dropped::default());
         drop(w);
         assert!(!path.exists());
         std::fs::remove_dir(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    /// Every field the writer fills survives the trip through the file.
+    #[test]
+    fn a_full_status_reads_back_equal() {
+        let status = Status {
+            pid: 7,
+            interfaces: BTreeMap::from([(5, "xt0".to_string())]),
+            threads: vec![ThreadReport {
+                thread: 0,
+                core: Some(1),
+                alive: false,
+                dead: Some("exited".into()),
+                ports: vec![PortReport {
+                    ifindex: 5,
+                    queue: 0,
+                    mode: Mode::Copy,
+                    xdp_statistics: QueueStats {
+                        rx_dropped: 3,
+                        ..Default::default()
+                    },
+                    rings: PortCounters::default(),
+                    fill_frames: 2048,
+                    tx_frames: 1,
+                    ring_indices: RingIndices::default(),
+                }],
+                forwarder: ForwarderStats {
+                    received: 9,
+                    dropped_tx_full: 1,
+                    ..Default::default()
+                },
+                umem_frames: 4096,
+                free_frames: 2000,
+                held_frames: 3,
+                allocations: Vec::new(),
+            }],
+            allocations: Vec::new(),
+            xdp: Some(XdpReport {
+                interfaces: vec![XdpInterface {
+                    name: "xt0".into(),
+                    ifindex: 5,
+                    mode: AttachMode::Generic,
+                    xdp_tx: false,
+                    xdp_tx_why: "generic".into(),
+                }],
+                map_allocations: 1,
+                map_permissions: 2,
+                map_channels: 3,
+                not_mirrored: MirrorStats::default(),
+            }),
+            dropped: Dropped {
+                malformed: 4,
+                ..Default::default()
+            },
+        };
+        let text = serde_json::to_string_pretty(&status).unwrap();
+        let back: Status = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, status);
+        assert!(back.serves("xt0") && !back.serves("xt1"));
+        assert_eq!(back.interface_name(9), "ifindex 9");
     }
 }

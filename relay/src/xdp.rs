@@ -33,7 +33,7 @@ use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use xturn_control::Output;
+use xturn_control::Change;
 use xturn_xdp_common::{
     capacity, flags, ipv4_mapped, map_names, program_names, xsk_index, Config, Counter, Endpoint,
     IfaceValue, ListenPort, ListenValue,
@@ -41,10 +41,10 @@ use xturn_xdp_common::{
 
 pub use mirror::MirrorStats;
 
-pub use xturn_relay::config::{MapSizes, ModeChoice};
+pub use crate::config::{MapSizes, ModeChoice};
 
 /// The mode an attachment got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttachMode {
     Native,
@@ -285,7 +285,7 @@ impl XdpPath {
     /// Attach the xturn program to `interface`: in driver (native) mode, in generic (SKB)
     /// mode, or (`Auto`) native with generic as the fallback, with a warning.
     pub fn attach(&mut self, interface: &str, choice: ModeChoice) -> Result<AttachMode> {
-        let ifindex = crate::probe::ifindex(interface)?;
+        let ifindex = crate::host::ifindex(interface)?;
         let p = xturn_program(&mut self.ebpf)?;
         let (mode, link) = match choice {
             ModeChoice::Native => (
@@ -468,9 +468,9 @@ impl XdpPath {
         read_counters(&self.counters)
     }
 
-    /// Mirror one control-plane output into the channel, permission and allocation maps.
-    pub fn apply(&mut self, out: &Output) -> Result<()> {
-        self.data_plane.apply(out)
+    /// Mirror one data-plane change into the channel, permission and allocation maps.
+    pub fn apply(&mut self, change: &Change) -> Result<()> {
+        self.data_plane.apply(change)
     }
 }
 
@@ -495,7 +495,7 @@ mod mirror {
     use aya::maps::{HashMap, MapData, MapError};
     use std::net::IpAddr;
     use std::time::Instant;
-    use xturn_control::{ChannelNumber, FiveTuple, Output, PeerAddr, RelayAddr};
+    use xturn_control::{Change, ChannelNumber, FiveTuple, PeerAddr, RelayAddr};
     use xturn_xdp_common::{
         relay_flags, ChannelKey, ChannelValue, Endpoint, Expiry, HopRef, PermissionKey, RelayValue,
     };
@@ -513,7 +513,8 @@ mod mirror {
 
     /// Data-plane outputs the maps could not take (full, or another error): that traffic
     /// takes the socket path, never a drop in the driver.
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
     pub struct MirrorStats {
         pub allocations_not_mirrored: u64,
         pub permissions_not_mirrored: u64,
@@ -701,9 +702,8 @@ mod mirror {
     }
 
     impl DataPlaneMaps {
-        /// Mirror one control-plane output, so the program steers exactly what the socket
-        /// path's `DataPlane` would relay and drops peer data it would discard. Outputs
-        /// that do not change the data plane are ignored.
+        /// Mirror one data-plane change, so the program steers exactly what the socket
+        /// path's `DataPlane` would relay and drops peer data it would discard.
         ///
         /// What cannot be mirrored (a map full) is left to the socket path, never to a
         /// drop: an allocation or channel that is not in its map is passed by the program
@@ -711,9 +711,9 @@ mod mirror {
         /// an allocation with a permission that is not in its map gets
         /// `PASS_UNPERMITTED`. The error is returned for the log, counted in
         /// [`MirrorStats`].
-        pub fn apply(&mut self, out: &Output) -> Result<()> {
-            match out {
-                Output::InstallAllocation {
+        pub fn apply(&mut self, change: &Change) -> Result<()> {
+            match change {
+                Change::InstallAllocation {
                     five_tuple,
                     relay,
                     expires,
@@ -759,13 +759,13 @@ mod mirror {
                             .context(format!("allocation {} not in XT_RELAYS", relay.0)));
                     }
                 }
-                Output::RemoveAllocation { relay, .. } => {
+                Change::RemoveAllocation { relay, .. } => {
                     let key = endpoint(relay.0);
                     self.hops.remove_relay(&key);
                     self.degraded.remove(&key);
                     removed(self.relays.remove(&key))?
                 }
-                Output::InstallPermission {
+                Change::InstallPermission {
                     relay,
                     peer,
                     expires,
@@ -784,10 +784,10 @@ mod mirror {
                         )));
                     }
                 }
-                Output::RemovePermission { relay, peer } => {
+                Change::RemovePermission { relay, peer } => {
                     removed(self.permissions.remove(&permission_key(*relay, *peer)))?
                 }
-                Output::InstallChannel {
+                Change::InstallChannel {
                     five_tuple,
                     relay,
                     channel,
@@ -827,7 +827,7 @@ mod mirror {
                         )));
                     }
                 }
-                Output::RemoveChannel {
+                Change::RemoveChannel {
                     five_tuple,
                     channel,
                     ..
@@ -836,7 +836,6 @@ mod mirror {
                     self.hops.remove_channel(&key);
                     removed(self.channels.remove(&key))?
                 }
-                Output::Transmit(_) | Output::BindRelay { .. } => {}
             }
             Ok(())
         }
@@ -1031,7 +1030,7 @@ mod tests {
             RelayAddr(sa("198.51.100.1:50002")),
         );
         for r in [relay, other] {
-            x.apply(&Output::InstallAllocation {
+            x.apply(&Change::InstallAllocation {
                 five_tuple,
                 relay: r,
                 expires: live,
@@ -1043,7 +1042,7 @@ mod tests {
             .map(|i| sa(&format!("198.51.100.{i}:6000")))
             .collect();
         for p in &peers[..2] {
-            x.apply(&Output::InstallPermission {
+            x.apply(&Change::InstallPermission {
                 relay,
                 peer: p.ip(),
                 expires: live,
@@ -1054,7 +1053,7 @@ mod tests {
         let third = frame(peers[2], relay.0, b"x");
         assert_eq!(run(&x, &third), (XDP_DROP, vec![DropNoPermission]));
         let e = x
-            .apply(&Output::InstallPermission {
+            .apply(&Change::InstallPermission {
                 relay,
                 peer: peers[2].ip(),
                 expires: live,
@@ -1072,7 +1071,7 @@ mod tests {
             (XDP_DROP, vec![DropNoPermission])
         );
         // A refresh of the allocation keeps the flag.
-        x.apply(&Output::InstallAllocation {
+        x.apply(&Change::InstallAllocation {
             five_tuple,
             relay,
             expires: live + Duration::from_secs(1),
@@ -1083,7 +1082,7 @@ mod tests {
         // A third allocation does not fit: its peer data is not the program's business.
         let late = RelayAddr(sa("198.51.100.1:50004"));
         assert!(x
-            .apply(&Output::InstallAllocation {
+            .apply(&Change::InstallAllocation {
                 five_tuple,
                 relay: late,
                 expires: live,
@@ -1095,7 +1094,7 @@ mod tests {
             (XDP_PASS, vec![PassNotOurs])
         );
         // Channels: the second does not fit and stays unbound for the program.
-        let ch = |n: u16| Output::InstallChannel {
+        let ch = |n: u16| Change::InstallChannel {
             five_tuple,
             relay,
             channel: ChannelNumber::new(n).unwrap(),
@@ -1119,9 +1118,9 @@ mod tests {
             }
         );
         // Removing the allocation forgets the flag; a new one on that port drops again.
-        x.apply(&Output::RemoveAllocation { five_tuple, relay })
+        x.apply(&Change::RemoveAllocation { five_tuple, relay })
             .unwrap();
-        x.apply(&Output::InstallAllocation {
+        x.apply(&Change::InstallAllocation {
             five_tuple,
             relay,
             expires: live,
@@ -1157,7 +1156,7 @@ mod tests {
         use Counter::*;
 
         assert_eq!(run(&x, &from_peer), (XDP_PASS, vec![PassNotOurs]));
-        x.apply(&Output::InstallAllocation {
+        x.apply(&Change::InstallAllocation {
             five_tuple,
             relay,
             expires: live,
@@ -1165,7 +1164,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(run(&x, &from_peer), (XDP_DROP, vec![DropNoPermission]));
-        x.apply(&Output::InstallPermission {
+        x.apply(&Change::InstallPermission {
             relay,
             peer: peer.ip(),
             expires: live,
@@ -1179,7 +1178,7 @@ mod tests {
 
         let channel = ChannelNumber::new(0x4001).unwrap();
         assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassChannelUnbound]));
-        x.apply(&Output::InstallChannel {
+        x.apply(&Change::InstallChannel {
             five_tuple,
             relay,
             channel,
@@ -1194,7 +1193,7 @@ mod tests {
         let rhop = x.data_plane.relays.get(&endpoint(relay.0), 0).unwrap().hop;
         assert!(chop.slot < capacity::HOPS && rhop.slot < capacity::HOPS);
         assert!(chop.slot != rhop.slot && chop.id != 0 && rhop.id != 0);
-        x.apply(&Output::InstallChannel {
+        x.apply(&Change::InstallChannel {
             five_tuple,
             relay,
             channel,
@@ -1209,7 +1208,7 @@ mod tests {
         // is still steered, and the forwarder drops it (its data plane checks permissions
         // exactly; the program does not repeat that look-up). The program's clock is
         // coarse (a jiffy, up to 10 ms, behind), so the expiry is set well in the past.
-        x.apply(&Output::InstallPermission {
+        x.apply(&Change::InstallPermission {
             relay,
             peer: peer.ip(),
             expires: Instant::now() - Duration::from_millis(50),
@@ -1219,17 +1218,17 @@ mod tests {
         assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassNoXskChannel]));
 
         for out in [
-            Output::RemoveChannel {
+            Change::RemoveChannel {
                 five_tuple,
                 relay,
                 channel,
                 peer: PeerAddr(peer),
             },
-            Output::RemovePermission {
+            Change::RemovePermission {
                 relay,
                 peer: peer.ip(),
             },
-            Output::RemoveAllocation { five_tuple, relay },
+            Change::RemoveAllocation { five_tuple, relay },
         ] {
             x.apply(&out).unwrap();
             // Removing again is not an error.

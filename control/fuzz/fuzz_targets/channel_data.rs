@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 use xturn_control::wire::{ChannelData, TransactionId};
-use xturn_control::{ChannelNumber, ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr};
+use xturn_control::{Change, ChannelNumber, ClientAddr, DataPlane, FiveTuple, PeerAddr, RelayAddr};
 
 fuzz_target!(|data: &[u8]| {
     let _ = ChannelData::new_checked(data);
@@ -19,18 +19,18 @@ fuzz_target!(|data: &[u8]| {
     let peer = PeerAddr("198.51.100.2:7000".parse().unwrap());
     let mut dp = DataPlane::new();
     for o in [
-        Output::InstallAllocation {
+        Change::InstallAllocation {
             five_tuple: ft,
             relay,
             expires: later,
             user: 0,
         },
-        Output::InstallPermission {
+        Change::InstallPermission {
             relay,
             peer: peer.0.ip(),
             expires: later,
         },
-        Output::InstallChannel {
+        Change::InstallChannel {
             five_tuple: ft,
             relay,
             channel: ChannelNumber::new(0x4000).unwrap(),

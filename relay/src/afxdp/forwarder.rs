@@ -25,7 +25,7 @@ use super::ring::{Desc, Xsk};
 use std::net::SocketAddr;
 use std::time::Instant;
 use xturn_control::wire::{attr, Class, MessageBuilder, Method, TransactionId};
-use xturn_control::{ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr};
+use xturn_control::{Change, ClientAddr, DataPlane, FiveTuple, PeerAddr, RelayAddr};
 use xturn_xdp_common::{direction, XskMeta, XSK_META_MAGIC};
 
 /// Frames taken from each port per loop iteration.
@@ -42,7 +42,8 @@ pub trait SlowPath {
 }
 
 /// What the forwarder did with the frames it received.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ForwarderStats {
     pub received: u64,
     /// Rewritten in place and queued for transmission.
@@ -126,9 +127,9 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
         }
     }
 
-    /// Apply a control-plane output to this thread's data-plane copy.
-    pub fn apply(&mut self, out: &Output) {
-        self.dp.apply(out);
+    /// Apply a control-plane change to this thread's data-plane copy.
+    pub fn apply(&mut self, change: &Change) {
+        self.dp.apply(change);
     }
 
     /// Give back table memory after a peak of allocations ([`DataPlane::shrink`]).
@@ -441,21 +442,21 @@ mod tests {
     }
 
     /// The outputs `setup` applied.
-    fn installs(s: &Setup) -> Vec<Output> {
-        let mut v = vec![Output::InstallAllocation {
+    fn installs(s: &Setup) -> Vec<Change> {
+        let mut v = vec![Change::InstallAllocation {
             five_tuple: s.five_tuple,
             relay: s.relay,
             expires: s.t0 + Duration::from_secs(600),
             user: 0,
         }];
         for p in ["198.51.100.2", "198.51.100.3"] {
-            v.push(Output::InstallPermission {
+            v.push(Change::InstallPermission {
                 relay: s.relay,
                 peer: p.parse::<IpAddr>().unwrap(),
                 expires: s.t0 + Duration::from_secs(300),
             });
         }
-        v.push(Output::InstallChannel {
+        v.push(Change::InstallChannel {
             five_tuple: s.five_tuple,
             relay: s.relay,
             channel: ChannelNumber::new(0x4001).unwrap(),
@@ -477,20 +478,20 @@ mod tests {
         };
         let relay = RelayAddr(sa("198.51.100.1:50000"));
         let peer = sa("198.51.100.2:6000");
-        fw.apply(&Output::InstallAllocation {
+        fw.apply(&Change::InstallAllocation {
             five_tuple,
             relay,
             expires: t0 + Duration::from_secs(600),
             user: 0,
         });
         for p in ["198.51.100.2", "198.51.100.3"] {
-            fw.apply(&Output::InstallPermission {
+            fw.apply(&Change::InstallPermission {
                 relay,
                 peer: p.parse::<IpAddr>().unwrap(),
                 expires: t0 + Duration::from_secs(300),
             });
         }
-        fw.apply(&Output::InstallChannel {
+        fw.apply(&Change::InstallChannel {
             five_tuple,
             relay,
             channel: ChannelNumber::new(0x4001).unwrap(),

@@ -8,7 +8,11 @@
 //! - [`forwarder`]: the per-thread loop, generic over the rings: metadata from the XDP
 //!   program, the thread's `DataPlane` copy decides, frames are rewritten and sent on the
 //!   egress interface's socket, the rest goes to a kernel-socket slow path.
+//! - [`threads`]: the fast path inside the server (`--xdp`): the plan of queues per
+//!   thread, the start-up (sockets bound and registered, forwarders built), the threads
+//!   and their watchdog.
 
 pub mod forwarder;
 pub mod frame;
 pub mod ring;
+pub mod threads;

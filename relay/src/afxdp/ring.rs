@@ -65,7 +65,8 @@ pub struct Desc {
 ///
 /// For [`XskSet`] these are the kernel's counters; [`MemRings`] counts the same events
 /// in its emulated kernel. The module's own per-port counts are [`PortCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct QueueStats {
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
@@ -77,7 +78,8 @@ pub struct QueueStats {
 
 /// The (producer, consumer) indices of a socket's four rings: entries in flight are
 /// producer - consumer (wrapping).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RingIndices {
     pub fill: (u32, u32),
     pub rx: (u32, u32),
@@ -86,7 +88,8 @@ pub struct RingIndices {
 }
 
 /// What the module counts per port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PortCounters {
     /// Descriptors handed to the caller by `recv`.
     pub rx: u64,
@@ -104,7 +107,7 @@ pub struct PortCounters {
 }
 
 /// How a socket is bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// The NIC DMAs straight into the UMEM (XDP_ZEROCOPY).

@@ -14,22 +14,29 @@
 //! [`StatusWriter`](crate::status::StatusWriter) writes them to `/run/xturn/<pid>/status.json`,
 //! which `xturn stats` reads.
 
-use crate::driver::Update;
+use crate::afxdp::forwarder::{Forwarder, SlowPath};
+use crate::afxdp::ring::{
+    frame_size_for_mtu, set_thread_nice, QueueStats, Xsk, XskConfig, XskSet, DEFAULT_RING_SIZE,
+    RX_HEADROOM,
+};
+use crate::config::Settings;
+use crate::host::read_u32;
+use crate::net::source_socket;
+use crate::spawn::{panic_message, spawn_pinned};
+use crate::status::{PortReport, ThreadReport};
+use crate::update::Update;
 use crate::xdp::XdpPath;
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xturn_control::{FiveTuple, RelayAddr};
-use xturn_relay::afxdp::forwarder::{Forwarder, ForwarderStats, SlowPath};
-use xturn_relay::afxdp::ring::{
-    frame_size_for_mtu, Mode, PortCounters, QueueStats, RingIndices, Xsk, XskConfig, XskSet,
-    DEFAULT_RING_SIZE,
-};
+use xturn_control::bandwidth::Limits;
+use xturn_control::RelayAddr;
 
 /// Upper bound on receive queues served per interface (the XSK map's layout).
 const MAX_QUEUES: u32 = xturn_xdp_common::capacity::MAX_QUEUES;
@@ -48,14 +55,7 @@ impl Interface {
     /// Read `name`'s index, queue count and MTU from sysfs (this network namespace).
     pub fn probe(name: &str) -> Result<Interface> {
         let dir = Path::new("/sys/class/net").join(name);
-        let read = |f: &str| -> Result<u32> {
-            let p = dir.join(f);
-            let s = std::fs::read_to_string(&p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            s.trim()
-                .parse()
-                .with_context(|| format!("{}: not a number: {s:?}", p.display()))
-        };
+        let read = |f: &str| read_u32(&dir.join(f));
         let ifindex = read("ifindex")?;
         let mtu = read("mtu")?;
         let queues = std::fs::read_dir(dir.join("queues"))
@@ -183,56 +183,13 @@ pub struct SocketSlowPath {
 
 impl SlowPath for SocketSlowPath {
     fn send(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
-        let sock = match self.listeners.iter().find(|(a, _)| *a == from) {
-            Some((_, s)) => s,
-            None => match self.relays.get(&RelayAddr(from)) {
-                Some(s) => s,
-                None => return,
-            },
+        let Some(sock) = source_socket(&self.listeners, &self.relays, from) else {
+            return;
         };
         if let Err(e) = sock.send_to(payload, to) {
             tracing::debug!("slow path send {from} -> {to} failed: {e}");
         }
     }
-}
-
-/// One socket of a forwarder thread, as published.
-#[derive(Debug, Clone, Serialize)]
-pub struct PortReport {
-    pub ifindex: u32,
-    pub queue: u32,
-    pub mode: Mode,
-    /// The kernel's XDP_STATISTICS of the socket.
-    pub xdp_statistics: QueueStats,
-    /// What the ring module counted.
-    pub rings: PortCounters,
-    /// UMEM frames now in this socket's fill ring, and on their way through its TX ring.
-    pub fill_frames: usize,
-    pub tx_frames: usize,
-    /// (producer, consumer) of the socket's rings.
-    pub ring_indices: RingIndices,
-}
-
-/// One forwarder thread, as published.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ThreadReport {
-    pub thread: usize,
-    pub core: Option<usize>,
-    /// Serving its queues. False once it exited or stopped answering: the XDP program then
-    /// sends its queues' traffic to the socket path.
-    pub alive: bool,
-    /// Why it is not alive.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead: Option<String>,
-    pub ports: Vec<PortReport>,
-    pub forwarder: ForwarderStats,
-    /// UMEM frames of the thread, those on its free list and those the forwarder holds.
-    pub umem_frames: usize,
-    pub free_frames: usize,
-    pub held_frames: usize,
-    /// Per allocation (relayed address): what this thread relayed.
-    #[serde(skip)]
-    pub allocations: Vec<(RelayAddr, FiveTuple, xturn_control::dataplane::Counters)>,
 }
 
 /// How often a thread publishes its counters.
@@ -279,7 +236,7 @@ impl Fault {
 /// reads.
 pub fn run_thread(
     mut fw: Forwarder<XskSet, SocketSlowPath>,
-    updates: crossbeam_channel::Receiver<Update>,
+    updates: Receiver<Update>,
     shutdown: Arc<AtomicBool>,
     report: Arc<Mutex<ThreadReport>>,
     heartbeat: Arc<AtomicU64>,
@@ -401,6 +358,234 @@ pub fn summary(threads: &[ThreadReport]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// A forwarder thread whose heartbeat is older than this is taken for dead: its queues go
+/// to the socket path until it beats again.
+const STALL: Duration = Duration::from_secs(2);
+
+/// One forwarder, its sockets bound and registered, not running yet.
+struct Ready {
+    thread: usize,
+    forwarder: Forwarder<XskSet, SocketSlowPath>,
+    updates: Receiver<Update>,
+    report: Arc<Mutex<ThreadReport>>,
+    ports: Vec<(u32, u32, RawFd)>,
+}
+
+/// The AF_XDP fast path of a server between start-up and the privilege drop: every
+/// socket bound and in the XDP program's XSK map (so the first allocation's data can take
+/// it), no thread running.
+pub struct Opened {
+    /// The interfaces it serves.
+    pub interfaces: Vec<Interface>,
+    /// Where the control plane sends each forwarder its [`Update`]s.
+    pub updates: Vec<Sender<Update>>,
+    /// What each forwarder publishes, for the status file.
+    pub reports: Vec<Arc<Mutex<ThreadReport>>>,
+    ready: Vec<Ready>,
+}
+
+/// Open the AF_XDP fast path on `settings.xdp` for at most `settings.threads` threads:
+/// sockets bound and registered, forwarders built over duplicates of the socket
+/// workers' `listeners` (their slow path), sharing the server's bandwidth `limits`.
+pub fn open_forwarders(
+    settings: &Settings,
+    xdp: &mut XdpPath,
+    listeners: &[(SocketAddr, UdpSocket)],
+    limits: &Arc<Limits>,
+    core_for: impl Fn(usize) -> Option<core_affinity::CoreId>,
+) -> Result<Opened> {
+    let ifaces = settings
+        .xdp
+        .iter()
+        .map(|i| Interface::probe(i))
+        .collect::<Result<Vec<_>>>()?;
+    check_forwarding(
+        &ifaces,
+        settings.relay_ipv4.is_some(),
+        settings.relay_ipv6.is_some(),
+    );
+    let plan = plan(&ifaces, settings.threads)?;
+    // A frame longer than a UMEM frame holds would be dropped by the AF_XDP socket.
+    xdp.set_max_steer_len((plan.frame_size - RX_HEADROOM) as u32)?;
+    let sets = open(&plan, xdp)?;
+    let mut opened = Opened {
+        interfaces: Vec::new(),
+        updates: Vec::new(),
+        reports: Vec::new(),
+        ready: Vec::new(),
+    };
+    for (t, set) in sets.into_iter().enumerate() {
+        let modes: Vec<String> = (0..set.ports())
+            .map(|p| {
+                let name = ifaces
+                    .iter()
+                    .find(|i| i.ifindex == set.ifindex(p))
+                    .map_or("?", |i| i.name.as_str());
+                format!("{name}/{} ({:?})", set.queue(p), set.mode(p))
+            })
+            .collect();
+        tracing::info!("AF_XDP forwarder {t}: {}", modes.join(", "));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        opened.updates.push(tx);
+        let report = Arc::new(Mutex::new(ThreadReport {
+            thread: t,
+            core: core_for(t).map(|c| c.id),
+            alive: true,
+            ..Default::default()
+        }));
+        let ports: Vec<(u32, u32, RawFd)> = (0..set.ports())
+            .map(|p| (set.ifindex(p), set.queue(p), set.fd(p)))
+            .collect();
+        opened.reports.push(report.clone());
+        let ifindex = (0..set.ports()).map(|p| set.ifindex(p)).collect();
+        // Duplicated descriptors: sending through them leaves receiving to the workers.
+        let listeners = listeners
+            .iter()
+            .map(|(a, s)| Ok((*a, s.try_clone()?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let slow = SocketSlowPath {
+            listeners,
+            relays: HashMap::new(),
+        };
+        let mut forwarder = Forwarder::new(set, ifindex, slow, rand::random());
+        forwarder.set_limits(limits.clone());
+        for i in &ifaces {
+            forwarder.set_mtu(i.ifindex, i.mtu);
+        }
+        opened.ready.push(Ready {
+            thread: t,
+            forwarder,
+            updates: rx,
+            report,
+            ports,
+        });
+    }
+    opened.interfaces = ifaces;
+    Ok(opened)
+}
+
+impl Opened {
+    /// Start every forwarder thread (pinned like the workers, at `nice`); `epoch` is the
+    /// origin of their heartbeats.
+    pub fn spawn(
+        self,
+        shutdown: &Arc<AtomicBool>,
+        nice: i32,
+        core_for: impl Fn(usize) -> Option<core_affinity::CoreId>,
+        epoch: Instant,
+    ) -> Result<Vec<Watched>> {
+        let mut watched = Vec::new();
+        for r in self.ready {
+            let t = r.thread;
+            let shutdown = shutdown.clone();
+            let heartbeat = Arc::new(AtomicU64::new(0));
+            let fault = Fault::from_env(t);
+            if let Some(f) = fault {
+                tracing::warn!("AF_XDP forwarder {t}: fault injection {f:?}");
+            }
+            let (hb, rep) = (heartbeat.clone(), r.report.clone());
+            let (fw, rx) = (r.forwarder, r.updates);
+            let handle = spawn_pinned(format!("xturn-afxdp-{t}"), core_for(t), move || {
+                if let Err(e) = set_thread_nice(nice) {
+                    tracing::warn!(
+                        "AF_XDP forwarder {t}: cannot set nice value {nice} ({e}); it shares \
+                         its core equally with the NAPI poll feeding it"
+                    );
+                }
+                let report = rep.clone();
+                let run = std::panic::AssertUnwindSafe(move || {
+                    run_thread(fw, rx, shutdown, rep, hb, epoch, fault)
+                });
+                // Its sockets are closed while unwinding, which takes them out of the XSK map.
+                if let Err(p) = std::panic::catch_unwind(run) {
+                    let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                    r.alive = false;
+                    r.dead = Some(format!("panicked: {}", panic_message(p.as_ref())));
+                }
+            })?;
+            watched.push(Watched {
+                thread: t,
+                ports: r.ports,
+                heartbeat,
+                report: r.report,
+                handle: Some(handle),
+                unserved: false,
+            });
+        }
+        Ok(watched)
+    }
+}
+
+/// A forwarder thread, as the server's watchdog sees it.
+pub struct Watched {
+    thread: usize,
+    /// (interface index, queue, socket) of each of its sockets.
+    ports: Vec<(u32, u32, RawFd)>,
+    heartbeat: Arc<AtomicU64>,
+    report: Arc<Mutex<ThreadReport>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Its queues are out of the XSK map.
+    unserved: bool,
+}
+
+impl Watched {
+    /// The thread, to join at shutdown (once).
+    pub fn take_handle(&mut self) -> Option<std::thread::JoinHandle<()>> {
+        self.handle.take()
+    }
+
+    /// Take the queues of a dead or stuck thread out of the XSK map (the program then
+    /// passes their frames to the socket path), and give them back if a stuck one beats
+    /// again. `now_ms`: milliseconds since the heartbeats' epoch.
+    pub fn check(&mut self, xdp: &Mutex<XdpPath>, now_ms: u64) {
+        let finished = self.handle.as_ref().is_none_or(|h| h.is_finished());
+        let stale = now_ms.saturating_sub(self.heartbeat.load(Ordering::Relaxed))
+            > STALL.as_millis() as u64;
+        if (finished || stale) && !self.unserved {
+            let mut x = xdp.lock().expect("xdp lock");
+            for &(ifindex, queue, _) in &self.ports {
+                if let Err(e) = x.unserve_queue(ifindex, queue) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+            drop(x);
+            self.unserved = true;
+            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            r.alive = false;
+            let why = r.dead.get_or_insert_with(|| {
+                if finished {
+                    "exited".into()
+                } else {
+                    format!("no turn of its loop for {} s", STALL.as_secs())
+                }
+            });
+            tracing::error!(
+                "AF_XDP forwarder {} is dead ({why}): the traffic of its queues {:?} now takes \
+                 the socket path",
+                self.thread,
+                self.ports.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()
+            );
+        } else if !finished && !stale && self.unserved {
+            let mut x = xdp.lock().expect("xdp lock");
+            let ok = self
+                .ports
+                .iter()
+                .all(|&(ifindex, queue, fd)| x.serve_queue(ifindex, queue, fd).is_ok());
+            drop(x);
+            if ok {
+                self.unserved = false;
+                let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                r.alive = true;
+                r.dead = None;
+                tracing::warn!(
+                    "AF_XDP forwarder {} runs again: its queues take the fast path again",
+                    self.thread
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

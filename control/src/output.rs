@@ -1,0 +1,78 @@
+//! What the server asks of its driver, split by consumer: datagrams for the sockets
+//! ([`Transmit`]), relay-address binds for the driver ([`Output::BindRelay`]) and table
+//! changes for the data planes ([`Change`]: socket tables, eBPF maps, AF_XDP forwarders).
+//! A data plane takes a [`Change`] only, so it never filters out what is not its own.
+
+use crate::types::{ChannelNumber, FiveTuple, PeerAddr, RelayAddr};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// A datagram to send from `source` (a listening address or a relayed address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Identifies a pending relay-address bind (see [`Output::BindRelay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BindToken(pub u64);
+
+/// Everything the server asks its driver to do, drained with `Server::poll_output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Transmit(Transmit),
+    /// Bind a UDP socket (or otherwise reserve) `relay`, then call
+    /// `Server::relay_bound` with the outcome. `dont_fragment`: set DF on relayed
+    /// datagrams (the client sent DONT-FRAGMENT).
+    BindRelay {
+        token: BindToken,
+        relay: RelayAddr,
+        dont_fragment: bool,
+    },
+    /// A change to the data-plane tables, for every fast path the driver runs.
+    DataPlane(Change),
+}
+
+/// A change to the data-plane tables. Installs carry absolute expiry times so a fast path
+/// can enforce expiry without waiting for the matching `Remove*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new allocation, or a refreshed one (same relay, new expiry).
+    InstallAllocation {
+        five_tuple: FiveTuple,
+        relay: RelayAddr,
+        expires: Instant,
+        /// The allocation's user, as a slot of the shared bandwidth limits
+        /// ([`crate::bandwidth::Limits`]): the same while the user has any allocation.
+        user: u32,
+    },
+    /// The allocation is gone; its channels and permissions were removed just before.
+    RemoveAllocation {
+        five_tuple: FiveTuple,
+        relay: RelayAddr,
+    },
+    InstallPermission {
+        relay: RelayAddr,
+        peer: IpAddr,
+        expires: Instant,
+    },
+    RemovePermission {
+        relay: RelayAddr,
+        peer: IpAddr,
+    },
+    InstallChannel {
+        five_tuple: FiveTuple,
+        relay: RelayAddr,
+        channel: ChannelNumber,
+        peer: PeerAddr,
+        expires: Instant,
+    },
+    RemoveChannel {
+        five_tuple: FiveTuple,
+        relay: RelayAddr,
+        channel: ChannelNumber,
+        peer: PeerAddr,
+    },
+}
