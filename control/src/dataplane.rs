@@ -66,6 +66,33 @@ pub struct Counters {
     pub to_client_bytes: u64,
 }
 
+/// Peer data framed for its client into `out` (cleared first): ChannelData on `channel`
+/// (unpadded: UDP), or without a channel a Data indication with XOR-PEER-ADDRESS `peer`
+/// and transaction id `tid` (RFC 8656 sections 11.5 and 12.5). Every path that relays
+/// peer data to a client frames it here.
+pub fn frame_for_client(
+    channel: Option<ChannelNumber>,
+    peer: PeerAddr,
+    payload: &[u8],
+    tid: TransactionId,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    match channel {
+        Some(ch) => {
+            out.resize(channel_data::HEADER_LEN + payload.len(), 0);
+            channel_data::write_header(out, ch.get(), payload.len() as u16);
+            out[channel_data::HEADER_LEN..].copy_from_slice(payload);
+        }
+        None => {
+            let mut b = MessageBuilder::new(Method::Data, Class::Indication, tid);
+            b.xor_addr(attr::XOR_PEER_ADDRESS, peer.0);
+            b.attr(attr::DATA, payload);
+            out.extend_from_slice(b.as_bytes());
+        }
+    }
+}
+
 /// A ChannelData datagram from a client resolved to where its payload goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToPeer {
@@ -467,20 +494,7 @@ impl DataPlane {
         out: &mut Vec<u8>,
     ) -> Option<ToClient> {
         let route = self.route_peer(now, relay, peer, payload.len())?;
-        out.clear();
-        match route.channel {
-            Some(ch) => {
-                out.resize(channel_data::HEADER_LEN + payload.len(), 0);
-                channel_data::write_header(out, ch.get(), payload.len() as u16);
-                out[channel_data::HEADER_LEN..].copy_from_slice(payload);
-            }
-            None => {
-                let mut b = MessageBuilder::new(Method::Data, Class::Indication, tid);
-                b.xor_addr(attr::XOR_PEER_ADDRESS, peer.0);
-                b.attr(attr::DATA, payload);
-                out.extend_from_slice(b.as_bytes());
-            }
-        }
+        frame_for_client(route.channel, peer, payload, tid, out);
         Some(ToClient {
             server: route.server,
             client: route.client,

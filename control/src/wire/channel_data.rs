@@ -14,7 +14,9 @@ mod field {
 pub const HEADER_LEN: usize = 4;
 
 /// First byte 0x40-0x4F (channel numbers 0x4000-0x4FFF): RFC 8656 section 12 and
-/// RFC 7983 demultiplexing. Bytes 0x50-0x7F are ChannelData-shaped but never valid.
+/// RFC 7983 demultiplexing: a first byte 0x40-0x7F is ChannelData-shaped. Channels
+/// 0x4000-0x4FFF are valid (RFC 8656); 0x5000-0x7FFF only with `--rfc5766-channels`
+/// (RFC 5766 allowed them), so whether one is valid is the data plane's decision.
 pub fn looks_like_channel_data(b: &[u8]) -> bool {
     matches!(b.first(), Some(0x40..=0x7F))
 }

@@ -4,11 +4,11 @@
 //! the XDP program found in the kernel's FIB (the [`XskMeta`] in front of each frame).
 //!
 //! ```text
-//!  RX desc ─► XskMeta (egress, MACs) ─► frame::parse ─┬─ client→peer: DataPlane::client_to_peer
-//!                                                     │     ─► channel_data_to_udp ─► TX on egress port
+//!  RX desc ─► XskMeta (egress, MACs) ─► frame::check ─┬─ client→peer: DataPlane::client_to_peer
+//!                                                     │     ─► channel_data_to_udp_checked ─► TX on egress port
 //!                                                     └─ peer→client: DataPlane::route_peer
-//!                                                           ├─ channel: udp_to_channel_data ─► TX
-//!                                                           └─ no channel: Data indication ─► slow path
+//!                                                           ├─ channel: udp_to_channel_data_checked ─► TX
+//!                                                           └─ no channel: frame_for_client (Data indication) ─► slow path
 //! ```
 //!
 //! The per-packet decision is the socket path's ([`DataPlane`]: channel, permission and
@@ -24,7 +24,8 @@ use super::frame::{self, Reject, Rewrite};
 use super::ring::{Desc, Xsk};
 use std::net::SocketAddr;
 use std::time::Instant;
-use xturn_control::wire::{attr, Class, MessageBuilder, Method, TransactionId};
+use xturn_control::dataplane::frame_for_client;
+use xturn_control::wire::TransactionId;
 use xturn_control::{Change, ClientAddr, DataPlane, FiveTuple, PeerAddr, RelayAddr};
 use xturn_xdp_common::{direction, XskMeta, XSK_META_MAGIC};
 
@@ -281,13 +282,10 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                     // No channel: a Data indication (RFC 8656 section 11.5), built here
                     // and sent through the listener's socket.
                     let tid = self.next_tid();
-                    let mut b = MessageBuilder::new(Method::Data, Class::Indication, tid);
-                    b.xor_addr(attr::XOR_PEER_ADDRESS, peer.0);
                     let (chunk, _) = self.xsk.chunk_mut(d.addr);
                     let p = off + dg.payload_off;
-                    b.attr(attr::DATA, &chunk[p..p + dg.payload_len]);
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(b.as_bytes());
+                    let payload = &chunk[p..p + dg.payload_len];
+                    frame_for_client(None, peer, payload, tid, &mut self.scratch);
                     let msg = std::mem::take(&mut self.scratch);
                     to_client(self, &msg);
                     self.scratch = msg;
@@ -303,10 +301,14 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                     let (chunk, _) = fw.xsk.chunk_mut(d.addr);
                     let p = off + dg.payload_off;
                     let mut msg = std::mem::take(&mut fw.scratch);
-                    msg.clear();
-                    msg.extend_from_slice(&channel.get().to_be_bytes());
-                    msg.extend_from_slice(&(dg.payload_len as u16).to_be_bytes());
-                    msg.extend_from_slice(&chunk[p..p + dg.payload_len]);
+                    let payload = &chunk[p..p + dg.payload_len];
+                    frame_for_client(
+                        Some(channel),
+                        peer,
+                        payload,
+                        TransactionId([0; 12]),
+                        &mut msg,
+                    );
                     to_client(fw, &msg);
                     fw.scratch = msg;
                 };
@@ -410,7 +412,7 @@ mod tests {
     use crate::afxdp::ring::MemRings;
     use std::net::IpAddr;
     use std::time::Duration;
-    use xturn_control::wire::Message;
+    use xturn_control::wire::{attr, Class, Message, Method};
     use xturn_control::ChannelNumber;
 
     const CLIENT_IF: u32 = 10;

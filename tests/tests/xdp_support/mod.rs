@@ -2,7 +2,10 @@
 //! namespaces with a Drop guard, a minimal AF_XDP socket, and a frame builder with its
 //! own checksum code (independent of the program's) to build inputs and verify outputs.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each xdp_*.rs test binary uses its own part of these helpers"
+)]
 
 pub mod traffic;
 
