@@ -45,8 +45,10 @@ pub struct Attachment {
 pub struct ProgramStats {
     pub id: u32,
     /// Where it is attached in this network namespace (empty when `in_this_netns` is false).
+    #[serde(default)]
     pub interfaces: Vec<Attachment>,
     /// False for a program attached through a BPF link in another network namespace.
+    #[serde(default)]
     pub in_this_netns: bool,
     #[serde(
         serialize_with = "counters_in_order",

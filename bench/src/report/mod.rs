@@ -1,0 +1,68 @@
+//! `report`: turn a directory of JSON results (`<server>-<test>.json`, written by
+//! bench/compare.sh) into RESULTS.md and an SVG latency percentile plot. Every figure in
+//! the Markdown comes from those files; nothing is typed in by hand.
+//!
+//! - [`schema`]: the result files and how they load;
+//! - [`format`]: number formats and table rows;
+//! - [`markdown`]: the document;
+//! - [`defaults`], [`xdp`], [`afxdp`]: its sections.
+
+use crate::churn::ChurnReport;
+use crate::cli::ReportArgs;
+use crate::plot::{self, Series};
+use crate::stats::{fmt_pct, TrafficReport};
+use crate::xdp_bench::{XdpCostReport, XdpLoadReport};
+use crate::xdp_relay_load::XdpRelayLoadReport;
+use crate::xsk_reflect::XskReflectReport;
+use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use xturn_relay::afxdp::forwarder::ForwarderStats;
+use xturn_relay::afxdp::ring::{PortCounters, QueueStats};
+use xturn_relay::stats::StatsOutput;
+use xturn_relay::xdp::Counters as XdpCounters;
+use xturn_xdp_common::Counter;
+
+mod afxdp;
+mod defaults;
+mod format;
+mod markdown;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod xdp;
+
+pub use afxdp::*;
+pub use defaults::*;
+use format::*;
+pub use markdown::*;
+pub use schema::*;
+pub use xdp::*;
+
+pub fn run_report(a: &ReportArgs) -> Result<()> {
+    let res = load_dir(&a.dir)?;
+    let svg_name = a
+        .svg
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "latency.svg".into());
+    let disturbed = std::fs::read_to_string(a.dir.join("interference.txt"))
+        .map(|t| parse_interference(&t))
+        .unwrap_or_default();
+    let meta = Meta::resolve(a)?;
+    let (mut md, svg) = render_markdown(&res, &disturbed, &meta, &svg_name, &machine());
+    // The soak (bench/soak.sh) is its own run: its last report, beside RESULTS.md, is kept.
+    if let Ok(soak) = std::fs::read_to_string(a.out.with_file_name("soak.md")) {
+        md.push_str("\n## Hardening soak (bench/soak.sh, a run of its own)\n\n");
+        md.push_str(&soak);
+    }
+    std::fs::write(&a.out, md).with_context(|| format!("cannot write {}", a.out.display()))?;
+    if !svg.is_empty() {
+        std::fs::write(&a.svg, svg).with_context(|| format!("cannot write {}", a.svg.display()))?;
+    }
+    Ok(())
+}
