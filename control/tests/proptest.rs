@@ -5,44 +5,23 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use rand::SeedableRng;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use xturn_control::auth::{self, long_term_key, Credentials, Key, NonceKey, PasswordAlgorithm};
 use xturn_control::client::{self, TurnClient};
-use xturn_control::filter::PeerFilter;
 use xturn_control::wire::{
     attr, channel_data, ChannelData, Class, Message, MessageBuilder, Method, TransactionId,
 };
 use xturn_control::{Config, Output, PeerAddr, RelayAddr, Server};
 
-const REALM: &str = "example.org";
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-fn client_addr() -> SocketAddr {
-    sa("192.0.2.2:50000")
-}
-fn server_addr() -> SocketAddr {
-    sa("192.0.2.1:3478")
-}
-fn peer() -> SocketAddr {
-    sa("198.51.100.2:7000")
-}
+mod common;
+use common::{client_addr, filter_with, peer, relay_ip, relay_ipv6, sa, server_addr, REALM};
 
 fn config() -> Config {
-    let mut creds = Credentials::new(REALM).unwrap();
-    creds.add_user("alice", "alice-pw").unwrap();
+    let mut creds = common::credentials();
     creds.add_secret("rest-secret").unwrap();
-    let relay: IpAddr = "198.51.100.1".parse().unwrap();
-    let lab_peers = vec![
-        "198.51.100.0/24".parse().unwrap(),
-        "2001:db8::/32".parse().unwrap(),
-    ];
-    let filter = PeerFilter::new(lab_peers, vec![], true, vec![server_addr()], vec![relay]);
-    let mut cfg = Config::new(creds, relay, filter);
-    cfg.relay_ipv6 = Some("2001:db8::1".parse().unwrap());
+    let mut cfg = Config::new(creds, relay_ip(), filter_with(&[], &[]));
+    cfg.relay_ipv6 = Some(relay_ipv6());
     cfg.min_port = 50000;
     cfg.max_port = 50009;
     cfg.unauth_rate = 0;
@@ -63,12 +42,7 @@ struct Env {
 impl Env {
     fn new() -> Self {
         let now = Instant::now();
-        let server = Server::new(
-            config(),
-            now,
-            1_700_000_000,
-            Box::new(rand::rngs::StdRng::seed_from_u64(7)),
-        );
+        let server = common::server(config(), now, common::UNIX0, 7);
         let mut env = Env {
             server,
             now,

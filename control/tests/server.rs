@@ -7,90 +7,17 @@
 //! collects transmits and data-plane outputs, and moves time through every
 //! `poll_timeout` deadline on the way to the target.
 
-use rand::SeedableRng;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use xturn_control::auth::{self, long_term_key, Credentials, Key, PasswordAlgorithm};
+use xturn_control::auth::{self, long_term_key, Key, PasswordAlgorithm};
 use xturn_control::client::{self, Answer, TurnClient};
-use xturn_control::filter::PeerFilter;
 use xturn_control::wire::{
     attr, channel_data, Class, IntegrityKind, Message, MessageBuilder, Method, TransactionId,
 };
-use xturn_control::{
-    BindToken, Change, ClientAddr, Config, FiveTuple, Output, PeerAddr, RelayAddr, Server, Transmit,
-};
+use xturn_control::{BindToken, Change, Config, Output, PeerAddr, RelayAddr, Server, Transmit};
 
-// ------------------------------------------------------------------------- addresses
-
-const REALM: &str = "example.org";
-const UNIX0: u64 = 1_700_000_000;
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-fn client_addr() -> SocketAddr {
-    sa("192.0.2.2:50000")
-}
-fn client_port(port: u16) -> SocketAddr {
-    SocketAddr::new(ip("192.0.2.2"), port)
-}
-fn server_addr() -> SocketAddr {
-    sa("192.0.2.1:3478")
-}
-fn relay_ip() -> IpAddr {
-    ip("198.51.100.1")
-}
-fn peer() -> SocketAddr {
-    sa("198.51.100.2:7000")
-}
-fn peer2() -> SocketAddr {
-    sa("198.51.100.3:7000")
-}
-fn ft(client: SocketAddr) -> FiveTuple {
-    FiveTuple {
-        client: ClientAddr(client),
-        server: server_addr(),
-    }
-}
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// The peers of these tests live in documentation ranges, denied by default like every
-/// special-purpose block: the tests allow them as a lab operator would.
-const LAB_PEERS: &[&str] = &["198.51.100.0/24", "2001:db8::/32"];
-
-fn filter_with(allowed: &[&str], denied: &[&str]) -> PeerFilter {
-    PeerFilter::new(
-        allowed
-            .iter()
-            .chain(LAB_PEERS)
-            .map(|s| s.parse().unwrap())
-            .collect(),
-        denied.iter().map(|s| s.parse().unwrap()).collect(),
-        true,
-        vec![server_addr()],
-        vec![relay_ip()],
-    )
-}
-
-fn credentials() -> Credentials {
-    let mut c = Credentials::new(REALM).unwrap();
-    c.add_user("alice", "alice-pw").unwrap();
-    c.add_user("bob", "bob-pw").unwrap();
-    c
-}
-
-fn config() -> Config {
-    Config::new(credentials(), relay_ip(), filter_with(&[], &[]))
-}
-
-fn md5_key(user: &str, pw: &str) -> Key {
-    long_term_key(PasswordAlgorithm::Md5, user, REALM, pw)
-}
+mod common;
+use common::*;
 
 fn alice() -> TurnClient {
     TurnClient::new("alice", "alice-pw")
@@ -176,9 +103,8 @@ impl Harness {
 
     fn with_unix(cfg: Config, unix0: u64) -> Self {
         let t0 = Instant::now();
-        let rng = rand::rngs::StdRng::seed_from_u64(1);
         Harness {
-            server: Server::new(cfg, t0, unix0, Box::new(rng)),
+            server: common::server(cfg, t0, unix0, 1),
             t0,
             now: t0,
             bind_ok: Box::new(|_| Some(true)),

@@ -20,10 +20,13 @@ use crate::wire::{
     TransactionId, HEADER_LEN,
 };
 use rand_core::RngCore;
+use request::{Family, OnAllocation};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod request;
 
 /// Server configuration. [`Config::new`] gives the RFC defaults.
 #[derive(Debug, Clone)]
@@ -138,12 +141,10 @@ const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 struct Allocation {
     relay: RelayAddr,
-    username: String,
+    /// Who created it, with the key and integrity kind of the creating request (for
+    /// re-sending the success response to a retransmission).
+    auth: Auth,
     tid: TransactionId,
-    /// Key and integrity kind that authenticated the creating request (for re-sending the
-    /// success response to a retransmission).
-    key: Key,
-    kind: IntegrityKind,
     fingerprint: bool,
     expires: Instant,
     /// The allocation's one entry in the timer set: the earliest of its deadlines.
@@ -158,7 +159,6 @@ struct Allocation {
 #[derive(Debug)]
 struct Pending {
     five_tuple: FiveTuple,
-    username: String,
     tid: TransactionId,
     auth: Auth,
     fingerprint: bool,
@@ -520,14 +520,14 @@ impl Server {
             p.attempts += 1;
             if p.reserved || p.attempts >= BIND_ATTEMPTS {
                 self.release_failed(&p);
-                self.release_quota(&p.username, p.five_tuple.client);
+                self.release_quota(&p.auth.username, p.five_tuple.client);
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
             }
             let Some(port) = self.pick_port(p.ip, p.even_port.is_some(), p.even_port == Some(true))
             else {
                 self.release_failed(&p);
-                self.release_quota(&p.username, p.five_tuple.client);
+                self.release_quota(&p.auth.username, p.five_tuple.client);
                 self.error(&ctx, Some(&p.auth), TurnError::InsufficientCapacity, &[]);
                 return;
             };
@@ -553,12 +553,18 @@ impl Server {
             );
             token_out = Some(t);
         }
+        let user = self.user_slot(&p.auth.username);
+        let lifetime = p.lifetime;
+        let ctx = Ctx {
+            tid: p.tid,
+            method: Method::Allocate,
+            five_tuple: p.five_tuple,
+            fingerprint: p.fingerprint,
+        };
         let alloc = Allocation {
             relay,
-            username: p.username.clone(),
+            auth: p.auth,
             tid: p.tid,
-            key: p.auth.key.clone(),
-            kind: p.auth.kind,
             fingerprint: p.fingerprint,
             expires,
             scheduled: expires,
@@ -568,37 +574,20 @@ impl Server {
             reservation_token: token_out,
             ipv6_unavailable: p.ipv6_unavailable,
         };
+        let response = allocate_success(&ctx, &alloc, lifetime);
+        let auth = alloc.auth.clone();
         self.allocations.insert(p.five_tuple, alloc);
         self.by_relay.insert(relay, p.five_tuple);
         self.timers.insert((expires, p.five_tuple));
         // The port may have served another allocation: its buckets start full.
         self.limits.reset_allocation(relay);
-        let user = self.user_slot(&p.username);
         self.emit(Change::InstallAllocation {
             five_tuple: p.five_tuple,
             relay,
             expires,
             user,
         });
-        self.allocate_success(&ctx, &p.auth, p.lifetime);
-    }
-
-    fn allocate_success(&mut self, ctx: &Ctx, auth: &Auth, lifetime: Duration) {
-        let a = &self.allocations[&ctx.five_tuple];
-        let mut b = MessageBuilder::new(Method::Allocate, Class::Success, ctx.tid);
-        b.xor_addr(attr::XOR_RELAYED_ADDRESS, a.relay.0);
-        b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
-        if let Some(t) = a.reservation_token {
-            b.attr(attr::RESERVATION_TOKEN, &t);
-        }
-        if a.ipv6_unavailable {
-            // ADDRESS-ERROR-CODE: family IPv6, then an ERROR-CODE-shaped value (RFC 8656 18.12).
-            let mut v = vec![attr::FAMILY_IPV6, 0, 4, 40];
-            v.extend_from_slice(b"Address Family not Supported");
-            b.attr(attr::ADDRESS_ERROR_CODE, &v);
-        }
-        b.xor_addr(attr::XOR_MAPPED_ADDRESS, ctx.five_tuple.client.0);
-        self.finish_response(ctx, Some(auth), b);
+        self.finish_response(&ctx, Some(&auth), response);
     }
 
     /// Expire allocations, permissions, channels and reservations due at `now`.
@@ -665,10 +654,7 @@ impl Server {
             .permissions
             .values()
             .chain(a.channels.values().map(|(_, e)| e))
-            .copied()
-            .chain(std::iter::once(a.expires))
-            .min()
-            .expect("allocation expiry is always there");
+            .fold(a.expires, |m, e| m.min(*e));
         a.scheduled = next;
         self.timers.insert((next, ft));
         for (p, c) in unlinked {
@@ -679,13 +665,13 @@ impl Server {
         }
     }
 
-    fn schedule(&mut self, ft: FiveTuple, at: Instant) {
-        if let Some(a) = self.allocations.get_mut(&ft) {
-            if at < a.scheduled {
-                self.timers.remove(&(a.scheduled, ft));
-                a.scheduled = at;
-                self.timers.insert((at, ft));
-            }
+    /// Move `a`'s timer to `at` if that is earlier (`a` is the allocation of `ft`, out of
+    /// the table while a handler works on it).
+    fn schedule(&mut self, ft: FiveTuple, a: &mut Allocation, at: Instant) {
+        if at < a.scheduled {
+            self.timers.remove(&(a.scheduled, ft));
+            a.scheduled = at;
+            self.timers.insert((at, ft));
         }
     }
 
@@ -701,7 +687,7 @@ impl Server {
                 self.used_ports.remove(&(r.ip, r.port));
             }
         }
-        self.release_quota(&a.username, ft.client);
+        self.release_quota(&a.auth.username, ft.client);
         let mut chans: Vec<_> = a.channels.iter().map(|(c, (p, _))| (*c, *p)).collect();
         chans.sort();
         for (c, p) in chans {
@@ -961,23 +947,21 @@ impl Server {
             }
         }
         // Resolve the user name (USERHASH only with the username-anonymity feature).
-        let name: String = if let Some(u) = username {
-            match attr::decode_text(u.value, usize::MAX, 508) {
-                Ok(s) => s.to_string(),
-                Err(_) => {
-                    self.challenge(now, ctx, TurnError::Unauthorized);
-                    return None;
-                }
-            }
-        } else {
-            let h = userhash.expect("checked above");
-            match self.cfg.credentials.user_for_hash(h.value) {
-                Some(n) if features & auth::FEATURE_USERNAME_ANONYMITY != 0 => n.to_string(),
-                _ => {
-                    self.challenge(now, ctx, TurnError::Unauthorized);
-                    return None;
-                }
-            }
+        let name = match (username, userhash) {
+            (Some(u), _) => attr::decode_text(u.value, usize::MAX, 508)
+                .ok()
+                .map(str::to_string),
+            (None, Some(h)) => self
+                .cfg
+                .credentials
+                .user_for_hash(h.value)
+                .filter(|_| features & auth::FEATURE_USERNAME_ANONYMITY != 0)
+                .map(str::to_string),
+            (None, None) => None,
+        };
+        let Some(name) = name else {
+            self.challenge(now, ctx, TurnError::Unauthorized);
+            return None;
         };
         let unix = self.unix(now);
         let keys = self.cfg.credentials.candidate_keys(&name, alg, unix);
@@ -1037,36 +1021,39 @@ impl Server {
         {
             self.delete_allocation(ctx.five_tuple);
         }
-        if ctx.method != Method::Allocate {
-            // Every other request needs an allocation on this 5-tuple (RFC 8656 7.3, 9, 11).
-            match self.allocations.get(&ctx.five_tuple) {
-                None => {
-                    self.error(ctx, Some(&auth), TurnError::AllocationMismatch, &[]);
-                    return;
-                }
-                Some(a) if a.username != auth.username => {
-                    self.error(ctx, Some(&auth), TurnError::WrongCredentials, &[]);
-                    return;
-                }
-                Some(_) => {}
+        if ctx.method == Method::Allocate {
+            if let Err(e) = self.allocate(now, msg, ctx, &auth) {
+                self.error(ctx, Some(&auth), e, &[]);
             }
+            return;
         }
-        let r = match ctx.method {
-            Method::Allocate => self.allocate(now, msg, ctx, &auth),
-            Method::Refresh => self.refresh(now, msg, ctx, &auth),
-            Method::CreatePermission => self.create_permission(now, msg, ctx, &auth),
-            Method::ChannelBind => self.channel_bind(now, msg, ctx, &auth),
-            _ => Ok(()),
+        // Every other request needs an allocation on this 5-tuple (RFC 8656 7.3, 9, 11),
+        // of the same user; only then do its attributes count. The handler gets the
+        // allocation out of the table and it goes back before anything else happens.
+        let Some(mut a) = self.allocations.remove(&ctx.five_tuple) else {
+            self.error(ctx, Some(&auth), TurnError::AllocationMismatch, &[]);
+            return;
         };
-        if let Err(e) = r {
-            self.error(ctx, Some(&auth), e, &[]);
+        let result = if a.auth.username != auth.username {
+            Err(TurnError::WrongCredentials)
+        } else {
+            OnAllocation::parse(msg, self.cfg.rfc5766_channels).and_then(|r| match r {
+                OnAllocation::Refresh(r) => self.refresh(now, ctx, &mut a, r),
+                OnAllocation::CreatePermission(r) => {
+                    self.create_permission(now, ctx, &mut a, r.peers.as_slice())
+                }
+                OnAllocation::ChannelBind(r) => self.channel_bind(now, ctx, &mut a, r),
+            })
+        };
+        let ended = a.expires <= now;
+        self.allocations.insert(ctx.five_tuple, a);
+        if ended {
+            // A Refresh with lifetime 0: its data-plane removals go out before the answer.
+            self.delete_allocation(ctx.five_tuple);
         }
-    }
-
-    fn requested_lifetime(&self, msg: &Message<&[u8]>) -> Result<Option<Duration>, TurnError> {
-        match msg.attribute(attr::LIFETIME) {
-            None => Ok(None),
-            Some(a) => Ok(Some(Duration::from_secs(attr::decode_u32(a.value)? as u64))),
+        match result {
+            Ok(b) => self.finish_response(ctx, Some(&auth), b),
+            Err(e) => self.error(ctx, Some(&auth), e, &[]),
         }
     }
 
@@ -1080,6 +1067,9 @@ impl Server {
         }
     }
 
+    /// RFC 8656 section 7.2 in its order: a live 5-tuple first (437, or the same answer
+    /// again for a retransmission), then the request's attributes, then quotas and ports.
+    /// Success is answered when the driver has bound the relayed address.
     fn allocate(
         &mut self,
         now: Instant,
@@ -1088,19 +1078,16 @@ impl Server {
         auth: &Auth,
     ) -> Result<(), TurnError> {
         if let Some(a) = self.allocations.get(&ctx.five_tuple) {
-            if a.tid == ctx.tid && a.username == auth.username {
+            if a.tid == ctx.tid && a.auth.username == auth.username {
                 // A retransmission of the request that created it: answer the same way.
                 let remaining = a.expires.saturating_duration_since(now);
-                let auth = Auth {
-                    username: a.username.clone(),
-                    key: a.key.clone(),
-                    kind: a.kind,
-                };
-                let ctx2 = Ctx {
+                let ctx = Ctx {
                     fingerprint: a.fingerprint,
                     ..*ctx
                 };
-                self.allocate_success(&ctx2, &auth, remaining);
+                let b = allocate_success(&ctx, a, remaining);
+                let auth = a.auth.clone();
+                self.finish_response(&ctx, Some(&auth), b);
                 return Ok(());
             }
             return Err(TurnError::AllocationMismatch);
@@ -1108,45 +1095,13 @@ impl Server {
         if self.pending_by_tuple.contains_key(&ctx.five_tuple) {
             return Ok(()); // a retransmission while the bind is in progress
         }
-        let transport = msg
-            .attribute(attr::REQUESTED_TRANSPORT)
-            .ok_or(TurnError::BadRequest(BadRequest::MissingTransport))?;
-        if attr::decode_requested_transport(transport.value)? != 17 {
-            return Err(TurnError::UnsupportedTransport);
-        }
-        let dont_fragment = msg.attribute(attr::DONT_FRAGMENT).is_some();
-        let raf = msg.attribute(attr::REQUESTED_ADDRESS_FAMILY);
-        let aaf = msg.attribute(attr::ADDITIONAL_ADDRESS_FAMILY);
-        let token = msg.attribute(attr::RESERVATION_TOKEN);
-        let even = msg.attribute(attr::EVEN_PORT);
-        if raf.is_some() && aaf.is_some() {
-            return Err(TurnError::BadRequest(BadRequest::BothAddressFamilies));
-        }
-        if token.is_some() && (even.is_some() || raf.is_some()) {
-            return Err(TurnError::BadRequest(BadRequest::ReservationWithEvenPort));
-        }
-        let mut ipv6_unavailable = false;
-        let family = match (raf, aaf) {
-            (Some(r), _) => attr::decode_family(r.value)?,
-            (None, Some(a)) => {
-                // Dual allocation: IPv4 plus IPv6. xturn relays one family per allocation,
-                // so it answers IPv4 and reports IPv6 as unavailable (RFC 8656 7.2).
-                if attr::decode_family(a.value)? != attr::FAMILY_IPV6 {
-                    return Err(TurnError::BadRequest(BadRequest::BadAddressFamily));
-                }
-                ipv6_unavailable = true;
-                attr::FAMILY_IPV4
-            }
-            (None, None) => attr::FAMILY_IPV4,
-        };
-        let ip = match family {
-            attr::FAMILY_IPV4 => self.cfg.relay_ipv4,
-            attr::FAMILY_IPV6 => self.cfg.relay_ipv6,
-            _ => return Err(TurnError::BadRequest(BadRequest::BadAddressFamily)),
+        let req = request::Allocate::parse(msg)?;
+        let ip = match req.family {
+            Family::V4 => self.cfg.relay_ipv4,
+            Family::V6 => self.cfg.relay_ipv6,
         }
         .ok_or(TurnError::AddressFamilyNotSupported)?;
-        let requested = self.requested_lifetime(msg)?;
-        let lifetime = self.lifetime_for(requested);
+        let lifetime = self.lifetime_for(req.lifetime);
         // Quotas, counting allocations being bound.
         let user_count = self.user_counts.get(&auth.username).copied().unwrap_or(0);
         if self.cfg.user_quota > 0 && user_count >= self.cfg.user_quota {
@@ -1162,11 +1117,7 @@ impl Server {
             return Err(TurnError::AllocationQuotaReached);
         }
         // Port: from a reservation, or a fresh (even) one.
-        let (port, reserved) = if let Some(t) = token {
-            let t: [u8; 8] = t
-                .value
-                .try_into()
-                .map_err(|_| TurnError::BadRequest(BadRequest::Malformed))?;
+        let (port, reserved) = if let Some(t) = req.reservation {
             match self.reservations.remove(&t) {
                 Some(r) if r.expires > now && r.ip == ip => (r.port, true),
                 Some(r) => {
@@ -1176,18 +1127,11 @@ impl Server {
                 None => return Err(TurnError::InsufficientCapacity),
             }
         } else {
-            let even_port = match even {
-                Some(e) => Some(attr::decode_even_port(e.value)?),
-                None => None,
-            };
+            let even = req.even_port;
             let port = self
-                .pick_port(ip, even_port.is_some(), even_port == Some(true))
+                .pick_port(ip, even.is_some(), even == Some(true))
                 .ok_or(TurnError::InsufficientCapacity)?;
             (port, false)
-        };
-        let even_port = match even {
-            Some(e) => Some(attr::decode_even_port(e.value)?),
-            None => None,
         };
         *self.user_counts.entry(auth.username.clone()).or_insert(0) += 1;
         *self.ip_counts.entry(ip_key).or_insert(0) += 1;
@@ -1199,7 +1143,6 @@ impl Server {
         }
         self.start_bind(Pending {
             five_tuple: ctx.five_tuple,
-            username: auth.username.clone(),
             tid: ctx.tid,
             auth: auth.clone(),
             fingerprint: ctx.fingerprint,
@@ -1208,10 +1151,10 @@ impl Server {
             port,
             attempts: 0,
             failed: Vec::new(),
-            even_port,
+            even_port: req.even_port,
             reserved,
-            dont_fragment,
-            ipv6_unavailable,
+            dont_fragment: req.dont_fragment,
+            ipv6_unavailable: req.ipv6_unavailable,
         });
         Ok(())
     }
@@ -1268,40 +1211,31 @@ impl Server {
         port
     }
 
+    /// Lifetime 0 ends the allocation: `a.expires` becomes `now` and the caller deletes
+    /// it before the answer goes out.
     fn refresh(
         &mut self,
         now: Instant,
-        msg: &Message<&[u8]>,
         ctx: &Ctx,
-        auth: &Auth,
-    ) -> Result<(), TurnError> {
-        let requested = self.requested_lifetime(msg)?;
-        if let Some(raf) = msg.attribute(attr::REQUESTED_ADDRESS_FAMILY) {
-            let fam = attr::decode_family(raf.value)?;
-            let relay_is_v4 = self.allocations[&ctx.five_tuple].relay.0.is_ipv4();
-            if (fam == attr::FAMILY_IPV4) != relay_is_v4 {
-                return Err(TurnError::PeerAddressFamilyMismatch);
-            }
+        a: &mut Allocation,
+        req: request::Refresh,
+    ) -> Result<MessageBuilder, TurnError> {
+        if req.family.is_some_and(|f| f != Family::of(a.relay.0)) {
+            return Err(TurnError::PeerAddressFamilyMismatch);
         }
-        let lifetime = if requested == Some(Duration::ZERO) {
-            self.delete_allocation(ctx.five_tuple);
+        let lifetime = if req.lifetime == Some(Duration::ZERO) {
+            a.expires = now;
             Duration::ZERO
         } else {
-            let l = self.lifetime_for(requested);
+            let l = self.lifetime_for(req.lifetime);
             let expires = now + l;
-            let a = self
-                .allocations
-                .get_mut(&ctx.five_tuple)
-                .expect("checked by caller");
             a.expires = expires;
-            let relay = a.relay;
-            let user = a.username.clone();
             // A shorter lifetime than before moves the allocation's deadline earlier.
-            self.schedule(ctx.five_tuple, expires);
-            let user = self.user_slot(&user);
+            self.schedule(ctx.five_tuple, a, expires);
+            let user = self.user_slot(&a.auth.username);
             self.emit(Change::InstallAllocation {
                 five_tuple: ctx.five_tuple,
-                relay,
+                relay: a.relay,
                 expires,
                 user,
             });
@@ -1309,29 +1243,17 @@ impl Server {
         };
         let mut b = MessageBuilder::new(Method::Refresh, Class::Success, ctx.tid);
         b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
-        self.finish_response(ctx, Some(auth), b);
-        Ok(())
+        Ok(b)
     }
 
-    /// Decode every XOR-PEER-ADDRESS and check family and filter.
-    fn peers(
+    /// Filter first (a denied peer gets 403 whatever its family), then family.
+    fn check_peers(
         &self,
-        msg: &Message<&[u8]>,
-        ctx: &Ctx,
+        peers: &[SocketAddr],
+        relay: RelayAddr,
         endpoint: bool,
-    ) -> Result<Vec<SocketAddr>, TurnError> {
-        let relay = self.allocations[&ctx.five_tuple].relay;
-        let tid = msg.transaction_id();
-        let mut out = Vec::new();
-        for a in msg.attributes().filter(|a| a.typ == attr::XOR_PEER_ADDRESS) {
-            let p = unmap(attr::decode_xor_address(a.value, &tid)?);
-            out.push(p);
-        }
-        if out.is_empty() {
-            return Err(TurnError::BadRequest(BadRequest::MissingPeer));
-        }
-        // The filter first: a denied peer gets 403 whatever its family.
-        for p in &out {
+    ) -> Result<(), TurnError> {
+        for p in peers {
             if endpoint {
                 let is_relayed = self.is_relayed(*p);
                 self.cfg.filter.check_endpoint(*p, is_relayed)?;
@@ -1339,40 +1261,35 @@ impl Server {
                 self.cfg.filter.check_ip(p.ip())?;
             }
         }
-        for p in &out {
-            if p.is_ipv4() != relay.0.is_ipv4() {
-                return Err(TurnError::PeerAddressFamilyMismatch);
-            }
+        if peers.iter().any(|p| p.is_ipv4() != relay.0.is_ipv4()) {
+            return Err(TurnError::PeerAddressFamilyMismatch);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn is_relayed(&self, p: SocketAddr) -> bool {
         self.by_relay.contains_key(&self.as_relay(p))
     }
 
-    fn install_permission(&mut self, now: Instant, ft: FiveTuple, ip: IpAddr) {
+    fn install_permission(&mut self, now: Instant, ft: FiveTuple, a: &mut Allocation, ip: IpAddr) {
         let expires = now + self.cfg.permission_lifetime;
-        let a = self.allocations.get_mut(&ft).expect("checked by caller");
         a.permissions.insert(ip, expires);
-        let relay = a.relay;
         self.emit(Change::InstallPermission {
-            relay,
+            relay: a.relay,
             peer: ip,
             expires,
         });
-        self.schedule(ft, expires);
+        self.schedule(ft, a, expires);
     }
 
     fn create_permission(
         &mut self,
         now: Instant,
-        msg: &Message<&[u8]>,
         ctx: &Ctx,
-        auth: &Auth,
-    ) -> Result<(), TurnError> {
-        let peers = self.peers(msg, ctx, false)?;
-        let a = &self.allocations[&ctx.five_tuple];
+        a: &mut Allocation,
+        peers: &[SocketAddr],
+    ) -> Result<MessageBuilder, TurnError> {
+        self.check_peers(peers, a.relay, false)?;
         let new: HashSet<IpAddr> = peers
             .iter()
             .map(|p| p.ip())
@@ -1382,34 +1299,28 @@ impl Server {
             return Err(TurnError::InsufficientCapacity);
         }
         for p in peers {
-            self.install_permission(now, ctx.five_tuple, p.ip());
+            self.install_permission(now, ctx.five_tuple, a, p.ip());
         }
-        let b = MessageBuilder::new(Method::CreatePermission, Class::Success, ctx.tid);
-        self.finish_response(ctx, Some(auth), b);
-        Ok(())
+        Ok(MessageBuilder::new(
+            Method::CreatePermission,
+            Class::Success,
+            ctx.tid,
+        ))
     }
 
     fn channel_bind(
         &mut self,
         now: Instant,
-        msg: &Message<&[u8]>,
         ctx: &Ctx,
-        auth: &Auth,
-    ) -> Result<(), TurnError> {
-        let cn = msg
-            .attribute(attr::CHANNEL_NUMBER)
-            .ok_or(TurnError::BadRequest(BadRequest::ChannelNumber))?;
-        let channel = ChannelNumber::new_in(
-            attr::decode_channel_number(cn.value)?,
-            self.cfg.rfc5766_channels,
-        )
-        .ok_or(TurnError::BadRequest(BadRequest::ChannelNumber))?;
-        let peers = self.peers(msg, ctx, true)?;
-        if peers.len() != 1 {
+        a: &mut Allocation,
+        req: request::ChannelBind,
+    ) -> Result<MessageBuilder, TurnError> {
+        let channel = req.channel;
+        self.check_peers(req.peers.as_slice(), a.relay, true)?;
+        let &[peer] = req.peers.as_slice() else {
             return Err(TurnError::BadRequest(BadRequest::Malformed));
-        }
-        let peer = PeerAddr(peers[0]);
-        let a = &self.allocations[&ctx.five_tuple];
+        };
+        let peer = PeerAddr(peer);
         if let Some((bound, _)) = a.channels.get(&channel) {
             if *bound != peer {
                 return Err(TurnError::BadRequest(BadRequest::ChannelInUse));
@@ -1431,7 +1342,6 @@ impl Server {
         }
         let hairpin = if new { self.hairpin_key(peer) } else { None };
         let expires = now + self.cfg.channel_lifetime;
-        let a = self.allocations.get_mut(&ctx.five_tuple).expect("checked");
         a.channels.insert(channel, (peer, expires));
         a.channel_by_peer.insert(peer, channel);
         if let Some(h) = hairpin {
@@ -1440,21 +1350,21 @@ impl Server {
                 .or_default()
                 .push((ctx.five_tuple, channel));
         }
-        let a = &self.allocations[&ctx.five_tuple];
-        let relay = a.relay;
         // The permission first, so that a driver never has a channel without one.
-        self.install_permission(now, ctx.five_tuple, peer.0.ip());
+        self.install_permission(now, ctx.five_tuple, a, peer.0.ip());
         self.emit(Change::InstallChannel {
             five_tuple: ctx.five_tuple,
-            relay,
+            relay: a.relay,
             channel,
             peer,
             expires,
         });
-        self.schedule(ctx.five_tuple, expires);
-        let b = MessageBuilder::new(Method::ChannelBind, Class::Success, ctx.tid);
-        self.finish_response(ctx, Some(auth), b);
-        Ok(())
+        self.schedule(ctx.five_tuple, a, expires);
+        Ok(MessageBuilder::new(
+            Method::ChannelBind,
+            Class::Success,
+            ctx.tid,
+        ))
     }
 
     /// Send indication (RFC 8656 section 10.2): relayed if the peer has a live permission
@@ -1466,14 +1376,7 @@ impl Server {
         if a.expires <= now {
             return;
         }
-        let tid = msg.transaction_id();
-        let (Some(pa), Some(data)) = (
-            msg.attribute(attr::XOR_PEER_ADDRESS),
-            msg.attribute(attr::DATA),
-        ) else {
-            return;
-        };
-        let Ok(peer) = attr::decode_xor_address(pa.value, &tid).map(unmap) else {
+        let Some(request::Send { peer, data }) = request::Send::parse(msg) else {
             return;
         };
         if peer.is_ipv4() != a.relay.0.is_ipv4() {
@@ -1492,12 +1395,31 @@ impl Server {
             return;
         }
         let relay = a.relay;
-        if !self.data.admit_send(now, relay, data.value.len()) {
+        if !self.data.admit_send(now, relay, data.len()) {
             return;
         }
-        self.data.count_to_peer(relay, data.value.len());
-        self.transmit(relay.0, peer, data.value.to_vec());
+        self.data.count_to_peer(relay, data.len());
+        self.transmit(relay.0, peer, data.to_vec());
     }
+}
+
+/// The success response to the Allocate request that created `a` (or to its
+/// retransmission, with the lifetime left).
+fn allocate_success(ctx: &Ctx, a: &Allocation, lifetime: Duration) -> MessageBuilder {
+    let mut b = MessageBuilder::new(Method::Allocate, Class::Success, ctx.tid);
+    b.xor_addr(attr::XOR_RELAYED_ADDRESS, a.relay.0);
+    b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+    if let Some(t) = a.reservation_token {
+        b.attr(attr::RESERVATION_TOKEN, &t);
+    }
+    if a.ipv6_unavailable {
+        // ADDRESS-ERROR-CODE: family IPv6, then an ERROR-CODE-shaped value (RFC 8656 18.12).
+        let mut v = vec![attr::FAMILY_IPV6, 0, 4, 40];
+        v.extend_from_slice(b"Address Family not Supported");
+        b.attr(attr::ADDRESS_ERROR_CODE, &v);
+    }
+    b.xor_addr(attr::XOR_MAPPED_ADDRESS, ctx.five_tuple.client.0);
+    b
 }
 
 /// The message up to and including its first integrity attribute, with the length field
@@ -1514,16 +1436,4 @@ fn up_to_integrity(msg: &Message<&[u8]>) -> Option<Vec<u8>> {
     let mut v = bytes[..end].to_vec();
     v[2..4].copy_from_slice(&((end - HEADER_LEN) as u16).to_be_bytes());
     Some(v)
-}
-
-/// An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) is the IPv4 peer a.b.c.d: one permission and
-/// one filter decision for both spellings.
-fn unmap(p: SocketAddr) -> SocketAddr {
-    match p.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), p.port()),
-            None => p,
-        },
-        IpAddr::V4(_) => p,
-    }
 }
