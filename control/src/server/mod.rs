@@ -886,7 +886,9 @@ impl Server {
         let userhash = msg.attribute(attr::USERHASH);
         let realm = msg.attribute(attr::REALM);
         let nonce = msg.attribute(attr::NONCE);
-        let (Some(realm), Some(nonce)) = (realm, nonce) else {
+        let (Some(realm), Some(nonce), true) =
+            (realm, nonce, username.is_some() || userhash.is_some())
+        else {
             self.error(
                 ctx,
                 None,
@@ -895,15 +897,6 @@ impl Server {
             );
             return None;
         };
-        if username.is_none() && userhash.is_none() {
-            self.error(
-                ctx,
-                None,
-                TurnError::BadRequest(BadRequest::MissingCredentials),
-                &[],
-            );
-            return None;
-        }
         let (Ok(_realm), Ok(nonce)) = (
             attr::decode_text(realm.value, 127, 763),
             attr::decode_text(nonce.value, 127, 763),
