@@ -35,6 +35,8 @@ pub enum Cmd {
     Ping(PingArgs),
     /// Write RESULTS.md and the latency plot from a directory of JSON results.
     Report(ReportArgs),
+    /// Compare runs of compare.sh before and after a change (bench/regression.md).
+    Regress(RegressArgs),
     /// Hold xturn's XDP_PASS program on IFACE (the far end of a veth the relay answers
     /// into with XDP_TX) until SIGINT/SIGTERM or --duration.
     XdpPass(XdpHoldArgs),
@@ -475,6 +477,26 @@ pub struct ReportArgs {
     /// DIR/notes.md if present.
     #[arg(long)]
     pub notes: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RegressArgs {
+    /// An OUT_DIR of bench/compare.sh (or its results/) run with the binary before the
+    /// change; repeat for each run.
+    #[arg(long, required = true)]
+    pub before: Vec<PathBuf>,
+    /// The same, with the binary after the change.
+    #[arg(long, required = true)]
+    pub after: Vec<PathBuf>,
+    /// What "before" is (quoted in the report), e.g. a commit.
+    #[arg(long, default_value = "before")]
+    pub before_label: String,
+    /// What "after" is.
+    #[arg(long, default_value = "after")]
+    pub after_label: String,
+    /// Markdown file to write (bench/regression.md is included in RESULTS.md).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Parse listening addresses: `IP:PORT` or `IP:P1-P2` (at most 1024 ports per range).

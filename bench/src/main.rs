@@ -83,6 +83,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Report(a) => report::run_report(a),
+        Cmd::Regress(a) => report::run_regress(a),
         Cmd::XdpPass(a) => xdp_bench::run_xdp_pass(a),
         Cmd::XdpReflect(a) => xdp_bench::run_xdp_reflect(a),
         Cmd::XdpLoad(a) => {

@@ -26,12 +26,12 @@ pub(super) fn verdict(ok: bool) -> &'static str {
 /// One side of the kernel-bypass comparison: its runs (`forwarder` or `forwarder-1`,
 /// `forwarder-2`, ...) and the medians over them.
 pub(super) struct Bypass<'a> {
-    runs: Vec<(String, &'a XdpRelayLoadReport)>,
+    pub(super) runs: Vec<(String, &'a XdpRelayLoadReport)>,
     /// Median delivered frames per second.
-    delivered: f64,
+    pub(super) delivered: f64,
     /// Median relay threads' CPU ns per delivered frame, and of the relay process alone.
-    ns: Option<f64>,
-    process_ns: Option<f64>,
+    pub(super) ns: Option<f64>,
+    pub(super) process_ns: Option<f64>,
 }
 
 impl Bypass<'_> {

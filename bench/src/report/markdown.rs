@@ -22,18 +22,7 @@ pub fn render_markdown(
     if !a.notes.is_empty() {
         let _ = writeln!(md, "\n{}\n", a.notes.trim());
     }
-    // Test names over the compared servers.
-    let mut tests: Vec<(String, (u8, u64, String))> = Vec::new();
-    for s in SERVERS {
-        if let Some(m) = res.get(s) {
-            for (t, r) in m {
-                if !tests.iter().any(|(n, _)| n == t) {
-                    tests.push((t.clone(), test_order(t, Some(r))));
-                }
-            }
-        }
-    }
-    tests.sort_by(|a, b| a.1.cmp(&b.1));
+    let tests = side_tests(res);
     let _ = writeln!(md, "\n## Side by side\n");
     let _ = writeln!(
         md,
@@ -44,59 +33,7 @@ pub fn render_markdown(
         "| metric | coturn | xturn | xturn-xdp | xturn-afxdp | xturn / coturn | xturn-xdp / xturn | xturn-afxdp / xturn | xturn-afxdp / coturn |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (t, _) in &tests {
-        let per: Vec<Option<&RunResult>> = SERVERS
-            .iter()
-            .map(|s| res.get(*s).and_then(|m| m.get(t)))
-            .collect();
-        let mut rows = if per
-            .iter()
-            .flatten()
-            .any(|r| matches!(r, RunResult::Churn(_)))
-        {
-            let v: Vec<Option<&ChurnReport>> = per
-                .iter()
-                .map(|r| match r {
-                    Some(RunResult::Churn(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            churn_rows(t, &v)
-        } else {
-            let v: Vec<Option<&TrafficReport>> = per
-                .iter()
-                .map(|r| match r {
-                    Some(RunResult::Traffic(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            traffic_rows(t, &v)
-        };
-        // xturn-afxdp loses datagrams where the socket servers cannot: at its AF_XDP
-        // sockets (the kernel) and in the forwarder. From its counters, under the
-        // socket-buffer row, so the loss breakdown adds up in every column.
-        if let (Some(RunResult::Afxdp(c)), Some(i)) = (
-            res.get(AFXDP_COUNTERS).and_then(|m| m.get(t)),
-            rows.iter()
-                .position(|r| r.label.ends_with("of which dropped at full relay sockets")),
-        ) {
-            rows.insert(
-                i + 1,
-                Row {
-                    label: format!(
-                        "{t}: of which dropped at the AF_XDP sockets or by the forwarder"
-                    ),
-                    values: vec![
-                        None,
-                        None,
-                        None,
-                        Some((c.kernel_drops() + c.forwarder_drops()) as f64),
-                    ],
-                    fmt: f0,
-                    higher_better: false,
-                },
-            );
-        }
+    for (t, rows) in side_rows(res, &tests) {
         let mark: Vec<&str> = SERVERS
             .iter()
             .map(|s| {
@@ -239,4 +176,84 @@ pub fn render_markdown(
     md.push_str(&afxdp_section(res, disturbed, &a.commands));
     md.push_str(&defaults_section(res, disturbed));
     (md, svg)
+}
+
+/// Test names over the compared servers, in report order.
+pub(super) fn side_tests(res: &Results) -> Vec<(String, (u8, u64, String))> {
+    let mut tests: Vec<(String, (u8, u64, String))> = Vec::new();
+    for s in SERVERS {
+        if let Some(m) = res.get(s) {
+            for (t, r) in m {
+                if !tests.iter().any(|(n, _)| n == t) {
+                    tests.push((t.clone(), test_order(t, Some(r))));
+                }
+            }
+        }
+    }
+    tests.sort_by(|a, b| a.1.cmp(&b.1));
+    tests
+}
+
+/// The side-by-side table's rows, per test: one value per server of [`SERVERS`].
+pub(super) fn side_rows(
+    res: &Results,
+    tests: &[(String, (u8, u64, String))],
+) -> Vec<(String, Vec<Row>)> {
+    let mut out = Vec::new();
+    for (t, _) in tests {
+        let per: Vec<Option<&RunResult>> = SERVERS
+            .iter()
+            .map(|s| res.get(*s).and_then(|m| m.get(t)))
+            .collect();
+        let mut rows = if per
+            .iter()
+            .flatten()
+            .any(|r| matches!(r, RunResult::Churn(_)))
+        {
+            let v: Vec<Option<&ChurnReport>> = per
+                .iter()
+                .map(|r| match r {
+                    Some(RunResult::Churn(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            churn_rows(t, &v)
+        } else {
+            let v: Vec<Option<&TrafficReport>> = per
+                .iter()
+                .map(|r| match r {
+                    Some(RunResult::Traffic(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            traffic_rows(t, &v)
+        };
+        // xturn-afxdp loses datagrams where the socket servers cannot: at its AF_XDP
+        // sockets (the kernel) and in the forwarder. From its counters, under the
+        // socket-buffer row, so the loss breakdown adds up in every column.
+        if let (Some(RunResult::Afxdp(c)), Some(i)) = (
+            res.get(AFXDP_COUNTERS).and_then(|m| m.get(t)),
+            rows.iter()
+                .position(|r| r.label.ends_with("of which dropped at full relay sockets")),
+        ) {
+            rows.insert(
+                i + 1,
+                Row {
+                    label: format!(
+                        "{t}: of which dropped at the AF_XDP sockets or by the forwarder"
+                    ),
+                    values: vec![
+                        None,
+                        None,
+                        None,
+                        Some((c.kernel_drops() + c.forwarder_drops()) as f64),
+                    ],
+                    fmt: f0,
+                    higher_better: false,
+                },
+            );
+        }
+        out.push((t.to_string(), rows));
+    }
+    out
 }

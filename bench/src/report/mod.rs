@@ -5,7 +5,8 @@
 //! - [`schema`]: the result files and how they load;
 //! - [`format`]: number formats and table rows;
 //! - [`markdown`]: the document;
-//! - [`defaults`], [`xdp`], [`afxdp`]: its sections.
+//! - [`defaults`], [`xdp`], [`afxdp`]: its sections;
+//! - [`regress`]: before/after runs of a change compared figure by figure.
 
 use crate::churn::ChurnReport;
 use crate::cli::ReportArgs;
@@ -31,6 +32,7 @@ mod afxdp;
 mod defaults;
 mod format;
 mod markdown;
+mod regress;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -40,6 +42,7 @@ pub use afxdp::*;
 pub use defaults::*;
 use format::*;
 pub use markdown::*;
+pub use regress::run_regress;
 pub use schema::*;
 pub use xdp::*;
 
@@ -59,6 +62,11 @@ pub fn run_report(a: &ReportArgs) -> Result<()> {
     if let Ok(soak) = std::fs::read_to_string(a.out.with_file_name("soak.md")) {
         md.push_str("\n## Hardening soak (bench/soak.sh, a run of its own)\n\n");
         md.push_str(&soak);
+    }
+    // So is a before/after check of a change (`xturn-bench regress`).
+    if let Ok(check) = std::fs::read_to_string(a.out.with_file_name("regression.md")) {
+        md.push_str("\n## Before/after check (xturn-bench regress, runs of their own)\n\n");
+        md.push_str(&check);
     }
     std::fs::write(&a.out, md).with_context(|| format!("cannot write {}", a.out.display()))?;
     if !svg.is_empty() {
