@@ -83,6 +83,30 @@ fn figures(res: &Results) -> Vec<Figure> {
             );
         }
     }
+    // The same run's yardstick divides out what the machine did to both (the reflectors
+    // run no code of ours).
+    if let (Some(f), Some(r)) = (bypass(res, "forwarder"), bypass(res, "reflector")) {
+        push(
+            XTURN_AFXDP,
+            "kernel-bypass ChannelData load: delivered, over the bare AF_XDP reflector's in the same run (medians)".into(),
+            (r.delivered > 0.0).then(|| f.delivered / r.delivered),
+            f2,
+            true,
+        );
+    }
+    if let (Some(x), Some(r)) = (
+        xdp_load(res, "responder").and_then(|l| l.relay_handled_pps),
+        xdp_load(res, "reflector").and_then(|l| l.relay_handled_pps),
+    ) {
+        push(
+            XTURN_XDP,
+            "kernel-bypass Binding load: handled, over the bare XDP_TX reflector's in the same run"
+                .into(),
+            (r > 0.0).then(|| x / r),
+            f2,
+            true,
+        );
+    }
     for (test, server) in [
         ("responder", XTURN_XDP),
         ("reflector", "bare XDP_TX reflector"),
@@ -195,6 +219,11 @@ fn render(
     );
     let _ = writeln!(
         md,
+        "- Command: `{}`; each run was `OUT_DIR=DIR NO_BUILD=1 bash bench/compare.sh`, with `XTURN_BIN=` the binary built from the before commit for the before runs, taking turns (before, after, before, after)",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let _ = writeln!(
+        md,
         "- Before: {} (runs of {})",
         a.before_label,
         before_dates.join(", ")
@@ -233,7 +262,7 @@ fn render(
             .find(|g| g.server == f.server && g.metric == f.metric)
             .map(|g| g.value)
     };
-    let (mut worse, mut total) = (0, 0);
+    let (mut worse, mut total, mut unchanged) = (0, 0, 0);
     for f in &before[0] {
         let b: Option<Vec<f64>> = before.iter().map(|r| find(r, f)).collect();
         let x: Option<Vec<f64>> = after.iter().map(|r| find(r, f)).collect();
@@ -244,6 +273,9 @@ fn render(
         total += 1;
         if v.contains("worse") {
             worse += 1;
+            if f.server == "coturn" || f.server.starts_with("bare ") {
+                unchanged += 1;
+            }
         }
         let cells: Vec<String> = b.iter().chain(&x).map(|v| (f.fmt)(*v)).collect();
         let _ = writeln!(
@@ -258,7 +290,10 @@ fn render(
             v
         );
     }
-    let _ = writeln!(md, "\n{worse} of {total} figures worse beyond noise.");
+    let _ = writeln!(
+        md,
+        "\n{worse} of {total} figures worse beyond noise; {unchanged} of them are coturn's or a bare reflector's, which ran the same code before and after (the machine's drift between runs)."
+    );
     md
 }
 
