@@ -22,6 +22,8 @@ pub enum BadRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TurnError {
+    #[error("try alternate server")]
+    TryAlternate,
     #[error("bad request ({0:?})")]
     BadRequest(BadRequest),
     #[error("unauthenticated")]
@@ -52,6 +54,7 @@ impl TurnError {
     /// The STUN error code and reason phrase that goes on the wire.
     pub fn code(self) -> (u16, &'static str) {
         match self {
+            TurnError::TryAlternate => (300, "Try Alternate"),
             TurnError::BadRequest(_) => (400, "Bad Request"),
             TurnError::Unauthorized => (401, "Unauthenticated"),
             TurnError::Forbidden => (403, "Forbidden"),

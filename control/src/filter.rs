@@ -325,6 +325,12 @@ impl PeerFilter {
         self.host_ips = v;
     }
 
+    /// The host's addresses the filter denies (the last [`PeerFilter::set_host_ips`] list
+    /// with the listening addresses).
+    pub fn host_ips(&self) -> &[IpAddr] {
+        &self.host_ips
+    }
+
     pub fn with_host_ips(mut self, ips: Vec<IpAddr>) -> Self {
         self.set_host_ips(ips);
         self

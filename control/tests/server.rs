@@ -2520,3 +2520,166 @@ fn expired_allocation_is_gone_even_before_handle_timeout() {
     // And a new Allocate on the same 5-tuple is possible at once.
     h.allocate(&mut c, client_addr());
 }
+
+// ------------------------------------------------------------------------- drain
+
+fn alternate_server(r: &[u8]) -> Option<SocketAddr> {
+    attr::decode_address(&attr_value(r, attr::ALTERNATE_SERVER)?).ok()
+}
+
+#[test]
+fn draining_sends_new_allocations_to_an_alternate_of_their_family_and_keeps_the_rest() {
+    let mut cfg = config();
+    cfg.alternate_servers = vec![
+        sa("[2001:db8::9]:3478"),
+        sa("192.0.2.9:3478"),
+        sa("192.0.2.10:3479"),
+    ];
+    let (mut h, mut c, relay) = allocated(cfg, 600);
+    h.server.set_draining(true);
+    assert!(h.server.draining());
+
+    // A new allocation from another client: 300 with an IPv4 alternate (the client's
+    // family), authenticated, and nothing bound.
+    let mut seen = Vec::new();
+    for port in [40_001, 40_002] {
+        let r = h.allocate_with(&mut bob(), client_port(port), &transport_udp);
+        assert_error(r.last(), Method::Allocate, 300);
+        assert!(
+            r.out.binds.is_empty() && r.out.data.is_empty(),
+            "{:?}",
+            r.out
+        );
+        assert!(parse(r.last())
+            .verify_integrity(md5_key("bob", "bob-pw").as_bytes())
+            .is_ok());
+        let alt = alternate_server(r.last()).expect("ALTERNATE-SERVER");
+        assert!(alt.is_ipv4(), "{alt}");
+        seen.push(alt);
+    }
+    // In turn.
+    seen.sort();
+    assert_eq!(seen, vec![sa("192.0.2.9:3478"), sa("192.0.2.10:3479")]);
+    assert_eq!(h.server.allocation_count(), 1);
+
+    // The existing allocation lives on: Refresh, ChannelBind, data.
+    let r = h.request(&mut c, client_addr(), Method::Refresh, &lifetime_body(600));
+    assert_success(r.last(), Method::Refresh);
+    let r = h.request(
+        &mut c,
+        client_addr(),
+        Method::ChannelBind,
+        &channel_body(0x4000, peer()),
+    );
+    assert_success(r.last(), Method::ChannelBind);
+    let out = h.send(&channel_data::encode(0x4000, b"still relayed"));
+    assert_eq!(out.one().destination, peer());
+    assert_eq!(out.one().source, relay.0);
+
+    // And ends as usual.
+    let r = h.request(&mut c, client_addr(), Method::Refresh, &lifetime_body(0));
+    assert_success(r.last(), Method::Refresh);
+    assert_eq!(h.server.allocation_count() + h.server.pending_count(), 0);
+
+    // Drain off: allocations are taken again.
+    h.server.set_draining(false);
+    h.allocate(&mut bob(), client_port(40_003));
+}
+
+#[test]
+fn draining_without_an_alternate_answers_508_but_not_to_a_retransmission() {
+    let mut h = Harness::new(config());
+    let mut c = alice();
+    let tid = h.tid();
+    let out = h.send(&c.request(Method::Allocate, tid, transport_udp));
+    assert_eq!(c.answer(&out.one().payload), Answer::Retry);
+    let tid = h.tid();
+    let req = c.request(Method::Allocate, tid, transport_udp);
+    assert_success(&h.send(&req).one().payload, Method::Allocate);
+    h.server.set_draining(true);
+    // The retransmission of the request that made the allocation still gets its success.
+    assert_success(&h.send(&req).one().payload, Method::Allocate);
+    let r = h.allocate_with(&mut bob(), client_port(40_001), &transport_udp);
+    assert_error(r.last(), Method::Allocate, 508);
+    assert!(alternate_server(r.last()).is_none());
+    // A request without credentials is challenged as before: the drain shows only to
+    // authenticated clients.
+    let tid = h.tid();
+    let out = h.send_from(
+        client_port(40_002),
+        &build(Method::Allocate, tid, transport_udp),
+    );
+    assert_error(&out.one().payload, Method::Allocate, 401);
+}
+
+#[test]
+fn alternate_above_sheds_allocations_beyond_the_threshold_only() {
+    let mut cfg = config();
+    cfg.alternate_servers = vec![sa("192.0.2.9:3478")];
+    cfg.alternate_above = 2;
+    let mut h = Harness::new(cfg);
+    h.allocate(&mut alice(), client_port(40_001));
+    h.allocate(&mut alice(), client_port(40_002));
+    let r = h.allocate_with(&mut alice(), client_port(40_003), &transport_udp);
+    assert_error(r.last(), Method::Allocate, 300);
+    assert_eq!(alternate_server(r.last()), Some(sa("192.0.2.9:3478")));
+    assert_eq!(h.server.allocation_count(), 2);
+    // An IPv6 client has no alternate of its family: served while not draining.
+    let mut cfg = config();
+    cfg.alternate_servers = vec![sa("192.0.2.9:3478")];
+    cfg.alternate_above = 1;
+    let mut h = Harness::new(cfg);
+    h.allocate(&mut alice(), client_port(40_001));
+    h.allocate(&mut alice(), sa("[2001:db8::2]:40000"));
+    assert_eq!(h.server.allocation_count(), 2);
+}
+
+// ------------------------------------------------------------------------- reload
+
+#[test]
+fn reload_changes_credentials_and_limits_but_not_allocations_or_bound_state() {
+    let (mut h, mut c, relay) = allocated(config(), 600);
+    let r = h.request(
+        &mut c,
+        client_addr(),
+        Method::ChannelBind,
+        &channel_body(0x4000, peer()),
+    );
+    assert_success(r.last(), Method::ChannelBind);
+    let before = h.server.state_size();
+
+    // bob removed, carol added, a lower user quota, another relay address and bandwidth
+    // limit (both kept: sockets are bound, forwarders share the buckets).
+    let mut creds = xturn_control::auth::Credentials::new(REALM).unwrap();
+    creds.add_user("alice", "alice-pw").unwrap();
+    creds.add_user("carol", "carol-pw").unwrap();
+    let mut cfg = Config::new(creds, ip("198.51.100.99"), filter_with(&[], &[]));
+    cfg.user_quota = 1;
+    cfg.max_bps = 1000;
+    let kept = h.server.reload(h.now, cfg);
+    assert_eq!(kept, vec!["relay-ip", "max-bps"]);
+    assert_eq!(h.server.config().relay_ipv4, Some(relay_ip()));
+    assert_eq!(h.server.config().max_bps, 0);
+    assert_eq!(
+        h.server.state_size(),
+        before,
+        "nothing of the allocation changed"
+    );
+
+    // The allocation relays and refreshes as before.
+    let out = h.send(&channel_data::encode(0x4000, b"after reload"));
+    assert_eq!((out.one().source, out.one().destination), (relay.0, peer()));
+    let r = h.request(&mut c, client_addr(), Method::Refresh, &lifetime_body(600));
+    assert_success(r.last(), Method::Refresh);
+    // The new quota holds for alice's next allocation.
+    let r = h.allocate_with(&mut alice(), client_port(40_001), &transport_udp);
+    assert_error(r.last(), Method::Allocate, 486);
+    // carol is a user now, bob is not.
+    let carol = h.allocate(
+        &mut TurnClient::new("carol", "carol-pw"),
+        client_port(40_002),
+    );
+    assert_eq!(carol.0.ip(), relay_ip());
+    let r = h.allocate_with(&mut bob(), client_port(40_003), &transport_udp);
+    assert_eq!(r.codes().last(), Some(&Some(401)));
+}

@@ -21,7 +21,7 @@ const MAX_XDP_MAP_ENTRIES: u32 = 1 << 24;
 /// Largest --total-quota: a million sockets is far beyond one host's port ranges.
 const MAX_TOTAL_QUOTA: u32 = 1_000_000;
 
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Parser, Default, Clone)]
 #[command(
     name = "xturn",
     version,
@@ -186,6 +186,34 @@ pub struct Args {
     /// socket path. Default 65536.
     #[arg(long = "xdp-max-channels")]
     pub xdp_max_channels: Option<u32>,
+    /// Another TURN server, IP or IP:PORT (port 3478 if not given; repeatable), that new
+    /// allocations are sent to with 300 Try Alternate (RFC 8489 ALTERNATE-SERVER) while
+    /// this server drains (SIGUSR1, `xturn drain`) or holds --alternate-above allocations.
+    /// One of the client's address family is named, in turn. Without one a draining
+    /// server answers new allocations with 508.
+    #[arg(long = "alternate-server", value_parser = parse_alternate)]
+    pub alternate_server: Vec<SocketAddr>,
+    /// With --alternate-server: from this many allocations on, new ones are sent to an
+    /// alternate server (0 = only while draining). Default 0.
+    #[arg(long = "alternate-above")]
+    pub alternate_above: Option<u32>,
+    /// How long a drain (SIGUSR1, `xturn drain`) waits for the last allocation to end
+    /// before the server exits anyway, in seconds. Default 3600.
+    #[arg(long = "drain-timeout")]
+    pub drain_timeout: Option<u64>,
+}
+
+/// `--alternate-server`: IP:PORT, or IP for port 3478.
+pub fn parse_alternate(s: &str) -> std::result::Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    match s.parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, 3478)),
+        Err(_) => Err(format!(
+            "{s:?} is not IP:PORT or IP (e.g. 203.0.113.7:3478, [2001:db8::7]:3478)"
+        )),
+    }
 }
 
 /// The same keys in a TOML file.
@@ -233,6 +261,9 @@ pub struct FileConfig {
     pub xdp_max_allocations: Option<u32>,
     pub xdp_max_permissions: Option<u32>,
     pub xdp_max_channels: Option<u32>,
+    pub alternate_server: Option<Vec<String>>,
+    pub alternate_above: Option<u32>,
+    pub drain_timeout: Option<u64>,
 }
 
 /// Everything the running server needs, validated.
@@ -260,7 +291,12 @@ pub struct Settings {
     pub server: xturn_control::Config,
     /// Set when no credentials were configured: (user, password) of the demo user.
     pub demo_user: Option<(String, String)>,
+    /// How long a drain waits for the last allocation (`--drain-timeout`).
+    pub drain_timeout: Duration,
 }
+
+/// Default `--drain-timeout`: the default longest allocation lifetime.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The forwarder threads' default nice value (see `--afxdp-nice`).
 pub const DEFAULT_AFXDP_NICE: i32 = -10;
@@ -580,6 +616,42 @@ impl Settings {
             server.stateless_rate_per_prefix,
         );
         server.rfc5766_channels = a.rfc5766_channels || f.rfc5766_channels.unwrap_or(false);
+        server.alternate_servers = if a.alternate_server.is_empty() {
+            f.alternate_server
+                .unwrap_or_default()
+                .iter()
+                .map(|s| parse_alternate(s).map_err(|e| anyhow::anyhow!("alternate-server: {e}")))
+                .collect::<Result<_>>()?
+        } else {
+            a.alternate_server
+        };
+        for alt in &server.alternate_servers {
+            if alt.ip().is_unspecified() || alt.port() == 0 {
+                bail!("--alternate-server {alt}: give the address and port clients can reach");
+            }
+            if listen.contains(alt) {
+                bail!("--alternate-server {alt} is this server's own listening address: clients would be sent back here");
+            }
+        }
+        server.alternate_above = pick(a.alternate_above, f.alternate_above, 0);
+        if server.alternate_above > 0 && server.alternate_servers.is_empty() {
+            bail!(
+                "--alternate-above {} needs an --alternate-server to send allocations to",
+                server.alternate_above
+            );
+        }
+        let drain_timeout = pick(
+            a.drain_timeout,
+            f.drain_timeout,
+            DEFAULT_DRAIN_TIMEOUT.as_secs(),
+        );
+        if drain_timeout == 0 || drain_timeout > MAX_CONFIG_LIFETIME.as_secs() {
+            bail!(
+                "--drain-timeout {drain_timeout}: use 1 to {} seconds",
+                MAX_CONFIG_LIFETIME.as_secs()
+            );
+        }
+        let drain_timeout = Duration::from_secs(drain_timeout);
         let proc_user = a.proc_user.or(f.proc_user);
         let proc_group = a.proc_group.or(f.proc_group);
         let status_group = a.status_group.or(f.status_group);
@@ -607,6 +679,7 @@ impl Settings {
             xdp_maps,
             server,
             demo_user,
+            drain_timeout,
         })
     }
 }
@@ -698,6 +771,67 @@ mod tests {
         let f: FileConfig = toml::from_str("xdp = [\"eth0\"]\nafxdp = false").unwrap();
         let a = Args::try_parse_from(["xturn", "--listening-ip", "192.0.2.1"]).unwrap();
         assert!(!Settings::merge(a, f).unwrap().afxdp);
+    }
+
+    #[test]
+    fn alternate_servers_and_drain_timeout() {
+        let s = parse(&[]).unwrap();
+        assert!(s.server.alternate_servers.is_empty());
+        assert_eq!(s.server.alternate_above, 0);
+        assert_eq!(s.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        let s = parse(&[
+            "--alternate-server",
+            "192.0.2.9",
+            "--alternate-server",
+            "[2001:db8::9]:5000",
+            "--alternate-above",
+            "100",
+            "--drain-timeout",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.server.alternate_servers,
+            vec![
+                "192.0.2.9:3478".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::9]:5000".parse().unwrap()
+            ]
+        );
+        assert_eq!(s.server.alternate_above, 100);
+        assert_eq!(s.drain_timeout, Duration::from_secs(30));
+        for (args, needle) in [
+            (
+                &["--alternate-server", "127.0.0.1:3478"][..],
+                "own listening address",
+            ),
+            (
+                &["--alternate-server", "0.0.0.0:3478"][..],
+                "clients can reach",
+            ),
+            (
+                &["--alternate-above", "5"][..],
+                "needs an --alternate-server",
+            ),
+            (&["--drain-timeout", "0"][..], "--drain-timeout"),
+            (
+                &["--alternate-server", "turn.example.org"][..],
+                "not IP:PORT",
+            ),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(format!("{e:#}").contains(needle), "{args:?}: {e:#}");
+        }
+        let f: FileConfig =
+            toml::from_str("alternate-server = [\"192.0.2.9:3479\"]\ndrain-timeout = 5").unwrap();
+        let s = Settings::merge(Args::try_parse_from(["xturn"]).unwrap(), f).unwrap();
+        assert_eq!(
+            s.server.alternate_servers,
+            vec!["192.0.2.9:3479".parse().unwrap()]
+        );
+        assert_eq!(s.drain_timeout, Duration::from_secs(5));
+        let f: FileConfig = toml::from_str("alternate-server = [\"x\"]").unwrap();
+        let e = Settings::merge(Args::try_parse_from(["xturn"]).unwrap(), f).unwrap_err();
+        assert!(format!("{e:#}").contains("alternate-server"), "{e:#}");
     }
 
     #[test]

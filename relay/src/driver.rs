@@ -422,14 +422,144 @@ impl Worker {
     }
 }
 
+/// What the process was asked to do by signal.
+pub struct Signals {
+    /// Stop now (SIGINT, SIGTERM).
+    pub shutdown: Arc<AtomicBool>,
+    /// Drain (SIGUSR1): no new allocations, stop when the last one ends or after
+    /// `--drain-timeout`.
+    pub drain: Arc<AtomicBool>,
+    pub reload: Reload,
+}
+
+/// Reload (SIGHUP): read the configuration again and apply what can change live.
+pub struct Reload {
+    /// Set by the signal.
+    pub asked: Arc<AtomicBool>,
+    /// The configuration as start-up read it: the same command line, the file again.
+    pub load: Box<dyn Fn() -> Result<Settings> + Send>,
+    pub set_log_level: Box<SetLogLevel>,
+}
+
+/// Applies a `--log-level` to the running log filter.
+pub type SetLogLevel = dyn Fn(&str) -> Result<()> + Send;
+
+/// The options of `new` that differ from the running `old` and only a restart changes
+/// (sockets, threads and the XDP attachment are made at start, privileges dropped).
+fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut differs = |d: bool, name| {
+        if d {
+            v.push(name);
+        }
+    };
+    differs(old.listen != new.listen, "listening-ip/listening-port");
+    differs(old.threads != new.threads, "threads");
+    differs(old.xdp != new.xdp, "xdp");
+    differs(old.afxdp != new.afxdp, "afxdp");
+    differs(old.afxdp_nice != new.afxdp_nice, "afxdp-nice");
+    differs(old.xdp_mode != new.xdp_mode, "xdp-mode");
+    differs(old.xdp_maps != new.xdp_maps, "xdp-max-*");
+    differs(old.proc_user != new.proc_user, "proc-user");
+    differs(old.proc_group != new.proc_group, "proc-group");
+    differs(old.status_group != new.status_group, "status-group");
+    v
+}
+
+impl Reload {
+    /// Read the configuration again and apply it; an invalid one changes nothing.
+    fn apply(&self, running: &Settings, server: &mut Server, drain: &mut Drain) {
+        let new = match (self.load)() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration stays: {e:#}");
+                return;
+            }
+        };
+        let mut kept = restart_only(running, &new);
+        let mut cfg = new.server;
+        if new.demo_user.is_some() {
+            // No credentials configured: a reload would make a new demo password.
+            cfg.credentials = server.config().credentials.clone();
+        }
+        kept.extend(server.reload(Instant::now(), cfg));
+        if let Err(e) = (self.set_log_level)(&new.log_level) {
+            tracing::warn!("{e:#}");
+        }
+        drain.timeout = new.drain_timeout;
+        if kept.is_empty() {
+            tracing::info!("reloaded the configuration");
+        } else {
+            tracing::warn!(
+                "reloaded the configuration; these options differ but change only on restart \
+                 (their running values stay): {}",
+                kept.join(", ")
+            );
+        }
+    }
+}
+
+/// A drain under way: when it started, and when it ends at the latest.
+struct Drain {
+    timeout: Duration,
+    started: Option<Instant>,
+}
+
+impl Drain {
+    /// One look at the drain from the supervising loop: start it when asked; `true` when
+    /// the server should stop (no allocation left, or the timeout passed).
+    fn step(&mut self, asked: bool, server: Option<&mut Server>) -> bool {
+        let Some(server) = server else {
+            return false;
+        };
+        let live = server.allocation_count() + server.pending_count();
+        let started = match self.started {
+            Some(t) => t,
+            None if asked => {
+                server.set_draining(true);
+                tracing::info!(
+                    "draining: no new allocations{}; {live} allocations left, stopping when                      the last ends or in {:?}",
+                    if server.config().alternate_servers.is_empty() {
+                        " (508)".to_string()
+                    } else {
+                        " (300 to the alternate servers)".to_string()
+                    },
+                    self.timeout
+                );
+                let now = Instant::now();
+                self.started = Some(now);
+                now
+            }
+            None => return false,
+        };
+        if live == 0 {
+            tracing::info!("drained: the last allocation ended");
+            return true;
+        }
+        if started.elapsed() >= self.timeout {
+            tracing::info!(
+                "drain timeout ({:?}) passed with {live} allocations left: stopping",
+                self.timeout
+            );
+            return true;
+        }
+        false
+    }
+}
+
 /// Run the server until `shutdown` is set. With `xdp`, the program's maps follow the
 /// control plane and its interface flags follow the interfaces (`Watch`); it is detached
 /// when this returns, after the sockets have stopped.
-pub fn run(
-    settings: Settings,
-    shutdown: Arc<AtomicBool>,
-    xdp: Option<(XdpPath, Watch)>,
-) -> Result<()> {
+pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) -> Result<()> {
+    let Signals {
+        shutdown,
+        drain,
+        reload,
+    } = signals;
+    let mut draining = Drain {
+        timeout: settings.drain_timeout,
+        started: None,
+    };
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -582,6 +712,18 @@ pub fn run(
             fatal = Some(format!("worker thread {i} died ({why})"));
             break;
         }
+        if reload.asked.swap(false, Ordering::Relaxed) {
+            if let Some(mut s) = shared.server() {
+                reload.apply(&settings, &mut s, &mut draining);
+            }
+        }
+        let asked = drain.load(Ordering::Relaxed);
+        if (asked || draining.started.is_some())
+            && draining.step(asked, shared.server().as_deref_mut())
+        {
+            shared.shutdown.store(true, Ordering::Relaxed);
+            break;
+        }
         if turn.is_multiple_of(HOST_ADDRESSES_TURNS) {
             // Memory a peak of allocations used goes back: the server's tables, then the
             // allocator's free pages (every thread's arena) to the system.
@@ -634,7 +776,8 @@ pub fn run(
             .map(|s| s.data_plane().allocations().collect())
             .unwrap_or_default();
         let dropped = shared.dropped(&limits);
-        if let Err(e) = status.write(&control, xdp_report.as_ref(), &dropped) {
+        let state = draining.started.is_some();
+        if let Err(e) = status.write(&control, xdp_report.as_ref(), &dropped, state) {
             if !warned {
                 tracing::warn!("status (per-allocation and AF_XDP counters) not published: {e:#}");
                 warned = true;

@@ -12,9 +12,11 @@
 //! - [`status`]: the status file's schema, written by the server and read by
 //!   [`stats`] (`xturn stats`) and the benchmark's report.
 //! - [`update`]: what the control plane tells the workers and forwarders.
+//! - [`drain`]: `xturn drain`, which asks a running server to drain.
 
 pub mod afxdp;
 pub mod config;
+pub mod drain;
 pub mod driver;
 pub mod host;
 pub mod mmsg;

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use xturn_relay::{config, serve, stats};
+use xturn_relay::{config, drain, serve, stats};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -36,6 +36,10 @@ enum Command {
     /// and which traffic would take which path, without sending a frame or changing
     /// anything. Exits 2, with the fix, when the server would refuse to start.
     Check(Box<config::Args>),
+    /// Ask the running server (or --pid) to drain: no new allocations (300 Try Alternate
+    /// with --alternate-server, else 508), the existing ones keep working, and it exits 0
+    /// when the last ends or after --drain-timeout. The same as `kill -USR1 PID`.
+    Drain(drain::DrainArgs),
 }
 
 fn real_main() -> Result<()> {
@@ -43,6 +47,7 @@ fn real_main() -> Result<()> {
     match cli.command {
         Some(Command::Stats(a)) => stats::run(&a),
         Some(Command::Check(a)) => serve::check(*a),
+        Some(Command::Drain(a)) => drain::run(&a),
         None => serve::serve(cli.server),
     }
 }

@@ -337,12 +337,17 @@ fn fields<T: Serialize>(o: &T, prefix: &str, out: &mut String) {
 /// allocations' traffic per path.
 pub fn human_server(v: &Status) -> String {
     let mut out = format!(
-        "xturn server {}: {}\n",
+        "xturn server {}: {}{}\n",
         v.pid,
         if v.threads.is_empty() {
             "kernel sockets"
         } else {
             "AF_XDP fast path and kernel sockets"
+        },
+        if v.draining {
+            ", draining (no new allocations)"
+        } else {
+            ""
         }
     );
     for t in &v.threads {

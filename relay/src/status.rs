@@ -87,6 +87,8 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp: Option<XdpReport>,
     pub dropped: Dropped,
+    /// Draining (SIGUSR1, `xturn drain`): no new allocations.
+    pub draining: bool,
 }
 
 impl Status {
@@ -267,6 +269,7 @@ impl StatusWriter {
         control: &AllocationCounts,
         xdp: Option<&XdpReport>,
         dropped: &Dropped,
+        draining: bool,
     ) -> Result<()> {
         let threads = self.threads();
         let workers: Vec<AllocationCounts> = self
@@ -285,6 +288,7 @@ impl StatusWriter {
             allocations,
             xdp: xdp.cloned(),
             dropped: *dropped,
+            draining,
         };
         let tmp = self.path.with_extension("json.tmp");
         {
@@ -392,7 +396,8 @@ mod tests {
         std::fs::create_dir_all(dir.join("4194305")).unwrap();
         w.prepare(None).unwrap();
         assert!(!dir.join("4194305").exists());
-        w.write(&Vec::new(), None, &Dropped::default()).unwrap();
+        w.write(&Vec::new(), None, &Dropped::default(), false)
+            .unwrap();
         let path = status_path(&dir, std::process::id());
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -471,6 +476,7 @@ mod schema_tests {
                 malformed: 4,
                 ..Default::default()
             },
+            draining: true,
         };
         let text = serde_json::to_string_pretty(&status).unwrap();
         let back: Status = serde_json::from_str(&text).unwrap();

@@ -23,7 +23,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdp_support::traffic::{channel_data, relay_each_way, socket_in, Flow};
 use xdp_support::{root_or_skip, run, unique_tag, Netns};
-use xturn_control::client::Answer;
+use xturn_control::client::{self, Answer};
+use xturn_control::wire::{attr, Method};
 use xturn_tests::{have, payload, xturn_bin, Proc, TestClient};
 
 const DATAGRAMS: u64 = 100_000;
@@ -280,6 +281,51 @@ fn settled_stats(bin: &std::path::Path, lab: &Lab) -> serde_json::Value {
 /// same 2 CPUs, and "0 loss at a moderate rate" should not depend on their overlap.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// [`FLOWS`] flows: an allocation each, a channel to its own peer port.
+fn open_flows(lab: &Lab, net: Net, v6: bool) -> Vec<Flow> {
+    let mut flows = Vec::new();
+    for i in 0..FLOWS {
+        let sock = socket_in(&lab.ns_c, SocketAddr::new(net.client, 0));
+        let mut client = TestClient::with_socket(sock, net.server, "alice", "wonderland");
+        let relay = client.allocate_family(v6);
+        assert_eq!(relay.ip(), net.relay);
+        let peer_addr = SocketAddr::new(net.peer, PEER_BASE_PORT + i as u16);
+        let peer = socket_in(&lab.ns_p, peer_addr);
+        let channel = 0x4000 + i as u16;
+        assert_eq!(client.channel_bind(channel, peer_addr), Answer::Success);
+        flows.push(Flow {
+            client,
+            relay,
+            peer,
+            channel,
+        });
+    }
+    flows
+}
+
+/// Warm-up, one datagram each way per flow: the relay's kernel learns both neighbours
+/// (the XDP program's FIB lookup needs them; until then frames take the socket path).
+fn warm_up(flows: &[Flow], server: SocketAddr, run: Run) {
+    let datagrams = run.datagrams;
+    let mut buf = [0u8; 4096];
+    for (i, f) in flows.iter().enumerate() {
+        let warm = run.data()(2 * datagrams - 1 - i as u64, datagrams);
+        f.client
+            .sock
+            .send_to(&channel_data(f.channel, &warm), server)
+            .unwrap();
+        let (n, from) = f.peer.recv_from(&mut buf).expect("warm-up to the peer");
+        assert_eq!((from, &buf[..n]), (f.relay, warm.as_slice()));
+        f.peer.send_to(&warm, f.relay).unwrap();
+        let (n, _) = f
+            .client
+            .sock
+            .recv_from(&mut buf)
+            .expect("warm-up to the client");
+        assert_eq!(&buf[..n], channel_data(f.channel, &warm).as_slice());
+    }
+}
+
 fn relay_through_afxdp(run: Run) {
     let Run { queues, v6, .. } = run;
     let datagrams = run.datagrams;
@@ -305,45 +351,9 @@ fn relay_through_afxdp(run: Run) {
     let pid = xturn.child.id();
     let server = net.server;
 
-    // Flows: an allocation each, a channel to its own peer port.
     let t_bind = Instant::now();
-    let mut flows = Vec::new();
-    for i in 0..FLOWS {
-        let sock = socket_in(&lab.ns_c, SocketAddr::new(net.client, 0));
-        let mut client = TestClient::with_socket(sock, server, "alice", "wonderland");
-        let relay = client.allocate_family(v6);
-        assert_eq!(relay.ip(), net.relay);
-        let peer_addr = SocketAddr::new(net.peer, PEER_BASE_PORT + i as u16);
-        let peer = socket_in(&lab.ns_p, peer_addr);
-        let channel = 0x4000 + i as u16;
-        assert_eq!(client.channel_bind(channel, peer_addr), Answer::Success);
-        flows.push(Flow {
-            client,
-            relay,
-            peer,
-            channel,
-        });
-    }
-
-    // Warm-up, one datagram each way per flow: the relay's kernel learns both neighbours
-    // (the XDP program's FIB lookup needs them; until then frames take the socket path).
-    let mut buf = [0u8; 4096];
-    for (i, f) in flows.iter().enumerate() {
-        let warm = run.data()(2 * datagrams - 1 - i as u64, datagrams);
-        f.client
-            .sock
-            .send_to(&channel_data(f.channel, &warm), server)
-            .unwrap();
-        let (n, from) = f.peer.recv_from(&mut buf).expect("warm-up to the peer");
-        assert_eq!((from, &buf[..n]), (f.relay, warm.as_slice()));
-        f.peer.send_to(&warm, f.relay).unwrap();
-        let (n, _) = f
-            .client
-            .sock
-            .recv_from(&mut buf)
-            .expect("warm-up to the client");
-        assert_eq!(&buf[..n], channel_data(f.channel, &warm).as_slice());
-    }
+    let flows = open_flows(&lab, net, v6);
+    warm_up(&flows, server, run);
     let (before, threads_before) = fast_path_counters(&settled_stats(&bin, &lab), pid);
 
     // 100,000 each way, both directions at once, checked on arrival.
@@ -389,6 +399,7 @@ fn relay_through_afxdp(run: Run) {
         std::thread::sleep(d);
     }
     let f = &flows[0];
+    let mut buf = [0u8; 4096];
     for k in 0..50 {
         let d = run.data()(k * FLOWS, datagrams);
         f.peer.send_to(&d, f.relay).unwrap();
@@ -613,4 +624,83 @@ fn afxdp_relays_coturn_uclient_to_turnutils_peer() {
         "AF_XDP relayed {to_peer} to the peer and {to_client} to the clients of {msgs}:\n{text}\n{v:#}"
     );
     drop(xturn);
+}
+
+/// A drain (SIGUSR1) of a server relaying through AF_XDP: new allocations get 300 with the
+/// alternate, the existing ones go on relaying through the forwarder, every datagram
+/// arriving, and the server exits 0 once they are deleted.
+#[test]
+fn afxdp_drain_keeps_relaying_and_exits_with_the_last_allocation() {
+    if !root_or_skip("afxdp_drain") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = xturn_bin();
+    let lab = Lab::new(1, 1500);
+    let net = net(false);
+    let mut xturn = lab.start_xturn(&bin, net, 1, &["--alternate-server", "192.0.2.9:3478"]);
+    let pid = xturn.child.id();
+    let run = Run {
+        datagrams: 10_000,
+        ..Run::new(1, false)
+    };
+    let mut flows = open_flows(&lab, net, false);
+    warm_up(&flows, net.server, run);
+    let (before, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+
+    assert!(Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        xturn
+            .wait_for_line("draining", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        xturn.output()
+    );
+    let sock = socket_in(&lab.ns_c, SocketAddr::new(net.client, 0));
+    let mut late = TestClient::with_socket(sock, net.server, "alice", "wonderland");
+    let r = late.request(Method::Allocate, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(client::error_code(&r), Some(300));
+
+    let diag = || format!("{:#}\n{}", settled_stats(&bin, &lab), xturn.output());
+    relay_each_way(
+        &flows,
+        run.datagrams,
+        run.rate,
+        net.server,
+        run.data(),
+        &diag,
+    );
+    let v = settled_stats(&bin, &lab);
+    let (after, _) = fast_path_counters(&v, pid);
+    let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        delta,
+        [vec![run.datagrams; 6], vec![0, 0]].concat(),
+        "while draining, all through AF_XDP: {v:#}"
+    );
+    for f in &mut flows {
+        let r = f
+            .client
+            .request(Method::Refresh, client::refresh_body(Duration::ZERO));
+        assert_eq!(f.client.turn.answer(&r), Answer::Success);
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Ok(Some(s)) = xturn.child.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "no exit after the last allocation:\n{}",
+            xturn.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", xturn.output());
 }

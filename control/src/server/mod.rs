@@ -77,6 +77,14 @@ pub struct Config {
     /// (for older clients such as coturn's `turnutils_uclient`).
     pub rfc5766_channels: bool,
     pub filter: PeerFilter,
+    /// Other servers new allocations are sent to with 300 Try Alternate (RFC 8489
+    /// ALTERNATE-SERVER) while this one drains ([`Server::set_draining`]) or holds
+    /// [`Config::alternate_above`] allocations; one of the client's family is taken, in
+    /// turn. Without one, a draining server answers Allocate with 508.
+    pub alternate_servers: Vec<SocketAddr>,
+    /// With alternate servers: allocations (live and being bound) from which new ones are
+    /// sent to them; 0 = only while draining.
+    pub alternate_above: u32,
 }
 
 impl Config {
@@ -105,6 +113,8 @@ impl Config {
             user_max_bps: 0,
             rfc5766_channels: false,
             filter,
+            alternate_servers: Vec::new(),
+            alternate_above: 0,
         }
     }
 }
@@ -232,6 +242,10 @@ pub struct Server {
     stateless: Stateless,
     /// 401 answers not sent for being over a budget (per prefix or server-wide).
     unauth_shed: u64,
+    /// No new allocations (drain): Allocate gets 300 or 508; the rest keeps working.
+    draining: bool,
+    /// The alternate server to name next (round robin).
+    next_alternate: usize,
 }
 
 impl core::fmt::Debug for Server {
@@ -307,6 +321,8 @@ impl Server {
             unauth_prefix,
             stateless,
             unauth_shed: 0,
+            draining: false,
+            next_alternate: 0,
         }
     }
 
@@ -354,6 +370,63 @@ impl Server {
         self.limits.clone()
     }
 
+    /// A new configuration (SIGHUP): credentials, realm, peer lists, quotas, 401 budgets,
+    /// lifetimes, limits per allocation, alternate servers and the rest of what a request
+    /// reads take effect at once for the next request; allocations, their permissions,
+    /// channels and data are untouched (existing ones keep their lifetimes until refreshed).
+    /// Returns the options that differ but cannot change while the server runs: they keep
+    /// their running values (the relayed addresses and port range: sockets are bound;
+    /// `total_quota`: the open-file limit was raised for it; the bandwidth limits: every
+    /// forwarder shares their buckets).
+    pub fn reload(&mut self, now: Instant, cfg: Config) -> Vec<&'static str> {
+        let mut cfg = cfg;
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($field:ident => $name:literal),* $(,)?) => {$(
+                if cfg.$field != self.cfg.$field {
+                    kept.push($name);
+                    cfg.$field = self.cfg.$field.clone();
+                }
+            )*};
+        }
+        keep!(
+            relay_ipv4 => "relay-ip",
+            relay_ipv6 => "relay-ip",
+            min_port => "min-port",
+            max_port => "max-port",
+            total_quota => "total-quota",
+            max_bps => "max-bps",
+            user_max_bps => "user-max-bps",
+            stateless_rate_per_prefix => "binding-rate-per-prefix",
+        );
+        kept.dedup();
+        for l in [
+            &mut cfg.default_lifetime,
+            &mut cfg.max_lifetime,
+            &mut cfg.permission_lifetime,
+            &mut cfg.channel_lifetime,
+            &mut cfg.nonce_lifetime,
+        ] {
+            *l = (*l).min(MAX_CONFIG_LIFETIME);
+        }
+        let hosts = self.cfg.filter.host_ips().to_vec();
+        cfg.filter.set_host_ips(hosts);
+        if cfg.unauth_rate_per_prefix != self.cfg.unauth_rate_per_prefix {
+            self.unauth_prefix = PrefixBudget::new(
+                cfg.unauth_rate_per_prefix,
+                DEFAULT_SLOTS,
+                self.rng.next_u64(),
+                now,
+            );
+        }
+        if cfg.unauth_rate != self.cfg.unauth_rate {
+            self.unauth_tokens = cfg.unauth_rate as f64;
+            self.unauth_last = now;
+        }
+        self.cfg = cfg;
+        kept
+    }
+
     /// The host's addresses changed: the peer filter denies the new list (see
     /// [`PeerFilter::set_host_ips`]).
     pub fn set_host_ips(&mut self, ips: Vec<IpAddr>) {
@@ -362,6 +435,40 @@ impl Server {
 
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// Allocations whose relayed address the driver is binding.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Drain (or stop draining): while on, Allocate requests for new allocations are
+    /// answered 300 Try Alternate with an alternate server of the client's family, or 508
+    /// Insufficient Capacity without one; retransmissions, Refresh, CreatePermission,
+    /// ChannelBind and data keep working, so existing allocations live out their time.
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// An alternate server of `client`'s family (RFC 8489 section 14.15: the same family
+    /// as the request's source), in turn.
+    fn alternate_for(&mut self, client: SocketAddr) -> Option<SocketAddr> {
+        let same: Vec<SocketAddr> = self
+            .cfg
+            .alternate_servers
+            .iter()
+            .filter(|a| a.is_ipv4() == client.is_ipv4())
+            .copied()
+            .collect();
+        if same.is_empty() {
+            return None;
+        }
+        self.next_alternate = self.next_alternate.wrapping_add(1);
+        Some(same[self.next_alternate % same.len()])
     }
 
     /// The data-plane view the server maintains (counters of traffic it relayed itself).
@@ -936,6 +1043,24 @@ impl Server {
             return Ok(()); // a retransmission while the bind is in progress
         }
         let req = request::Allocate::parse(msg)?;
+        // Draining, or as busy as the operator wants this server: another one takes it.
+        let busy = self.cfg.alternate_above > 0
+            && self.allocations.len() + self.pending.len() >= self.cfg.alternate_above as usize;
+        if self.draining || busy {
+            if let Some(alt) = self.alternate_for(ctx.five_tuple.client.0) {
+                let v = attr::encode_address(alt);
+                self.error(
+                    ctx,
+                    Some(auth),
+                    TurnError::TryAlternate,
+                    &[(attr::ALTERNATE_SERVER, v)],
+                );
+                return Ok(());
+            }
+            if self.draining {
+                return Err(TurnError::InsufficientCapacity);
+            }
+        }
         let ip = match req.family {
             Family::V4 => self.cfg.relay_ipv4,
             Family::V6 => self.cfg.relay_ipv6,

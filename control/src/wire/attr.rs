@@ -116,6 +116,25 @@ pub fn decode_xor_address(v: &[u8], tid: &TransactionId) -> Result<SocketAddr, W
     Ok(SocketAddr::new(ip, port))
 }
 
+/// A plain (MAPPED-ADDRESS style) address value: ALTERNATE-SERVER (RFC 8489 section
+/// 14.15), MAPPED-ADDRESS.
+pub fn encode_address(addr: SocketAddr) -> Vec<u8> {
+    let mut v = vec![0];
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            v.push(FAMILY_IPV4);
+            v.extend_from_slice(&addr.port().to_be_bytes());
+            v.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            v.push(FAMILY_IPV6);
+            v.extend_from_slice(&addr.port().to_be_bytes());
+            v.extend_from_slice(&ip.octets());
+        }
+    }
+    v
+}
+
 /// Decode a plain (MAPPED-ADDRESS style) address value.
 pub fn decode_address(v: &[u8]) -> Result<SocketAddr, WireError> {
     if v.len() < 4 {
