@@ -297,6 +297,33 @@ impl TestClient {
     }
 }
 
+/// Datagrams `from..from + n` each way through channel 0x4000 of `c`'s allocation on
+/// `relay` and `peer`, one at a time, each awaited: a lost or changed one fails the test.
+pub fn relay_lockstep(c: &mut TestClient, peer: &UdpSocket, relay: SocketAddr, from: u64, n: u64) {
+    use xturn_control::wire::{channel_data, ChannelData};
+    let mut buf = vec![0u8; 2048];
+    for k in from..from + n {
+        c.sock
+            .send_to(&channel_data::encode(0x4000, &payload(k)), c.server)
+            .unwrap();
+        let (len, src) = peer
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {k} to the peer lost: {e}"));
+        assert_eq!(
+            (src, &buf[..len]),
+            (relay, &payload(k)[..]),
+            "datagram {k} to the peer"
+        );
+        peer.send_to(&payload(k), relay).unwrap();
+        let (len, _) = c
+            .sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {k} to the client lost: {e}"));
+        let cd = ChannelData::new_checked(&buf[..len]).expect("ChannelData");
+        assert_eq!(cd.payload(), &payload(k)[..], "datagram {k} to the client");
+    }
+}
+
 /// Deterministic payload for datagram `i`: 8-byte sequence number then pseudo-random
 /// bytes; the length varies from 8 to 1207 bytes (odd and even).
 pub fn payload(i: u64) -> Vec<u8> {

@@ -8,8 +8,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use xturn_control::auth::{long_term_key, PasswordAlgorithm};
 use xturn_control::client::{self, Answer};
-use xturn_control::wire::{attr, channel_data, ChannelData, Message, Method};
-use xturn_tests::{payload, TestClient, Xturn};
+use xturn_control::wire::{attr, Message, Method};
+use xturn_tests::{relay_lockstep, TestClient, Xturn};
 
 /// Wait (bounded) for the server to exit.
 fn exit_within(server: &mut Xturn, limit: Duration) -> Option<ExitStatus> {
@@ -30,26 +30,6 @@ fn signal_usr1(pid: u32) {
         .unwrap()
         .success();
     assert!(ok, "kill -USR1 {pid}");
-}
-
-/// `n` datagrams each way through channel 0x4000, every one arriving byte-exact.
-fn relay_both_ways(c: &mut TestClient, peer: &UdpSocket, relay: SocketAddr, n: u64, base: u64) {
-    let mut buf = vec![0u8; 2048];
-    for k in base..base + n {
-        c.sock
-            .send_to(&channel_data::encode(0x4000, &payload(k)), c.server)
-            .unwrap();
-        let (len, from) = peer.recv_from(&mut buf).expect("the peer got no datagram");
-        assert_eq!(from, relay);
-        assert_eq!(&buf[..len], &payload(k)[..], "datagram {k} to the peer");
-        peer.send_to(&payload(k), relay).unwrap();
-        let (len, _) = c
-            .sock
-            .recv_from(&mut buf)
-            .expect("the client got no datagram");
-        let cd = ChannelData::new_checked(&buf[..len]).expect("ChannelData");
-        assert_eq!(cd.payload(), &payload(k)[..], "datagram {k} to the client");
-    }
 }
 
 #[test]
@@ -76,7 +56,7 @@ fn xturn_drain_sends_new_allocations_away_and_exits_when_the_last_ends() {
         a.channel_bind(0x4000, peer.local_addr().unwrap()),
         Answer::Success
     );
-    relay_both_ways(&mut a, &peer, relay, 100, 0);
+    relay_lockstep(&mut a, &peer, relay, 0, 100);
 
     // `xturn drain --pid` (several test servers run at once: the pid picks ours).
     let pid = server.proc.child.id();
@@ -108,7 +88,7 @@ fn xturn_drain_sends_new_allocations_away_and_exits_when_the_last_ends() {
         client::refresh_body(Duration::from_secs(600)),
     );
     assert_eq!(a.turn.answer(&r), Answer::Success);
-    relay_both_ways(&mut a, &peer, relay, 1000, 100);
+    relay_lockstep(&mut a, &peer, relay, 100, 1000);
     assert!(
         exit_within(&mut server, Duration::from_millis(500)).is_none(),
         "the server must wait for its last allocation"

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use xturn_control::auth::rest_password;
 use xturn_control::client::{Answer, TurnClient};
-use xturn_control::wire::{attr, channel_data, ChannelData, Message, Method, TransactionId};
-use xturn_tests::{payload, TestClient, Xturn};
+use xturn_control::wire::{attr, Message, Method, TransactionId};
+use xturn_tests::{relay_lockstep, TestClient, Xturn};
 
 /// The final answer to an Allocate from a fresh socket as `user`: `None` for success,
 /// else the error code (401 when the second, authenticated attempt is refused as well).
@@ -89,27 +89,6 @@ fn wait_for_nth(server: &Xturn, needle: &str, n: usize) -> String {
             server.proc.output()
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `n` datagrams each way through channel 0x4000, each awaited: one lost fails the test.
-fn relay_lockstep(c: &mut TestClient, peer: &UdpSocket, relay: SocketAddr, from: u64, n: u64) {
-    let mut buf = vec![0u8; 2048];
-    for k in from..from + n {
-        c.sock
-            .send_to(&channel_data::encode(0x4000, &payload(k)), c.server)
-            .unwrap();
-        let (len, src) = peer
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("datagram {k} to the peer lost: {e}"));
-        assert_eq!((src, &buf[..len]), (relay, &payload(k)[..]));
-        peer.send_to(&payload(k), relay).unwrap();
-        let (len, _) = c
-            .sock
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("datagram {k} to the client lost: {e}"));
-        let cd = ChannelData::new_checked(&buf[..len]).expect("ChannelData");
-        assert_eq!(cd.payload(), &payload(k)[..]);
     }
 }
 

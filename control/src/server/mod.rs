@@ -138,6 +138,19 @@ pub const DEFAULT_STATELESS_RATE_PER_PREFIX: u32 = 20_000;
 /// so that no deadline computation can overflow.
 pub const MAX_CONFIG_LIFETIME: Duration = Duration::from_secs(86_400);
 
+/// Every configured lifetime at most [`MAX_CONFIG_LIFETIME`].
+fn clamp_lifetimes(cfg: &mut Config) {
+    for l in [
+        &mut cfg.default_lifetime,
+        &mut cfg.max_lifetime,
+        &mut cfg.permission_lifetime,
+        &mut cfg.channel_lifetime,
+        &mut cfg.nonce_lifetime,
+    ] {
+        *l = (*l).min(MAX_CONFIG_LIFETIME);
+    }
+}
+
 /// The key allocations are counted under for [`Config::ip_quota`]: an IPv4 address, or the
 /// /64 of an IPv6 address (a host has a whole /64 to pick source addresses from).
 fn quota_key(ip: IpAddr) -> IpAddr {
@@ -264,15 +277,7 @@ impl Server {
         let mut k = [0u8; 32];
         rng.fill_bytes(&mut k);
         let mut cfg = cfg;
-        for l in [
-            &mut cfg.default_lifetime,
-            &mut cfg.max_lifetime,
-            &mut cfg.permission_lifetime,
-            &mut cfg.channel_lifetime,
-            &mut cfg.nonce_lifetime,
-        ] {
-            *l = (*l).min(MAX_CONFIG_LIFETIME);
-        }
+        clamp_lifetimes(&mut cfg);
         let unauth_tokens = cfg.unauth_rate as f64;
         let unauth_prefix = PrefixBudget::new(
             cfg.unauth_rate_per_prefix,
@@ -400,15 +405,7 @@ impl Server {
             stateless_rate_per_prefix => "binding-rate-per-prefix",
         );
         kept.dedup();
-        for l in [
-            &mut cfg.default_lifetime,
-            &mut cfg.max_lifetime,
-            &mut cfg.permission_lifetime,
-            &mut cfg.channel_lifetime,
-            &mut cfg.nonce_lifetime,
-        ] {
-            *l = (*l).min(MAX_CONFIG_LIFETIME);
-        }
+        clamp_lifetimes(&mut cfg);
         let hosts = self.cfg.filter.host_ips().to_vec();
         cfg.filter.set_host_ips(hosts);
         if cfg.unauth_rate_per_prefix != self.cfg.unauth_rate_per_prefix {
