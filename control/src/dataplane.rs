@@ -66,6 +66,16 @@ pub struct Counters {
     pub to_client_bytes: u64,
 }
 
+impl Counters {
+    /// Add `o` to these.
+    pub fn add(&mut self, o: &Counters) {
+        self.to_peer_packets += o.to_peer_packets;
+        self.to_peer_bytes += o.to_peer_bytes;
+        self.to_client_packets += o.to_client_packets;
+        self.to_client_bytes += o.to_client_bytes;
+    }
+}
+
 /// Peer data framed for its client into `out` (cleared first): ChannelData on `channel`
 /// (unpadded: UDP), or without a channel a Data indication with XOR-PEER-ADDRESS `peer`
 /// and transaction id `tid` (RFC 8656 sections 11.5 and 12.5). Every path that relays
@@ -133,6 +143,8 @@ pub struct DataPlane {
     /// The user slot of each allocation, indexed like `counters`.
     users: Vec<u32>,
     free_counters: Vec<usize>,
+    /// What removed allocations counted: with the live ones, [`DataPlane::totals`].
+    removed: Counters,
     memo: Memo,
     /// Bandwidth limits shared by every copy; `None`: none.
     limits: Option<Arc<Limits>>,
@@ -325,6 +337,16 @@ impl DataPlane {
         self.allocs.get(&relay).map(|a| self.counters[a.counters])
     }
 
+    /// Everything this table counted since it was made, removed allocations included
+    /// (monotonic: the metrics' relayed packets and bytes).
+    pub fn totals(&self) -> Counters {
+        let mut t = self.removed;
+        for a in self.allocs.values() {
+            t.add(&self.counters[a.counters]);
+        }
+        t
+    }
+
     /// Every allocation in this table with its five-tuple and what this table counted.
     pub fn allocations(&self) -> impl Iterator<Item = (RelayAddr, FiveTuple, Counters)> + '_ {
         self.allocs
@@ -373,7 +395,8 @@ impl DataPlane {
                     for (c, _) in a.channel_by_peer.values() {
                         self.channels.remove(&(a.five_tuple, *c));
                     }
-                    self.counters[a.counters] = Counters::default();
+                    let c = std::mem::take(&mut self.counters[a.counters]);
+                    self.removed.add(&c);
                     self.free_counters.push(a.counters);
                 }
             }
@@ -706,6 +729,10 @@ mod tests {
         });
         assert_eq!(dp.client_to_peer(now, five_tuple(0), &cd), None);
         assert_eq!(dp.counters(relay(1)), Some(Counters::default()));
+        // What the removed allocation relayed stays in the totals (monotonic metrics).
+        let t = dp.totals();
+        assert_eq!((t.to_peer_packets, t.to_client_packets), (1, 0));
+        assert_eq!(t.to_peer_bytes, 10);
         assert_eq!(
             dp.counters.len(),
             1,

@@ -11,6 +11,7 @@ use crate::error::{BadRequest, TurnError};
 use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
 use crate::wire::{attr, looks_like_stun, Class, Message, MessageBuilder, Method};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// What to do with a datagram to a listening address.
@@ -37,6 +38,19 @@ pub enum DropReason {
 pub struct Stateless {
     software: Option<String>,
     budget: PrefixBudget,
+    /// Answers sent, by [`Answered`]'s fields in order.
+    answered: [AtomicU64; 3],
+}
+
+/// What [`Stateless`] answered since it was made (the metrics' Binding responses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Answered {
+    /// Binding success responses.
+    pub binding: u64,
+    /// Binding requests with unknown comprehension-required attributes: 420.
+    pub binding_unknown_attribute: u64,
+    /// Requests of methods the server does not know: 400.
+    pub unknown_method: u64,
 }
 
 /// Attributes of a request that the server must understand (RFC 8489 section 7.3.1):
@@ -68,6 +82,7 @@ impl Stateless {
         Stateless {
             software,
             budget: PrefixBudget::new(rate, DEFAULT_SLOTS, seed, epoch),
+            answered: Default::default(),
         }
     }
 
@@ -84,20 +99,21 @@ impl Stateless {
         let Ok(fingerprint) = msg.check_fingerprint() else {
             return Verdict::Drop(DropReason::Malformed);
         };
-        let answer = match (msg.class(), msg.method()) {
+        let (answer, kind) = match (msg.class(), msg.method()) {
             (Class::Request, Method::Binding) => {
                 let unknown = unknown_required(&msg);
                 if unknown.is_empty() {
                     let mut b =
                         MessageBuilder::new(Method::Binding, Class::Success, msg.transaction_id());
                     b.xor_addr(attr::XOR_MAPPED_ADDRESS, from);
-                    b
+                    (b, 0)
                 } else {
-                    self.error(
+                    let b = self.error(
                         &msg,
                         TurnError::UnknownAttribute,
                         &[(attr::UNKNOWN_ATTRIBUTES, unknown_attributes_value(&unknown))],
-                    )
+                    );
+                    (b, 1)
                 }
             }
             (Class::Request, Method::Allocate)
@@ -105,15 +121,27 @@ impl Stateless {
             | (Class::Request, Method::CreatePermission)
             | (Class::Request, Method::ChannelBind)
             | (Class::Indication, Method::Send) => return Verdict::Server,
-            (Class::Request, _) => {
-                self.error(&msg, TurnError::BadRequest(BadRequest::UnknownMethod), &[])
-            }
+            (Class::Request, _) => (
+                self.error(&msg, TurnError::BadRequest(BadRequest::UnknownMethod), &[]),
+                2,
+            ),
             _ => return Verdict::Drop(DropReason::Unwanted),
         };
         if !self.budget.take(now, from.ip()) {
             return Verdict::Drop(DropReason::OverBudget);
         }
+        self.answered[kind].fetch_add(1, Ordering::Relaxed);
         Verdict::Answer(self.finish(answer, fingerprint))
+    }
+
+    /// What this classifier answered so far.
+    pub fn answered(&self) -> Answered {
+        let n = |i: usize| self.answered[i].load(Ordering::Relaxed);
+        Answered {
+            binding: n(0),
+            binding_unknown_attribute: n(1),
+            unknown_method: n(2),
+        }
     }
 
     fn error(
@@ -139,5 +167,42 @@ impl Stateless {
             b.fingerprint();
         }
         b.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::binding_request;
+    use crate::wire::TransactionId;
+
+    #[test]
+    fn answers_are_counted_by_kind_and_only_when_sent() {
+        let now = Instant::now();
+        // One answer per second per prefix: the second Binding from 192.0.2.1 is dropped.
+        let s = Stateless::new(None, 1, 7, now);
+        let from: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let req = binding_request(TransactionId([1; 12]), true);
+        assert!(matches!(s.classify(now, from, &req), Verdict::Answer(_)));
+        assert_eq!(
+            s.classify(now, from, &req),
+            Verdict::Drop(DropReason::OverBudget)
+        );
+        let other: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+        let mut b =
+            MessageBuilder::new(Method::Other(0x0FF), Class::Request, TransactionId([2; 12]));
+        b.fingerprint();
+        assert!(matches!(
+            s.classify(now, other, &b.finish()),
+            Verdict::Answer(_)
+        ));
+        assert_eq!(
+            s.answered(),
+            Answered {
+                binding: 1,
+                binding_unknown_attribute: 0,
+                unknown_method: 1,
+            }
+        );
     }
 }

@@ -2683,3 +2683,50 @@ fn reload_changes_credentials_and_limits_but_not_allocations_or_bound_state() {
     let r = h.allocate_with(&mut bob(), client_port(40_003), &transport_udp);
     assert_eq!(r.codes().last(), Some(&Some(401)));
 }
+
+// ========================================================================= counts for metrics
+
+#[test]
+fn stats_count_requests_responses_auth_failures_and_quotas_exactly() {
+    use xturn_control::server::{AuthFailure, Quota};
+    let mut cfg = config();
+    cfg.user_quota = 1;
+    let mut h = Harness::new(cfg);
+    // Alice: 401 (no credentials), then success; then a permission.
+    let mut a = alice();
+    h.allocate(&mut a, client_port(50000));
+    let r = h.request(
+        &mut a,
+        client_port(50000),
+        Method::CreatePermission,
+        &permission_body(vec![peer()]),
+    );
+    assert_success(r.last(), Method::CreatePermission);
+    // A second allocation of alice: 401, then 486 (user quota).
+    let r = h.allocate_with(&mut alice(), client_port(50001), &transport_udp);
+    assert_error(r.last(), Method::Allocate, 486);
+    // A wrong password and an unknown user: 401 each time (no credentials, then failure).
+    for mut c in [
+        TurnClient::new("bob", "wrong"),
+        TurnClient::new("mallory", "x"),
+    ] {
+        let r = h.allocate_with(&mut c, client_port(50002), &transport_udp);
+        assert_eq!(r.codes(), vec![Some(401), Some(401)]);
+    }
+    let s = h.server.stats();
+    assert_eq!(s.requests.get("allocate"), Some(&8));
+    assert_eq!(s.requests.get("create_permission"), Some(&1));
+    assert_eq!(s.responses.get(&("allocate", 200)), Some(&1));
+    assert_eq!(s.responses.get(&("allocate", 401)), Some(&6));
+    assert_eq!(s.responses.get(&("allocate", 486)), Some(&1));
+    assert_eq!(s.responses.get(&("create_permission", 200)), Some(&1));
+    assert_eq!(s.responses.values().sum::<u64>(), 9);
+    assert_eq!(s.auth_failures.get(&AuthFailure::NoCredentials), Some(&4));
+    assert_eq!(s.auth_failures.get(&AuthFailure::BadIntegrity), Some(&1));
+    assert_eq!(s.auth_failures.get(&AuthFailure::UnknownUser), Some(&1));
+    assert_eq!(s.auth_failures.len(), 3);
+    assert_eq!(s.quota_rejections.get(&Quota::User), Some(&1));
+    assert_eq!(s.quota_rejections.len(), 1);
+    assert_eq!((s.allocations, s.permissions, s.channels), (1, 1, 0));
+    assert_eq!(s.unauth_shed, 0);
+}

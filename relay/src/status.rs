@@ -182,10 +182,7 @@ pub fn allocations<'a>(
                 sockets: Counters::default(),
             });
             let sum = if afxdp { &mut a.afxdp } else { &mut a.sockets };
-            sum.to_peer_packets += c.to_peer_packets;
-            sum.to_peer_bytes += c.to_peer_bytes;
-            sum.to_client_packets += c.to_client_packets;
-            sum.to_client_bytes += c.to_client_bytes;
+            sum.add(c);
         }
     };
     afxdp.into_iter().for_each(|l| add(l, true));

@@ -1,7 +1,7 @@
 //! Long-term credential authentication of TURN requests (RFC 8489 section 9.2.4) and the
 //! budgets that bound the 401 answers unauthenticated sources can draw.
 
-use super::{Auth, Ctx, Server};
+use super::{Auth, AuthFailure, Ctx, Server};
 use crate::auth::{self, PasswordAlgorithm};
 use crate::error::{BadRequest, TurnError};
 use crate::wire::{attr, Message, HEADER_LEN};
@@ -17,6 +17,7 @@ impl Server {
         ctx: &Ctx,
     ) -> Option<Auth> {
         let Some(kind) = msg.integrity_kind() else {
+            self.stats.auth_failure(AuthFailure::NoCredentials);
             self.challenge(now, ctx, TurnError::Unauthorized);
             return None;
         };
@@ -27,6 +28,7 @@ impl Server {
         let (Some(realm), Some(nonce), true) =
             (realm, nonce, username.is_some() || userhash.is_some())
         else {
+            self.stats.auth_failure(AuthFailure::BadRequest);
             self.error(
                 ctx,
                 None,
@@ -39,6 +41,7 @@ impl Server {
             attr::decode_text(realm.value, 127, 763),
             attr::decode_text(nonce.value, 127, 763),
         ) else {
+            self.stats.auth_failure(AuthFailure::BadRequest);
             self.error(ctx, None, TurnError::BadRequest(BadRequest::Malformed), &[]);
             return None;
         };
@@ -68,6 +71,7 @@ impl Server {
                 _ => false,
             };
             if !ok {
+                self.stats.auth_failure(AuthFailure::BadRequest);
                 self.error(
                     ctx,
                     None,
@@ -91,15 +95,22 @@ impl Server {
             (None, None) => None,
         };
         let Some(name) = name else {
+            self.stats.auth_failure(AuthFailure::UnknownUser);
             self.challenge(now, ctx, TurnError::Unauthorized);
             return None;
         };
         let unix = self.unix(now);
         let keys = self.cfg.credentials.candidate_keys(&name, alg, unix);
+        let known = !keys.is_empty();
         let Some(key) = keys
             .into_iter()
             .find(|k| msg.verify_integrity(k.as_bytes()).is_ok())
         else {
+            self.stats.auth_failure(if known {
+                AuthFailure::BadIntegrity
+            } else {
+                AuthFailure::UnknownUser
+            });
             self.challenge(now, ctx, TurnError::Unauthorized);
             return None;
         };
@@ -109,6 +120,7 @@ impl Server {
             .check(nonce, unix, ctx.five_tuple.client.0, lifetime)
             .is_err()
         {
+            self.stats.auth_failure(AuthFailure::StaleNonce);
             self.challenge(now, ctx, TurnError::StaleNonce);
             return None;
         }
@@ -124,7 +136,7 @@ impl Server {
         if e == TurnError::Unauthorized
             && !self.take_unauth_token(now, ctx.five_tuple.client.0.ip())
         {
-            self.unauth_shed += 1;
+            self.stats.unauth_shed += 1;
             return;
         }
         let nonce = self

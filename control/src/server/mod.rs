@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 mod authenticate;
 mod request;
+pub mod stats;
+
+pub use stats::{AuthFailure, ControlStats, Quota};
 
 /// Server configuration. [`Config::new`] gives the RFC defaults.
 #[derive(Debug, Clone)]
@@ -254,7 +257,8 @@ pub struct Server {
     unauth_prefix: PrefixBudget,
     stateless: Stateless,
     /// 401 answers not sent for being over a budget (per prefix or server-wide).
-    unauth_shed: u64,
+    /// Counts for the metrics; `unauth_shed` in it counts 401s over their budget.
+    stats: ControlStats,
     /// No new allocations (drain): Allocate gets 300 or 508; the rest keeps working.
     draining: bool,
     /// The alternate server to name next (round robin).
@@ -325,7 +329,7 @@ impl Server {
             unauth_last: now,
             unauth_prefix,
             stateless,
-            unauth_shed: 0,
+            stats: ControlStats::default(),
             draining: false,
             next_alternate: 0,
         }
@@ -366,7 +370,18 @@ impl Server {
 
     /// 401 answers shed by the unauthenticated-answer budgets so far.
     pub fn unauth_shed(&self) -> u64 {
-        self.unauth_shed
+        self.stats.unauth_shed
+    }
+
+    /// What the control plane counted since it started, and its tables' sizes now.
+    pub fn stats(&self) -> ControlStats {
+        let mut st = self.stats.clone();
+        st.allocations = self.allocations.len() as u64;
+        for a in self.allocations.values() {
+            st.permissions += a.permissions.len() as u64;
+            st.channels += a.channels.len() as u64;
+        }
+        st
     }
 
     /// The bandwidth limits: every data-plane copy of a driver must share them
@@ -578,8 +593,14 @@ impl Server {
             (Class::Request, Method::Allocate)
             | (Class::Request, Method::Refresh)
             | (Class::Request, Method::CreatePermission)
-            | (Class::Request, Method::ChannelBind) => self.authenticated_request(now, &msg, &ctx),
-            (Class::Indication, Method::Send) => self.send_indication(now, &msg, five_tuple),
+            | (Class::Request, Method::ChannelBind) => {
+                self.stats.request(ctx.method);
+                self.authenticated_request(now, &msg, &ctx)
+            }
+            (Class::Indication, Method::Send) => {
+                self.stats.request(Method::Send);
+                self.send_indication(now, &msg, five_tuple)
+            }
             _ => {}
         }
     }
@@ -693,7 +714,7 @@ impl Server {
             expires,
             user,
         });
-        self.finish_response(&ctx, Some(&auth), response);
+        self.finish_response(&ctx, Some(&auth), response, 200);
     }
 
     /// Expire allocations, permissions, channels and reservations due at `now`.
@@ -893,7 +914,15 @@ impl Server {
 
     // ---------------------------------------------------------------- responses
 
-    fn finish_response(&mut self, ctx: &Ctx, auth: Option<&Auth>, mut b: MessageBuilder) {
+    /// Send response `b` (code `code`, 200 for a success) to the request of `ctx`.
+    fn finish_response(
+        &mut self,
+        ctx: &Ctx,
+        auth: Option<&Auth>,
+        mut b: MessageBuilder,
+        code: u16,
+    ) {
+        self.stats.response(ctx.method, code);
         if let Some(s) = &self.cfg.software {
             b.attr(attr::SOFTWARE, s.as_bytes());
         }
@@ -917,7 +946,7 @@ impl Server {
         for (t, v) in extra {
             b.attr(*t, v);
         }
-        self.finish_response(ctx, auth, b);
+        self.finish_response(ctx, auth, b, code);
     }
 
     // ---------------------------------------------------------------- handlers
@@ -979,6 +1008,7 @@ impl Server {
             return;
         };
         let result = if a.auth.username != auth.username {
+            self.stats.auth_failure(AuthFailure::WrongUser);
             Err(TurnError::WrongCredentials)
         } else {
             OnAllocation::parse(msg, self.cfg.rfc5766_channels).and_then(|r| match r {
@@ -996,7 +1026,7 @@ impl Server {
             self.delete_allocation(ctx.five_tuple);
         }
         match result {
-            Ok(b) => self.finish_response(ctx, Some(&auth), b),
+            Ok(b) => self.finish_response(ctx, Some(&auth), b, 200),
             Err(e) => self.error(ctx, Some(&auth), e, &[]),
         }
     }
@@ -1031,7 +1061,7 @@ impl Server {
                 };
                 let b = allocate_success(&ctx, a, remaining);
                 let auth = a.auth.clone();
-                self.finish_response(&ctx, Some(&auth), b);
+                self.finish_response(&ctx, Some(&auth), b, 200);
                 return Ok(());
             }
             return Err(TurnError::AllocationMismatch);
@@ -1067,15 +1097,18 @@ impl Server {
         // Quotas, counting allocations being bound.
         let user_count = self.user_counts.get(&auth.username).copied().unwrap_or(0);
         if self.cfg.user_quota > 0 && user_count >= self.cfg.user_quota {
+            self.stats.quota(Quota::User);
             return Err(TurnError::AllocationQuotaReached);
         }
         let ip_key = quota_key(ctx.five_tuple.client.0.ip());
         let ip_count = self.ip_counts.get(&ip_key).copied().unwrap_or(0);
         if self.cfg.ip_quota > 0 && ip_count >= self.cfg.ip_quota {
+            self.stats.quota(Quota::Client);
             return Err(TurnError::AllocationQuotaReached);
         }
         let total = self.allocations.len() + self.pending.len();
         if self.cfg.total_quota > 0 && total >= self.cfg.total_quota as usize {
+            self.stats.quota(Quota::Total);
             return Err(TurnError::AllocationQuotaReached);
         }
         // Port: from a reservation, or a fresh (even) one.
@@ -1258,6 +1291,7 @@ impl Server {
             .filter(|ip| !a.permissions.contains_key(ip))
             .collect();
         if a.permissions.len() + new.len() > self.cfg.max_permissions {
+            self.stats.quota(Quota::Permissions);
             return Err(TurnError::InsufficientCapacity);
         }
         for p in peers {
@@ -1296,10 +1330,12 @@ impl Server {
         if !a.permissions.contains_key(&peer.0.ip())
             && a.permissions.len() >= self.cfg.max_permissions
         {
+            self.stats.quota(Quota::Permissions);
             return Err(TurnError::InsufficientCapacity);
         }
         let new = !a.channels.contains_key(&channel);
         if new && a.channels.len() >= self.cfg.max_channels {
+            self.stats.quota(Quota::Channels);
             return Err(TurnError::InsufficientCapacity);
         }
         let hairpin = if new { self.hairpin_key(peer) } else { None };
