@@ -3,6 +3,7 @@
 # formatting, clippy, the XDP object check, cargo test, cargo-deny and a short fuzz run.
 # On a fresh Debian machine it first installs what the tests need: coturn's turnutils_*
 # clients (Debian package coturn), Python's aioice and Debian's chromium (headless WebRTC),
+# Python's prometheus_client (its OpenMetrics parser checks /metrics),
 # used as independent interop peers, and ethtool (the tuned XDP lab turns offloads off).
 # Run as root: the XDP tests (BPF_PROG_TEST_RUN, veth in network namespaces) need it.
 set -euo pipefail
@@ -26,6 +27,10 @@ fi
 if ! python3 -c "import aioice" >/dev/null 2>&1; then
     echo "tests/run.sh: installing aioice (Python TURN client used by aiortc) with pip"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aioice
+fi
+if ! python3 -c "import prometheus_client" >/dev/null 2>&1; then
+    echo "tests/run.sh: installing prometheus_client (its parser reads xturn's /metrics) with pip"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus_client
 fi
 
 # The committed XDP object must be what its source builds to (installs the BPF toolchain

@@ -201,6 +201,11 @@ pub struct Args {
     /// before the server exits anyway, in seconds. Default 3600.
     #[arg(long = "drain-timeout")]
     pub drain_timeout: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, and /healthz and /readyz
+    /// (off by default; never on a TURN listening port). Peers cannot reach it through
+    /// the relay: it is one of the server's own endpoints.
+    #[arg(long = "metrics-listen")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `--alternate-server`: IP:PORT, or IP for port 3478.
@@ -264,6 +269,7 @@ pub struct FileConfig {
     pub alternate_server: Option<Vec<String>>,
     pub alternate_above: Option<u32>,
     pub drain_timeout: Option<u64>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Everything the running server needs, validated.
@@ -293,6 +299,8 @@ pub struct Settings {
     pub demo_user: Option<(String, String)>,
     /// How long a drain waits for the last allocation (`--drain-timeout`).
     pub drain_timeout: Duration,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Default `--drain-timeout`: the default longest allocation lifetime.
@@ -466,8 +474,27 @@ impl Settings {
             .iter()
             .map(|p| p.parse::<Nat64Prefix>().context("bad --nat64-prefix value"))
             .collect::<Result<Vec<_>>>()?;
+        let metrics_listen = match (a.metrics_listen, f.metrics_listen) {
+            (Some(m), _) => Some(m),
+            (None, Some(m)) => Some(
+                m.parse::<SocketAddr>()
+                    .with_context(|| format!("metrics-listen {m:?}: use ADDR:PORT"))?,
+            ),
+            (None, None) => None,
+        };
+        if let Some(m) = metrics_listen {
+            let overlaps = |l: &SocketAddr| {
+                l.port() == m.port()
+                    && l.is_ipv4() == m.is_ipv4()
+                    && (l.ip() == m.ip() || l.ip().is_unspecified() || m.ip().is_unspecified())
+            };
+            if let Some(l) = listen.iter().find(|l| overlaps(l)) {
+                bail!("--metrics-listen {m} overlaps the TURN listening address {l}: use another port");
+            }
+        }
         let relay_list: Vec<IpAddr> = relay_ipv4.into_iter().chain(relay_ipv6).collect();
-        let filter = PeerFilter::new(allowed, denied, true, listen.clone(), relay_list)
+        let own: Vec<SocketAddr> = listen.iter().copied().chain(metrics_listen).collect();
+        let filter = PeerFilter::new(allowed, denied, true, own, relay_list)
             .with_loopback_allowed(allow_loopback)
             .with_nat64_prefixes(nat64);
 
@@ -680,6 +707,7 @@ impl Settings {
             server,
             demo_user,
             drain_timeout,
+            metrics_listen,
         })
     }
 }
@@ -771,6 +799,32 @@ mod tests {
         let f: FileConfig = toml::from_str("xdp = [\"eth0\"]\nafxdp = false").unwrap();
         let a = Args::try_parse_from(["xturn", "--listening-ip", "192.0.2.1"]).unwrap();
         assert!(!Settings::merge(a, f).unwrap().afxdp);
+    }
+
+    #[test]
+    fn metrics_listen_never_on_a_turn_port_and_denied_as_a_peer() {
+        assert_eq!(parse(&[]).unwrap().metrics_listen, None);
+        let s = parse(&[
+            "--metrics-listen",
+            "127.0.0.1:9641",
+            "--allow-loopback-peers",
+        ])
+        .unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9641".parse().unwrap()));
+        let f = &s.server.filter;
+        // Loopback peers allowed, but not the metrics endpoint.
+        assert!(f
+            .check_endpoint("127.0.0.1:9642".parse().unwrap(), false)
+            .is_ok());
+        assert!(f
+            .check_endpoint("127.0.0.1:9641".parse().unwrap(), false)
+            .is_err());
+        for m in ["127.0.0.1:3478", "0.0.0.0:3478"] {
+            let e = parse(&["--metrics-listen", m]).unwrap_err().to_string();
+            assert!(e.contains("overlaps the TURN listening address"), "{e}");
+        }
+        // Another address on the TURN port is fine.
+        assert!(parse(&["--metrics-listen", "127.0.0.2:3478"]).is_ok());
     }
 
     #[test]

@@ -14,10 +14,11 @@
 
 use crate::afxdp::threads::{self, Watched};
 use crate::config::Settings;
+use crate::metrics;
 use crate::net::{self, source_socket, Epoll, RecvBatch, SendBatch};
 use crate::probe::Watch;
 use crate::spawn::{panic_message, spawn_pinned};
-use crate::status::{AllocationCounts, Dropped, StatusWriter, XdpReport, STATUS_DIR};
+use crate::status::{CopyReport, Dropped, StatusWriter, XdpReport, STATUS_DIR};
 use crate::update::Update;
 use crate::xdp::XdpPath;
 use anyhow::Result;
@@ -68,6 +69,9 @@ const REPORT_TURNS: u64 = (REPORT_EVERY.as_millis() / SUPERVISE_EVERY.as_millis(
 const HOST_ADDRESSES_TURNS: u64 = 50;
 /// How long a stopping server waits for its threads.
 const JOIN_DEADLINE: Duration = Duration::from_secs(2);
+/// A worker whose loop (which wakes at least every 50 ms) did not turn for this long is
+/// not serving (`/healthz`).
+const WORKER_STALL: Duration = Duration::from_secs(1);
 
 fn relay_token(r: RelayAddr) -> u64 {
     ((r.0.is_ipv6() as u64) << 16) | r.0.port() as u64
@@ -218,7 +222,7 @@ struct Worker {
     relays: HashMap<RelayAddr, Arc<UdpSocket>>,
     recv: RecvBatch,
     /// This worker's allocations and what it relayed for them, for the status file.
-    report: Arc<Mutex<AllocationCounts>>,
+    report: Arc<Mutex<CopyReport>>,
     to_peers: HashMap<RelayAddr, SendBatch>,
     to_clients: Vec<SendBatch>,
     out: Vec<u8>,
@@ -230,6 +234,9 @@ struct Worker {
     /// server lock at this control message.
     panic_at: Option<u64>,
     control_messages: u64,
+    /// Milliseconds since `epoch` at the last turn of the loop (`/healthz`).
+    heartbeat: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 /// `XTURN_FAULT_WORKER=panic:N`: worker 0 panics, holding the server lock, at the N-th
@@ -268,11 +275,15 @@ impl Worker {
         let mut next_report = Instant::now();
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             self.epoll.wait(50, &mut ready);
+            crate::metrics::beat(&self.heartbeat, self.epoch);
             self.apply_updates();
             let now = Instant::now();
             if now >= next_report {
                 next_report = now + REPORT_EVERY;
-                *self.report.lock().expect("report lock") = self.data.allocations().collect();
+                *self.report.lock().expect("report lock") = CopyReport {
+                    allocations: self.data.allocations().collect(),
+                    totals: self.data.totals(),
+                };
                 self.data.shrink();
                 xturn_control::dataplane::shrink_map(&mut self.relays);
                 xturn_control::dataplane::shrink_map(&mut self.to_peers);
@@ -463,6 +474,7 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differs(old.proc_user != new.proc_user, "proc-user");
     differs(old.proc_group != new.proc_group, "proc-group");
     differs(old.status_group != new.status_group, "status-group");
+    differs(old.metrics_listen != new.metrics_listen, "metrics-listen");
     v
 }
 
@@ -620,8 +632,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         }
         _ => None,
     };
-    let worker_reports: Vec<Arc<Mutex<AllocationCounts>>> =
-        (0..n).map(|_| Arc::default()).collect();
+    let worker_reports: Vec<Arc<Mutex<CopyReport>>> = (0..n).map(|_| Arc::default()).collect();
     let status = StatusWriter::new(
         Path::new(STATUS_DIR),
         opened.as_ref().map_or_else(Default::default, |o| {
@@ -633,6 +644,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         opened.as_ref().map_or_else(Vec::new, |o| o.reports.clone()),
         worker_reports.clone(),
     );
+    let metrics_listener = settings.metrics_listen.map(metrics::bind).transpose()?;
     // Everything that needs root is done (sockets bound, XDP attached, AF_XDP sockets open)
     // and no thread runs yet: drop it.
     drop_privileges(&settings, &status)?;
@@ -654,6 +666,19 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         None => Vec::new(),
     };
     let deaths: Vec<Arc<Mutex<Option<String>>>> = (0..n).map(|_| Arc::default()).collect();
+    let supervisor_beat = Arc::new(AtomicU64::new(0));
+    let mut beats = vec![metrics::Beat {
+        name: "supervisor".into(),
+        millis: supervisor_beat.clone(),
+        stale: WORKER_STALL * 2,
+    }];
+    for (i, f) in forwarders.iter().enumerate() {
+        beats.push(metrics::Beat {
+            name: format!("AF_XDP forwarder thread {i}"),
+            millis: f.heartbeat(),
+            stale: threads::STALL,
+        });
+    }
     for (idx, ((epoll, rx), listeners)) in epolls.into_iter().zip(rxs).zip(per_worker).enumerate() {
         let core = core_for(idx);
         let nl = listeners.len();
@@ -674,7 +699,14 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             relay_ips: (settings.relay_ipv4, settings.relay_ipv6),
             panic_at: worker_fault(idx),
             control_messages: 0,
+            heartbeat: Arc::new(AtomicU64::new(0)),
+            epoch,
         };
+        beats.push(metrics::Beat {
+            name: format!("worker thread {idx}"),
+            millis: w.heartbeat.clone(),
+            stale: WORKER_STALL,
+        });
         if let Some(n) = w.panic_at {
             tracing::warn!("worker {idx}: fault injection, panic at control message {n}");
         }
@@ -691,11 +723,28 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             },
         )?);
     }
+    let snapshot = Arc::new(Mutex::new(metrics::Snapshot::default()));
+    let metrics_thread = match metrics_listener {
+        Some(l) => Some(metrics::spawn(
+            l,
+            metrics::Endpoint {
+                snapshot: snapshot.clone(),
+                health: metrics::Health {
+                    epoch,
+                    beats,
+                    draining: drain.clone(),
+                },
+            },
+            shared.shutdown.clone(),
+        )?),
+        None => None,
+    };
     let mut warned = false;
     let mut turn = 0u64;
     let mut fatal = None;
     while !shared.shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(SUPERVISE_EVERY);
+        metrics::beat(&supervisor_beat, epoch);
         turn += 1;
         // A worker that stopped while the server runs is a server that no longer answers
         // its share of clients (SO_REUSEPORT still sends them there): stop the whole
@@ -770,14 +819,35 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                 });
             }
         }
-        let control: AllocationCounts = shared
+        let (control, control_stats) = shared
             .server
             .lock()
-            .map(|s| s.data_plane().allocations().collect())
+            .map(|s| {
+                let d = s.data_plane();
+                let copy = CopyReport {
+                    allocations: d.allocations().collect(),
+                    totals: d.totals(),
+                };
+                (copy, s.stats())
+            })
             .unwrap_or_default();
         let dropped = shared.dropped(&limits);
         let state = draining.started.is_some();
-        if let Err(e) = status.write(&control, xdp_report.as_ref(), &dropped, state) {
+        let now_status = status.status(&control, xdp_report.as_ref(), &dropped, state);
+        let written = status.write(&now_status);
+        if metrics_thread.is_some() {
+            let xdp_counters = shared
+                .xdp
+                .as_ref()
+                .and_then(|x| x.lock().ok().and_then(|g| g.counters().ok()));
+            *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = metrics::Snapshot {
+                status: now_status,
+                control: control_stats,
+                answered: shared.stateless.answered(),
+                xdp: xdp_counters,
+            };
+        }
+        if let Err(e) = written {
             if !warned {
                 tracing::warn!("status (per-allocation and AF_XDP counters) not published: {e:#}");
                 warned = true;
@@ -807,6 +877,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     let mut all: Vec<_> = handles
         .into_iter()
         .chain(forwarders.iter_mut().filter_map(Watched::take_handle))
+        .chain(metrics_thread)
         .collect();
     while !all.is_empty() && Instant::now() < deadline {
         let (done, busy): (Vec<_>, Vec<_>) = all.into_iter().partition(|h| h.is_finished());

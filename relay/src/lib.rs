@@ -19,6 +19,7 @@ pub mod config;
 pub mod drain;
 pub mod driver;
 pub mod host;
+pub mod metrics;
 pub mod mmsg;
 pub mod net;
 pub mod netlink;

@@ -37,6 +37,22 @@ pub fn status_path(dir: &Path, pid: u32) -> PathBuf {
 /// One data-plane copy's allocations and what it counted for each.
 pub type AllocationCounts = Vec<(RelayAddr, FiveTuple, Counters)>;
 
+/// What one data-plane copy publishes: its allocations' counts and everything it counted
+/// since start (removed allocations included).
+#[derive(Debug, Clone, Default)]
+pub struct CopyReport {
+    pub allocations: AllocationCounts,
+    pub totals: Counters,
+}
+
+/// Everything relayed since start, per path (monotonic: the metrics' counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Relayed {
+    pub afxdp: Counters,
+    pub sockets: Counters,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocationReport {
     pub relay: SocketAddr,
@@ -89,6 +105,7 @@ pub struct Status {
     pub dropped: Dropped,
     /// Draining (SIGUSR1, `xturn drain`): no new allocations.
     pub draining: bool,
+    pub relayed: Relayed,
 }
 
 impl Status {
@@ -144,6 +161,8 @@ pub struct ThreadReport {
     /// Per allocation (relayed address): what this thread relayed.
     #[serde(skip)]
     pub allocations: AllocationCounts,
+    /// Everything this thread relayed since start.
+    pub relayed: Counters,
 }
 
 /// What the server dropped on purpose, since it started.
@@ -198,7 +217,7 @@ pub struct StatusWriter {
     path: PathBuf,
     interfaces: BTreeMap<u32, String>,
     threads: Vec<Arc<Mutex<ThreadReport>>>,
-    workers: Vec<Arc<Mutex<AllocationCounts>>>,
+    workers: Vec<Arc<Mutex<CopyReport>>>,
 }
 
 impl StatusWriter {
@@ -208,7 +227,7 @@ impl StatusWriter {
         dir: &Path,
         interfaces: BTreeMap<u32, String>,
         threads: Vec<Arc<Mutex<ThreadReport>>>,
-        workers: Vec<Arc<Mutex<AllocationCounts>>>,
+        workers: Vec<Arc<Mutex<CopyReport>>>,
     ) -> Self {
         let pid = std::process::id();
         StatusWriter {
@@ -260,25 +279,35 @@ impl StatusWriter {
             .collect()
     }
 
-    /// Write the file; `control` is the control plane's own count (Send indications).
-    pub fn write(
+    /// The status now; `control` is the control plane's own count (Send indications).
+    pub fn status(
         &self,
-        control: &AllocationCounts,
+        control: &CopyReport,
         xdp: Option<&XdpReport>,
         dropped: &Dropped,
         draining: bool,
-    ) -> Result<()> {
+    ) -> Status {
         let threads = self.threads();
-        let workers: Vec<AllocationCounts> = self
+        let workers: Vec<CopyReport> = self
             .workers
             .iter()
-            .map(|w| w.lock().expect("report lock").clone())
+            .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect();
+        let mut relayed = Relayed::default();
+        for t in &threads {
+            relayed.afxdp.add(&t.relayed);
+        }
+        for w in workers.iter().chain(std::iter::once(control)) {
+            relayed.sockets.add(&w.totals);
+        }
         let allocations = allocations(
             threads.iter().map(|t| &t.allocations),
-            workers.iter().chain(std::iter::once(control)),
+            workers
+                .iter()
+                .chain(std::iter::once(control))
+                .map(|w| &w.allocations),
         );
-        let status = Status {
+        Status {
             pid: std::process::id(),
             interfaces: self.interfaces.clone(),
             threads,
@@ -286,7 +315,12 @@ impl StatusWriter {
             xdp: xdp.cloned(),
             dropped: *dropped,
             draining,
-        };
+            relayed,
+        }
+    }
+
+    /// Write `status` to the file.
+    pub fn write(&self, status: &Status) -> Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         {
             use std::io::Write;
@@ -298,7 +332,7 @@ impl StatusWriter {
                 .mode(0o640)
                 .open(&tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(&serde_json::to_vec_pretty(&status)?)
+            f.write_all(&serde_json::to_vec_pretty(status)?)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
         }
         std::fs::rename(&tmp, &self.path)
@@ -321,6 +355,15 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    fn pc(c: [u64; 4]) -> Counters {
+        Counters {
+            to_peer_packets: c[0],
+            to_peer_bytes: c[1],
+            to_client_packets: c[2],
+            to_client_bytes: c[3],
+        }
     }
 
     fn counts(relay: &str, client: &str, c: [u64; 4]) -> (RelayAddr, FiveTuple, Counters) {
@@ -353,12 +396,6 @@ mod tests {
         ];
         let control = vec![counts(r2, "192.0.2.3:4000", [1, 4, 0, 0])];
         let all = allocations([&fw0, &fw1], [&worker, &control]);
-        let pc = |c: [u64; 4]| Counters {
-            to_peer_packets: c[0],
-            to_peer_bytes: c[1],
-            to_client_packets: c[2],
-            to_client_bytes: c[3],
-        };
         assert_eq!(
             all,
             vec![
@@ -383,18 +420,24 @@ mod tests {
     #[test]
     fn the_file_is_written_whole_and_removed_with_the_writer() {
         let dir = std::env::temp_dir().join(format!("xturn-status-{}", std::process::id()));
-        let worker = Arc::new(Mutex::new(vec![counts(
-            "198.51.100.1:50000",
-            "192.0.2.2:4000",
-            [2, 200, 1, 100],
-        )]));
+        let worker = Arc::new(Mutex::new(CopyReport {
+            allocations: vec![counts(
+                "198.51.100.1:50000",
+                "192.0.2.2:4000",
+                [2, 200, 1, 100],
+            )],
+            // An ended allocation counted 1 more packet each way.
+            totals: pc([3, 300, 2, 150]),
+        }));
         let w = StatusWriter::new(&dir, BTreeMap::new(), Vec::new(), vec![worker]);
         // A dead server's directory is swept.
         std::fs::create_dir_all(dir.join("4194305")).unwrap();
         w.prepare(None).unwrap();
         assert!(!dir.join("4194305").exists());
-        w.write(&Vec::new(), None, &Dropped::default(), false)
-            .unwrap();
+        let s = w.status(&CopyReport::default(), None, &Dropped::default(), false);
+        assert_eq!(s.relayed.sockets, pc([3, 300, 2, 150]));
+        assert_eq!(s.relayed.afxdp, Counters::default());
+        w.write(&s).unwrap();
         let path = status_path(&dir, std::process::id());
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -454,6 +497,10 @@ mod schema_tests {
                 free_frames: 2000,
                 held_frames: 3,
                 allocations: Vec::new(),
+                relayed: Counters {
+                    to_peer_packets: 4,
+                    ..Default::default()
+                },
             }],
             allocations: Vec::new(),
             xdp: Some(XdpReport {
@@ -474,6 +521,13 @@ mod schema_tests {
                 ..Default::default()
             },
             draining: true,
+            relayed: Relayed {
+                afxdp: Counters {
+                    to_client_bytes: 9,
+                    ..Default::default()
+                },
+                sockets: Counters::default(),
+            },
         };
         let text = serde_json::to_string_pretty(&status).unwrap();
         let back: Status = serde_json::from_str(&text).unwrap();

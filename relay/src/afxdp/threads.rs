@@ -289,6 +289,7 @@ pub fn run_thread(
 fn publish(fw: &mut Forwarder<XskSet, SocketSlowPath>, report: &Mutex<ThreadReport>) {
     let forwarder = fw.stats();
     let allocations = fw.data_plane().allocations().collect();
+    let relayed = fw.data_plane().totals();
     let xsk = fw.xsk();
     let ports = (0..xsk.ports())
         .map(|p| PortReport {
@@ -311,6 +312,7 @@ fn publish(fw: &mut Forwarder<XskSet, SocketSlowPath>, report: &Mutex<ThreadRepo
     r.free_frames = free_frames;
     r.held_frames = held_frames;
     r.allocations = allocations;
+    r.relayed = relayed;
 }
 
 /// A one-line summary per thread for the log.
@@ -362,7 +364,7 @@ pub fn summary(threads: &[ThreadReport]) -> Vec<String> {
 
 /// A forwarder thread whose heartbeat is older than this is taken for dead: its queues go
 /// to the socket path until it beats again.
-const STALL: Duration = Duration::from_secs(2);
+pub const STALL: Duration = Duration::from_secs(2);
 
 /// One forwarder, its sockets bound and registered, not running yet.
 struct Ready {
@@ -539,6 +541,11 @@ impl Watched {
     /// Take the queues of a dead or stuck thread out of the XSK map (the program then
     /// passes their frames to the socket path), and give them back if a stuck one beats
     /// again. `now_ms`: milliseconds since the heartbeats' epoch.
+    /// The thread's heartbeat (milliseconds since the epoch given to `spawn`).
+    pub fn heartbeat(&self) -> Arc<AtomicU64> {
+        self.heartbeat.clone()
+    }
+
     pub fn check(&mut self, xdp: &Mutex<XdpPath>, now_ms: u64) {
         let finished = self.handle.as_ref().is_none_or(|h| h.is_finished());
         let stale = now_ms.saturating_sub(self.heartbeat.load(Ordering::Relaxed))
