@@ -2,6 +2,7 @@
 //! programs) as child processes on loopback, and gives tests a blocking TURN client built
 //! on `xturn_control::client`. Every wait is bounded; children are killed by PID on drop.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -294,6 +295,78 @@ impl TestClient {
             b.xor_addr(attr::XOR_PEER_ADDRESS, peer);
         });
         self.turn.answer(&r)
+    }
+}
+
+/// A client of `server` (as `user`/`pass`) with an allocation and channel 0x4000 bound to a
+/// new peer socket on 127.0.0.1 (read timeouts of 2 s on both): (client, peer, relayed
+/// address), ready for [`relay_lockstep`].
+pub fn channel_to_loopback_peer(
+    server: SocketAddr,
+    user: &str,
+    pass: &str,
+) -> (TestClient, UdpSocket, SocketAddr) {
+    let mut c = TestClient::new(server, user, pass);
+    let relay = c.allocate();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(
+        c.channel_bind(0x4000, peer.local_addr().unwrap()),
+        Answer::Success
+    );
+    (c, peer, relay)
+}
+
+/// What a monitoring system sees at `url` (an xturn `--metrics-listen` endpoint), from
+/// `tests/interop/scrape_metrics.py` (prometheus_client's OpenMetrics parser), run inside
+/// network namespace `ns` when given: {"status", "content_type", and "samples" for
+/// /metrics or "body" for the other paths}.
+pub fn scrape(ns: Option<&str>, url: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/scrape_metrics.py");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3"]);
+            c
+        }
+        None => Command::new("python3"),
+    };
+    let out = cmd.arg(script).arg(url).output().expect("run python3");
+    assert!(
+        out.status.success(),
+        "scrape_metrics.py {url} failed (prometheus_client missing? tests/run.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("scrape_metrics.py JSON")
+}
+
+/// The samples of a [`scrape`] of /metrics: "name{label=value,...}" to value.
+pub fn samples(v: &serde_json::Value) -> BTreeMap<String, f64> {
+    v["samples"]
+        .as_object()
+        .expect("parsed samples")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().expect("a number")))
+        .collect()
+}
+
+/// Scrape /metrics at `url` until `ready` holds of its samples (the server publishes
+/// twice a second), for at most 10 s; returns the last samples.
+pub fn scrape_until(
+    ns: Option<&str>,
+    url: &str,
+    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = samples(&scrape(ns, url));
+        if ready(&s) || Instant::now() > end {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -271,42 +271,6 @@ fn fast_path_counters(v: &serde_json::Value, pid: u32) -> ([u64; 8], Vec<u64>) {
     )
 }
 
-/// `/metrics` of the server in namespace `ns` at 127.0.0.1:9641, parsed by
-/// prometheus_client, scraped until `ready` holds (bounded).
-fn scrape_until(
-    ns: &str,
-    ready: impl Fn(&std::collections::BTreeMap<String, f64>) -> bool,
-) -> std::collections::BTreeMap<String, f64> {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "python3"])
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/interop/scrape_metrics.py"
-            ))
-            .arg("http://127.0.0.1:9641/metrics")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let m: std::collections::BTreeMap<String, f64> = v["samples"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
-            .collect();
-        if ready(&m) || Instant::now() > end {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Publication of the forwarders' counters happens every 500 ms.
 fn settled_stats(bin: &std::path::Path, lab: &Lab) -> serde_json::Value {
     std::thread::sleep(Duration::from_millis(1200));
@@ -731,7 +695,7 @@ fn afxdp_drain_keeps_relaying_and_exits_with_the_last_allocation() {
         "while draining, all through AF_XDP: {v:#}"
     );
     // /metrics (inside the server's namespace) counts the same, per path.
-    let m = scrape_until(&lab.ns_r, |m| {
+    let m = xturn_tests::scrape_until(Some(&lab.ns_r), "http://127.0.0.1:9641/metrics", |m| {
         m.get("xturn_relayed_packets_total{direction=to_peer,path=afxdp}")
             == Some(&(after[4] as f64))
     });

@@ -3,13 +3,13 @@
 //! exists keeps relaying without a lost datagram and can be refreshed, and the server exits
 //! 0 when it ends, or at `--drain-timeout` when it does not.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use xturn_control::auth::{long_term_key, PasswordAlgorithm};
 use xturn_control::client::{self, Answer};
 use xturn_control::wire::{attr, Message, Method};
-use xturn_tests::{relay_lockstep, TestClient, Xturn};
+use xturn_tests::{channel_to_loopback_peer, relay_lockstep, TestClient, Xturn};
 
 /// Wait (bounded) for the server to exit.
 fn exit_within(server: &mut Xturn, limit: Duration) -> Option<ExitStatus> {
@@ -45,17 +45,7 @@ fn xturn_drain_sends_new_allocations_away_and_exits_when_the_last_ends() {
         "--log-level",
         "info",
     ]);
-    let mut a = TestClient::new(server.addr, "alice", "wonderland");
-    let relay = a.allocate();
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    a.sock
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    assert_eq!(
-        a.channel_bind(0x4000, peer.local_addr().unwrap()),
-        Answer::Success
-    );
+    let (mut a, peer, relay) = channel_to_loopback_peer(server.addr, "alice", "wonderland");
     relay_lockstep(&mut a, &peer, relay, 0, 100);
 
     // `xturn drain --pid` (several test servers run at once: the pid picks ours).

@@ -3,14 +3,16 @@
 //! `/healthz` fails while a worker thread is stopped (ptrace, only that thread) and
 //! recovers when it runs again; `/readyz` turns 503 while draining.
 
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use xturn_control::client::{self, Answer};
 use xturn_control::wire::{attr, Method};
-use xturn_tests::{payload, relay_lockstep, TestClient, Xturn};
+use xturn_tests::{
+    channel_to_loopback_peer, payload, relay_lockstep, samples, scrape, scrape_until, TestClient,
+    Xturn,
+};
 
 fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -18,46 +20,6 @@ fn free_tcp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn scrape(url: &str) -> Value {
-    let out = Command::new("python3")
-        .args([
-            concat!(env!("CARGO_MANIFEST_DIR"), "/interop/scrape_metrics.py"),
-            url,
-        ])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "scrape_metrics.py {url} failed (prometheus_client missing? tests/run.sh installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn samples(v: &Value) -> BTreeMap<String, f64> {
-    v["samples"]
-        .as_object()
-        .expect("parsed samples")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
-        .collect()
-}
-
-/// Scrape until `ready` holds of the samples (the server publishes twice a second).
-fn scrape_until(
-    url: &str,
-    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
-) -> BTreeMap<String, f64> {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = samples(&scrape(url));
-        if ready(&s) || Instant::now() > end {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn server_with_metrics(extra: &[&str]) -> (Xturn, String) {
@@ -81,17 +43,7 @@ fn metrics_match_a_known_run_exactly() {
     // Allocate requests: 2 here, 2 for the second allocation, 2 for the wrong password.
     // One allocation (401, then 200), one channel (which installs a permission), 200
     // datagrams each way.
-    let mut a = TestClient::new(server.addr, "alice", "wonderland");
-    let relay = a.allocate();
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    a.sock
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    assert_eq!(
-        a.channel_bind(0x4000, peer.local_addr().unwrap()),
-        Answer::Success
-    );
+    let (mut a, peer, relay) = channel_to_loopback_peer(server.addr, "alice", "wonderland");
     let n = 200u64;
     relay_lockstep(&mut a, &peer, relay, 0, n);
     let bytes: u64 = (0..n).map(|k| payload(k).len() as u64).sum();
@@ -119,7 +71,7 @@ fn metrics_match_a_known_run_exactly() {
     }
 
     let key = "xturn_relayed_packets_total{direction=to_client,path=sockets}";
-    let got = scrape_until(&url, |s| s.get(key) == Some(&(n as f64)));
+    let got = scrape_until(None, &url, |s| s.get(key) == Some(&(n as f64)));
     let expect: BTreeMap<&str, f64> = [
         ("xturn_allocations{}", 1.0),
         ("xturn_permissions{}", 1.0),
@@ -181,7 +133,7 @@ fn metrics_match_a_known_run_exactly() {
         b.attr(attr::LIFETIME, &0u32.to_be_bytes());
     });
     assert_eq!(a.turn.answer(&r), Answer::Success);
-    let got = scrape_until(&url, |s| s.get("xturn_allocations{}") == Some(&0.0));
+    let got = scrape_until(None, &url, |s| s.get("xturn_allocations{}") == Some(&0.0));
     assert_eq!(got["xturn_allocations{}"], 0.0);
     assert_eq!(got["xturn_channels{}"], 0.0);
     assert_eq!(
@@ -235,7 +187,7 @@ fn thread_id(pid: u32, name: &str) -> libc::pid_t {
 }
 
 fn status_of(url: &str) -> (u64, String) {
-    let v = scrape(url);
+    let v = scrape(None, url);
     (
         v["status"].as_u64().unwrap(),
         v["body"].as_str().unwrap_or("").to_string(),
@@ -285,6 +237,6 @@ fn healthz_fails_while_a_worker_thread_is_stopped_and_readyz_while_draining() {
     assert!(ok);
     assert_eq!(status_until(&ready, 503), (503, "draining\n".into()));
     assert_eq!(status_of(&health), (200, "ok\n".into()));
-    let got = samples(&scrape(&format!("{base}/metrics")));
+    let got = samples(&scrape(None, &format!("{base}/metrics")));
     assert_eq!(got["xturn_draining{}"], 1.0);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use xturn_control::auth::rest_password;
 use xturn_control::client::{Answer, TurnClient};
 use xturn_control::wire::{attr, Message, Method, TransactionId};
-use xturn_tests::{relay_lockstep, TestClient, Xturn};
+use xturn_tests::{channel_to_loopback_peer, relay_lockstep, Xturn};
 
 /// The final answer to an Allocate from a fresh socket as `user`: `None` for success,
 /// else the error code (401 when the second, authenticated attempt is refused as well).
@@ -107,17 +107,7 @@ fn sighup_adds_a_user_and_revokes_a_secret_while_an_allocation_relays() {
     assert_eq!(allocate_answer(server.addr, &rest_old, &rest_old_pw), None);
     assert_eq!(allocate_answer(server.addr, "bob", "builder"), Some(401));
 
-    let mut a = TestClient::new(server.addr, "alice", "wonderland");
-    let relay = a.allocate();
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    a.sock
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    assert_eq!(
-        a.channel_bind(0x4000, peer.local_addr().unwrap()),
-        Answer::Success
-    );
+    let (mut a, peer, relay) = channel_to_loopback_peer(server.addr, "alice", "wonderland");
     relay_lockstep(&mut a, &peer, relay, 0, 500);
 
     // bob added, the "old" secret revoked; alice's datagrams keep flowing through it.
