@@ -4,7 +4,8 @@
 # On a fresh Debian machine it first installs what the tests need: coturn's turnutils_*
 # clients (Debian package coturn), Python's aioice and Debian's chromium (headless WebRTC),
 # Python's prometheus_client (its OpenMetrics parser checks /metrics),
-# used as independent interop peers, and ethtool (the tuned XDP lab turns offloads off).
+# used as independent interop peers, ethtool (the tuned XDP lab turns offloads off) and
+# systemd (systemd-analyze verifies the unit file; no systemd is started).
 # Run as root: the XDP tests (BPF_PROG_TEST_RUN, veth in network namespaces) need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +14,13 @@ missing=""
 command -v turnutils_uclient >/dev/null 2>&1 || missing="$missing coturn"
 command -v ethtool >/dev/null 2>&1 || missing="$missing ethtool"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages:$missing; run as root to install them" >&2
         exit 1
     fi
-    echo "tests/run.sh: installing$missing (interop clients, headless browser, ethtool)"
+    echo "tests/run.sh: installing$missing (interop clients, headless browser, ethtool, systemd-analyze)"
     apt-get update -qq
     # shellcheck disable=SC2086 # a list of package names
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null

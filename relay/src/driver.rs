@@ -572,6 +572,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         timeout: settings.drain_timeout,
         started: None,
     };
+    let mut notifier = crate::systemd::Notifier::from_env();
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -724,27 +725,30 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         )?);
     }
     let snapshot = Arc::new(Mutex::new(metrics::Snapshot::default()));
+    let health = Arc::new(metrics::Health {
+        epoch,
+        beats,
+        draining: drain.clone(),
+    });
     let metrics_thread = match metrics_listener {
         Some(l) => Some(metrics::spawn(
             l,
             metrics::Endpoint {
                 snapshot: snapshot.clone(),
-                health: metrics::Health {
-                    epoch,
-                    beats,
-                    draining: drain.clone(),
-                },
+                health: health.clone(),
             },
             shared.shutdown.clone(),
         )?),
         None => None,
     };
+    notifier.ready(&service_status(0, false));
     let mut warned = false;
     let mut turn = 0u64;
     let mut fatal = None;
     while !shared.shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(SUPERVISE_EVERY);
         metrics::beat(&supervisor_beat, epoch);
+        notifier.watchdog(Instant::now(), &health);
         turn += 1;
         // A worker that stopped while the server runs is a server that no longer answers
         // its share of clients (SO_REUSEPORT still sends them there): stop the whole
@@ -762,9 +766,11 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             break;
         }
         if reload.asked.swap(false, Ordering::Relaxed) {
+            notifier.reloading();
             if let Some(mut s) = shared.server() {
                 reload.apply(&settings, &mut s, &mut draining);
             }
+            notifier.reloaded();
         }
         let asked = drain.load(Ordering::Relaxed);
         if (asked || draining.started.is_some())
@@ -833,6 +839,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             .unwrap_or_default();
         let dropped = shared.dropped(&limits);
         let state = draining.started.is_some();
+        notifier.status(&service_status(control.allocations.len(), state));
         let now_status = status.status(&control, xdp_report.as_ref(), &dropped, state);
         let written = status.write(&now_status);
         if metrics_thread.is_some() {
@@ -873,6 +880,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         }
         shared.shutdown.store(true, Ordering::Relaxed);
     }
+    notifier.stopping();
     let deadline = Instant::now() + JOIN_DEADLINE;
     let mut all: Vec<_> = handles
         .into_iter()
@@ -919,6 +927,15 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     match fatal {
         Some(why) => Err(anyhow::anyhow!(why)),
         None => Ok(()),
+    }
+}
+
+/// systemd's `STATUS=` line (`systemctl status`).
+fn service_status(allocations: usize, draining: bool) -> String {
+    if draining {
+        format!("draining: {allocations} allocations left")
+    } else {
+        format!("serving {allocations} allocations")
     }
 }
 

@@ -13,6 +13,8 @@
 //!   [`stats`] (`xturn stats`) and the benchmark's report.
 //! - [`update`]: what the control plane tells the workers and forwarders.
 //! - [`drain`]: `xturn drain`, which asks a running server to drain.
+//! - [`metrics`] (`--metrics-listen`: `/metrics`, `/healthz`, `/readyz`) and [`systemd`]
+//!   (sd_notify: ready, reloading, stopping, watchdog pings while every thread serves).
 
 pub mod afxdp;
 pub mod config;
@@ -29,5 +31,6 @@ pub mod serve;
 pub mod spawn;
 pub mod stats;
 pub mod status;
+pub mod systemd;
 pub mod update;
 pub mod xdp;

@@ -51,23 +51,30 @@ pub struct Health {
 }
 
 impl Health {
-    /// `Ok` when every thread turned its loop recently, else the ones that did not.
-    pub fn check(&self) -> Result<(), String> {
+    /// The threads that did not turn their loop recently, with the milliseconds since
+    /// their last turn.
+    pub fn late(&self) -> Vec<(&str, u64)> {
         let now = self.epoch.elapsed().as_millis() as u64;
-        let late: Vec<String> = self
-            .beats
+        self.beats
             .iter()
             .filter_map(|b| {
                 let age = now.saturating_sub(b.millis.load(Ordering::Relaxed));
-                (age > b.stale.as_millis() as u64)
-                    .then(|| format!("{}: no turn of its loop for {age} ms", b.name))
+                (age > b.stale.as_millis() as u64).then_some((b.name.as_str(), age))
             })
-            .collect();
+            .collect()
+    }
+
+    /// `Ok` when every thread turned its loop recently, else the ones that did not.
+    pub fn check(&self) -> Result<(), String> {
+        let late = self.late();
         if late.is_empty() {
-            Ok(())
-        } else {
-            Err(late.join("\n"))
+            return Ok(());
         }
+        Err(late
+            .iter()
+            .map(|(name, age)| format!("{name}: no turn of its loop for {age} ms"))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 }
 
@@ -306,7 +313,7 @@ pub fn render(s: &Snapshot) -> String {
 /// What the HTTP thread serves from.
 pub struct Endpoint {
     pub snapshot: Arc<Mutex<Snapshot>>,
-    pub health: Health,
+    pub health: Arc<Health>,
 }
 
 /// Bind `addr` (before privileges are dropped).

@@ -219,19 +219,30 @@ pub fn drop_to(target: &Target, keep: &CapsHashSet) -> Result<String> {
 /// binary with file capabilities may have more), nothing else changes.
 pub fn narrow(keep: &CapsHashSet) -> Result<String> {
     let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    let missing: CapsHashSet = keep.difference(&permitted).copied().collect();
     let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
     caps::set(None, CapSet::Effective, &keep).context("cannot set the effective capabilities")?;
     caps::set(None, CapSet::Permitted, &keep).context("cannot set the permitted capabilities")?;
+    // Nothing passes through an exec (systemd's AmbientCapabilities= put them there).
+    caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")?;
+    caps::clear(None, CapSet::Inheritable).context("cannot clear inheritable capabilities")?;
     // SAFETY: prctl with integer arguments.
     os("PR_SET_NO_NEW_PRIVS", unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     })?;
-    Ok(format!(
+    let mut line = format!(
         "running as uid {}, capabilities: {}",
         // SAFETY: getuid has no preconditions.
         unsafe { libc::getuid() },
         names(&keep)
-    ))
+    );
+    if !missing.is_empty() {
+        line.push_str(&format!(
+            " (not given, though the features in use need them: {})",
+            names(&missing)
+        ));
+    }
+    Ok(line)
 }
 
 #[cfg(test)]

@@ -158,6 +158,11 @@ impl Xturn {
     /// Start xturn on 127.0.0.1 at a free port with `args`; waits until it answers a
     /// Binding request.
     pub fn start(args: &[&str]) -> Xturn {
+        Self::start_with(args, |_| {})
+    }
+
+    /// [`Xturn::start`], with `configure` applied to the command first (environment).
+    pub fn start_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Xturn {
         let port = free_udp_port_pair();
         let mut cmd = Command::new(xturn_bin());
         cmd.args([
@@ -167,6 +172,7 @@ impl Xturn {
             &port.to_string(),
         ]);
         cmd.args(args);
+        configure(&mut cmd);
         let proc = Proc::spawn("xturn", cmd);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -484,4 +490,66 @@ pub fn received_rate(
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     reader.join().unwrap() as f64 / window
+}
+
+/// PTRACE_SEIZE + PTRACE_INTERRUPT stop one thread of another process (and no other);
+/// the guard detaches (the thread runs again) when dropped.
+pub struct StoppedThread(libc::pid_t);
+
+impl StoppedThread {
+    pub fn stop(tid: libc::pid_t) -> StoppedThread {
+        // SAFETY: ptrace on a thread id of a child we started; no memory is passed.
+        unsafe {
+            assert_eq!(
+                libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+                0,
+                "PTRACE_SEIZE {tid}: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+        }
+        StoppedThread(tid)
+    }
+}
+
+impl Drop for StoppedThread {
+    fn drop(&mut self) {
+        // SAFETY: as above; detaching resumes the thread.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, 0, 0) };
+    }
+}
+
+/// The thread of process `pid` called `name`.
+pub fn thread_id(pid: u32, name: &str) -> libc::pid_t {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            return t.file_name().to_string_lossy().parse().unwrap();
+        }
+    }
+    panic!("no thread {name} in process {pid}");
+}
+
+/// The value of `key` in the `[Service]` section of the systemd unit relay/dist/xturn.service.
+pub fn unit_value(key: &str) -> Option<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/dist/xturn.service");
+    let text = std::fs::read_to_string(path).expect("relay/dist/xturn.service");
+    let mut section = "";
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[Service]" {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim() == key {
+                    return Some(v.trim().to_string());
+                }
+            }
+        }
+    }
+    None
 }

@@ -143,8 +143,22 @@ impl Lab {
     /// address, with `--xdp` on both of its veths and `threads` threads; returns once every
     /// forwarder thread (one per queue) is up.
     fn start_xturn(&self, bin: &std::path::Path, net: Net, threads: u32, extra: &[&str]) -> Proc {
+        self.start_xturn_under(&[], bin, net, threads, extra)
+    }
+
+    /// [`Lab::start_xturn`] through `wrapper` (a command that runs the one after it).
+    fn start_xturn_under(
+        &self,
+        wrapper: &[String],
+        bin: &std::path::Path,
+        net: Net,
+        threads: u32,
+        extra: &[&str],
+    ) -> Proc {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns_r]).arg(bin).args([
+        cmd.args(["netns", "exec", &self.ns_r]);
+        cmd.args(wrapper);
+        cmd.arg(bin).args([
             "--listening-ip",
             &net.server.ip().to_string(),
             "--listening-port",
@@ -743,4 +757,221 @@ fn afxdp_drain_keeps_relaying_and_exits_with_the_last_allocation() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}\n{}", xturn.output());
+}
+
+/// The capability mask of `caps` (names as in capabilities(7) without `CAP_`, lower case),
+/// as /proc/PID/status shows it.
+fn cap_mask(caps: &[String]) -> u64 {
+    caps.iter()
+        .map(|c| match c.as_str() {
+            "net_bind_service" => 10,
+            "net_admin" => 12,
+            "net_raw" => 13,
+            "ipc_lock" => 14,
+            "sys_nice" => 23,
+            "perfmon" => 38,
+            "bpf" => 39,
+            other => panic!("capability {other}: add its number"),
+        })
+        .fold(0, |m, bit| m | 1u64 << bit)
+}
+
+/// The field `key` of /proc/PID/status.
+fn proc_status(pid: u32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Names as setpriv takes them: `-all,+bpf,+net_admin`.
+fn setpriv_set(caps: &[String]) -> String {
+    std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Capability names in setpriv's form (`CAP_NET_ADMIN`, `NET_ADMIN` -> `net_admin`).
+fn cap_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names
+        .into_iter()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect()
+}
+
+/// xturn started in the lab through `wrapper` (which sets its user, capabilities and
+/// limits) loads the XDP program, keeps only CAP_BPF, CAP_NET_ADMIN and CAP_SYS_NICE
+/// (--afxdp-nice -10) as uid 65534 with nothing ambient, and relays every datagram of a run
+/// through AF_XDP (its /metrics, scraped in the server's namespace).
+fn relays_through_afxdp_under(wrapper: &[String], metrics_port: u16) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = xturn_bin();
+    let lab = Lab::new(1, 1500);
+    let net = net(false);
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let xturn = lab.start_xturn_under(wrapper, &bin, net, 1, &["--metrics-listen", &listen]);
+    let pid = xturn.child.id();
+    let kept = cap_names(["bpf", "net_admin", "sys_nice"]);
+    assert_eq!(
+        u64::from_str_radix(&proc_status(pid, "CapEff"), 16).unwrap(),
+        cap_mask(&kept),
+        "{}",
+        xturn.output()
+    );
+    for set in ["CapAmb", "CapInh"] {
+        assert_eq!(
+            u64::from_str_radix(&proc_status(pid, set), 16).unwrap(),
+            0,
+            "{set}"
+        );
+    }
+    assert!(proc_status(pid, "Uid").starts_with("65534\t"));
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+
+    let run = Run {
+        datagrams: 5_000,
+        ..Run::new(1, false)
+    };
+    let flows = open_flows(&lab, net, false);
+    warm_up(&flows, net.server, run);
+    let url = format!("http://{listen}/metrics");
+    let keys = [
+        "xturn_relayed_packets_total{direction=to_peer,path=afxdp}",
+        "xturn_relayed_packets_total{direction=to_client,path=afxdp}",
+        "xturn_relayed_packets_total{direction=to_peer,path=sockets}",
+        "xturn_relayed_packets_total{direction=to_client,path=sockets}",
+        "xturn_xdp_frames_total{outcome=redirect_channel}",
+        "xturn_xdp_frames_total{outcome=redirect_peer}",
+    ];
+    let read = |m: &std::collections::BTreeMap<String, f64>| -> Vec<u64> {
+        keys.iter()
+            .map(|k| m.get(*k).copied().unwrap_or(0.0) as u64)
+            .collect()
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = read(&xturn_tests::samples(&xturn_tests::scrape(
+        Some(&lab.ns_r),
+        &url,
+    )));
+    let diag = || xturn.output();
+    relay_each_way(
+        &flows,
+        run.datagrams,
+        run.rate,
+        net.server,
+        run.data(),
+        &diag,
+    );
+    let want: Vec<u64> = before
+        .iter()
+        .zip([
+            run.datagrams,
+            run.datagrams,
+            0,
+            0,
+            run.datagrams,
+            run.datagrams,
+        ])
+        .map(|(b, d)| b + d)
+        .collect();
+    let m = xturn_tests::scrape_until(Some(&lab.ns_r), &url, |m| read(m) == want);
+    assert_eq!(
+        read(&m),
+        want,
+        "all through AF_XDP: {m:#?}\n{}",
+        xturn.output()
+    );
+}
+
+/// The systemd unit (relay/dist/xturn.service) runs xturn as a user of its own with only
+/// its AmbientCapabilities; systemd cannot run here, so prlimit and setpriv start it the
+/// same way: a non-root uid, those capabilities ambient and inheritable, the bounding set
+/// its CapabilityBoundingSet, no-new-privs, its LimitNOFILE (RLIMIT_MEMLOCK stays at this
+/// machine's 8 MiB: CAP_IPC_LOCK covers the UMEM).
+#[test]
+fn runs_with_only_the_unit_files_capabilities() {
+    if !root_or_skip("unit_capabilities") {
+        return;
+    }
+    if !have("setpriv") || !have("prlimit") {
+        panic!("setpriv and prlimit (util-linux) are missing");
+    }
+    let value = |k: &str| xturn_tests::unit_value(k).unwrap_or_else(|| panic!("unit has no {k}"));
+    let ambient = cap_names(value("AmbientCapabilities").split_whitespace());
+    let bounding = cap_names(value("CapabilityBoundingSet").split_whitespace());
+    assert_eq!(value("NoNewPrivileges"), "yes");
+    // The unit's LimitNOFILE, or this machine's hard limit where that is lower (raising it
+    // takes CAP_SYS_RESOURCE, which systemd has and a container may not).
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
+        0
+    );
+    let nofile = value("LimitNOFILE")
+        .parse::<u64>()
+        .unwrap()
+        .min(hard.rlim_max);
+    let wrapper: Vec<String> = vec![
+        "prlimit".into(),
+        format!("--nofile={nofile}:{nofile}"),
+        "--".into(),
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps={}", setpriv_set(&ambient)),
+        format!("--ambient-caps={}", setpriv_set(&ambient)),
+        format!("--bounding-set={}", setpriv_set(&bounding)),
+        "--no-new-privs".into(),
+    ];
+    relays_through_afxdp_under(&wrapper, 9642);
+}
+
+/// The DaemonSet (relay/dist/xturn-daemonset.yaml) and the Dockerfile's run line start
+/// xturn as root with only the capabilities listed (`add:`) and no privilege escalation;
+/// setpriv does the same here. xturn then becomes uid 65534 itself.
+#[test]
+fn runs_as_the_daemonsets_root_with_only_its_capabilities() {
+    if !root_or_skip("daemonset_capabilities") {
+        return;
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../relay/dist/xturn-daemonset.yaml"
+    );
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let add = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("add: ["))
+        .and_then(|l| l.strip_suffix(']'))
+        .expect("an `add: [..]` line in the DaemonSet");
+    let caps = cap_names(add.split(',').map(|c| c.trim().trim_matches('"')));
+    assert!(yaml.contains("allowPrivilegeEscalation: false"));
+    let dockerfile = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../relay/dist/Dockerfile"
+    ))
+    .unwrap();
+    for c in &caps {
+        let flag = format!("--cap-add {}", c.to_uppercase());
+        assert!(
+            dockerfile.contains(&flag),
+            "the Dockerfile's run line lacks {flag}"
+        );
+    }
+    let wrapper: Vec<String> = vec![
+        "setpriv".into(),
+        format!("--bounding-set={}", setpriv_set(&caps)),
+        "--no-new-privs".into(),
+    ];
+    relays_through_afxdp_under(&wrapper, 9643);
 }

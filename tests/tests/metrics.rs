@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use xturn_control::client::{self, Answer};
 use xturn_control::wire::{attr, Method};
 use xturn_tests::{
-    channel_to_loopback_peer, payload, relay_lockstep, samples, scrape, scrape_until, TestClient,
-    Xturn,
+    channel_to_loopback_peer, payload, relay_lockstep, samples, scrape, scrape_until, thread_id,
+    StoppedThread, TestClient, Xturn,
 };
 
 fn free_tcp_port() -> u16 {
@@ -141,49 +141,6 @@ fn metrics_match_a_known_run_exactly() {
         "a counter went down with its allocation"
     );
     assert_eq!(got["xturn_responses_total{code=200,method=refresh}"], 1.0);
-}
-
-/// PTRACE_SEIZE + PTRACE_INTERRUPT stop one thread of another process (and no other);
-/// the guard detaches (the thread runs again) when dropped.
-struct StoppedThread(libc::pid_t);
-
-impl StoppedThread {
-    fn stop(tid: libc::pid_t) -> StoppedThread {
-        // SAFETY: ptrace on a thread id of a child we started; no memory is passed.
-        unsafe {
-            assert_eq!(
-                libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
-                0,
-                "PTRACE_SEIZE {tid}: {}",
-                std::io::Error::last_os_error()
-            );
-            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
-            let mut status = 0;
-            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
-        }
-        StoppedThread(tid)
-    }
-}
-
-impl Drop for StoppedThread {
-    fn drop(&mut self) {
-        // SAFETY: as above; detaching resumes the thread.
-        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, 0, 0) };
-    }
-}
-
-/// The thread of process `pid` called `name`.
-fn thread_id(pid: u32, name: &str) -> libc::pid_t {
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            return t.file_name().to_string_lossy().parse().unwrap();
-        }
-    }
-    panic!("no thread {name} in process {pid}");
 }
 
 fn status_of(url: &str) -> (u64, String) {
