@@ -2730,3 +2730,86 @@ fn stats_count_requests_responses_auth_failures_and_quotas_exactly() {
     assert_eq!((s.allocations, s.permissions, s.channels), (1, 1, 0));
     assert_eq!(s.unauth_shed, 0);
 }
+
+// ========================================================================= admin
+
+#[test]
+fn sessions_list_allocations_and_kill_deletes_one_or_a_users_all_at_once() {
+    let (mut h, mut c, relay) = allocated(config(), 600);
+    let r = h.request(
+        &mut c,
+        client_addr(),
+        Method::ChannelBind,
+        &channel_body(0x4000, peer()),
+    );
+    assert_success(r.last(), Method::ChannelBind);
+    h.advance_to(secs(30));
+    let mut b = bob();
+    let bob_relay = h.allocate(&mut b, client_port(50001));
+    let mut c2 = alice();
+    let alice2 = h.allocate(&mut c2, client_port(50002));
+    h.advance_to(secs(40));
+
+    let now = h.now;
+    let s = h.server.sessions(now);
+    assert_eq!(s.len(), 3);
+    let a = s.iter().find(|s| s.relay == relay.0).unwrap();
+    assert_eq!(
+        (a.user.as_str(), a.client, a.age, a.expires_in),
+        ("alice", client_addr(), secs(40), secs(560))
+    );
+    assert_eq!((a.permissions, a.channels), (1, 1));
+    let bs = s.iter().find(|s| s.relay == bob_relay.0).unwrap();
+    assert_eq!((bs.user.as_str(), bs.age), ("bob", secs(10)));
+
+    // One allocation by its relayed address: the same outputs as a Refresh with LIFETIME 0.
+    let killed = h
+        .server
+        .kill(now, relay.0)
+        .expect("alice's first allocation");
+    assert_eq!(killed.relay, relay.0);
+    let out = h.drain();
+    assert_eq!(
+        out.data,
+        vec![
+            Change::RemoveChannel {
+                five_tuple: ft(client_addr()),
+                relay,
+                channel: xturn_control::ChannelNumber::new(0x4000).unwrap(),
+                peer: PeerAddr(peer())
+            },
+            Change::RemovePermission {
+                relay,
+                peer: peer().ip()
+            },
+            Change::RemoveAllocation {
+                five_tuple: ft(client_addr()),
+                relay
+            },
+        ]
+    );
+    assert!(out.transmits.is_empty());
+    assert!(h.server.kill(now, relay.0).is_none(), "killed twice");
+    let r = h.request(&mut c, client_addr(), Method::Refresh, &lifetime_body(600));
+    assert_error(r.last(), Method::Refresh, 437);
+
+    // Every allocation of a user, the others untouched.
+    let killed = h.server.kill_user(now, "alice");
+    assert_eq!(
+        killed.iter().map(|s| s.relay).collect::<Vec<_>>(),
+        vec![alice2.0]
+    );
+    assert!(h.server.kill_user(now, "alice").is_empty());
+    assert_eq!(
+        h.server
+            .sessions(now)
+            .iter()
+            .map(|s| s.relay)
+            .collect::<Vec<_>>(),
+        vec![bob_relay.0]
+    );
+    // Its port and quota are free again: alice allocates anew; nothing fires later.
+    h.drain();
+    h.allocate(&mut c2, client_port(50003));
+    assert!(h.advance_to(secs(500)).data.is_empty());
+}

@@ -146,7 +146,8 @@ pub struct Args {
     #[arg(long = "proc-group")]
     pub proc_group: Option<String>,
     /// Group that may read the status file (/run/xturn/PID/status.json, mode 0640: it names
-    /// every client's address). Default: the group xturn runs as.
+    /// every client's address) and use the admin socket beside it (xturn sessions, xturn
+    /// kill). Default: the group xturn runs as.
     #[arg(long = "status-group")]
     pub status_group: Option<String>,
     /// Log level: error, warn, info, debug, trace. Default info.

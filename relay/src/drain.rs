@@ -2,10 +2,7 @@
 //! new allocations (300 Try Alternate with `--alternate-server`, else 508), keeps serving
 //! the ones it has, and exits 0 when the last ends or after `--drain-timeout`.
 
-use crate::stats;
-use crate::status::STATUS_DIR;
-use anyhow::{bail, Context, Result};
-use std::path::Path;
+use anyhow::{bail, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct DrainArgs {
@@ -14,42 +11,8 @@ pub struct DrainArgs {
     pub pid: Option<u32>,
 }
 
-/// The process name of `pid`, if it runs.
-fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
 pub fn run(a: &DrainArgs) -> Result<()> {
-    let pid = match a.pid {
-        Some(p) => p,
-        None => {
-            let running: Vec<u32> = stats::servers(Path::new(STATUS_DIR), None)
-                .iter()
-                .map(|s| s.pid)
-                .filter(|p| comm(*p).as_deref() == Some("xturn"))
-                .collect();
-            match running.as_slice() {
-                [p] => *p,
-                [] => bail!(
-                    "no running xturn server publishes its status under {STATUS_DIR}: give --pid"
-                ),
-                many => bail!(
-                    "{} xturn servers run here (pids {}): give --pid",
-                    many.len(),
-                    many.iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
-        }
-    };
-    let name = comm(pid).with_context(|| format!("no process {pid}"))?;
-    if name != "xturn" {
-        bail!("process {pid} is {name:?}, not an xturn server");
-    }
+    let pid = crate::admin::running_server(a.pid)?;
     let Ok(p) = i32::try_from(pid) else {
         bail!("--pid {pid} is out of range");
     };

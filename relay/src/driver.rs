@@ -12,6 +12,7 @@
 //! channel with the same outputs the server applies to its own. Control messages (STUN)
 //! take the server mutex; they are rare next to data.
 
+use crate::admin;
 use crate::afxdp::threads::{self, Watched};
 use crate::config::Settings;
 use crate::metrics;
@@ -27,6 +28,7 @@ use rand::{RngCore, SeedableRng};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -648,7 +650,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     let metrics_listener = settings.metrics_listen.map(metrics::bind).transpose()?;
     // Everything that needs root is done (sockets bound, XDP attached, AF_XDP sockets open)
     // and no thread runs yet: drop it.
-    drop_privileges(&settings, &status)?;
+    let admin_listener = drop_privileges(&settings, &status)?;
     let shared = Arc::new(Shared {
         server: Mutex::new(server),
         stateless,
@@ -737,6 +739,14 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                 snapshot: snapshot.clone(),
                 health: health.clone(),
             },
+            shared.shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let admin_thread = match admin_listener {
+        Some(l) => Some(admin::spawn(
+            l,
+            admin_handler(shared.clone(), snapshot.clone()),
             shared.shutdown.clone(),
         )?),
         None => None,
@@ -842,7 +852,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         notifier.status(&service_status(control.allocations.len(), state));
         let now_status = status.status(&control, xdp_report.as_ref(), &dropped, state);
         let written = status.write(&now_status);
-        if metrics_thread.is_some() {
+        {
             let xdp_counters = shared
                 .xdp
                 .as_ref()
@@ -886,6 +896,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         .into_iter()
         .chain(forwarders.iter_mut().filter_map(Watched::take_handle))
         .chain(metrics_thread)
+        .chain(admin_thread)
         .collect();
     while !all.is_empty() && Instant::now() < deadline {
         let (done, busy): (Vec<_>, Vec<_>) = all.into_iter().partition(|h| h.is_finished());
@@ -930,6 +941,48 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     }
 }
 
+/// What answers the admin socket: sessions from the control plane joined with their
+/// per-path counters from the last status report; kills applied under the server lock
+/// and their `Remove*` outputs sent to every data-plane copy and the XDP maps at once.
+fn admin_handler(shared: Arc<Shared>, snapshot: Arc<Mutex<metrics::Snapshot>>) -> admin::Handler {
+    Box::new(move |req| {
+        let now = Instant::now();
+        let Some(mut server) = shared.server() else {
+            return admin::Reply::Error("the server is stopping (a thread failed)".into());
+        };
+        let killing = !matches!(req, admin::Request::Sessions);
+        let sessions = match req {
+            admin::Request::Sessions => server.sessions(now),
+            admin::Request::Kill { relay } => server.kill(now, relay).into_iter().collect(),
+            admin::Request::KillUser { user } => server.kill_user(now, &user),
+        };
+        // A kill's outputs are data-plane changes only (no datagram to send, so no
+        // listener is needed).
+        shared.drive(&mut server, now, &[]);
+        drop(server);
+        if killing {
+            for s in &sessions {
+                tracing::info!(
+                    "killed by an admin: the allocation {} of {} (user {})",
+                    s.relay,
+                    s.client,
+                    s.user
+                );
+            }
+        }
+        let snap = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let rows = sessions
+            .iter()
+            .map(|s| admin::row(s, &snap.status))
+            .collect();
+        if killing {
+            admin::Reply::Killed(rows)
+        } else {
+            admin::Reply::Sessions(rows)
+        }
+    })
+}
+
 /// systemd's `STATUS=` line (`systemctl status`).
 fn service_status(allocations: usize, draining: bool) -> String {
     if draining {
@@ -940,8 +993,9 @@ fn service_status(allocations: usize, draining: bool) -> String {
 }
 
 /// Become the `--proc-user` (nobody by default when root) with only the capabilities the
-/// features in use need ([`crate::privileges`]), after handing the status directory over.
-fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<()> {
+/// features in use need ([`crate::privileges`]), after handing the status directory over
+/// and binding the admin socket in it (returned; `None`, logged, if it cannot be had).
+fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<Option<UnixListener>> {
     use crate::privileges;
     let keep = privileges::needed(
         settings.server.min_port < 1024,
@@ -955,22 +1009,36 @@ fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<()> {
         .as_deref()
         .map(privileges::group_id)
         .transpose()?;
+    let admin = |owner| match admin::bind(status.dir(), owner) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("no admin socket (xturn sessions, xturn kill): {e:#}");
+            None
+        }
+    };
     if !root {
         // SAFETY: as above.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        if let Err(e) = status.prepare(Some((uid, status_gid.unwrap_or(gid)))) {
-            tracing::warn!("{e:#}");
-        }
+        let owner = Some((uid, status_gid.unwrap_or(gid)));
+        let listener = match status.prepare(owner) {
+            Ok(()) => admin(owner),
+            Err(e) => {
+                tracing::warn!("{e:#}; no admin socket either");
+                None
+            }
+        };
         tracing::info!("{}", privileges::narrow(&keep)?);
-        return Ok(());
+        return Ok(listener);
     }
     let user = settings.proc_user.as_deref().unwrap_or("nobody");
     let target = privileges::resolve(user, settings.proc_group.as_deref())?;
-    status.prepare(Some((target.uid, status_gid.unwrap_or(target.gid))))?;
+    let owner = Some((target.uid, status_gid.unwrap_or(target.gid)));
+    status.prepare(owner)?;
+    let listener = admin(owner);
     if target.uid == 0 {
         tracing::warn!("--proc-user {user}: running as root for the whole life of the process");
-        return Ok(());
+        return Ok(listener);
     }
     tracing::info!("{}", privileges::drop_to(&target, &keep)?);
-    Ok(())
+    Ok(listener)
 }

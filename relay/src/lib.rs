@@ -12,10 +12,12 @@
 //! - [`status`]: the status file's schema, written by the server and read by
 //!   [`stats`] (`xturn stats`) and the benchmark's report.
 //! - [`update`]: what the control plane tells the workers and forwarders.
-//! - [`drain`]: `xturn drain`, which asks a running server to drain.
+//! - [`drain`]: `xturn drain`, which asks a running server to drain; [`admin`]: the admin
+//!   socket and `xturn sessions` / `xturn kill`.
 //! - [`metrics`] (`--metrics-listen`: `/metrics`, `/healthz`, `/readyz`) and [`systemd`]
 //!   (sd_notify: ready, reloading, stopping, watchdog pings while every thread serves).
 
+pub mod admin;
 pub mod afxdp;
 pub mod config;
 pub mod drain;

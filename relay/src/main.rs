@@ -1,9 +1,11 @@
 //! `xturn`: the TURN server binary, a command line over the `xturn_relay` library: the
-//! server ([`xturn_relay::serve`]), `xturn stats` ([`xturn_relay::stats`]) and `xturn check`.
+//! server ([`xturn_relay::serve`]), `xturn stats` ([`xturn_relay::stats`]), `xturn check`,
+//! `xturn drain` and the admin commands `xturn sessions` and `xturn kill`
+//! ([`xturn_relay::admin`]).
 
 use anyhow::Result;
 use clap::Parser;
-use xturn_relay::{config, drain, serve, stats};
+use xturn_relay::{admin, config, drain, serve, stats};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -40,6 +42,13 @@ enum Command {
     /// with --alternate-server, else 508), the existing ones keep working, and it exits 0
     /// when the last ends or after --drain-timeout. The same as `kill -USR1 PID`.
     Drain(drain::DrainArgs),
+    /// List the running server's allocations: user, client, relayed address, age, time
+    /// left, and packets and bytes relayed per path (AF_XDP, sockets). Through its admin
+    /// socket (/run/xturn/PID/admin.sock: root, xturn's user, its --status-group).
+    Sessions(admin::SessionsArgs),
+    /// End an allocation of the running server (by its relayed address) or all of a
+    /// user's, on every path at once; the client's next request gets 437.
+    Kill(admin::KillArgs),
 }
 
 fn real_main() -> Result<()> {
@@ -48,6 +57,8 @@ fn real_main() -> Result<()> {
         Some(Command::Stats(a)) => stats::run(&a),
         Some(Command::Check(a)) => serve::check(*a),
         Some(Command::Drain(a)) => drain::run(&a),
+        Some(Command::Sessions(a)) => admin::sessions(&a),
+        Some(Command::Kill(a)) => admin::kill(&a),
         None => serve::serve(cli.server),
     }
 }

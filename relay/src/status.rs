@@ -271,6 +271,11 @@ impl StatusWriter {
         Ok(())
     }
 
+    /// This server's status directory (`/run/xturn/PID`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn threads(&self) -> Vec<ThreadReport> {
         self.threads
             .iter()

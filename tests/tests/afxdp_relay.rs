@@ -975,3 +975,118 @@ fn runs_as_the_daemonsets_root_with_only_its_capabilities() {
     ];
     relays_through_afxdp_under(&wrapper, 9643);
 }
+
+/// `xturn kill` of an allocation that relays through AF_XDP: `xturn sessions` counts its
+/// datagrams on the AF_XDP path; once killed, nothing passes either way (the XDP program
+/// redirects none of it: its maps lost the channel and the permission with the
+/// forwarders' tables), while the other allocations go on relaying every datagram through
+/// AF_XDP.
+#[test]
+fn xturn_kill_stops_an_allocation_relaying_through_afxdp() {
+    if !root_or_skip("afxdp_kill") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = xturn_bin();
+    let lab = Lab::new(1, 1500);
+    let net = net(false);
+    let xturn = lab.start_xturn(&bin, net, 1, &[]);
+    let pid = xturn.child.id();
+    let run = Run {
+        datagrams: 4_000,
+        ..Run::new(1, false)
+    };
+    let mut flows = open_flows(&lab, net, false);
+    warm_up(&flows, net.server, run);
+    let diag = || format!("{:#}\n{}", settled_stats(&bin, &lab), xturn.output());
+    relay_each_way(
+        &flows,
+        run.datagrams,
+        run.rate,
+        net.server,
+        run.data(),
+        &diag,
+    );
+    let admin = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns_r])
+            .arg(&bin)
+            .args(args)
+            .args(["--pid", &pid.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "xturn {args:?}: {}",
+            xturn_tests::output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    let v: serde_json::Value = serde_json::from_str(&admin(&["sessions", "--json"])).unwrap();
+    let victim = flows.remove(0);
+    let row = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["relay"] == victim.relay.to_string())
+        .unwrap_or_else(|| panic!("no session of {}: {v:#}", victim.relay))
+        .clone();
+    let per_flow = run.datagrams / FLOWS;
+    assert!(
+        row["afxdp"]["to_peer_packets"].as_u64().unwrap() >= per_flow
+            && row["afxdp"]["to_client_packets"].as_u64().unwrap() >= per_flow,
+        "the victim's datagrams on AF_XDP: {row:#}"
+    );
+
+    let said = admin(&["kill", &victim.relay.to_string()]);
+    assert!(said.contains("killed the allocation"), "{said}");
+    let (s0, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let mut buf = [0u8; 4096];
+    victim
+        .peer
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    victim
+        .client
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let late = run.data()(0, run.datagrams);
+    victim
+        .client
+        .sock
+        .send_to(&channel_data(victim.channel, &late), net.server)
+        .unwrap();
+    assert!(
+        victim.peer.recv_from(&mut buf).is_err(),
+        "relayed to the peer after the kill"
+    );
+    victim.peer.send_to(&late, victim.relay).unwrap();
+    assert!(
+        victim.client.sock.recv_from(&mut buf).is_err(),
+        "relayed to the client after the kill"
+    );
+    let (s1, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    assert_eq!(
+        s1[..4],
+        s0[..4],
+        "the killed allocation's datagrams were steered"
+    );
+
+    relay_each_way(
+        &flows,
+        run.datagrams,
+        run.rate,
+        net.server,
+        run.data(),
+        &diag,
+    );
+    let (s2, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let delta: Vec<u64> = s2.iter().zip(s1).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        delta,
+        [vec![run.datagrams; 6], vec![0, 0]].concat(),
+        "the others, all through AF_XDP"
+    );
+}

@@ -27,10 +27,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod admin;
 mod authenticate;
 mod request;
 pub mod stats;
 
+pub use admin::Session;
 pub use stats::{AuthFailure, ControlStats, Quota};
 
 /// Server configuration. [`Config::new`] gives the RFC defaults.
@@ -182,6 +184,8 @@ struct Allocation {
     channel_by_peer: HashMap<PeerAddr, ChannelNumber>,
     reservation_token: Option<[u8; 8]>,
     ipv6_unavailable: bool,
+    /// When its Allocate succeeded (`xturn sessions` shows the age).
+    created: Instant,
 }
 
 #[derive(Debug)]
@@ -700,6 +704,7 @@ impl Server {
             channel_by_peer: HashMap::new(),
             reservation_token: token_out,
             ipv6_unavailable: p.ipv6_unavailable,
+            created: now,
         };
         let response = allocate_success(&ctx, &alloc, lifetime);
         let auth = alloc.auth.clone();
