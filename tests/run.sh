@@ -5,7 +5,8 @@
 # clients (Debian package coturn), Python's aioice and Debian's chromium (headless WebRTC),
 # Python's prometheus_client (its OpenMetrics parser checks /metrics),
 # used as independent interop peers, ethtool (the tuned XDP lab turns offloads off) and
-# systemd (systemd-analyze verifies the unit file; no systemd is started).
+# systemd (systemd-analyze verifies the unit file; no systemd is started) and nftables
+# (the 1:1 NAT in front of the relay in tests/tests/nat1to1.rs).
 # Run as root: the XDP tests (BPF_PROG_TEST_RUN, veth in network namespaces) need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +16,13 @@ command -v turnutils_uclient >/dev/null 2>&1 || missing="$missing coturn"
 command -v ethtool >/dev/null 2>&1 || missing="$missing ethtool"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v nft >/dev/null 2>&1 || missing="$missing nftables"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages:$missing; run as root to install them" >&2
         exit 1
     fi
-    echo "tests/run.sh: installing$missing (interop clients, headless browser, ethtool, systemd-analyze)"
+    echo "tests/run.sh: installing$missing (interop clients, headless browser, ethtool, systemd-analyze, nft)"
     apt-get update -qq
     # shellcheck disable=SC2086 # a list of package names
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null

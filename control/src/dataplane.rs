@@ -10,7 +10,7 @@
 
 use crate::bandwidth::{Direction, Limits};
 use crate::output::Change;
-use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
+use crate::types::{ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr};
 use crate::wire::{attr, channel_data, ChannelData, Class, MessageBuilder, Method, TransactionId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -148,6 +148,9 @@ pub struct DataPlane {
     memo: Memo,
     /// Bandwidth limits shared by every copy; `None`: none.
     limits: Option<Arc<Limits>>,
+    /// Public forms of the relay addresses (`--external-ip`): a relayed address of this
+    /// server as a Data indication's peer is shown as the client knows it.
+    external: ExternalIps,
 }
 
 /// Recent answers of the per-packet look-ups, so a packet of a known flow costs one
@@ -272,6 +275,17 @@ impl DataPlane {
 
     pub fn set_limits(&mut self, limits: Arc<Limits>) {
         self.limits = (!limits.is_unlimited()).then_some(limits);
+    }
+
+    /// The relay addresses' public forms behind a 1:1 NAT (`--external-ip`).
+    pub fn set_external(&mut self, external: ExternalIps) {
+        self.external = external;
+    }
+
+    /// `peer` as its client knows it (XOR-PEER-ADDRESS of a Data indication): another
+    /// allocation of this server by its public relayed address, any other peer as it is.
+    pub fn shown(&self, peer: PeerAddr) -> PeerAddr {
+        PeerAddr(self.external.public(peer.0))
     }
 
     /// Within the bandwidth limits? (Counts a refusal in the shared limits.)
@@ -517,7 +531,7 @@ impl DataPlane {
         out: &mut Vec<u8>,
     ) -> Option<ToClient> {
         let route = self.route_peer(now, relay, peer, payload.len())?;
-        frame_for_client(route.channel, peer, payload, tid, out);
+        frame_for_client(route.channel, self.shown(peer), payload, tid, out);
         Some(ToClient {
             server: route.server,
             client: route.client,

@@ -72,3 +72,76 @@ mod tests {
         assert!(ChannelNumber::new(0x5000).is_none());
     }
 }
+
+/// A 1:1 NAT in front of the server (`--external-ip PUBLIC/PRIVATE`, coturn's option): for
+/// each family at most one pair of the public address clients and peers see and the
+/// private one the server's sockets have. Relayed addresses are advertised with the public
+/// address (XOR-RELAYED-ADDRESS, and a relayed address as a Data indication's peer); a peer
+/// address a client names with the public address is the private one (so two clients of
+/// one server relay to each other inside it, never through the NAT).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalIps {
+    /// (public, private)
+    pairs: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+}
+
+impl ExternalIps {
+    /// `pairs` of (public, private) addresses, one per family at most (checked by the
+    /// configuration).
+    pub fn new(pairs: Vec<(std::net::IpAddr, std::net::IpAddr)>) -> Self {
+        ExternalIps { pairs }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    pub fn pairs(&self) -> &[(std::net::IpAddr, std::net::IpAddr)] {
+        &self.pairs
+    }
+
+    /// `a` as clients and peers see it: its public address if `a` has a private one.
+    pub fn public(&self, a: SocketAddr) -> SocketAddr {
+        match self.pairs.iter().find(|(_, private)| *private == a.ip()) {
+            Some((public, _)) => SocketAddr::new(*public, a.port()),
+            None => a,
+        }
+    }
+
+    /// `a` as the server's sockets know it: its private address if `a` has a public one.
+    pub fn private(&self, a: SocketAddr) -> SocketAddr {
+        match self.pairs.iter().find(|(public, _)| *public == a.ip()) {
+            Some((_, private)) => SocketAddr::new(*private, a.port()),
+            None => a,
+        }
+    }
+}
+
+#[cfg(test)]
+mod external_tests {
+    use super::*;
+
+    #[test]
+    fn external_ips_map_each_way_and_leave_the_rest() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let x = ExternalIps::new(vec![
+            (ip("203.0.113.10"), ip("198.51.100.1")),
+            (ip("2001:db8:113::10"), ip("2001:db8:51::1")),
+        ]);
+        assert_eq!(x.public(sa("198.51.100.1:50000")), sa("203.0.113.10:50000"));
+        assert_eq!(
+            x.private(sa("203.0.113.10:50000")),
+            sa("198.51.100.1:50000")
+        );
+        assert_eq!(
+            x.public(sa("[2001:db8:51::1]:5")),
+            sa("[2001:db8:113::10]:5")
+        );
+        for other in ["198.51.100.2:50000", "203.0.113.11:1", "[2001:db8::1]:9"] {
+            assert_eq!(x.public(sa(other)), sa(other));
+            assert_eq!(x.private(sa(other)), sa(other));
+        }
+        assert!(ExternalIps::default().is_empty());
+    }
+}

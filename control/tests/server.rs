@@ -2813,3 +2813,101 @@ fn sessions_list_allocations_and_kill_deletes_one_or_a_users_all_at_once() {
     h.allocate(&mut c2, client_port(50003));
     assert!(h.advance_to(secs(500)).data.is_empty());
 }
+
+#[test]
+fn behind_a_one_to_one_nat_relayed_addresses_are_public_and_hairpins_stay_inside() {
+    let public = ip("203.0.113.10");
+    let mut cfg = config();
+    cfg.external = xturn_control::ExternalIps::new(vec![(public, relay_ip())]);
+    let mut h = Harness::new(cfg);
+    let (a_addr, b_addr) = (client_port(50000), client_port(50001));
+    let (mut a, mut b) = (alice(), bob());
+    // XOR-RELAYED-ADDRESS carries the public address; the socket is the private one.
+    let r = h.allocate_with(&mut a, a_addr, &transport_udp);
+    assert_eq!(r.answer, Answer::Success);
+    let shown_a = client::xor_address(r.last(), attr::XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(shown_a.ip(), public);
+    assert_eq!(r.out.binds.len(), 1);
+    let relay_a = r.out.binds[0];
+    assert_eq!(relay_a.0, SocketAddr::new(relay_ip(), shown_a.port()));
+    let shown_b = SocketAddr::new(public, h.allocate(&mut b, b_addr).0.port());
+    let relay_b = RelayAddr(SocketAddr::new(relay_ip(), shown_b.port()));
+
+    // Each names the other by its public relayed address: permission and channel are for
+    // the private one (the data plane and the XDP maps see private addresses).
+    let r = h.request(
+        &mut a,
+        a_addr,
+        Method::ChannelBind,
+        &channel_body(0x4000, shown_b),
+    );
+    assert_success(r.last(), Method::ChannelBind);
+    assert!(r.out.data.contains(&Change::InstallPermission {
+        relay: relay_a,
+        peer: relay_ip(),
+        expires: h.now + secs(300)
+    }));
+    let r = h.request(
+        &mut b,
+        b_addr,
+        Method::CreatePermission,
+        &permission_body(vec![shown_a]),
+    );
+    assert_success(r.last(), Method::CreatePermission);
+    // Another port of the public address is another port of the host: 403.
+    let other = (49152..=65535u16)
+        .find(|p| *p != shown_a.port() && *p != shown_b.port())
+        .unwrap();
+    let r = h.request(
+        &mut a,
+        a_addr,
+        Method::ChannelBind,
+        &channel_body(0x4001, SocketAddr::new(public, other)),
+    );
+    assert_error(r.last(), Method::ChannelBind, 403);
+    // The listening port at the public address too.
+    let r = h.request(
+        &mut a,
+        a_addr,
+        Method::ChannelBind,
+        &channel_body(0x4001, SocketAddr::new(public, server_addr().port())),
+    );
+    assert_error(r.last(), Method::ChannelBind, 403);
+
+    // A -> B: from relay A straight to relay B (never to the NAT); B's client is told the
+    // peer is A's public relayed address.
+    let o = h.send_from(a_addr, &channel_data::encode(0x4000, b"ping"));
+    assert_eq!(
+        o.one(),
+        &Transmit {
+            source: relay_a.0,
+            destination: relay_b.0,
+            payload: b"ping".to_vec()
+        }
+    );
+    let o = h.peer_sends(relay_b, relay_a.0, b"ping");
+    assert_eq!(o.one().destination, b_addr);
+    assert_eq!(
+        client::data_indication(&o.one().payload),
+        Some((shown_a, b"ping".to_vec()))
+    );
+    // B -> A by a Send indication to A's public address.
+    let tid = h.tid();
+    let o = h.send_from(b_addr, &client::send_indication(tid, shown_a, b"pong"));
+    assert_eq!(o.one().destination, relay_a.0);
+    let o = h.peer_sends(relay_a, relay_b.0, b"pong");
+    assert_eq!(o.one().payload, channel_data::encode(0x4000, b"pong"));
+    // An outside peer is shown as it is.
+    let r = h.request(
+        &mut b,
+        b_addr,
+        Method::CreatePermission,
+        &permission_body(vec![peer()]),
+    );
+    assert_success(r.last(), Method::CreatePermission);
+    let o = h.peer_sends(relay_b, peer(), b"hi");
+    assert_eq!(
+        client::data_indication(&o.one().payload),
+        Some((peer(), b"hi".to_vec()))
+    );
+}

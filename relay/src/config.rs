@@ -18,6 +18,61 @@ use xturn_xdp_common::capacity;
 /// a typo does not ask the kernel for gigabytes.
 const MAX_XDP_MAP_ENTRIES: u32 = 1 << 24;
 
+/// `--external-ip PUBLIC[/PRIVATE]` values: at most one per family, PRIVATE (by default the
+/// --relay-ip of PUBLIC's family) the relay address of that family.
+fn external_ips(
+    values: &[String],
+    relay_ipv4: Option<IpAddr>,
+    relay_ipv6: Option<IpAddr>,
+) -> Result<xturn_control::ExternalIps> {
+    let mut pairs: Vec<(IpAddr, IpAddr)> = Vec::new();
+    for v in values {
+        let (public, private) = match v.split_once('/') {
+            Some((p, q)) => (p, Some(q)),
+            None => (v.as_str(), None),
+        };
+        let public: IpAddr = public
+            .trim()
+            .parse()
+            .with_context(|| format!("--external-ip {v:?}: {public:?} is not an IP address"))?;
+        let relay = if public.is_ipv4() {
+            relay_ipv4
+        } else {
+            relay_ipv6
+        };
+        let Some(relay) = relay else {
+            bail!(
+                "--external-ip {v}: no --relay-ip of its family to stand for (give one, e.g. the \
+                 private address)"
+            );
+        };
+        let private = match private {
+            Some(q) => q
+                .trim()
+                .parse::<IpAddr>()
+                .with_context(|| format!("--external-ip {v:?}: {q:?} is not an IP address"))?,
+            None => relay,
+        };
+        if private.is_ipv4() != public.is_ipv4() {
+            bail!("--external-ip {v}: PUBLIC and PRIVATE are of different families");
+        }
+        if private != relay {
+            bail!(
+                "--external-ip {v}: {private} is not the --relay-ip of its family ({relay}); \
+                 xturn relays from one address per family"
+            );
+        }
+        if public.is_unspecified() || public.is_multicast() || public == private {
+            bail!("--external-ip {v}: {public} cannot be a public address of {private}");
+        }
+        if pairs.iter().any(|(p, _)| p.is_ipv4() == public.is_ipv4()) {
+            bail!("--external-ip given twice for one address family ({v})");
+        }
+        pairs.push((public, private));
+    }
+    Ok(xturn_control::ExternalIps::new(pairs))
+}
+
 /// Largest --total-quota: a million sockets is far beyond one host's port ranges.
 const MAX_TOTAL_QUOTA: u32 = 1_000_000;
 
@@ -42,6 +97,11 @@ pub struct Args {
     /// listening address.
     #[arg(short = 'E', long = "relay-ip")]
     pub relay_ip: Vec<IpAddr>,
+    /// Behind a 1:1 NAT (cloud VMs, Kubernetes nodes): PUBLIC[/PRIVATE], one per address
+    /// family (coturn's syntax). Relayed addresses are advertised with PUBLIC; sockets and
+    /// the fast path use PRIVATE, the --relay-ip of that family (the default).
+    #[arg(short = 'X', long = "external-ip")]
+    pub external_ip: Vec<String>,
     /// Authentication realm. Default "xturn".
     #[arg(short = 'r', long)]
     pub realm: Option<String>,
@@ -229,6 +289,7 @@ pub struct FileConfig {
     pub listening_ip: Option<Vec<IpAddr>>,
     pub listening_port: Option<u16>,
     pub relay_ip: Option<Vec<IpAddr>>,
+    pub external_ip: Option<Vec<String>>,
     pub realm: Option<String>,
     pub user: Option<Vec<String>>,
     pub use_auth_secret: Option<bool>,
@@ -384,6 +445,12 @@ impl Settings {
                 relay_ipv6 = Some(first);
             }
         }
+
+        let external = external_ips(
+            &pick_vec(a.external_ip, f.external_ip),
+            relay_ipv4,
+            relay_ipv6,
+        )?;
 
         let realm = pick(a.realm, f.realm, "xturn".to_string());
         let mut creds = Credentials::new(&realm).with_context(|| "bad --realm")?;
@@ -576,6 +643,7 @@ impl Settings {
         );
         server.relay_ipv4 = relay_ipv4;
         server.relay_ipv6 = relay_ipv6;
+        server.external = external;
         server.min_port = min_port;
         server.max_port = max_port;
         server.default_lifetime = default_lifetime;
@@ -1116,5 +1184,44 @@ mod tests {
         assert_eq!(s.server.credentials.realm(), "file.example");
         assert_eq!((s.server.min_port, s.server.max_port), (40000, 40010));
         assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn external_ip_maps_the_relay_address_per_family_or_says_why_not() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let base = [
+            "--listening-ip",
+            "198.51.100.1",
+            "--relay-ip",
+            "198.51.100.1",
+        ];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        let s = with(&["--external-ip", "203.0.113.10"]).unwrap();
+        assert_eq!(
+            s.server.external.pairs(),
+            &[(ip("203.0.113.10"), ip("198.51.100.1"))]
+        );
+        let s = with(&["--external-ip", "203.0.113.10/198.51.100.1"]).unwrap();
+        assert_eq!(s.server.external.pairs().len(), 1);
+        for (bad, why) in [
+            ("203.0.113.10/198.51.100.9", "is not the --relay-ip"),
+            ("2001:db8::10", "no --relay-ip of its family"),
+            ("203.0.113.10/2001:db8::1", "different families"),
+            ("nonsense", "is not an IP address"),
+            ("0.0.0.0", "cannot be a public address"),
+            ("198.51.100.1", "cannot be a public address"),
+        ] {
+            let e = with(&["--external-ip", bad]).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{bad}: {e:#}");
+        }
+        let e = with(&[
+            "--external-ip",
+            "203.0.113.10",
+            "--external-ip",
+            "203.0.113.11",
+        ])
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("twice"), "{e:#}");
+        assert!(parse(&base).unwrap().server.external.is_empty());
     }
 }

@@ -477,6 +477,7 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differs(old.proc_group != new.proc_group, "proc-group");
     differs(old.status_group != new.status_group, "status-group");
     differs(old.metrics_listen != new.metrics_listen, "metrics-listen");
+
     v
 }
 
@@ -691,7 +692,11 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             epoll,
             rx,
             listeners,
-            data: DataPlane::with_limits(limits.clone()),
+            data: {
+                let mut d = DataPlane::with_limits(limits.clone());
+                d.set_external(settings.server.external.clone());
+                d
+            },
             relays: HashMap::new(),
             recv: net::recv_batch(),
             report: worker_reports[idx].clone(),

@@ -14,7 +14,7 @@ use crate::filter::PeerFilter;
 use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
 use crate::output::{BindToken, Change, Output, Transmit};
 use crate::stateless::{unknown_attributes_value, unknown_required, Stateless, Verdict};
-use crate::types::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
+use crate::types::{ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr};
 use crate::wire::{
     attr, looks_like_channel_data, Class, IntegrityKind, Message, MessageBuilder, Method,
     TransactionId,
@@ -45,6 +45,8 @@ pub struct Config {
     pub relay_ipv4: Option<IpAddr>,
     /// Relay address for IPv6 allocations (REQUESTED-ADDRESS-FAMILY IPv6).
     pub relay_ipv6: Option<IpAddr>,
+    /// The public addresses of the relay addresses behind a 1:1 NAT (`--external-ip`).
+    pub external: ExternalIps,
     pub min_port: u16,
     pub max_port: u16,
     pub default_lifetime: Duration,
@@ -99,6 +101,7 @@ impl Config {
             software: Some(concat!("xturn ", env!("CARGO_PKG_VERSION")).to_string()),
             relay_ipv4: Some(relay_ipv4),
             relay_ipv6: None,
+            external: ExternalIps::default(),
             min_port: 49152,
             max_port: 65535,
             default_lifetime: Duration::from_secs(600),
@@ -301,6 +304,7 @@ impl Server {
         ));
         let mut data = DataPlane::new();
         data.set_limits(limits.clone());
+        data.set_external(cfg.external.clone());
         let stateless = Stateless::new(
             cfg.software.clone(),
             cfg.stateless_rate_per_prefix,
@@ -416,6 +420,7 @@ impl Server {
         keep!(
             relay_ipv4 => "relay-ip",
             relay_ipv6 => "relay-ip",
+            external => "external-ip",
             min_port => "min-port",
             max_port => "max-port",
             total_quota => "total-quota",
@@ -706,7 +711,7 @@ impl Server {
             ipv6_unavailable: p.ipv6_unavailable,
             created: now,
         };
-        let response = allocate_success(&ctx, &alloc, lifetime);
+        let response = allocate_success(&ctx, &alloc, lifetime, &self.cfg.external);
         let auth = alloc.auth.clone();
         self.allocations.insert(p.five_tuple, alloc);
         self.by_relay.insert(relay, p.five_tuple);
@@ -865,10 +870,16 @@ impl Server {
 
     /// `peer` as a relayed address would be written (embedded IPv4 decoded).
     fn as_relay(&self, peer: SocketAddr) -> RelayAddr {
-        RelayAddr(SocketAddr::new(
+        RelayAddr(self.cfg.external.private(SocketAddr::new(
             self.cfg.filter.normalise(peer.ip()),
             peer.port(),
-        ))
+        )))
+    }
+
+    /// A peer address as a client named it, as the sockets know it: one of our public
+    /// relayed addresses (`--external-ip`) is its private one, relayed inside the server.
+    fn inward(&self, peer: SocketAddr) -> SocketAddr {
+        self.cfg.external.private(peer)
     }
 
     /// The key of a channel's peer in [`Server::hairpins`], if it is one of our relayed
@@ -1064,7 +1075,7 @@ impl Server {
                     fingerprint: a.fingerprint,
                     ..*ctx
                 };
-                let b = allocate_success(&ctx, a, remaining);
+                let b = allocate_success(&ctx, a, remaining, &self.cfg.external);
                 let auth = a.auth.clone();
                 self.finish_response(&ctx, Some(&auth), b, 200);
                 return Ok(());
@@ -1289,6 +1300,8 @@ impl Server {
         a: &mut Allocation,
         peers: &[SocketAddr],
     ) -> Result<MessageBuilder, TurnError> {
+        let peers: Vec<SocketAddr> = peers.iter().map(|p| self.inward(*p)).collect();
+        let peers = peers.as_slice();
         self.check_peers(peers, a.relay, false)?;
         let new: HashSet<IpAddr> = peers
             .iter()
@@ -1317,8 +1330,14 @@ impl Server {
         req: request::ChannelBind,
     ) -> Result<MessageBuilder, TurnError> {
         let channel = req.channel;
-        self.check_peers(req.peers.as_slice(), a.relay, true)?;
-        let &[peer] = req.peers.as_slice() else {
+        let peers: Vec<SocketAddr> = req
+            .peers
+            .as_slice()
+            .iter()
+            .map(|p| self.inward(*p))
+            .collect();
+        self.check_peers(&peers, a.relay, true)?;
+        let &[peer] = peers.as_slice() else {
             return Err(TurnError::BadRequest(BadRequest::Malformed));
         };
         let peer = PeerAddr(peer);
@@ -1382,6 +1401,7 @@ impl Server {
         let Some(request::Send { peer, data }) = request::Send::parse(msg) else {
             return;
         };
+        let peer = self.inward(peer);
         if peer.is_ipv4() != a.relay.0.is_ipv4() {
             return;
         }
@@ -1408,9 +1428,15 @@ impl Server {
 
 /// The success response to the Allocate request that created `a` (or to its
 /// retransmission, with the lifetime left).
-fn allocate_success(ctx: &Ctx, a: &Allocation, lifetime: Duration) -> MessageBuilder {
+/// `external` gives the relayed address's public form.
+fn allocate_success(
+    ctx: &Ctx,
+    a: &Allocation,
+    lifetime: Duration,
+    external: &ExternalIps,
+) -> MessageBuilder {
     let mut b = MessageBuilder::new(Method::Allocate, Class::Success, ctx.tid);
-    b.xor_addr(attr::XOR_RELAYED_ADDRESS, a.relay.0);
+    b.xor_addr(attr::XOR_RELAYED_ADDRESS, external.public(a.relay.0));
     b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
     if let Some(t) = a.reservation_token {
         b.attr(attr::RESERVATION_TOKEN, &t);

@@ -119,6 +119,11 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
         self.dp.set_limits(limits);
     }
 
+    /// The relay addresses' public forms (`--external-ip`), for Data indications.
+    pub fn set_external(&mut self, external: xturn_control::ExternalIps) {
+        self.dp.set_external(external);
+    }
+
     /// The MTU of interface `ifindex`: relayed packets longer than it take the slow path.
     pub fn set_mtu(&mut self, ifindex: u32, mtu: u32) {
         for (i, m) in self.ifindex.iter().zip(self.mtu.iter_mut()) {
@@ -285,7 +290,8 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
                     let (chunk, _) = self.xsk.chunk_mut(d.addr);
                     let p = off + dg.payload_off;
                     let payload = &chunk[p..p + dg.payload_len];
-                    frame_for_client(None, peer, payload, tid, &mut self.scratch);
+                    let shown = self.dp.shown(peer);
+                    frame_for_client(None, shown, payload, tid, &mut self.scratch);
                     let msg = std::mem::take(&mut self.scratch);
                     to_client(self, &msg);
                     self.scratch = msg;

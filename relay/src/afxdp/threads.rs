@@ -453,6 +453,7 @@ pub fn open_forwarders(
         };
         let mut forwarder = Forwarder::new(set, ifindex, slow, rand::random());
         forwarder.set_limits(limits.clone());
+        forwarder.set_external(settings.server.external.clone());
         for i in &ifaces {
             forwarder.set_mtu(i.ifindex, i.mtu);
         }
