@@ -553,3 +553,43 @@ pub fn unit_value(key: &str) -> Option<String> {
     }
     None
 }
+
+/// Headless Chromium (Debian's) in network namespace `ns`, two relay-only
+/// RTCPeerConnections through `turn_url` as alice/wonderland (tests/interop/
+/// webrtc_relay.py): asserts that every message arrived and that both selected pairs are
+/// relay/relay, and returns the page's result (`a`/`b`: candidate types and addresses).
+/// `diag` is added to a failure.
+pub fn chromium_relay_only(
+    ns: &str,
+    turn_url: &str,
+    diag: &dyn Fn() -> String,
+) -> serde_json::Value {
+    let chromium = "/usr/bin/chromium";
+    assert!(
+        std::path::Path::new(chromium).exists(),
+        "Debian's chromium is needed: run tests/run.sh"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/webrtc_relay.py");
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(["timeout", "120", "python3", script])
+        .args([turn_url, "alice", "wonderland", chromium])
+        .output()
+        .expect("run python3");
+    let text = output_text(&out);
+    assert!(
+        out.status.success(),
+        "Chromium through xturn ({turn_url}):\n{text}\n{}",
+        diag()
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("{}")).expect("the page's result");
+    for pc in ["a", "b"] {
+        assert_eq!(
+            (r[pc]["local"].as_str(), r[pc]["remote"].as_str()),
+            (Some("relay"), Some("relay")),
+            "{r:#}"
+        );
+    }
+    r
+}

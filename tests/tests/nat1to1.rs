@@ -21,7 +21,6 @@
 
 mod xdp_support;
 
-use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::Mutex;
@@ -362,39 +361,12 @@ fn two_clients_by_public_addresses(xdp: bool) {
 
 /// Headless Chromium, two relay-only RTCPeerConnections through xturn behind the NAT.
 fn chromium_through_the_nat(xdp: bool) {
-    let chromium = "/usr/bin/chromium";
-    assert!(
-        std::path::Path::new(chromium).exists(),
-        "Debian's chromium is needed: run tests/run.sh"
-    );
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = NatLab::new();
     let xturn = lab.start_xturn(xdp);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/webrtc_relay.py");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns_o])
-        .args(["timeout", "120", "python3", script])
-        .args([
-            &format!("turn:{PUBLIC}:3478?transport=udp"),
-            "alice",
-            "wonderland",
-            chromium,
-        ])
-        .output()
-        .expect("run python3");
-    let text = xturn_tests::output_text(&out);
-    assert!(
-        out.status.success(),
-        "Chromium through xturn behind the NAT:\n{text}\n{}",
-        xturn.output()
-    );
-    let r: Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+    let url = format!("turn:{PUBLIC}:3478?transport=udp");
+    let r = xturn_tests::chromium_relay_only(&lab.ns_o, &url, &|| xturn.output());
     for pc in ["a", "b"] {
-        assert_eq!(
-            (r[pc]["local"].as_str(), r[pc]["remote"].as_str()),
-            (Some("relay"), Some("relay")),
-            "{r:#}"
-        );
         for end in ["localAddress", "remoteAddress"] {
             assert!(
                 r[pc][end]
