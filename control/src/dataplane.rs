@@ -10,7 +10,9 @@
 
 use crate::bandwidth::{Direction, Limits};
 use crate::output::Change;
-use crate::types::{ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr};
+use crate::types::{
+    ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr, Transport,
+};
 use crate::wire::{attr, channel_data, ChannelData, Class, MessageBuilder, Method, TransactionId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -121,6 +123,8 @@ pub struct PeerRoute {
     pub client: ClientAddr,
     /// The live channel bound to the peer, if any.
     pub channel: Option<ChannelNumber>,
+    /// UDP, or the client's TCP connection.
+    pub transport: Transport,
 }
 
 /// A peer datagram resolved to the client it goes to; the framed message is in the
@@ -130,6 +134,9 @@ pub struct ToClient {
     /// The server address the client talks to (source of the datagram).
     pub server: SocketAddr,
     pub client: ClientAddr,
+    /// UDP, or the client's TCP connection (ChannelData then padded to 4 bytes by the
+    /// driver that writes it, RFC 8656 section 12.5).
+    pub transport: Transport,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -535,6 +542,7 @@ impl DataPlane {
         Some(ToClient {
             server: route.server,
             client: route.client,
+            transport: route.transport,
         })
     }
 
@@ -579,6 +587,7 @@ impl DataPlane {
                 let route = PeerRoute {
                     server: a.five_tuple.server,
                     client: a.five_tuple.client,
+                    transport: a.five_tuple.transport,
                     channel,
                 };
                 let counters = a.counters;
@@ -627,10 +636,7 @@ mod tests {
         RelayAddr(sa(RELAYS[i]))
     }
     fn five_tuple(i: usize) -> FiveTuple {
-        FiveTuple {
-            client: ClientAddr(sa(CLIENTS[i])),
-            server: sa("192.0.2.1:3478"),
-        }
+        FiveTuple::udp(ClientAddr(sa(CLIENTS[i])), sa("192.0.2.1:3478"))
     }
     fn peer(i: usize) -> PeerAddr {
         PeerAddr(sa(PEERS[i]))

@@ -33,4 +33,6 @@ pub use dataplane::{DataPlane, PeerRoute, ToClient, ToPeer};
 pub use error::TurnError;
 pub use output::{BindToken, Change, Output, Transmit};
 pub use server::{Config, Server};
-pub use types::{ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr};
+pub use types::{
+    ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr, Transport,
+};

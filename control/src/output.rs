@@ -3,16 +3,19 @@
 //! changes for the data planes ([`Change`]: socket tables, eBPF maps, AF_XDP forwarders).
 //! A data plane takes a [`Change`] only, so it never filters out what is not its own.
 
-use crate::types::{ChannelNumber, FiveTuple, PeerAddr, RelayAddr};
+use crate::types::{ChannelNumber, FiveTuple, PeerAddr, RelayAddr, Transport};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// A datagram to send from `source` (a listening address or a relayed address).
+/// A message to send from `source` (a listening address or a relayed address): a UDP
+/// datagram, or with [`Transport::Tcp`] a message down the client's connection from
+/// `source` to `destination` (to peers it is always UDP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub payload: Vec<u8>,
+    pub transport: Transport,
 }
 
 /// Identifies a pending relay-address bind (see [`Output::BindRelay`]).

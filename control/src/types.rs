@@ -15,11 +15,41 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelayAddr(pub SocketAddr);
 
-/// The 5-tuple of a UDP allocation: client address and the server address it talks to.
+/// The transport between a client and the server (RFC 8656 section 3.1): UDP, or a TCP
+/// connection (plain or TLS). Relaying to peers is UDP either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+/// The 5-tuple of an allocation: client address, the server address it talks to, and
+/// the transport (a TCP connection and a UDP flow between the same addresses are two
+/// 5-tuples: a spoofed UDP datagram never reaches a TCP client's allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FiveTuple {
     pub client: ClientAddr,
     pub server: SocketAddr,
+    pub transport: Transport,
+}
+
+impl FiveTuple {
+    pub fn udp(client: ClientAddr, server: SocketAddr) -> FiveTuple {
+        FiveTuple {
+            client,
+            server,
+            transport: Transport::Udp,
+        }
+    }
+
+    pub fn tcp(client: ClientAddr, server: SocketAddr) -> FiveTuple {
+        FiveTuple {
+            client,
+            server,
+            transport: Transport::Tcp,
+        }
+    }
 }
 
 /// A channel number in the valid range 0x4000-0x4FFF (RFC 8656 section 12).

@@ -1710,7 +1710,8 @@ fn hairpin_between_two_allocations_of_the_server() {
         &Transmit {
             source: relay_a.0,
             destination: relay_b.0,
-            payload: b"ping".to_vec()
+            payload: b"ping".to_vec(),
+            transport: xturn_control::Transport::Udp,
         }
     );
     let o = h.peer_sends(relay_b, relay_a.0, b"ping");
@@ -1727,7 +1728,8 @@ fn hairpin_between_two_allocations_of_the_server() {
         &Transmit {
             source: relay_b.0,
             destination: relay_a.0,
-            payload: b"pong".to_vec()
+            payload: b"pong".to_vec(),
+            transport: xturn_control::Transport::Udp,
         }
     );
     let o = h.peer_sends(relay_a, relay_b.0, b"pong");
@@ -2142,7 +2144,8 @@ fn invalid_channel_data_is_silently_discarded() {
         &Transmit {
             source: relay.0,
             destination: peer(),
-            payload: vec![]
+            payload: vec![],
+            transport: xturn_control::Transport::Udp,
         }
     );
     let mut padded = channel_data::encode(0x4000, b"abcde");
@@ -2187,7 +2190,8 @@ fn data_path_through_the_server() {
         &Transmit {
             source: relay.0,
             destination: peer(),
-            payload: b"via send".to_vec()
+            payload: b"via send".to_vec(),
+            transport: xturn_control::Transport::Udp,
         }
     );
     let tid = h.tid();
@@ -2204,7 +2208,8 @@ fn data_path_through_the_server() {
         &Transmit {
             source: relay.0,
             destination: peer(),
-            payload: payload.clone()
+            payload: payload.clone(),
+            transport: xturn_control::Transport::Udp,
         }
     );
     let o = h.peer_sends(relay, peer(), &payload);
@@ -2213,7 +2218,8 @@ fn data_path_through_the_server() {
         &Transmit {
             source: server_addr(),
             destination: client_addr(),
-            payload: channel_data::encode(0x4000, &payload)
+            payload: channel_data::encode(0x4000, &payload),
+            transport: xturn_control::Transport::Udp,
         }
     );
     // The same IP from a port without a channel still gets a Data indication.
@@ -2882,7 +2888,8 @@ fn behind_a_one_to_one_nat_relayed_addresses_are_public_and_hairpins_stay_inside
         &Transmit {
             source: relay_a.0,
             destination: relay_b.0,
-            payload: b"ping".to_vec()
+            payload: b"ping".to_vec(),
+            transport: xturn_control::Transport::Udp,
         }
     );
     let o = h.peer_sends(relay_b, relay_a.0, b"ping");

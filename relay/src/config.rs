@@ -267,6 +267,17 @@ pub struct Args {
     /// the relay: it is one of the server's own endpoints.
     #[arg(long = "metrics-listen")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Do not listen on TCP (TURN over TCP is served on the listening addresses and port
+    /// by default, RFC 8656 section 3.1).
+    #[arg(long = "no-tcp")]
+    pub no_tcp: bool,
+    /// TCP connections open at once, in total (beyond it new ones are closed). Default 4096.
+    #[arg(long = "max-tcp-connections")]
+    pub max_tcp_connections: Option<u32>,
+    /// TCP connections open at once from one IP address (0 = no per-address limit).
+    /// Default 64.
+    #[arg(long = "max-tcp-connections-per-ip")]
+    pub max_tcp_connections_per_ip: Option<u32>,
 }
 
 /// `--alternate-server`: IP:PORT, or IP for port 3478.
@@ -332,6 +343,9 @@ pub struct FileConfig {
     pub alternate_above: Option<u32>,
     pub drain_timeout: Option<u64>,
     pub metrics_listen: Option<String>,
+    pub no_tcp: Option<bool>,
+    pub max_tcp_connections: Option<u32>,
+    pub max_tcp_connections_per_ip: Option<u32>,
 }
 
 /// Everything the running server needs, validated.
@@ -363,6 +377,11 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// TURN over TCP with these connection limits; `None` with `--no-tcp`.
+    pub tcp: Option<crate::stream::ConnLimits>,
+    /// TCP connections that fit the open-file limit, when fewer than `tcp` asks (set at
+    /// start, not configured).
+    pub tcp_fit: Option<usize>,
 }
 
 /// Default `--drain-timeout`: the default longest allocation lifetime.
@@ -560,6 +579,23 @@ impl Settings {
                 bail!("--metrics-listen {m} overlaps the TURN listening address {l}: use another port");
             }
         }
+        let tcp = if a.no_tcp || f.no_tcp.unwrap_or(false) {
+            None
+        } else {
+            let total = pick(a.max_tcp_connections, f.max_tcp_connections, 4096);
+            if total == 0 || total > MAX_TOTAL_QUOTA {
+                bail!("--max-tcp-connections {total}: use 1 to {MAX_TOTAL_QUOTA}");
+            }
+            let per_ip = pick(
+                a.max_tcp_connections_per_ip,
+                f.max_tcp_connections_per_ip,
+                64,
+            );
+            Some(crate::stream::ConnLimits {
+                total: total as usize,
+                per_ip: per_ip as usize,
+            })
+        };
         let relay_list: Vec<IpAddr> = relay_ipv4.into_iter().chain(relay_ipv6).collect();
         let own: Vec<SocketAddr> = listen.iter().copied().chain(metrics_listen).collect();
         let filter = PeerFilter::new(allowed, denied, true, own, relay_list)
@@ -777,6 +813,8 @@ impl Settings {
             demo_user,
             drain_timeout,
             metrics_listen,
+            tcp,
+            tcp_fit: None,
         })
     }
 }

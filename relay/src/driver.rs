@@ -20,6 +20,7 @@ use crate::net::{self, source_socket, Epoll, RecvBatch, SendBatch};
 use crate::probe::Watch;
 use crate::spawn::{panic_message, spawn_pinned};
 use crate::status::{CopyReport, Dropped, StatusWriter, XdpReport, STATUS_DIR};
+use crate::stream;
 use crate::update::Update;
 use crate::xdp::XdpPath;
 use anyhow::Result;
@@ -37,7 +38,7 @@ use xturn_control::bandwidth::Limits;
 use xturn_control::stateless::{DropReason, Stateless, Verdict};
 use xturn_control::wire::{looks_like_channel_data, TransactionId};
 use xturn_control::{
-    Change, ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server,
+    Change, ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server, Transport,
 };
 
 struct Shared {
@@ -56,6 +57,8 @@ struct Shared {
     xdp: Option<Mutex<XdpPath>>,
     /// Outputs not mirrored into the XDP maps so far (logged at 1, 2, 4, 8, ...).
     not_mirrored: AtomicU64,
+    /// Messages for TCP clients, written by the TCP thread (without `--no-tcp`).
+    tcp: Option<Arc<stream::Outbox>>,
 }
 
 const LISTENER: u64 = 1 << 63;
@@ -143,6 +146,14 @@ impl Shared {
     fn drive(&self, server: &mut Server, now: Instant, listeners: &[(SocketAddr, UdpSocket)]) {
         while let Some(o) = server.poll_output() {
             match o {
+                Output::Transmit(t) if t.transport == Transport::Tcp => {
+                    if let Some(o) = &self.tcp {
+                        o.send(
+                            FiveTuple::tcp(ClientAddr(t.destination), t.source),
+                            t.payload,
+                        );
+                    }
+                }
                 Output::Transmit(t) => {
                     let relays = self.relays();
                     let r = match source_socket(listeners, &relays, t.source) {
@@ -325,10 +336,7 @@ impl Worker {
                     continue;
                 };
                 if looks_like_channel_data(bytes) {
-                    let ft = FiveTuple {
-                        client: ClientAddr(from),
-                        server: local,
-                    };
+                    let ft = FiveTuple::udp(ClientAddr(from), local);
                     if let Some(f) = self.data.client_to_peer(now, ft, bytes) {
                         self.to_peers
                             .entry(f.relay)
@@ -346,10 +354,7 @@ impl Worker {
                             self.shared.dropped[drop_index(r)].fetch_add(1, Ordering::Relaxed);
                         }
                         Verdict::Server => {
-                            let ft = FiveTuple {
-                                client: ClientAddr(from),
-                                server: local,
-                            };
+                            let ft = FiveTuple::udp(ClientAddr(from), local);
                             self.control_messages += 1;
                             if let Some(mut s) = self.shared.server() {
                                 if self.panic_at == Some(self.control_messages) {
@@ -418,7 +423,13 @@ impl Worker {
                     TransactionId(t),
                     &mut self.out,
                 ) {
-                    if let Some(li) = self.listeners.iter().position(|(a, _)| *a == to.server) {
+                    if to.transport == Transport::Tcp {
+                        if let Some(o) = &self.shared.tcp {
+                            o.send(FiveTuple::tcp(to.client, to.server), self.out.clone());
+                        }
+                    } else if let Some(li) =
+                        self.listeners.iter().position(|(a, _)| *a == to.server)
+                    {
                         self.to_clients[li].push(to.client.0, &self.out);
                     }
                 }
@@ -477,6 +488,7 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differs(old.proc_group != new.proc_group, "proc-group");
     differs(old.status_group != new.status_group, "status-group");
     differs(old.metrics_listen != new.metrics_listen, "metrics-listen");
+    differs(old.tcp != new.tcp, "no-tcp/max-tcp-connections*");
 
     v
 }
@@ -649,6 +661,13 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         worker_reports.clone(),
     );
     let metrics_listener = settings.metrics_listen.map(metrics::bind).transpose()?;
+    let tcp = match settings.tcp {
+        Some(mut limits) => {
+            limits.total = limits.total.min(settings.tcp_fit.unwrap_or(usize::MAX));
+            Some(stream::bind(&settings.listen, limits)?)
+        }
+        None => None,
+    };
     // Everything that needs root is done (sockets bound, XDP attached, AF_XDP sockets open)
     // and no thread runs yet: drop it.
     let admin_listener = drop_privileges(&settings, &status)?;
@@ -662,6 +681,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         shutdown,
         xdp: xdp.map(Mutex::new),
         not_mirrored: AtomicU64::new(0),
+        tcp: tcp.as_ref().map(|(_, o)| o.clone()),
     });
     let mut handles = Vec::new();
     let epoch = Instant::now();
@@ -731,6 +751,35 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             },
         )?);
     }
+    let tcp_thread = match tcp {
+        Some((t, _)) => {
+            let beat = Arc::new(AtomicU64::new(0));
+            beats.push(metrics::Beat {
+                name: "TCP thread".into(),
+                millis: beat.clone(),
+                stale: WORKER_STALL,
+            });
+            let control = TcpControl {
+                shared: shared.clone(),
+            };
+            let stop = shared.shutdown.clone();
+            tracing::info!(
+                "TURN over TCP on {}",
+                settings
+                    .listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Some(
+                std::thread::Builder::new()
+                    .name("xturn-tcp".into())
+                    .spawn(move || t.run(control, stop, || metrics::beat(&beat, epoch)))?,
+            )
+        }
+        None => None,
+    };
     let snapshot = Arc::new(Mutex::new(metrics::Snapshot::default()));
     let health = Arc::new(metrics::Health {
         epoch,
@@ -902,6 +951,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         .chain(forwarders.iter_mut().filter_map(Watched::take_handle))
         .chain(metrics_thread)
         .chain(admin_thread)
+        .chain(tcp_thread)
         .collect();
     while !all.is_empty() && Instant::now() < deadline {
         let (done, busy): (Vec<_>, Vec<_>) = all.into_iter().partition(|h| h.is_finished());
@@ -943,6 +993,39 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     match fatal {
         Some(why) => Err(anyhow::anyhow!(why)),
         None => Ok(()),
+    }
+}
+
+/// The control plane as the TCP thread sees it: messages and closes under the server
+/// lock, their outputs driven at once.
+struct TcpControl {
+    shared: Arc<Shared>,
+}
+
+impl stream::Control for TcpControl {
+    fn message(&mut self, now: Instant, ft: FiveTuple, bytes: &[u8]) -> bool {
+        let Some(mut s) = self.shared.server() else {
+            return false;
+        };
+        let keep = s.handle_stream_message(now, ft, bytes);
+        // Its outputs go to peers (relay sockets) and down TCP connections: no UDP
+        // listener is needed.
+        self.shared.drive(&mut s, now, &[]);
+        keep
+    }
+
+    fn closed(&mut self, ft: FiveTuple) {
+        if let Some(mut s) = self.shared.server() {
+            s.connection_closed(ft);
+            self.shared.drive(&mut s, Instant::now(), &[]);
+        }
+    }
+
+    fn with_allocation(&mut self, fts: &[FiveTuple]) -> Vec<bool> {
+        match self.shared.server() {
+            Some(s) => fts.iter().map(|f| s.has_allocation(f)).collect(),
+            None => vec![false; fts.len()],
+        }
     }
 }
 

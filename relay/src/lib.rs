@@ -33,6 +33,7 @@ pub mod serve;
 pub mod spawn;
 pub mod stats;
 pub mod status;
+pub mod stream;
 pub mod systemd;
 pub mod update;
 pub mod xdp;

@@ -60,15 +60,27 @@ pub fn serve(args: config::Args) -> Result<()> {
     // and that from the per-thread cache, which needs no arena lock.
     // SAFETY: mallopt with integer arguments, before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    let settings = config::Settings::load(args.clone())?;
+    let mut settings = config::Settings::load(args.clone())?;
     // Every allocation holds a relay socket: the quota must fit the open-file limit.
     let fds = settings.server.total_quota as u64
         + (settings.threads * settings.listen.len()) as u64
         + host::FD_SLACK;
-    let nofile = host::raise_nofile(
-        fds,
-        &format!("--total-quota {}", settings.server.total_quota),
-    )?;
+    let quota = format!("--total-quota {}", settings.server.total_quota);
+    // TCP connections too, where the limit can be raised for them; else fewer of them.
+    let mut tcp_clamped = None;
+    let nofile = match settings.tcp {
+        Some(t) => match host::raise_nofile(fds + t.total as u64, &quota) {
+            Ok(n) => n,
+            Err(_) => {
+                let n = host::raise_nofile(fds, &quota)?;
+                let fit = (n.saturating_sub(fds) as usize).max(64).min(t.total);
+                tcp_clamped = Some((t.total, fit));
+                settings.tcp_fit = Some(fit);
+                n
+            }
+        },
+        None => host::raise_nofile(fds, &quota)?,
+    };
     let (filter, log_level) =
         tracing_subscriber::reload::Layer::new(log_filter(&settings.log_level));
     tracing_subscriber::registry()
@@ -114,6 +126,12 @@ pub fn serve(args: config::Args) -> Result<()> {
         settings.threads
     );
     tracing::debug!("open-file limit {nofile}");
+    if let Some((asked, fit)) = tcp_clamped {
+        tracing::warn!(
+            "--max-tcp-connections {asked} does not fit the open-file limit {nofile} beside \
+             {quota}: at most {fit} TCP connections (raise LimitNOFILE for more)"
+        );
+    }
     if let Some((u, p)) = &settings.demo_user {
         tracing::info!("no --user or --static-auth-secret given: demo user {u:?} password {p:?}");
         // Also on stdout, for scripts and humans who read the first line.

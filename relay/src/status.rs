@@ -374,10 +374,7 @@ mod tests {
     fn counts(relay: &str, client: &str, c: [u64; 4]) -> (RelayAddr, FiveTuple, Counters) {
         (
             RelayAddr(sa(relay)),
-            FiveTuple {
-                client: ClientAddr(sa(client)),
-                server: sa("192.0.2.1:3478"),
-            },
+            FiveTuple::udp(ClientAddr(sa(client)), sa("192.0.2.1:3478")),
             Counters {
                 to_peer_packets: c[0],
                 to_peer_bytes: c[1],

@@ -712,6 +712,18 @@ mod mirror {
         /// `PASS_UNPERMITTED`. The error is returned for the log, counted in
         /// [`MirrorStats`].
         pub fn apply(&mut self, change: &Change) -> Result<()> {
+            // A TCP client's allocation is the socket path's (the program sees UDP only):
+            // not in XT_RELAYS, so the program passes its peer data. Its permissions go in
+            // XT_PERMS like any (unused without the allocation entry).
+            if let Change::InstallAllocation { five_tuple, .. }
+            | Change::RemoveAllocation { five_tuple, .. }
+            | Change::InstallChannel { five_tuple, .. }
+            | Change::RemoveChannel { five_tuple, .. } = change
+            {
+                if five_tuple.transport != xturn_control::Transport::Udp {
+                    return Ok(());
+                }
+            }
             match change {
                 Change::InstallAllocation {
                     five_tuple,
@@ -914,10 +926,7 @@ mod tests {
     }
 
     fn channel(n: u16) -> xturn_xdp_common::ChannelKey {
-        let five_tuple = FiveTuple {
-            client: ClientAddr(sa("192.0.2.2:40000")),
-            server: sa("192.0.2.1:3478"),
-        };
+        let five_tuple = FiveTuple::udp(ClientAddr(sa("192.0.2.2:40000")), sa("192.0.2.1:3478"));
         mirror::channel_key(&five_tuple, ChannelNumber::new(n).unwrap())
     }
 
@@ -1021,10 +1030,7 @@ mod tests {
         x.add_listener(sa("192.0.2.1:3478")).unwrap();
         x.set_switches(Switches::default()).unwrap();
         let live = Instant::now() + Duration::from_secs(60);
-        let five_tuple = FiveTuple {
-            client: ClientAddr(sa("192.0.2.2:40000")),
-            server: sa("192.0.2.1:3478"),
-        };
+        let five_tuple = FiveTuple::udp(ClientAddr(sa("192.0.2.2:40000")), sa("192.0.2.1:3478"));
         let (relay, other) = (
             RelayAddr(sa("198.51.100.1:50000")),
             RelayAddr(sa("198.51.100.1:50002")),
@@ -1140,10 +1146,7 @@ mod tests {
         let mut x = XdpPath::load().unwrap();
         x.add_listener(sa("192.0.2.1:3478")).unwrap();
         x.set_switches(Switches::default()).unwrap();
-        let five_tuple = FiveTuple {
-            client: ClientAddr(sa("192.0.2.2:40000")),
-            server: sa("192.0.2.1:3478"),
-        };
+        let five_tuple = FiveTuple::udp(ClientAddr(sa("192.0.2.2:40000")), sa("192.0.2.1:3478"));
         let relay = RelayAddr(sa("198.51.100.1:50000"));
         let peer = sa("198.51.100.2:6000");
         let live = Instant::now() + Duration::from_secs(60);

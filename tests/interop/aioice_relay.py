@@ -2,7 +2,8 @@
 
 usage: aioice_relay.py SERVER_PORT USER PASSWORD COUNT [SERVER_HOST [ECHO_HOST:ECHO_PORT]]
 
-Allocates over UDP on SERVER_HOST:SERVER_PORT (default 127.0.0.1), sends COUNT datagrams
+Allocates over UDP (or TCP with TURN_TRANSPORT=tcp in the environment) on
+SERVER_HOST:SERVER_PORT (default 127.0.0.1), sends COUNT datagrams
 to a UDP peer through the relay, has the peer echo each one back through the relayed
 address, and checks every payload byte for byte. The peer is an echo server of this
 script on 127.0.0.1, or, with ECHO_HOST:ECHO_PORT, one that runs elsewhere (e.g. coturn's
@@ -14,6 +15,7 @@ Prints one JSON line with the counts; exits 1 on any loss or mismatch.
 
 import asyncio
 import json
+import os
 import sys
 
 import aioice.turn
@@ -40,7 +42,13 @@ class Echo(asyncio.DatagramProtocol):
 async def main(port, user, password, count, host="127.0.0.1", echo=None):
     loop = asyncio.get_running_loop()
     turn, client = await asyncio.wait_for(
-        aioice.turn.create_turn_endpoint(Collect, (host, port), user, password),
+        aioice.turn.create_turn_endpoint(
+            Collect,
+            (host, port),
+            user,
+            password,
+            transport=os.environ.get("TURN_TRANSPORT", "udp"),
+        ),
         timeout=10,
     )
     relayed = turn.get_extra_info("sockname")

@@ -51,12 +51,15 @@ pub fn xturn_bin() -> PathBuf {
         .clone()
 }
 
-/// A UDP port that was free a moment ago on 127.0.0.1 (and, for turnutils_peer, port+1 too).
+/// A UDP port that was free a moment ago on 127.0.0.1, on TCP too (and, for
+/// turnutils_peer, UDP port+1 too).
 pub fn free_udp_port_pair() -> u16 {
     for _ in 0..100 {
         let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let p = a.local_addr().unwrap().port();
-        if p < 65535 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+        // xturn also listens on TCP at its port.
+        let tcp_free = std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if p < 65535 && tcp_free && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
             return p;
         }
     }
@@ -554,13 +557,13 @@ pub fn unit_value(key: &str) -> Option<String> {
     None
 }
 
-/// Headless Chromium (Debian's) in network namespace `ns`, two relay-only
+/// Headless Chromium (Debian's) in network namespace `ns` (or this one), two relay-only
 /// RTCPeerConnections through `turn_url` as alice/wonderland (tests/interop/
 /// webrtc_relay.py): asserts that every message arrived and that both selected pairs are
 /// relay/relay, and returns the page's result (`a`/`b`: candidate types and addresses).
 /// `diag` is added to a failure.
 pub fn chromium_relay_only(
-    ns: &str,
+    ns: Option<&str>,
     turn_url: &str,
     diag: &dyn Fn() -> String,
 ) -> serde_json::Value {
@@ -570,9 +573,13 @@ pub fn chromium_relay_only(
         "Debian's chromium is needed: run tests/run.sh"
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/webrtc_relay.py");
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(["timeout", "120", "python3", script])
+    let mut cmd = Command::new("timeout");
+    if let Some(ns) = ns {
+        cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "timeout"]);
+    }
+    let out = cmd
+        .args(["120", "python3", script])
         .args([turn_url, "alice", "wonderland", chromium])
         .output()
         .expect("run python3");

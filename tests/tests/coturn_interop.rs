@@ -258,3 +258,32 @@ fn stunclient_decodes_our_xor_mapped_address() {
         server.proc.output()
     );
 }
+
+/// TURN over TCP (`-t`): channels and Send indications down one connection per client.
+#[test]
+fn uclient_over_tcp_channels_and_send_indications() {
+    require_coturn();
+    let server = xturn();
+    let (_peer, port) = peer();
+    let port = port.to_string();
+    for (extra, len) in [(None, "200"), (Some("-s"), "171")] {
+        let mut args = vec!["-t"];
+        args.extend(extra);
+        args.extend([
+            "-u",
+            "alice",
+            "-w",
+            "wonderland",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &port,
+            "-n",
+            "500",
+            "-l",
+            len,
+            "-X",
+        ]);
+        uclient(&server, &args, 1000);
+    }
+}

@@ -888,10 +888,11 @@ fn chromium_relay_only_through_untuned_xdp() {
     let lab = Lab::new(Topo::Standard);
     let xturn = lab.start_xturn(&[], &[]);
     let pid = xturn.child.id();
-    let r =
-        xturn_tests::chromium_relay_only(&lab.ns_c, "turn:192.0.2.1:3478?transport=udp", &|| {
-            xturn.output()
-        });
+    let r = xturn_tests::chromium_relay_only(
+        Some(&lab.ns_c),
+        "turn:192.0.2.1:3478?transport=udp",
+        &|| xturn.output(),
+    );
     for pc in ["a", "b"] {
         assert!(
             r[pc]["localAddress"]

@@ -11,10 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = ChannelData::new_checked(data);
     let now = Instant::now();
     let later = now + Duration::from_secs(60);
-    let ft = FiveTuple {
-        client: ClientAddr("192.0.2.2:4000".parse().unwrap()),
-        server: "192.0.2.1:3478".parse().unwrap(),
-    };
+    let ft = FiveTuple::udp(ClientAddr("192.0.2.2:4000".parse().unwrap()), "192.0.2.1:3478".parse().unwrap());
     let relay = RelayAddr("198.51.100.1:50000".parse().unwrap());
     let peer = PeerAddr("198.51.100.2:7000".parse().unwrap());
     let mut dp = DataPlane::new();

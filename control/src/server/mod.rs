@@ -14,7 +14,9 @@ use crate::filter::PeerFilter;
 use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
 use crate::output::{BindToken, Change, Output, Transmit};
 use crate::stateless::{unknown_attributes_value, unknown_required, Stateless, Verdict};
-use crate::types::{ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr};
+use crate::types::{
+    ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr, Transport,
+};
 use crate::wire::{
     attr, looks_like_channel_data, Class, IntegrityKind, Message, MessageBuilder, Method,
     TransactionId,
@@ -542,11 +544,18 @@ impl Server {
         self.outputs.push_back(Output::DataPlane(c));
     }
 
-    fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, payload: Vec<u8>) {
+    fn transmit(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        payload: Vec<u8>,
+        transport: Transport,
+    ) {
         self.outputs.push_back(Output::Transmit(Transmit {
             source,
             destination,
             payload,
+            transport,
         }));
     }
 
@@ -565,22 +574,64 @@ impl Server {
         local: SocketAddr,
         bytes: &[u8],
     ) {
-        let five_tuple = FiveTuple {
-            client: ClientAddr(from),
-            server: local,
-        };
+        let five_tuple = FiveTuple::udp(ClientAddr(from), local);
         if looks_like_channel_data(bytes) {
             if let Some(f) = self.data.client_to_peer(now, five_tuple, bytes) {
                 let payload = bytes[f.payload].to_vec();
-                self.transmit(f.relay.0, f.peer.0, payload);
+                self.transmit(f.relay.0, f.peer.0, payload, Transport::Udp);
             }
             return;
         }
         match self.stateless.classify(now, from, bytes) {
             Verdict::Server => self.handle_stateful(now, five_tuple, bytes),
-            Verdict::Answer(b) => self.transmit(local, from, b),
+            Verdict::Answer(b) => self.transmit(local, from, b, Transport::Udp),
             Verdict::Drop(_) => {}
         }
+    }
+
+    /// One whole message from a client's TCP (or TLS) connection `five_tuple`
+    /// ([`Transport::Tcp`]): a STUN message, or a ChannelData message without its padding
+    /// (the driver frames the stream, RFC 8656 section 12.5). Answers go back down the
+    /// connection ([`Transmit::transport`]); relaying to peers is UDP.
+    ///
+    /// Returns `false` when the connection should be closed: ChannelData on a connection
+    /// without an allocation (nothing legitimate sends that).
+    pub fn handle_stream_message(
+        &mut self,
+        now: Instant,
+        five_tuple: FiveTuple,
+        bytes: &[u8],
+    ) -> bool {
+        debug_assert_eq!(five_tuple.transport, Transport::Tcp);
+        if looks_like_channel_data(bytes) {
+            if !self.allocations.contains_key(&five_tuple) {
+                return false;
+            }
+            if let Some(f) = self.data.client_to_peer(now, five_tuple, bytes) {
+                let payload = bytes[f.payload].to_vec();
+                self.transmit(f.relay.0, f.peer.0, payload, Transport::Udp);
+            }
+            return true;
+        }
+        let (from, local) = (five_tuple.client.0, five_tuple.server);
+        match self.stateless.classify(now, from, bytes) {
+            Verdict::Server => self.handle_stateful(now, five_tuple, bytes),
+            Verdict::Answer(b) => self.transmit(local, from, b, Transport::Tcp),
+            Verdict::Drop(_) => {}
+        }
+        true
+    }
+
+    /// Does `five_tuple` have an allocation (or one being bound)?
+    pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
+        self.allocations.contains_key(five_tuple) || self.pending_by_tuple.contains_key(five_tuple)
+    }
+
+    /// The client's connection `five_tuple` closed: its allocation ends with it (RFC 8656
+    /// section 3.1), as if deleted. (A driver that binds relay addresses asynchronously
+    /// must finish a pending bind first; this one binds them inside `drive`.)
+    pub fn connection_closed(&mut self, five_tuple: FiveTuple) {
+        self.delete_allocation(five_tuple);
     }
 
     /// A datagram that [`Stateless::classify`] gave [`Verdict::Server`]: a TURN request or
@@ -628,7 +679,7 @@ impl Server {
             .data
             .peer_to_client(now, relay, peer, bytes, tid, &mut out)
         {
-            self.transmit(to.server, to.client.0, out);
+            self.transmit(to.server, to.client.0, out, to.transport);
         }
     }
 
@@ -952,7 +1003,12 @@ impl Server {
             b.fingerprint();
         }
         let bytes = b.finish();
-        self.transmit(ctx.five_tuple.server, ctx.five_tuple.client.0, bytes);
+        self.transmit(
+            ctx.five_tuple.server,
+            ctx.five_tuple.client.0,
+            bytes,
+            ctx.five_tuple.transport,
+        );
     }
 
     fn error(&mut self, ctx: &Ctx, auth: Option<&Auth>, e: TurnError, extra: &[(u16, Vec<u8>)]) {
@@ -1422,7 +1478,7 @@ impl Server {
             return;
         }
         self.data.count_to_peer(relay, data.len());
-        self.transmit(relay.0, peer, data.to_vec());
+        self.transmit(relay.0, peer, data.to_vec(), Transport::Udp);
     }
 }
 

@@ -43,10 +43,7 @@ pub fn peer2() -> SocketAddr {
     sa("198.51.100.3:7000")
 }
 pub fn ft(client: SocketAddr) -> FiveTuple {
-    FiveTuple {
-        client: ClientAddr(client),
-        server: server_addr(),
-    }
+    FiveTuple::udp(ClientAddr(client), server_addr())
 }
 
 /// The peers of these tests live in documentation ranges, denied by default like every

@@ -225,10 +225,7 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
         let egress = self.ifindex.iter().position(|&i| i == meta.egress_ifindex);
         match meta.direction {
             direction::CLIENT_TO_PEER => {
-                let five_tuple = FiveTuple {
-                    client: ClientAddr(dg.src),
-                    server: dg.dst,
-                };
+                let five_tuple = FiveTuple::udp(ClientAddr(dg.src), dg.dst);
                 let Some(to) = self.dp.client_to_peer(now, five_tuple, payload) else {
                     self.stats.dropped_not_allowed += 1;
                     return None;
@@ -480,10 +477,7 @@ mod tests {
         let xsk = MemRings::new(2, 2048, 64);
         let mut fw = Forwarder::new(xsk, vec![CLIENT_IF, PEER_IF], Recorder::default(), 7);
         let t0 = Instant::now();
-        let five_tuple = FiveTuple {
-            client: ClientAddr(sa("192.0.2.2:40000")),
-            server: sa("192.0.2.1:3478"),
-        };
+        let five_tuple = FiveTuple::udp(ClientAddr(sa("192.0.2.2:40000")), sa("192.0.2.1:3478"));
         let relay = RelayAddr(sa("198.51.100.1:50000"));
         let peer = sa("198.51.100.2:6000");
         fw.apply(&Change::InstallAllocation {
