@@ -6,7 +6,8 @@
 # Python's prometheus_client (its OpenMetrics parser checks /metrics),
 # used as independent interop peers, ethtool (the tuned XDP lab turns offloads off) and
 # systemd (systemd-analyze verifies the unit file; no systemd is started) and nftables
-# (the 1:1 NAT in front of the relay in tests/tests/nat1to1.rs).
+# (the 1:1 NAT in front of the relay in tests/tests/nat1to1.rs), openssl (the TLS tests'
+# CA).
 # Run as root: the XDP tests (BPF_PROG_TEST_RUN, veth in network namespaces) need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,12 +18,13 @@ command -v ethtool >/dev/null 2>&1 || missing="$missing ethtool"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v nft >/dev/null 2>&1 || missing="$missing nftables"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages:$missing; run as root to install them" >&2
         exit 1
     fi
-    echo "tests/run.sh: installing$missing (interop clients, headless browser, ethtool, systemd-analyze, nft)"
+    echo "tests/run.sh: installing$missing (interop clients, headless browser, ethtool, systemd-analyze, nft, openssl)"
     apt-get update -qq
     # shellcheck disable=SC2086 # a list of package names
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -73,6 +73,15 @@ fn external_ips(
     Ok(xturn_control::ExternalIps::new(pairs))
 }
 
+/// TLS listeners and the files their certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Every listening IP at every `--tls-listening-port`.
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub pkey: PathBuf,
+}
+
 /// Largest --total-quota: a million sockets is far beyond one host's port ranges.
 const MAX_TOTAL_QUOTA: u32 = 1_000_000;
 
@@ -278,6 +287,19 @@ pub struct Args {
     /// Default 64.
     #[arg(long = "max-tcp-connections-per-ip")]
     pub max_tcp_connections_per_ip: Option<u32>,
+    /// TLS certificate chain, PEM (leaf first). With --pkey, TURN over TLS is served on the
+    /// --tls-listening-port(s) of the listening addresses.
+    #[arg(long = "cert")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long = "pkey")]
+    pub pkey: Option<PathBuf>,
+    /// TLS port (repeatable, e.g. 5349 and 443). Default 5349.
+    #[arg(long = "tls-listening-port")]
+    pub tls_listening_port: Vec<u16>,
+    /// No TLS listener even with --cert.
+    #[arg(long = "no-tls")]
+    pub no_tls: bool,
 }
 
 /// `--alternate-server`: IP:PORT, or IP for port 3478.
@@ -346,6 +368,10 @@ pub struct FileConfig {
     pub no_tcp: Option<bool>,
     pub max_tcp_connections: Option<u32>,
     pub max_tcp_connections_per_ip: Option<u32>,
+    pub cert: Option<PathBuf>,
+    pub pkey: Option<PathBuf>,
+    pub tls_listening_port: Option<Vec<u16>>,
+    pub no_tls: Option<bool>,
 }
 
 /// Everything the running server needs, validated.
@@ -377,11 +403,19 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
-    /// TURN over TCP with these connection limits; `None` with `--no-tcp`.
+    /// The TCP thread's connection limits: `None` when neither TCP nor TLS is served.
     pub tcp: Option<crate::stream::ConnLimits>,
+    /// Plain TCP on the listening addresses and port (not `--no-tcp`).
+    pub tcp_plain: bool,
+    /// TLS listeners: the addresses (listening IPs at the TLS ports) and the files.
+    pub tls: Option<TlsSettings>,
+    /// The TLS configuration read from `tls`'s files.
+    pub tls_config: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// TCP connections that fit the open-file limit, when fewer than `tcp` asks (set at
     /// start, not configured).
     pub tcp_fit: Option<usize>,
+    /// `--max-tcp-connections` was given (not the default).
+    pub tcp_total_given: bool,
 }
 
 /// Default `--drain-timeout`: the default longest allocation lifetime.
@@ -579,7 +613,51 @@ impl Settings {
                 bail!("--metrics-listen {m} overlaps the TURN listening address {l}: use another port");
             }
         }
-        let tcp = if a.no_tcp || f.no_tcp.unwrap_or(false) {
+        let tcp_plain = !(a.no_tcp || f.no_tcp.unwrap_or(false));
+        let cert = a.cert.or(f.cert);
+        let pkey = a.pkey.or(f.pkey);
+        let no_tls = a.no_tls || f.no_tls.unwrap_or(false);
+        let tls_ports = pick_vec(a.tls_listening_port, f.tls_listening_port);
+        let (tls, tls_config) = match (cert, pkey) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("--cert and --pkey go together: give both for TLS")
+            }
+            (None, None) => {
+                if !tls_ports.is_empty() && !no_tls {
+                    bail!("--tls-listening-port needs --cert and --pkey");
+                }
+                (None, None)
+            }
+            (Some(_), Some(_)) if no_tls => (None, None),
+            (Some(cert), Some(pkey)) => {
+                let ports = if tls_ports.is_empty() {
+                    vec![5349]
+                } else {
+                    tls_ports
+                };
+                if let Some(p) = ports.iter().find(|p| **p == port || **p == 0) {
+                    bail!("--tls-listening-port {p}: not 0 and not the --listening-port");
+                }
+                let config = crate::tls::server_config(&cert, &pkey)?;
+                let listen = ips
+                    .iter()
+                    .flat_map(|ip| ports.iter().map(|p| SocketAddr::new(*ip, *p)))
+                    .collect();
+                (Some(TlsSettings { listen, cert, pkey }), Some(config))
+            }
+        };
+        if let (Some(m), Some(t)) = (metrics_listen, &tls) {
+            if let Some(l) = t.listen.iter().find(|l| {
+                l.port() == m.port()
+                    && (l.ip() == m.ip() || l.ip().is_unspecified() || m.ip().is_unspecified())
+            }) {
+                bail!(
+                    "--metrics-listen {m} overlaps the TLS listening address {l}: use another port"
+                );
+            }
+        }
+        let tcp_total_given = a.max_tcp_connections.or(f.max_tcp_connections).is_some();
+        let tcp = if !tcp_plain && tls.is_none() {
             None
         } else {
             let total = pick(a.max_tcp_connections, f.max_tcp_connections, 4096);
@@ -814,7 +892,11 @@ impl Settings {
             drain_timeout,
             metrics_listen,
             tcp,
+            tcp_plain,
+            tls,
+            tls_config,
             tcp_fit: None,
+            tcp_total_given,
         })
     }
 }

@@ -489,13 +489,24 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differs(old.status_group != new.status_group, "status-group");
     differs(old.metrics_listen != new.metrics_listen, "metrics-listen");
     differs(old.tcp != new.tcp, "no-tcp/max-tcp-connections*");
+    differs(old.tcp_plain != new.tcp_plain, "no-tcp");
+    differs(
+        old.tls.as_ref().map(|t| &t.listen) != new.tls.as_ref().map(|t| &t.listen),
+        "cert/pkey/tls-listening-port/no-tls (TLS on or off, its ports)",
+    );
 
     v
 }
 
 impl Reload {
     /// Read the configuration again and apply it; an invalid one changes nothing.
-    fn apply(&self, running: &Settings, server: &mut Server, drain: &mut Drain) {
+    fn apply(
+        &self,
+        running: &Settings,
+        server: &mut Server,
+        drain: &mut Drain,
+        tls: Option<&crate::tls::Shared>,
+    ) {
         let new = match (self.load)() {
             Ok(s) => s,
             Err(e) => {
@@ -514,6 +525,11 @@ impl Reload {
             tracing::warn!("{e:#}");
         }
         drain.timeout = new.drain_timeout;
+        if let (Some(shared), Some(config)) = (tls, new.tls_config) {
+            // New connections take the certificate read now; open ones keep theirs.
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = config;
+            tracing::info!("TLS certificate and key read again");
+        }
         if kept.is_empty() {
             tracing::info!("reloaded the configuration");
         } else {
@@ -661,10 +677,19 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         worker_reports.clone(),
     );
     let metrics_listener = settings.metrics_listen.map(metrics::bind).transpose()?;
+    // The TLS configuration new connections take; a reload replaces it.
+    let tls_config: Option<crate::tls::Shared> =
+        settings.tls_config.clone().map(|c| Arc::new(Mutex::new(c)));
     let tcp = match settings.tcp {
         Some(mut limits) => {
             limits.total = limits.total.min(settings.tcp_fit.unwrap_or(usize::MAX));
-            Some(stream::bind(&settings.listen, limits)?)
+            let plain: &[SocketAddr] = if settings.tcp_plain {
+                &settings.listen
+            } else {
+                &[]
+            };
+            let secure = settings.tls.as_ref().map_or(&[][..], |t| &t.listen[..]);
+            Some(stream::bind(plain, secure, tls_config.clone(), limits)?)
         }
         None => None,
     };
@@ -763,15 +788,18 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                 shared: shared.clone(),
             };
             let stop = shared.shutdown.clone();
-            tracing::info!(
-                "TURN over TCP on {}",
-                settings
-                    .listen
-                    .iter()
+            let list = |v: &[SocketAddr]| {
+                v.iter()
                     .map(|a| a.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
-            );
+            };
+            if settings.tcp_plain {
+                tracing::info!("TURN over TCP on {}", list(&settings.listen));
+            }
+            if let Some(t) = &settings.tls {
+                tracing::info!("TURN over TLS on {}", list(&t.listen));
+            }
             Some(
                 std::thread::Builder::new()
                     .name("xturn-tcp".into())
@@ -832,7 +860,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         if reload.asked.swap(false, Ordering::Relaxed) {
             notifier.reloading();
             if let Some(mut s) = shared.server() {
-                reload.apply(&settings, &mut s, &mut draining);
+                reload.apply(&settings, &mut s, &mut draining, tls_config.as_ref());
             }
             notifier.reloaded();
         }

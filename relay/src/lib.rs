@@ -35,5 +35,6 @@ pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod systemd;
+pub mod tls;
 pub mod update;
 pub mod xdp;

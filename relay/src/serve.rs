@@ -67,6 +67,7 @@ pub fn serve(args: config::Args) -> Result<()> {
         + host::FD_SLACK;
     let quota = format!("--total-quota {}", settings.server.total_quota);
     // TCP connections too, where the limit can be raised for them; else fewer of them.
+    // (Said when --max-tcp-connections was given; the default quietly fits the limit.)
     let mut tcp_clamped = None;
     let nofile = match settings.tcp {
         Some(t) => match host::raise_nofile(fds + t.total as u64, &quota) {
@@ -126,7 +127,7 @@ pub fn serve(args: config::Args) -> Result<()> {
         settings.threads
     );
     tracing::debug!("open-file limit {nofile}");
-    if let Some((asked, fit)) = tcp_clamped {
+    if let Some((asked, fit)) = tcp_clamped.filter(|_| settings.tcp_total_given) {
         tracing::warn!(
             "--max-tcp-connections {asked} does not fit the open-file limit {nofile} beside \
              {quota}: at most {fit} TCP connections (raise LimitNOFILE for more)"

@@ -9,6 +9,10 @@
 //! peer data from the socket workers) arrives through the [`Outbox`]. The allocation ends
 //! when the connection closes. Relaying to peers stays UDP.
 //!
+//! With `--cert`/`--pkey`, TLS listeners (`--tls-listening-port`, [`crate::tls`]) take
+//! the same path: rustls decrypts what is read and encrypts what is written, in this
+//! thread; the handshake counts into the first-message deadline.
+//!
 //! Bounds: a connection must send a whole first message within [`FIRST_MESSAGE`] and,
 //! while it has no allocation, is closed after [`IDLE_WITHOUT_ALLOCATION`] without input;
 //! connections are limited per source address and in total; a STUN message longer than
@@ -149,6 +153,8 @@ pub struct ConnLimits {
 
 struct Conn {
     stream: TcpStream,
+    /// TLS on this connection (a `--tls-listening-port` listener).
+    tls: Option<Box<rustls::ServerConnection>>,
     ft: FiveTuple,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -161,7 +167,9 @@ struct Conn {
 /// The TCP listeners and connections, run by [`TcpThread::run`] on a thread of its own.
 pub struct TcpThread {
     poll: Poll,
-    listeners: Vec<(SocketAddr, TcpListener)>,
+    /// (address, socket, TLS?)
+    listeners: Vec<(SocketAddr, TcpListener, bool)>,
+    tls: Option<crate::tls::Shared>,
     rx: Receiver<(FiveTuple, Vec<u8>)>,
     limits: ConnLimits,
     conns: HashMap<Token, Conn>,
@@ -189,16 +197,27 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Connections the kernel may hold for `accept` (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
 
-/// Bind TCP listeners on `addrs` (before privileges are dropped); the outbox the others
-/// write to.
-pub fn bind(addrs: &[SocketAddr], limits: ConnLimits) -> Result<(TcpThread, Arc<Outbox>)> {
+/// Bind TCP listeners on `plain` and, with `tls`, TLS listeners on `secure` (before
+/// privileges are dropped); the outbox the others write to.
+pub fn bind(
+    plain: &[SocketAddr],
+    secure: &[SocketAddr],
+    tls: Option<crate::tls::Shared>,
+    limits: ConnLimits,
+) -> Result<(TcpThread, Arc<Outbox>)> {
     let poll = Poll::new().context("epoll for the TCP listeners")?;
     let mut listeners = Vec::new();
-    for (i, a) in addrs.iter().enumerate() {
-        let mut l = listener(*a).with_context(|| format!("cannot listen on tcp {a}"))?;
+    let secure = if tls.is_some() { secure } else { &[] };
+    for (a, is_tls) in plain
+        .iter()
+        .map(|a| (a, false))
+        .chain(secure.iter().map(|a| (a, true)))
+    {
+        let what = if is_tls { "tls" } else { "tcp" };
+        let mut l = listener(*a).with_context(|| format!("cannot listen on {what} {a}"))?;
         poll.registry()
-            .register(&mut l, Token(i), Interest::READABLE)?;
-        listeners.push((*a, l));
+            .register(&mut l, Token(listeners.len()), Interest::READABLE)?;
+        listeners.push((*a, l, is_tls));
     }
     let waker = Waker::new(poll.registry(), WAKE)?;
     let (tx, rx) = crossbeam_channel::bounded(65536);
@@ -211,6 +230,7 @@ pub fn bind(addrs: &[SocketAddr], limits: ConnLimits) -> Result<(TcpThread, Arc<
         TcpThread {
             poll,
             listeners,
+            tls,
             rx,
             limits,
             conns: HashMap::new(),
@@ -303,6 +323,23 @@ impl TcpThread {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let tls = match (self.listeners[i].2, &self.tls) {
+                (true, Some(config)) => {
+                    let config = config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    match rustls::ServerConnection::new(config) {
+                        Ok(mut c) => {
+                            c.set_buffer_limit(Some(MAX_QUEUED));
+                            Some(Box::new(c))
+                        }
+                        Err(e) => {
+                            tracing::warn!("tls: {e}");
+                            let _ = self.poll.registry().deregister(&mut stream);
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let ft = FiveTuple::tcp(ClientAddr(client), self.listeners[i].0);
             *self.per_ip.entry(ip).or_default() += 1;
             self.by_ft.insert(ft, t);
@@ -310,6 +347,7 @@ impl TcpThread {
                 t,
                 Conn {
                     stream,
+                    tls,
                     ft,
                     inbuf: Vec::new(),
                     out: Vec::new(),
@@ -328,34 +366,82 @@ impl TcpThread {
             return true;
         };
         let mut buf = [0u8; 16384];
-        loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    c.inbuf.extend_from_slice(&buf[..n]);
-                    c.last_in = now;
-                    loop {
-                        match frame(&c.inbuf) {
-                            Frame::Incomplete => break,
-                            Frame::Bad(why) => {
-                                tracing::debug!("tcp {}: {why}: closing", c.ft.client.0);
-                                return false;
-                            }
-                            Frame::Message { len, consumed } => {
-                                c.framed = true;
-                                if !control.message(now, c.ft, &c.inbuf[..len]) {
-                                    return false;
-                                }
-                                c.inbuf.drain(..consumed);
-                            }
-                        }
+        let open = loop {
+            let n = match c.tls.as_mut() {
+                None => match c.stream.read(&mut buf) {
+                    Ok(0) => break false,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break false,
+                },
+                Some(tls) => {
+                    match tls.read_tls(&mut c.stream) {
+                        Ok(0) => break false,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => break false,
+                    }
+                    if let Err(e) = tls.process_new_packets() {
+                        tracing::debug!("tls {}: {e}: closing", c.ft.client.0);
+                        // The alert, if rustls has one to send.
+                        let _ = tls.write_tls(&mut c.stream);
+                        return false;
+                    }
+                    match tls.reader().read(&mut buf) {
+                        Ok(0) => break false, // close_notify
+                        Ok(n) => n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                        Err(_) => break false,
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return false,
+            };
+            if n == 0 {
+                continue; // TLS records without application data (handshake)
+            }
+            c.inbuf.extend_from_slice(&buf[..n]);
+            c.last_in = now;
+            loop {
+                match frame(&c.inbuf) {
+                    Frame::Incomplete => break,
+                    Frame::Bad(why) => {
+                        tracing::debug!("tcp {}: {why}: closing", c.ft.client.0);
+                        return false;
+                    }
+                    Frame::Message { len, consumed } => {
+                        c.framed = true;
+                        if !control.message(now, c.ft, &c.inbuf[..len]) {
+                            return false;
+                        }
+                        c.inbuf.drain(..consumed);
+                    }
+                }
+            }
+        };
+        // More plaintext may wait in rustls beyond one read: take it all.
+        if let Some(tls) = c.tls.as_mut() {
+            loop {
+                match tls.reader().read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        c.inbuf.extend_from_slice(&buf[..n]);
+                        while let Frame::Message { len, consumed } = frame(&c.inbuf) {
+                            c.framed = true;
+                            if !control.message(now, c.ft, &c.inbuf[..len]) {
+                                return false;
+                            }
+                            c.inbuf.drain(..consumed);
+                        }
+                        if let Frame::Bad(_) = frame(&c.inbuf) {
+                            return false;
+                        }
+                    }
+                    _ => break,
+                }
             }
         }
+        // A handshake answer, or what the messages queued.
+        open && self.flush(t)
     }
 
     /// Write what is queued for `t`; `false`: close.
@@ -363,18 +449,43 @@ impl TcpThread {
         let Some(c) = self.conns.get_mut(&t) else {
             return true;
         };
-        while !c.out.is_empty() {
-            match c.stream.write(&c.out) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    c.out.drain(..n);
+        let want = match c.tls.as_mut() {
+            None => {
+                while !c.out.is_empty() {
+                    match c.stream.write(&c.out) {
+                        Ok(0) => return false,
+                        Ok(n) => {
+                            c.out.drain(..n);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => return false,
+                    }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return false,
+                !c.out.is_empty()
             }
-        }
-        let want = !c.out.is_empty();
+            Some(tls) => {
+                // Into rustls as far as its buffer limit takes it (after the handshake).
+                if !tls.is_handshaking() && !c.out.is_empty() {
+                    match tls.writer().write(&c.out) {
+                        Ok(n) => {
+                            c.out.drain(..n);
+                        }
+                        Err(_) => return false,
+                    }
+                }
+                while tls.wants_write() {
+                    match tls.write_tls(&mut c.stream) {
+                        Ok(0) => return false,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => return false,
+                    }
+                }
+                tls.wants_write() || (!c.out.is_empty() && !tls.is_handshaking())
+            }
+        };
         if want != c.writing {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE

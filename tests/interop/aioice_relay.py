@@ -2,7 +2,8 @@
 
 usage: aioice_relay.py SERVER_PORT USER PASSWORD COUNT [SERVER_HOST [ECHO_HOST:ECHO_PORT]]
 
-Allocates over UDP (or TCP with TURN_TRANSPORT=tcp in the environment) on
+Allocates over UDP (or TCP with TURN_TRANSPORT=tcp in the environment, TLS with
+TURN_TRANSPORT=tls and the CA file in TURN_CAFILE) on
 SERVER_HOST:SERVER_PORT (default 127.0.0.1), sends COUNT datagrams
 to a UDP peer through the relay, has the peer echo each one back through the relayed
 address, and checks every payload byte for byte. The peer is an echo server of this
@@ -41,13 +42,21 @@ class Echo(asyncio.DatagramProtocol):
 
 async def main(port, user, password, count, host="127.0.0.1", echo=None):
     loop = asyncio.get_running_loop()
+    transport = os.environ.get("TURN_TRANSPORT", "udp")
+    tls = None
+    if transport == "tls":
+        import ssl
+
+        tls = ssl.create_default_context(cafile=os.environ["TURN_CAFILE"])
+        transport = "tcp"
     turn, client = await asyncio.wait_for(
         aioice.turn.create_turn_endpoint(
             Collect,
             (host, port),
             user,
             password,
-            transport=os.environ.get("TURN_TRANSPORT", "udp"),
+            transport=transport,
+            ssl=tls,
         ),
         timeout=10,
     )

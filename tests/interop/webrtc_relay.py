@@ -78,6 +78,8 @@ def main():
                 chromium,
                 "--headless=new",
                 "--no-sandbox",
+                # turns: with the tests' own CA, made at test time.
+                "--ignore-certificate-errors",
                 "--disable-gpu",
                 "--disable-quic",
                 "--no-first-run",

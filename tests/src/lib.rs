@@ -600,3 +600,216 @@ pub fn chromium_relay_only(
     }
     r
 }
+
+/// Certificates made at test time with Debian's openssl: a CA, a server certificate it
+/// signs for 127.0.0.1 and localhost, and a second CA with its own server certificate
+/// (a client trusting one CA rejects the other's). Removed on drop.
+pub struct TestPki {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub other_ca: PathBuf,
+    pub other_cert: PathBuf,
+    pub other_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new(tag: &str) -> TestPki {
+        let dir = std::env::temp_dir().join(format!("xturn-pki-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl (Debian's openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                output_text(&out)
+            );
+        };
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        for p in ["", "other-"] {
+            let (ca_key, ca) = (format!("{p}ca.key"), format!("{p}ca.pem"));
+            let (key, csr, cert) = (
+                format!("{p}server.key"),
+                format!("{p}server.csr"),
+                format!("{p}server.pem"),
+            );
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=xturn test {p}CA"),
+            ]);
+            run(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=127.0.0.1",
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ]);
+        }
+        TestPki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            other_ca: dir.join("other-ca.pem"),
+            other_cert: dir.join("other-server.pem"),
+            other_key: dir.join("other-server.key"),
+            dir,
+        }
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TURN client over one stream (TCP, or TLS over it): requests and answers through
+/// `xturn_control::client::TurnClient`, messages framed by RFC 8656 section 12.5 (STUN by
+/// its length, ChannelData padded to 4 bytes), written here from the RFC.
+pub struct StreamTurn<S: std::io::Read + std::io::Write> {
+    pub s: S,
+    pub turn: TurnClient,
+    buf: Vec<u8>,
+    next_tid: u32,
+}
+
+impl<S: std::io::Read + std::io::Write> StreamTurn<S> {
+    pub fn new(s: S, user: &str, pass: &str) -> StreamTurn<S> {
+        StreamTurn {
+            s,
+            turn: TurnClient::new(user, pass),
+            buf: Vec::new(),
+            next_tid: 0,
+        }
+    }
+
+    /// The next whole message: STUN (20 + length) or ChannelData (4 + length, padded to
+    /// 4 on a stream; returned without the padding). `None` at end of stream or timeout.
+    pub fn read_msg(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                let (msg, used) = if self.buf[0] >> 6 == 0 {
+                    (20 + len, 20 + len)
+                } else {
+                    (4 + len, (4 + len + 3) & !3)
+                };
+                if self.buf.len() >= used {
+                    let m = self.buf[..msg].to_vec();
+                    self.buf.drain(..used);
+                    return Some(m);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match std::io::Read::read(&mut self.s, &mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub fn request<F: Fn(&mut xturn_control::wire::MessageBuilder)>(
+        &mut self,
+        method: Method,
+        body: F,
+    ) -> Vec<u8> {
+        for _ in 0..3 {
+            self.next_tid += 1;
+            let mut t = [0x54u8; 12];
+            t[8..].copy_from_slice(&self.next_tid.to_be_bytes());
+            let tid = TransactionId(t);
+            let req = self.turn.request(method, tid, &body);
+            std::io::Write::write_all(&mut self.s, &req).unwrap();
+            let resp = loop {
+                let m = self.read_msg().expect("a response");
+                if xturn_control::wire::Message::new_checked(&m[..])
+                    .is_ok_and(|m| m.transaction_id() == tid)
+                {
+                    break m;
+                }
+            };
+            if self.turn.answer(&resp) != Answer::Retry {
+                return resp;
+            }
+        }
+        panic!("{method:?}: too many 401/438 rounds");
+    }
+
+    pub fn allocate(&mut self) -> SocketAddr {
+        let r = self.request(Method::Allocate, |b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        });
+        assert_eq!(
+            self.turn.answer(&r),
+            Answer::Success,
+            "{:?}",
+            client::error_code(&r)
+        );
+        client::xor_address(&r, attr::XOR_RELAYED_ADDRESS).unwrap()
+    }
+
+    pub fn answer(
+        &mut self,
+        method: Method,
+        body: impl Fn(&mut xturn_control::wire::MessageBuilder),
+    ) -> Answer {
+        let r = self.request(method, body);
+        self.turn.answer(&r)
+    }
+}

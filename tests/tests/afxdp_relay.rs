@@ -816,6 +816,14 @@ fn relays_through_afxdp_under(wrapper: &[String], metrics_port: u16) {
     let listen = format!("127.0.0.1:{metrics_port}");
     let xturn = lab.start_xturn_under(wrapper, &bin, net, 1, &["--metrics-listen", &listen]);
     let pid = xturn.child.id();
+    // Privileges are dropped after the forwarders are opened: wait for it.
+    assert!(
+        xturn
+            .wait_for_line("running as", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        xturn.output()
+    );
     let kept = cap_names(["bpf", "net_admin", "sys_nice"]);
     assert_eq!(
         u64::from_str_radix(&proc_status(pid, "CapEff"), 16).unwrap(),

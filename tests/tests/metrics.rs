@@ -4,23 +4,16 @@
 //! recovers when it runs again; `/readyz` turns 503 while draining.
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use xturn_control::client::{self, Answer};
 use xturn_control::wire::{attr, Method};
+use xturn_tests::free_tcp_port;
 use xturn_tests::{
     channel_to_loopback_peer, payload, relay_lockstep, samples, scrape, scrape_until, thread_id,
     StoppedThread, TestClient, Xturn,
 };
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn server_with_metrics(extra: &[&str]) -> (Xturn, String) {
     let port = free_tcp_port().to_string();

@@ -12,108 +12,25 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
-use xturn_control::client::{self, Answer, TurnClient};
-use xturn_control::wire::{attr, channel_data, Message, Method, TransactionId};
-use xturn_tests::{payload, Xturn};
+use xturn_control::client::{self, Answer};
+use xturn_control::wire::{attr, channel_data, Method, TransactionId};
+use xturn_tests::{payload, StreamTurn, Xturn};
 
-/// A TURN client over one TCP connection.
-struct TcpTurn {
-    s: TcpStream,
-    turn: TurnClient,
-    buf: Vec<u8>,
-    next_tid: u32,
+/// A TURN client over a new TCP connection to `server`.
+fn tcp_turn(server: SocketAddr, user: &str, pass: &str) -> StreamTurn<TcpStream> {
+    let s = TcpStream::connect(server).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    StreamTurn::new(s, user, pass)
 }
 
-impl TcpTurn {
-    fn connect(server: SocketAddr, user: &str, pass: &str) -> TcpTurn {
-        let s = TcpStream::connect(server).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        TcpTurn {
-            s,
-            turn: TurnClient::new(user, pass),
-            buf: Vec::new(),
-            next_tid: 0,
-        }
-    }
-
-    /// The next whole message: STUN (20 + length) or ChannelData (4 + length, padded to
-    /// 4 on a stream; returned without the padding). `None` at end of stream or timeout.
-    fn read_msg(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if self.buf.len() >= 4 {
-                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                let (msg, used) = if self.buf[0] >> 6 == 0 {
-                    (20 + len, 20 + len)
-                } else {
-                    (4 + len, (4 + len + 3) & !3)
-                };
-                if self.buf.len() >= used {
-                    let m = self.buf[..msg].to_vec();
-                    self.buf.drain(..used);
-                    return Some(m);
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match self.s.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    fn request<F: Fn(&mut xturn_control::wire::MessageBuilder)>(
-        &mut self,
-        method: Method,
-        body: F,
-    ) -> Vec<u8> {
-        for _ in 0..3 {
-            self.next_tid += 1;
-            let mut t = [0x54u8; 12];
-            t[8..].copy_from_slice(&self.next_tid.to_be_bytes());
-            let tid = TransactionId(t);
-            let req = self.turn.request(method, tid, &body);
-            self.s.write_all(&req).unwrap();
-            let resp = loop {
-                let m = self.read_msg().expect("a response");
-                if Message::new_checked(&m[..]).is_ok_and(|m| m.transaction_id() == tid) {
-                    break m;
-                }
-            };
-            if self.turn.answer(&resp) != Answer::Retry {
-                return resp;
-            }
-        }
-        panic!("{method:?}: too many 401/438 rounds");
-    }
-
-    fn allocate(&mut self) -> SocketAddr {
-        let r = self.request(Method::Allocate, |b| {
-            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        });
-        assert_eq!(
-            self.turn.answer(&r),
-            Answer::Success,
-            "{:?}",
-            client::error_code(&r)
-        );
-        client::xor_address(&r, attr::XOR_RELAYED_ADDRESS).unwrap()
-    }
-
-    fn answer(
-        &mut self,
-        method: Method,
-        body: impl Fn(&mut xturn_control::wire::MessageBuilder),
-    ) -> Answer {
-        let r = self.request(method, body);
-        self.turn.answer(&r)
-    }
-
-    /// Closed by the server within `limit`?
-    fn closed_within(&mut self, limit: Duration) -> bool {
-        self.s.set_read_timeout(Some(limit)).unwrap();
-        let mut b = [0u8; 64];
-        matches!(self.s.read(&mut b), Ok(0))
-            || matches!(self.s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+/// Closed by the server within `limit`?
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => matches!(s.read(&mut b), Ok(0)),
     }
 }
 
@@ -131,7 +48,7 @@ fn server() -> Xturn {
 #[test]
 fn allocation_over_tcp_relays_both_ways_and_ends_with_the_connection() {
     let server = server();
-    let mut c = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut c = tcp_turn(server.addr, "alice", "wonderland");
     let relay = c.allocate();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -211,42 +128,45 @@ fn allocation_over_tcp_relays_both_ways_and_ends_with_the_connection() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // And the server serves new connections.
-    let mut again = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut again = tcp_turn(server.addr, "alice", "wonderland");
     again.allocate();
 }
 
 #[test]
 fn bad_streams_are_closed_without_touching_other_connections() {
     let server = server();
-    let mut good = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut good = tcp_turn(server.addr, "alice", "wonderland");
     let relay = good.allocate();
 
     // Junk.
-    let mut junk = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut junk = tcp_turn(server.addr, "alice", "wonderland");
     junk.s.write_all(&[0xff; 64]).unwrap();
-    assert!(junk.closed_within(Duration::from_secs(2)), "junk kept open");
+    assert!(
+        closed_within(&mut junk.s, Duration::from_secs(2)),
+        "junk kept open"
+    );
     // A STUN header announcing a message longer than any request.
-    let mut big = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut big = tcp_turn(server.addr, "alice", "wonderland");
     big.s
         .write_all(&[0x00, 0x03, 0xff, 0xf0, 0x21, 0x12, 0xa4, 0x42])
         .unwrap();
     assert!(
-        big.closed_within(Duration::from_secs(2)),
+        closed_within(&mut big.s, Duration::from_secs(2)),
         "oversize kept open"
     );
     // ChannelData on a connection without an allocation.
-    let mut early = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut early = tcp_turn(server.addr, "alice", "wonderland");
     early.s.write_all(&padded(0x4000, b"hello")).unwrap();
     assert!(
-        early.closed_within(Duration::from_secs(2)),
+        closed_within(&mut early.s, Duration::from_secs(2)),
         "ChannelData before Allocate"
     );
     // Half a message, then nothing: closed at the first-message deadline (5 s).
     let t0 = Instant::now();
-    let mut stall = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut stall = tcp_turn(server.addr, "alice", "wonderland");
     stall.s.write_all(&[0x00, 0x01, 0x00, 0x08, 0x21]).unwrap();
     assert!(
-        stall.closed_within(Duration::from_secs(8)),
+        closed_within(&mut stall.s, Duration::from_secs(8)),
         "a stalled half message kept open"
     );
     let waited = t0.elapsed();
@@ -357,7 +277,7 @@ fn ten_thousand_idle_connections_are_bounded_and_closed() {
     }
     assert_eq!(open, 0, "connections still open after the deadline");
     // The server still serves.
-    let mut c = TcpTurn::connect(server.addr, "alice", "wonderland");
+    let mut c = tcp_turn(server.addr, "alice", "wonderland");
     c.allocate();
 }
 
