@@ -29,6 +29,9 @@ pub enum Cmd {
     Churn(ChurnArgs),
     /// Peer side: count (and optionally echo) every datagram, per flow.
     Sink(SinkArgs),
+    /// TURN over TCP or TLS: ChannelData one way from stream clients to a UDP peer of this
+    /// process; delivered rate and the server threads' CPU per datagram.
+    Stream(crate::stream::StreamArgs),
     /// A trivial ChannelData reflector, to measure the generator's own ceiling.
     Reflect(ReflectArgs),
     /// Wait until a STUN server answers a Binding request (for scripts).

@@ -35,6 +35,7 @@ pub mod seq;
 pub mod sink;
 pub mod spoof;
 pub mod stats;
+pub mod stream;
 pub mod traffic;
 pub mod turn;
 pub mod workload;

@@ -61,6 +61,10 @@ fn real_main() -> Result<()> {
             let r = churn::run_churn(a)?;
             emit(&r, r.human(), a.common.json, a.common.json_out.as_deref())
         }
+        Cmd::Stream(a) => {
+            let r = xturn_bench::stream::run_stream(a)?;
+            emit(&r, r.human(), a.json, a.json_out.as_deref())
+        }
         Cmd::Sink(a) => {
             let r = sink::run_sink(a)?;
             emit(&r, r.human(), a.json, a.json_out.as_deref())

@@ -63,6 +63,11 @@ pub fn run_report(a: &ReportArgs) -> Result<()> {
         md.push_str("\n## Hardening soak (bench/soak.sh, a run of its own)\n\n");
         md.push_str(&soak);
     }
+    // And TURN over TCP and TLS (bench/stream.sh).
+    if let Ok(stream) = std::fs::read_to_string(a.out.with_file_name("stream.md")) {
+        md.push_str("\n## TURN over TCP and TLS (bench/stream.sh, a run of its own)\n\n");
+        md.push_str(&stream);
+    }
     // So is a before/after check of a change (`xturn-bench regress`).
     if let Ok(check) = std::fs::read_to_string(a.out.with_file_name("regression.md")) {
         md.push_str("\n## Before/after check (xturn-bench regress, runs of their own)\n\n");
