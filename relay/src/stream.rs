@@ -14,7 +14,9 @@
 //! thread; the handshake counts into the first-message deadline.
 //!
 //! Bounds: a connection must send a whole first message within [`FIRST_MESSAGE`] and,
-//! while it has no allocation, is closed after [`IDLE_WITHOUT_ALLOCATION`] without input;
+//! while it has no allocation, is closed after [`IDLE_WITHOUT_ALLOCATION`] without input
+//! and at [`LIFE_WITHOUT_ALLOCATION`] in any case; only a connection with an allocation
+//! may have more than [`MAX_STUN`] bytes of a message pending;
 //! connections are limited per source address and in total; a STUN message longer than
 //! [`MAX_STUN`], junk, or ChannelData without an allocation closes the connection; what
 //! waits to be written to a client is bounded by [`MAX_QUEUED`] (beyond it, peer data is
@@ -40,6 +42,9 @@ pub const MAX_QUEUED: usize = 256 * 1024;
 pub const FIRST_MESSAGE: Duration = Duration::from_secs(5);
 /// A connection without an allocation that sends nothing for this long is closed.
 pub const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(10);
+/// A connection that has no allocation this long after it was accepted is closed, input
+/// or not (a trickle cannot hold it).
+pub const LIFE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(30);
 /// How often deadlines are looked at.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 const WAKE: Token = Token(usize::MAX);
@@ -404,7 +409,18 @@ impl TcpThread {
             c.last_in = now;
             loop {
                 match frame(&c.inbuf) {
-                    Frame::Incomplete => break,
+                    Frame::Incomplete => {
+                        // Only a connection with an allocation may have more than a STUN
+                        // message's worth pending (a ChannelData message on its way).
+                        if c.inbuf.len() > MAX_STUN && !control.with_allocation(&[c.ft])[0] {
+                            tracing::debug!(
+                                "tcp {}: a long message without an allocation: closing",
+                                c.ft.client.0
+                            );
+                            return false;
+                        }
+                        break;
+                    }
                     Frame::Bad(why) => {
                         tracing::debug!("tcp {}: {why}: closing", c.ft.client.0);
                         return false;
@@ -549,7 +565,11 @@ impl TcpThread {
         let idle: Vec<(Token, FiveTuple)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.framed && now.duration_since(c.last_in) >= IDLE_WITHOUT_ALLOCATION)
+            .filter(|(_, c)| {
+                c.framed
+                    && (now.duration_since(c.last_in) >= IDLE_WITHOUT_ALLOCATION
+                        || now.duration_since(c.accepted) >= LIFE_WITHOUT_ALLOCATION)
+            })
             .map(|(t, c)| (*t, c.ft))
             .collect();
         if !idle.is_empty() {

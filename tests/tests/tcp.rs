@@ -161,6 +161,18 @@ fn bad_streams_are_closed_without_touching_other_connections() {
         closed_within(&mut early.s, Duration::from_secs(2)),
         "ChannelData before Allocate"
     );
+    // After a first message, the start of a long ChannelData without an allocation: closed
+    // once more than a STUN message's worth is pending, not buffered up to 64 KiB.
+    let mut long = tcp_turn(server.addr, "alice", "wonderland");
+    let binding = client::binding_request(TransactionId([3; 12]), false);
+    long.s.write_all(&binding).unwrap();
+    assert!(long.read_msg().is_some(), "a Binding answer");
+    long.s.write_all(&[0x40, 0x00, 0xea, 0x60]).unwrap();
+    long.s.write_all(&[0u8; 9000]).unwrap();
+    assert!(
+        closed_within(&mut long.s, Duration::from_secs(2)),
+        "a long pending message kept"
+    );
     // Half a message, then nothing: closed at the first-message deadline (5 s).
     let t0 = Instant::now();
     let mut stall = tcp_turn(server.addr, "alice", "wonderland");
