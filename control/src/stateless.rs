@@ -9,6 +9,7 @@
 
 use crate::error::{BadRequest, TurnError};
 use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
+use crate::wire::classic::{self, Classic};
 use crate::wire::{attr, looks_like_stun, Class, Message, MessageBuilder, Method};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +40,7 @@ pub struct Stateless {
     software: Option<String>,
     budget: PrefixBudget,
     /// Answers sent, by [`Answered`]'s fields in order.
-    answered: [AtomicU64; 3],
+    answered: [AtomicU64; 4],
 }
 
 /// What [`Stateless`] answered since it was made (the metrics' Binding responses).
@@ -51,6 +52,8 @@ pub struct Answered {
     pub binding_unknown_attribute: u64,
     /// Requests of methods the server does not know: 400.
     pub unknown_method: u64,
+    /// RFC 3489 Binding requests (no magic cookie) answered with MAPPED-ADDRESS.
+    pub classic_binding: u64,
 }
 
 /// Attributes of a request that the server must understand (RFC 8489 section 7.3.1):
@@ -90,7 +93,17 @@ impl Stateless {
     /// the caller has checked that first).
     pub fn classify(&self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Verdict {
         if !looks_like_stun(bytes) {
-            return Verdict::Drop(DropReason::NotStun);
+            return match classic::binding(from, bytes) {
+                Classic::Answer(b) => {
+                    if !self.budget.take(now, from.ip()) {
+                        return Verdict::Drop(DropReason::OverBudget);
+                    }
+                    self.answered[3].fetch_add(1, Ordering::Relaxed);
+                    Verdict::Answer(b)
+                }
+                Classic::Refused => Verdict::Drop(DropReason::Unwanted),
+                Classic::No => Verdict::Drop(DropReason::NotStun),
+            };
         }
         let Ok(msg) = Message::new_checked(bytes) else {
             return Verdict::Drop(DropReason::Malformed);
@@ -141,6 +154,7 @@ impl Stateless {
             binding: n(0),
             binding_unknown_attribute: n(1),
             unknown_method: n(2),
+            classic_binding: n(3),
         }
     }
 
@@ -202,6 +216,7 @@ mod tests {
                 binding: 1,
                 binding_unknown_attribute: 0,
                 unknown_method: 1,
+                classic_binding: 0,
             }
         );
     }

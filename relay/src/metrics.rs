@@ -181,6 +181,10 @@ pub fn render(s: &Snapshot) -> String {
             labels(&[("path", "sockets"), ("kind", "unknown_method")]),
             a.unknown_method,
         ),
+        (
+            labels(&[("path", "sockets"), ("kind", "classic_binding")]),
+            a.classic_binding,
+        ),
     ];
     if let Some(x) = &s.xdp {
         let n = x.0[XdpCounter::TxBindingIpv4 as usize] + x.0[XdpCounter::TxBindingIpv6 as usize];

@@ -4,6 +4,7 @@
 
 pub mod attr;
 pub mod channel_data;
+pub mod classic;
 pub mod integrity;
 pub mod stun;
 
