@@ -38,7 +38,7 @@ pub fn binding(from: SocketAddr, bytes: &[u8]) -> Classic {
     }
     let typ = u16::from_be_bytes([bytes[0], bytes[1]]);
     let len = u16::from_be_bytes([bytes[2], bytes[3]]) as usize;
-    if typ != BINDING_REQUEST || len != bytes.len() - HEADER_LEN || len % 4 != 0 {
+    if typ != BINDING_REQUEST || len != bytes.len() - HEADER_LEN || !len.is_multiple_of(4) {
         return Classic::No;
     }
     let mut at = HEADER_LEN;
@@ -52,11 +52,8 @@ pub fn binding(from: SocketAddr, bytes: &[u8]) -> Classic {
             return Classic::Refused;
         };
         match t {
-            CHANGE_REQUEST => {
-                if l != 4 || value[3] & 0x06 != 0 {
-                    return Classic::Refused;
-                }
-            }
+            CHANGE_REQUEST if l != 4 || value[3] & 0x06 != 0 => return Classic::Refused,
+            CHANGE_REQUEST => {}
             RESPONSE_ADDRESS => return Classic::Refused,
             t if t < 0x8000 => return Classic::Refused,
             _ => {}
