@@ -20,6 +20,13 @@ use std::time::Instant;
 pub enum Verdict {
     /// Send this answer back to the source.
     Answer(Vec<u8>),
+    /// Send this answer from `source` (another of the server's addresses) to
+    /// `destination` (RFC 5780 CHANGE-REQUEST and RESPONSE-PORT).
+    AnswerVia {
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// Not STUN, malformed, a wrong FINGERPRINT, a response or indication the server has
     /// no use for, or an answer over its prefix's budget: nothing to do.
     Drop(DropReason),
@@ -41,6 +48,54 @@ pub struct Stateless {
     budget: PrefixBudget,
     /// Answers sent, by [`Answered`]'s fields in order.
     answered: [AtomicU64; 4],
+    /// RFC 5780 NAT behaviour discovery, with a second address and port.
+    rfc5780: Option<Rfc5780>,
+}
+
+/// The four endpoints of RFC 5780 discovery: two addresses (of one family) times two ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc5780 {
+    pub ips: [std::net::IpAddr; 2],
+    pub ports: [u16; 2],
+}
+
+impl Rfc5780 {
+    /// The four endpoints, primary first.
+    pub fn endpoints(&self) -> [SocketAddr; 4] {
+        let [a, b] = self.ips;
+        let [p, q] = self.ports;
+        [
+            SocketAddr::new(a, p),
+            SocketAddr::new(a, q),
+            SocketAddr::new(b, p),
+            SocketAddr::new(b, q),
+        ]
+    }
+
+    /// (address index, port index) of `local`, if it is one of the four.
+    fn position(&self, local: SocketAddr) -> Option<(usize, usize)> {
+        let i = self.ips.iter().position(|ip| *ip == local.ip())?;
+        let j = self.ports.iter().position(|p| *p == local.port())?;
+        Some((i, j))
+    }
+
+    /// `local` with its address and/or port changed (CHANGE-REQUEST flags 0x04, 0x02).
+    fn changed(&self, (i, j): (usize, usize), flags: u8) -> SocketAddr {
+        let i = if flags & 0x04 != 0 { 1 - i } else { i };
+        let j = if flags & 0x02 != 0 { 1 - j } else { j };
+        SocketAddr::new(self.ips[i], self.ports[j])
+    }
+}
+
+/// A MAPPED-ADDRESS-format value (RESPONSE-ORIGIN, OTHER-ADDRESS).
+fn plain_address(a: SocketAddr) -> Vec<u8> {
+    let mut v = vec![0, if a.is_ipv4() { 1 } else { 2 }];
+    v.extend_from_slice(&a.port().to_be_bytes());
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => v.extend_from_slice(&ip.octets()),
+        std::net::IpAddr::V6(ip) => v.extend_from_slice(&ip.octets()),
+    }
+    v
 }
 
 /// What [`Stateless`] answered since it was made (the metrics' Binding responses).
@@ -86,6 +141,118 @@ impl Stateless {
             software,
             budget: PrefixBudget::new(rate, DEFAULT_SLOTS, seed, epoch),
             answered: Default::default(),
+            rfc5780: None,
+        }
+    }
+
+    /// Serve RFC 5780 NAT behaviour discovery on these endpoints (the driver listens on
+    /// all four): Binding responses carry RESPONSE-ORIGIN and OTHER-ADDRESS, and
+    /// CHANGE-REQUEST, RESPONSE-PORT and PADDING are honoured; RFC 3489 requests get
+    /// SOURCE-ADDRESS and CHANGED-ADDRESS and their CHANGE-REQUEST honoured too.
+    pub fn with_rfc5780(mut self, alt: Rfc5780) -> Self {
+        self.rfc5780 = Some(alt);
+        self
+    }
+
+    /// [`Stateless::classify`] of a datagram that came to the server's address `local`:
+    /// with RFC 5780 configured and `local` one of its endpoints, Binding requests are
+    /// answered as RFC 5780 asks (possibly from another endpoint).
+    pub fn classify_at(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        local: SocketAddr,
+        bytes: &[u8],
+    ) -> Verdict {
+        let Some(alt) = self.rfc5780 else {
+            return self.classify(now, from, bytes);
+        };
+        let Some(at) = alt.position(local) else {
+            return self.classify(now, from, bytes);
+        };
+        if !looks_like_stun(bytes) {
+            let via = |flags: u8| classic::Alternate {
+                source: alt.changed(at, flags),
+                changed: alt.changed(at, 0x06),
+            };
+            return match classic::binding_via(from, bytes, Some(&via)) {
+                Classic::AnswerFrom(source, b) => {
+                    if !self.budget.take(now, from.ip()) {
+                        return Verdict::Drop(DropReason::OverBudget);
+                    }
+                    self.answered[3].fetch_add(1, Ordering::Relaxed);
+                    Verdict::AnswerVia {
+                        source,
+                        destination: from,
+                        bytes: b,
+                    }
+                }
+                Classic::Answer(_) | Classic::Refused => Verdict::Drop(DropReason::Unwanted),
+                Classic::No => Verdict::Drop(DropReason::NotStun),
+            };
+        }
+        let Ok(msg) = Message::new_checked(bytes) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        if (msg.class(), msg.method()) != (Class::Request, Method::Binding) {
+            return self.classify(now, from, bytes);
+        }
+        let Ok(fingerprint) = msg.check_fingerprint() else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let discovery = [attr::CHANGE_REQUEST, attr::RESPONSE_PORT, attr::PADDING];
+        let unknown: Vec<u16> = unknown_required(&msg)
+            .into_iter()
+            .filter(|t| !discovery.contains(t))
+            .collect();
+        if !unknown.is_empty() {
+            return self.classify(now, from, bytes);
+        }
+        let mut flags = 0u8;
+        let mut destination = from;
+        let mut padding = None;
+        for a in msg.attributes() {
+            match a.typ {
+                attr::CHANGE_REQUEST => match a.value {
+                    [_, _, _, f] => flags = f & 0x06,
+                    _ => return Verdict::Drop(DropReason::Malformed),
+                },
+                attr::RESPONSE_PORT => match a.value {
+                    [h, l, _, _] => {
+                        let p = u16::from_be_bytes([*h, *l]);
+                        if p == 0 {
+                            return Verdict::Drop(DropReason::Malformed);
+                        }
+                        destination = SocketAddr::new(from.ip(), p);
+                    }
+                    _ => return Verdict::Drop(DropReason::Malformed),
+                },
+                attr::PADDING => padding = Some(a.value.len()),
+                _ => {}
+            }
+        }
+        let source = alt.changed(at, flags);
+        let mut b = MessageBuilder::new(Method::Binding, Class::Success, msg.transaction_id());
+        b.xor_addr(attr::XOR_MAPPED_ADDRESS, from);
+        b.attr(attr::RESPONSE_ORIGIN, &plain_address(source));
+        b.attr(attr::OTHER_ADDRESS, &plain_address(alt.changed(at, 0x06)));
+        if let Some(n) = padding {
+            // As long as the request's: nothing is amplified.
+            b.attr(attr::PADDING, &vec![0; n]);
+        }
+        if !self.budget.take(now, from.ip()) {
+            return Verdict::Drop(DropReason::OverBudget);
+        }
+        self.answered[0].fetch_add(1, Ordering::Relaxed);
+        let bytes = self.finish(b, fingerprint);
+        if source == local && destination == from {
+            Verdict::Answer(bytes)
+        } else {
+            Verdict::AnswerVia {
+                source,
+                destination,
+                bytes,
+            }
         }
     }
 
@@ -94,7 +261,8 @@ impl Stateless {
     pub fn classify(&self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Verdict {
         if !looks_like_stun(bytes) {
             return match classic::binding(from, bytes) {
-                Classic::Answer(b) => {
+                // (Without an alternate, never from another address.)
+                Classic::Answer(b) | Classic::AnswerFrom(_, b) => {
                     if !self.budget.take(now, from.ip()) {
                         return Verdict::Drop(DropReason::OverBudget);
                     }

@@ -300,6 +300,14 @@ pub struct Args {
     /// No TLS listener even with --cert.
     #[arg(long = "no-tls")]
     pub no_tls: bool,
+    /// A second address of the host, of the family of a listening address: RFC 5780 NAT
+    /// behaviour discovery (OTHER-ADDRESS, RESPONSE-ORIGIN, CHANGE-REQUEST answered from
+    /// the other address and/or port). The server also listens there.
+    #[arg(long = "alt-listening-ip")]
+    pub alt_listening_ip: Option<IpAddr>,
+    /// With --alt-listening-ip: the second port. Default: the listening port + 1.
+    #[arg(long = "alt-listening-port")]
+    pub alt_listening_port: Option<u16>,
 }
 
 /// `--alternate-server`: IP:PORT, or IP for port 3478.
@@ -372,6 +380,8 @@ pub struct FileConfig {
     pub pkey: Option<PathBuf>,
     pub tls_listening_port: Option<Vec<u16>>,
     pub no_tls: Option<bool>,
+    pub alt_listening_ip: Option<IpAddr>,
+    pub alt_listening_port: Option<u16>,
 }
 
 /// Everything the running server needs, validated.
@@ -416,6 +426,8 @@ pub struct Settings {
     pub tcp_fit: Option<usize>,
     /// `--max-tcp-connections` was given (not the default).
     pub tcp_total_given: bool,
+    /// RFC 5780 discovery endpoints (`--alt-listening-ip`); all four are in `listen`.
+    pub rfc5780: Option<xturn_control::stateless::Rfc5780>,
 }
 
 /// Default `--drain-timeout`: the default longest allocation lifetime.
@@ -468,7 +480,48 @@ impl Settings {
         if ips.is_empty() {
             ips.push(IpAddr::from([127, 0, 0, 1]));
         }
-        let listen: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let mut listen: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let rfc5780 = match a.alt_listening_ip.or(f.alt_listening_ip) {
+            None => {
+                if a.alt_listening_port.or(f.alt_listening_port).is_some() {
+                    bail!("--alt-listening-port needs --alt-listening-ip");
+                }
+                None
+            }
+            Some(alt) => {
+                let Some(primary) = ips
+                    .iter()
+                    .find(|ip| ip.is_ipv4() == alt.is_ipv4() && !ip.is_unspecified())
+                else {
+                    bail!(
+                        "--alt-listening-ip {alt}: give a specific --listening-ip of its family \
+                         to pair it with"
+                    );
+                };
+                if alt.is_unspecified() || alt == *primary {
+                    bail!("--alt-listening-ip {alt}: another specific address than {primary}");
+                }
+                let alt_port = match a.alt_listening_port.or(f.alt_listening_port) {
+                    Some(p) => p,
+                    None => port
+                        .checked_add(1)
+                        .context("--listening-port 65535 needs an --alt-listening-port")?,
+                };
+                if alt_port == 0 || alt_port == port {
+                    bail!("--alt-listening-port {alt_port}: not 0 and not the listening port");
+                }
+                let r = xturn_control::stateless::Rfc5780 {
+                    ips: [*primary, alt],
+                    ports: [port, alt_port],
+                };
+                for e in r.endpoints() {
+                    if !listen.contains(&e) {
+                        listen.push(e);
+                    }
+                }
+                Some(r)
+            }
+        };
 
         let relay_ips = pick_vec(a.relay_ip, f.relay_ip);
         let mut relay_ipv4 = None;
@@ -897,6 +950,7 @@ impl Settings {
             tls_config,
             tcp_fit: None,
             tcp_total_given,
+            rfc5780,
         })
     }
 }
@@ -1343,5 +1397,45 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("twice"), "{e:#}");
         assert!(parse(&base).unwrap().server.external.is_empty());
+    }
+
+    #[test]
+    fn alt_listening_ip_makes_four_endpoints_or_says_why_not() {
+        let s = parse(&[
+            "--listening-ip",
+            "127.0.0.1",
+            "--alt-listening-ip",
+            "127.0.0.2",
+        ])
+        .unwrap();
+        let r = s.rfc5780.unwrap();
+        assert_eq!(r.ports, [3478, 3479]);
+        assert_eq!(s.listen.len(), 4);
+        for e in r.endpoints() {
+            assert!(s.listen.contains(&e));
+        }
+        for (args, why) in [
+            (
+                &["--alt-listening-port", "4000"][..],
+                "needs --alt-listening-ip",
+            ),
+            (&["--alt-listening-ip", "::2"][..], "of its family"),
+            (
+                &["--alt-listening-ip", "127.0.0.1"][..],
+                "another specific address",
+            ),
+            (
+                &[
+                    "--alt-listening-ip",
+                    "127.0.0.2",
+                    "--alt-listening-port",
+                    "3478",
+                ][..],
+                "not 0 and not the listening port",
+            ),
+        ] {
+            let e = parse(&[&["--listening-ip", "127.0.0.1"][..], args].concat()).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{args:?}: {e:#}");
+        }
     }
 }

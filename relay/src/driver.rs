@@ -348,8 +348,19 @@ impl Worker {
                         "{} bytes of control traffic from {from} to {local}",
                         bytes.len()
                     );
-                    match self.shared.stateless.classify(now, from, bytes) {
+                    match self.shared.stateless.classify_at(now, from, local, bytes) {
                         Verdict::Answer(b) => self.to_clients[li].push(from, &b),
+                        Verdict::AnswerVia {
+                            source,
+                            destination,
+                            bytes,
+                        } => {
+                            // RFC 5780: from another of our endpoints (rare: sent at once).
+                            if let Some((_, s)) = self.listeners.iter().find(|(a, _)| *a == source)
+                            {
+                                let _ = s.send_to(&bytes, destination);
+                            }
+                        }
                         Verdict::Drop(r) => {
                             self.shared.dropped[drop_index(r)].fetch_add(1, Ordering::Relaxed);
                         }
@@ -491,6 +502,10 @@ fn restart_only(old: &Settings, new: &Settings) -> Vec<&'static str> {
     differs(old.tcp != new.tcp, "no-tcp/max-tcp-connections*");
     differs(old.tcp_plain != new.tcp_plain, "no-tcp");
     differs(
+        old.rfc5780 != new.rfc5780,
+        "alt-listening-ip/alt-listening-port",
+    );
+    differs(
         old.tls.as_ref().map(|t| &t.listen) != new.tls.as_ref().map(|t| &t.listen),
         "cert/pkey/tls-listening-port/no-tls (TLS on or off, its ports)",
     );
@@ -621,12 +636,23 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     });
     server.set_host_ips(host_ips.clone());
     let limits = server.limits();
-    let stateless = Stateless::new(
+    let mut stateless = Stateless::new(
         settings.server.software.clone(),
         settings.server.stateless_rate_per_prefix,
         rand::random(),
         Instant::now(),
     );
+    if let Some(r) = settings.rfc5780 {
+        stateless = stateless.with_rfc5780(r);
+        tracing::info!(
+            "RFC 5780 NAT behaviour discovery on {}",
+            r.endpoints()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut txs = Vec::new();
     let mut rxs = Vec::new();
     let mut epolls = Vec::new();
@@ -664,6 +690,14 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         }
         _ => None,
     };
+    if let (Some(x), Some(_)) = (xdp.as_mut(), settings.rfc5780) {
+        // The driver's answer has no RESPONSE-ORIGIN or OTHER-ADDRESS: the sockets answer.
+        x.set_switches(crate::xdp::Switches {
+            stun_responder: false,
+            ..Default::default()
+        })?;
+        tracing::info!("--alt-listening-ip: Binding requests are answered by the socket path");
+    }
     let worker_reports: Vec<Arc<Mutex<CopyReport>>> = (0..n).map(|_| Arc::default()).collect();
     let status = StatusWriter::new(
         Path::new(STATUS_DIR),

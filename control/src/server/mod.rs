@@ -585,6 +585,11 @@ impl Server {
         match self.stateless.classify(now, from, bytes) {
             Verdict::Server => self.handle_stateful(now, five_tuple, bytes),
             Verdict::Answer(b) => self.transmit(local, from, b, Transport::Udp),
+            Verdict::AnswerVia {
+                source,
+                destination,
+                bytes,
+            } => self.transmit(source, destination, bytes, Transport::Udp),
             Verdict::Drop(_) => {}
         }
     }
@@ -617,7 +622,8 @@ impl Server {
         match self.stateless.classify(now, from, bytes) {
             Verdict::Server => self.handle_stateful(now, five_tuple, bytes),
             Verdict::Answer(b) => self.transmit(local, from, b, Transport::Tcp),
-            Verdict::Drop(_) => {}
+            // (RFC 5780's changed origins are UDP's.)
+            Verdict::AnswerVia { .. } | Verdict::Drop(_) => {}
         }
         true
     }

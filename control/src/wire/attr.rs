@@ -26,6 +26,12 @@ pub const PASSWORD_ALGORITHM: u16 = 0x001D;
 pub const USERHASH: u16 = 0x001E;
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 pub const RESERVATION_TOKEN: u16 = 0x0022;
+/// RFC 5780 NAT behaviour discovery.
+pub const CHANGE_REQUEST: u16 = 0x0003;
+pub const PADDING: u16 = 0x0026;
+pub const RESPONSE_PORT: u16 = 0x0027;
+pub const RESPONSE_ORIGIN: u16 = 0x802B;
+pub const OTHER_ADDRESS: u16 = 0x802C;
 // Comprehension-optional range (0x8000-0xFFFF).
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;

@@ -16,6 +16,16 @@ const BINDING_RESPONSE: u16 = 0x0101;
 const MAPPED_ADDRESS: u16 = 0x0001;
 const RESPONSE_ADDRESS: u16 = 0x0002;
 const CHANGE_REQUEST: u16 = 0x0003;
+const SOURCE_ADDRESS: u16 = 0x0004;
+const CHANGED_ADDRESS: u16 = 0x0005;
+
+/// With an alternate address (RFC 3489's CHANGED-ADDRESS, RFC 5780's OTHER-ADDRESS): where
+/// the answer to a request with these CHANGE-REQUEST flags comes from, and the changed
+/// address to name.
+pub struct Alternate {
+    pub source: SocketAddr,
+    pub changed: SocketAddr,
+}
 
 /// What a datagram is, classic-wise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,10 +36,24 @@ pub enum Classic {
     Refused,
     /// The Binding response to send back.
     Answer(Vec<u8>),
+    /// The Binding response to send from this address (a CHANGE-REQUEST honoured, or
+    /// from the address it came to).
+    AnswerFrom(SocketAddr, Vec<u8>),
 }
 
 /// Classify `bytes` from `from`; answer a classic Binding request.
 pub fn binding(from: SocketAddr, bytes: &[u8]) -> Classic {
+    binding_via(from, bytes, None)
+}
+
+/// [`binding`] with an alternate address: CHANGE-REQUEST honoured, SOURCE-ADDRESS and
+/// CHANGED-ADDRESS in the answer. `alt` maps the request's CHANGE-REQUEST flags to the
+/// answer's source and the changed address.
+pub fn binding_via(
+    from: SocketAddr,
+    bytes: &[u8],
+    alt: Option<&dyn Fn(u8) -> Alternate>,
+) -> Classic {
     if bytes.len() < HEADER_LEN || bytes[0] & 0xC0 != 0 {
         return Classic::No;
     }
@@ -42,6 +66,7 @@ pub fn binding(from: SocketAddr, bytes: &[u8]) -> Classic {
         return Classic::No;
     }
     let mut at = HEADER_LEN;
+    let mut flags = 0u8;
     while at < bytes.len() {
         let Some(head) = bytes.get(at..at + 4) else {
             return Classic::Refused;
@@ -52,8 +77,10 @@ pub fn binding(from: SocketAddr, bytes: &[u8]) -> Classic {
             return Classic::Refused;
         };
         match t {
-            CHANGE_REQUEST if l != 4 || value[3] & 0x06 != 0 => return Classic::Refused,
-            CHANGE_REQUEST => {}
+            CHANGE_REQUEST if l != 4 || (value[3] & 0x06 != 0 && alt.is_none()) => {
+                return Classic::Refused
+            }
+            CHANGE_REQUEST => flags = value[3] & 0x06,
             RESPONSE_ADDRESS => return Classic::Refused,
             t if t < 0x8000 => return Classic::Refused,
             _ => {}
@@ -64,24 +91,38 @@ pub fn binding(from: SocketAddr, bytes: &[u8]) -> Classic {
     out.extend_from_slice(&BINDING_RESPONSE.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&bytes[4..HEADER_LEN]);
-    out.extend_from_slice(&MAPPED_ADDRESS.to_be_bytes());
-    match from.ip() {
+    address(&mut out, MAPPED_ADDRESS, from);
+    let via = alt.map(|alt| {
+        let a = alt(flags);
+        address(&mut out, SOURCE_ADDRESS, a.source);
+        address(&mut out, CHANGED_ADDRESS, a.changed);
+        a.source
+    });
+    let body = (out.len() - HEADER_LEN) as u16;
+    out[2..4].copy_from_slice(&body.to_be_bytes());
+    match via {
+        Some(source) => Classic::AnswerFrom(source, out),
+        None => Classic::Answer(out),
+    }
+}
+
+/// An RFC 3489 address attribute (not XOR'd).
+fn address(out: &mut Vec<u8>, typ: u16, a: SocketAddr) {
+    out.extend_from_slice(&typ.to_be_bytes());
+    match a.ip() {
         IpAddr::V4(ip) => {
             out.extend_from_slice(&8u16.to_be_bytes());
             out.extend_from_slice(&[0, 1]);
-            out.extend_from_slice(&from.port().to_be_bytes());
+            out.extend_from_slice(&a.port().to_be_bytes());
             out.extend_from_slice(&ip.octets());
         }
         IpAddr::V6(ip) => {
             out.extend_from_slice(&20u16.to_be_bytes());
             out.extend_from_slice(&[0, 2]);
-            out.extend_from_slice(&from.port().to_be_bytes());
+            out.extend_from_slice(&a.port().to_be_bytes());
             out.extend_from_slice(&ip.octets());
         }
     }
-    let body = (out.len() - HEADER_LEN) as u16;
-    out[2..4].copy_from_slice(&body.to_be_bytes());
-    Classic::Answer(out)
 }
 
 #[cfg(test)]
