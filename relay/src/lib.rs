@@ -16,6 +16,8 @@
 //!   socket and `xturn sessions` / `xturn kill`.
 //! - [`metrics`] (`--metrics-listen`: `/metrics`, `/healthz`, `/readyz`) and [`systemd`]
 //!   (sd_notify: ready, reloading, stopping, watchdog pings while every thread serves).
+//! - [`natprobe`]: `xturn nat-type`, the RFC 5780 NAT behaviour tests as a client.
+//! - [`stream`] and [`tls`]: TURN over TCP and TLS on the client leg.
 
 pub mod admin;
 pub mod afxdp;
@@ -25,6 +27,7 @@ pub mod driver;
 pub mod host;
 pub mod metrics;
 pub mod mmsg;
+pub mod natprobe;
 pub mod net;
 pub mod netlink;
 pub mod privileges;

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use xturn_relay::{admin, config, drain, serve, stats};
+use xturn_relay::{admin, config, drain, natprobe, serve, stats};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -49,6 +49,11 @@ enum Command {
     /// End an allocation of the running server (by its relayed address) or all of a
     /// user's, on every path at once; the client's next request gets 437.
     Kill(admin::KillArgs),
+    /// Tell the NAT this host is behind: the RFC 5780 mapping, filtering and hairpinning
+    /// tests against a STUN server with an alternate address (xturn --alt-listening-ip),
+    /// in RFC 4787's terms and the classic names (full cone, restricted cone,
+    /// port-restricted cone, symmetric).
+    NatType(natprobe::NatTypeArgs),
 }
 
 fn real_main() -> Result<()> {
@@ -59,6 +64,7 @@ fn real_main() -> Result<()> {
         Some(Command::Drain(a)) => drain::run(&a),
         Some(Command::Sessions(a)) => admin::sessions(&a),
         Some(Command::Kill(a)) => admin::kill(&a),
+        Some(Command::NatType(a)) => natprobe::run(&a),
         None => serve::serve(cli.server),
     }
 }
