@@ -698,7 +698,18 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         })?;
         tracing::info!("--alt-listening-ip: Binding requests are answered by the socket path");
     }
-    let worker_reports: Vec<Arc<Mutex<CopyReport>>> = (0..n).map(|_| Arc::default()).collect();
+    // The TCP thread's own data-plane copy: its updates and its report (one more copy).
+    let (tcp_updates, tcp_report) = if settings.tcp.is_some() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        txs.push(tx);
+        (Some(rx), Some(Arc::new(Mutex::new(CopyReport::default()))))
+    } else {
+        (None, None)
+    };
+    let worker_reports: Vec<Arc<Mutex<CopyReport>>> = (0..n)
+        .map(|_| Arc::default())
+        .chain(tcp_report.clone())
+        .collect();
     let status = StatusWriter::new(
         Path::new(STATUS_DIR),
         opened.as_ref().map_or_else(Default::default, |o| {
@@ -820,6 +831,17 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             });
             let control = TcpControl {
                 shared: shared.clone(),
+                rx: tcp_updates.expect("made with the TCP thread"),
+                data: {
+                    let mut d = DataPlane::with_limits(limits.clone());
+                    d.set_external(settings.server.external.clone());
+                    d
+                },
+                relays: HashMap::new(),
+                allocated: Default::default(),
+                to_peers: HashMap::new(),
+                report: tcp_report.clone().expect("made with the TCP thread"),
+                next_report: Instant::now(),
             };
             let stop = shared.shutdown.clone();
             let list = |v: &[SocketAddr]| {
@@ -1058,14 +1080,75 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     }
 }
 
-/// The control plane as the TCP thread sees it: messages and closes under the server
-/// lock, their outputs driven at once.
+/// The control plane as the TCP thread sees it: ChannelData relayed by its own data-plane
+/// copy (fed like a worker's, no lock), STUN messages and closes under the server lock,
+/// their outputs driven at once.
 struct TcpControl {
     shared: Arc<Shared>,
+    rx: Receiver<Update>,
+    data: DataPlane,
+    relays: HashMap<RelayAddr, Arc<UdpSocket>>,
+    /// The 5-tuples (connections) with an allocation, from the same changes.
+    allocated: std::collections::HashSet<FiveTuple>,
+    /// Datagrams to peers from what one poll read, sent with one sendmmsg per relay.
+    to_peers: HashMap<RelayAddr, SendBatch>,
+    report: Arc<Mutex<CopyReport>>,
+    next_report: Instant,
+}
+
+impl TcpControl {
+    fn apply_updates(&mut self) {
+        while let Ok(u) = self.rx.try_recv() {
+            match u {
+                Update::Data(c) => {
+                    match &c {
+                        Change::InstallAllocation { five_tuple, .. }
+                            if five_tuple.transport == Transport::Tcp =>
+                        {
+                            self.allocated.insert(*five_tuple);
+                        }
+                        Change::RemoveAllocation { five_tuple, .. } => {
+                            self.allocated.remove(five_tuple);
+                        }
+                        _ => {}
+                    }
+                    self.data.apply(&c);
+                }
+                Update::RelayOpened(r, s) => {
+                    self.relays.insert(r, s);
+                }
+                Update::RelayClosed(r) => {
+                    self.relays.remove(&r);
+                }
+                Update::Mtu(..) => {}
+            }
+        }
+    }
 }
 
 impl stream::Control for TcpControl {
     fn message(&mut self, now: Instant, ft: FiveTuple, bytes: &[u8]) -> bool {
+        if looks_like_channel_data(bytes) {
+            // What the server installed before it answered the client is queued here.
+            self.apply_updates();
+            if !self.allocated.contains(&ft) {
+                return false; // ChannelData without an allocation: nothing legitimate
+            }
+            if let Some(f) = self.data.client_to_peer(now, ft, bytes) {
+                let batch = self.to_peers.entry(f.relay).or_default();
+                batch.push(f.peer.0, &bytes[f.payload]);
+                // A fast stream is read until it has nothing more: send as it comes.
+                if batch.len() >= 256 {
+                    match self.relays.get(&f.relay) {
+                        Some(s) => {
+                            batch.flush(s.as_raw_fd());
+                        }
+                        None => batch.clear(),
+                    }
+                }
+            }
+            return true;
+        }
         let Some(mut s) = self.shared.server() else {
             return false;
         };
@@ -1087,6 +1170,35 @@ impl stream::Control for TcpControl {
         match self.shared.server() {
             Some(s) => fts.iter().map(|f| s.has_allocation(f)).collect(),
             None => vec![false; fts.len()],
+        }
+    }
+
+    fn flush(&mut self) {
+        for (relay, batch) in self.to_peers.iter_mut() {
+            if batch.is_empty() {
+                continue;
+            }
+            match self.relays.get(relay) {
+                Some(s) => {
+                    batch.flush(s.as_raw_fd());
+                }
+                None => batch.clear(),
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.apply_updates();
+        if now >= self.next_report {
+            self.next_report = now + REPORT_EVERY;
+            *self.report.lock().unwrap_or_else(|e| e.into_inner()) = CopyReport {
+                allocations: self.data.allocations().collect(),
+                totals: self.data.totals(),
+            };
+            self.data.shrink();
+            xturn_control::dataplane::shrink_map(&mut self.relays);
+            self.to_peers.retain(|r, _| self.relays.contains_key(r));
+            xturn_control::dataplane::shrink_map(&mut self.to_peers);
         }
     }
 }

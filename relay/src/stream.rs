@@ -119,6 +119,10 @@ pub trait Control: Send {
     fn closed(&mut self, ft: FiveTuple);
     /// Of `fts`, those that have an allocation.
     fn with_allocation(&mut self, fts: &[FiveTuple]) -> Vec<bool>;
+    /// What the messages of one poll's reads queued goes out now (batched sends).
+    fn flush(&mut self);
+    /// Every turn of the thread's loop (at least every 50 ms).
+    fn tick(&mut self, now: Instant);
 }
 
 /// Messages for TCP clients, from any thread.
@@ -265,6 +269,7 @@ impl TcpThread {
             }
             beat();
             let now = Instant::now();
+            control.tick(now);
             for ev in events.iter() {
                 match ev.token() {
                     WAKE => {}
@@ -283,6 +288,7 @@ impl TcpThread {
                     }
                 }
             }
+            control.flush();
             self.deliver();
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;

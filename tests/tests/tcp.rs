@@ -112,6 +112,27 @@ fn allocation_over_tcp_relays_both_ways_and_ends_with_the_connection() {
         assert_eq!(client::data_indication(&m), Some((p2, payload(k))));
     }
 
+    // Counted like any allocation: `xturn sessions` (the TCP thread's data-plane copy
+    // counts the ChannelData, the control plane the Send indications).
+    let pid = server.proc.child.id().to_string();
+    let end = Instant::now() + Duration::from_secs(5);
+    let counted = loop {
+        let out = std::process::Command::new(xturn_tests::xturn_bin())
+            .args(["sessions", "--pid", &pid, "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let row = v["sessions"][0]["sockets"].clone();
+        let got = (
+            row["to_peer_packets"].as_u64(),
+            row["to_client_packets"].as_u64(),
+        );
+        if got == (Some(N + 20), Some(N + 20)) || Instant::now() > end {
+            break (got, v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(counted.0, (Some(N + 20), Some(N + 20)), "{:#}", counted.1);
     // The allocation ends with the connection: the relayed port is free again at once.
     drop(c);
     let end = Instant::now() + Duration::from_secs(3);
