@@ -111,19 +111,16 @@ struct Conn {
 
 impl Conn {
     fn read_msg(&mut self) -> Result<Vec<u8>> {
+        use xturn_relay::stream::{frame, Frame};
         loop {
-            if self.buf.len() >= 4 {
-                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                let (msg, used) = if self.buf[0] >> 6 == 0 {
-                    (20 + len, 20 + len)
-                } else {
-                    (4 + len, (4 + len + 3) & !3)
-                };
-                if self.buf.len() >= used {
-                    let m = self.buf[..msg].to_vec();
-                    self.buf.drain(..used);
+            match frame(&self.buf) {
+                Frame::Message { len, consumed } => {
+                    let m = self.buf[..len].to_vec();
+                    self.buf.drain(..consumed);
                     return Ok(m);
                 }
+                Frame::Bad(why) => bail!("from the server: {why}"),
+                Frame::Incomplete => {}
             }
             let mut chunk = [0u8; 4096];
             let n = self.s.read(&mut chunk).context("reading from the server")?;

@@ -50,6 +50,8 @@ pub struct SessionRow {
     pub client: SocketAddr,
     pub server: SocketAddr,
     pub relay: SocketAddr,
+    /// `udp` or `tcp` (TLS included) between the client and the server.
+    pub transport: String,
     pub age_secs: u64,
     pub expires_in_secs: u64,
     pub permissions: usize,
@@ -203,8 +205,8 @@ pub struct SessionsArgs {
     /// The server's process id; needed only when several xturn servers run here.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Print JSON: {"sessions": [{user, client, server, relay, age_secs, expires_in_secs,
-    /// permissions, channels, afxdp, sockets}]}.
+    /// Print JSON: {"sessions": [{user, client, server, relay, transport, age_secs,
+    /// expires_in_secs, permissions, channels, afxdp, sockets}]}.
     #[arg(long)]
     pub json: bool,
 }
@@ -232,14 +234,14 @@ fn counters(c: &Counters) -> String {
 /// The table `xturn sessions` prints.
 pub fn table(rows: &[SessionRow]) -> String {
     let mut out = format!(
-        "{:<24} {:<24} {:<24} {:>7} {:>7}  {:<32} {}\n",
+        "{:<24} {:<28} {:<24} {:>7} {:>7}  {:<32} {}\n",
         "USER", "CLIENT", "RELAYED", "AGE_S", "LEFT_S", "AF_XDP (to peer/to client)", "SOCKETS"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<24} {:<24} {:<24} {:>7} {:>7}  {:<32} {}\n",
+            "{:<24} {:<28} {:<24} {:>7} {:>7}  {:<32} {}\n",
             r.user,
-            r.client,
+            format!("{}/{}", r.transport, r.client),
             r.relay,
             r.age_secs,
             r.expires_in_secs,
@@ -305,6 +307,10 @@ pub fn row(s: &xturn_control::server::Session, status: &status::Status) -> Sessi
         client: s.client,
         server: s.server,
         relay: s.relay,
+        transport: match s.transport {
+            xturn_control::Transport::Udp => "udp".into(),
+            xturn_control::Transport::Tcp => "tcp".into(),
+        },
         age_secs: s.age.as_secs(),
         expires_in_secs: s.expires_in.as_secs(),
         permissions: s.permissions,

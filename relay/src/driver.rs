@@ -821,6 +821,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             },
         )?);
     }
+    let tcp_open = tcp.as_ref().map(|(t, _)| t.open_gauge());
     let tcp_thread = match tcp {
         Some((t, _)) => {
             let beat = Arc::new(AtomicU64::new(0));
@@ -1000,6 +1001,12 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                 control: control_stats,
                 answered: shared.stateless.answered(),
                 xdp: xdp_counters,
+                tcp: tcp_open.as_ref().map(|open| {
+                    (
+                        open.load(Ordering::Relaxed),
+                        shared.tcp.as_ref().map_or(0, |o| o.dropped()),
+                    )
+                }),
             };
         }
         if let Err(e) = written {

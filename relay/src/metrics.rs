@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub answered: Answered,
     /// The XDP program's outcome counters, with `--xdp`.
     pub xdp: Option<xdp::Counters>,
+    /// TCP/TLS: (connections open, messages to TCP clients dropped for full queues).
+    pub tcp: Option<(u64, u64)>,
 }
 
 /// A thread's heartbeat: milliseconds since [`Health::epoch`] at its last loop turn.
@@ -298,6 +300,20 @@ pub fn render(s: &Snapshot) -> String {
             "afxdp_threads_alive",
             "AF_XDP forwarder threads serving their queues.",
             s.status.threads.iter().filter(|t| t.alive).count() as u64,
+        );
+    }
+    if let Some((open, dropped)) = s.tcp {
+        gauge(
+            &mut r,
+            "tcp_connections",
+            "TCP and TLS client connections open.",
+            open,
+        );
+        counter(
+            &mut r,
+            "tcp_dropped",
+            "Messages to TCP and TLS clients dropped because their queue was full.",
+            dropped,
         );
     }
     if !fallbacks.is_empty() {

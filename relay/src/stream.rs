@@ -186,6 +186,8 @@ pub struct TcpThread {
     per_ip: HashMap<IpAddr, usize>,
     next: usize,
     pub refused: u64,
+    /// Connections open, for the metrics.
+    open: Arc<AtomicU64>,
 }
 
 /// A listening socket with a backlog of [`BACKLOG`] (mio's and std's 128 overflowed here
@@ -247,6 +249,7 @@ pub fn bind(
             per_ip: HashMap::new(),
             next: FIRST_CONN,
             refused: 0,
+            open: Arc::default(),
         },
         outbox,
     ))
@@ -255,6 +258,11 @@ pub fn bind(
 impl TcpThread {
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The number of connections open, kept up to date by [`TcpThread::run`].
+    pub fn open_gauge(&self) -> Arc<AtomicU64> {
+        self.open.clone()
     }
 
     /// Serve until `shutdown`; `beat` is called at every turn (heartbeat).
@@ -290,6 +298,7 @@ impl TcpThread {
             }
             control.flush();
             self.deliver();
+            self.open.store(self.conns.len() as u64, Ordering::Relaxed);
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
                 self.sweep(now, &mut control);

@@ -88,6 +88,7 @@ fn sessions_lists_and_kill_stops_an_allocation_or_a_users_all_at_once() {
             .find(|r| r["relay"] == relay.to_string())
             .unwrap_or_else(|| panic!("no row for {relay}: {rows:#?}"));
         assert_eq!(row["user"], user);
+        assert_eq!(row["transport"], "udp");
         assert_eq!(row["client"], client.sock.local_addr().unwrap().to_string());
         assert_eq!(row["server"], server.addr.to_string());
         assert_eq!(row["channels"], 1);

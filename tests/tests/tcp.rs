@@ -47,7 +47,16 @@ fn server() -> Xturn {
 
 #[test]
 fn allocation_over_tcp_relays_both_ways_and_ends_with_the_connection() {
-    let server = server();
+    let metrics_port = xturn_tests::free_tcp_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let server = Xturn::start(&[
+        "--user",
+        "alice:wonderland",
+        "--allow-loopback-peers",
+        "--metrics-listen",
+        &listen,
+    ]);
+    let url = format!("http://{listen}/metrics");
     let mut c = tcp_turn(server.addr, "alice", "wonderland");
     let relay = c.allocate();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -133,6 +142,16 @@ fn allocation_over_tcp_relays_both_ways_and_ends_with_the_connection() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(counted.0, (Some(N + 20), Some(N + 20)), "{:#}", counted.1);
+    assert_eq!(
+        counted.1["sessions"][0]["transport"], "tcp",
+        "{:#}",
+        counted.1
+    );
+    let m = xturn_tests::scrape_until(None, &url, |m| {
+        m.get("xturn_tcp_connections{}") == Some(&1.0)
+    });
+    assert_eq!(m.get("xturn_tcp_connections{}"), Some(&1.0), "{m:#?}");
+    assert_eq!(m.get("xturn_tcp_dropped_total{}"), Some(&0.0), "{m:#?}");
     // The allocation ends with the connection: the relayed port is free again at once.
     drop(c);
     let end = Instant::now() + Duration::from_secs(3);
@@ -151,6 +170,14 @@ fn allocation_over_tcp_relays_both_ways_and_ends_with_the_connection() {
     // And the server serves new connections.
     let mut again = tcp_turn(server.addr, "alice", "wonderland");
     again.allocate();
+    let m = xturn_tests::scrape_until(None, &url, |m| {
+        m.get("xturn_tcp_connections{}") == Some(&1.0)
+    });
+    assert_eq!(
+        m.get("xturn_tcp_connections{}"),
+        Some(&1.0),
+        "the closed one is gone: {m:#?}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! `Remove*` outputs, its port and quota are freed, and its client's next request gets 437.
 
 use super::{Allocation, Server};
-use crate::types::FiveTuple;
+use crate::types::{FiveTuple, Transport};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ pub struct Session {
     /// The listening address the client talks to.
     pub server: SocketAddr,
     pub relay: SocketAddr,
+    /// UDP, or TCP (plain or TLS) on the client leg.
+    pub transport: Transport,
     pub age: Duration,
     pub expires_in: Duration,
     pub permissions: usize,
@@ -28,6 +30,7 @@ fn session(now: Instant, ft: &FiveTuple, a: &Allocation) -> Session {
         client: ft.client.0,
         server: ft.server,
         relay: a.relay.0,
+        transport: ft.transport,
         age: now.saturating_duration_since(a.created),
         expires_in: a.expires.saturating_duration_since(now),
         permissions: a.permissions.len(),
