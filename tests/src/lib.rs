@@ -813,3 +813,69 @@ impl<S: std::io::Read + std::io::Write> StreamTurn<S> {
         self.turn.answer(&r)
     }
 }
+
+/// coturn's `turnutils_uclient` with `args` against 127.0.0.1:`port`: asserts exit 0,
+/// 0 lost packets and `expect_msgs` messages sent and received back.
+pub fn uclient(port: u16, args: &[&str], expect_msgs: u64) {
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg("turnutils_uclient")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .arg("127.0.0.1")
+        .output()
+        .expect("run turnutils_uclient");
+    let text = output_text(&out);
+    assert!(
+        out.status.success(),
+        "turnutils_uclient {args:?} failed ({:?}):\n{text}",
+        out.status
+    );
+    assert!(
+        text.contains("Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)"),
+        "loss reported by turnutils_uclient {args:?}:\n{text}"
+    );
+    let want = format!("tot_send_msgs={expect_msgs}, tot_recv_msgs={expect_msgs}");
+    assert!(
+        text.contains(&want),
+        "expected {want} from {args:?}:\n{text}"
+    );
+}
+
+/// coturn's `turnutils_peer` (a UDP echo) on 127.0.0.1 at a free port: (process, port).
+pub fn turnutils_peer() -> (Proc, u16) {
+    let port = free_udp_port_pair();
+    let mut c = Command::new("turnutils_peer");
+    c.args(["-L", "127.0.0.1", "-p", &port.to_string()]);
+    let p = Proc::spawn("turnutils_peer", c);
+    std::thread::sleep(Duration::from_millis(300));
+    (p, port)
+}
+
+/// `turnutils_uclient` as alice/wonderland to 127.0.0.1:`port` with `transport` flags
+/// (e.g. `-t`, `-t -S`): channels (200-byte messages), then Send indications (171), 2
+/// clients x 500 messages each, echoed by a `turnutils_peer`, 0 lost.
+pub fn uclient_channels_and_send(port: u16, transport: &[&str]) {
+    let (_peer, peer_port) = turnutils_peer();
+    let pp = peer_port.to_string();
+    for (extra, len) in [(None, "200"), (Some("-s"), "171")] {
+        let mut args = transport.to_vec();
+        args.extend(extra);
+        args.extend([
+            "-u",
+            "alice",
+            "-w",
+            "wonderland",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &pp,
+            "-n",
+            "500",
+            "-l",
+            len,
+            "-X",
+        ]);
+        uclient(port, &args, 1000);
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 use std::time::Duration;
-use xturn_tests::{free_udp_port_pair, have, Proc, Xturn};
+use xturn_tests::{have, Proc, Xturn};
 
 fn require_coturn() {
     assert!(
@@ -37,40 +37,12 @@ fn xturn() -> Xturn {
     xturn_with(&["--allow-loopback-peers"])
 }
 
-/// Run turnutils_uclient with `args`; assert exit 0, 0 lost packets and all messages back.
 fn uclient(server: &Xturn, args: &[&str], expect_msgs: u64) {
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg("turnutils_uclient")
-        .args(["-p", &server.addr.port().to_string()])
-        .args(args)
-        .arg("127.0.0.1")
-        .output()
-        .expect("run turnutils_uclient");
-    let text = xturn_tests::output_text(&out);
-    assert!(
-        out.status.success(),
-        "turnutils_uclient {args:?} failed ({:?}):\n{text}",
-        out.status
-    );
-    assert!(
-        text.contains("Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)"),
-        "loss reported by turnutils_uclient {args:?}:\n{text}"
-    );
-    let want = format!("tot_send_msgs={expect_msgs}, tot_recv_msgs={expect_msgs}");
-    assert!(
-        text.contains(&want),
-        "expected {want} from {args:?}:\n{text}"
-    );
+    xturn_tests::uclient(server.addr.port(), args, expect_msgs);
 }
 
 fn peer() -> (Proc, u16) {
-    let port = free_udp_port_pair();
-    let mut c = Command::new("turnutils_peer");
-    c.args(["-L", "127.0.0.1", "-p", &port.to_string()]);
-    let p = Proc::spawn("turnutils_peer", c);
-    std::thread::sleep(Duration::from_millis(300));
-    (p, port)
+    xturn_tests::turnutils_peer()
 }
 
 #[test]
@@ -264,26 +236,5 @@ fn stunclient_decodes_our_xor_mapped_address() {
 fn uclient_over_tcp_channels_and_send_indications() {
     require_coturn();
     let server = xturn();
-    let (_peer, port) = peer();
-    let port = port.to_string();
-    for (extra, len) in [(None, "200"), (Some("-s"), "171")] {
-        let mut args = vec!["-t"];
-        args.extend(extra);
-        args.extend([
-            "-u",
-            "alice",
-            "-w",
-            "wonderland",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &port,
-            "-n",
-            "500",
-            "-l",
-            len,
-            "-X",
-        ]);
-        uclient(&server, &args, 1000);
-    }
+    xturn_tests::uclient_channels_and_send(server.addr.port(), &["-t"]);
 }

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use xturn_control::client::{self, Answer};
 use xturn_control::wire::{attr, channel_data, Method, TransactionId};
-use xturn_tests::{
-    free_tcp_port, free_udp_port_pair, have, output_text, payload, Proc, StreamTurn, TestPki, Xturn,
-};
+use xturn_tests::{free_tcp_port, have, output_text, payload, StreamTurn, TestPki, Xturn};
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
@@ -205,52 +203,8 @@ fn uclient_over_tls_channels_and_send_indications() {
         "coturn's turnutils_* are missing: tests/run.sh installs Debian's coturn"
     );
     let pki = TestPki::new("uclient");
-    let (server, port) = tls_server(&pki, &[]);
-    let peer_port = free_udp_port_pair();
-    let mut c = Command::new("turnutils_peer");
-    c.args(["-L", "127.0.0.1", "-p", &peer_port.to_string()]);
-    let _peer = Proc::spawn("turnutils_peer", c);
-    std::thread::sleep(Duration::from_millis(300));
-    let pp = peer_port.to_string();
-    for (extra, len) in [(None, "200"), (Some("-s"), "171")] {
-        let mut args = vec!["-t", "-S", "-p"];
-        let ps = port.to_string();
-        args.push(&ps);
-        args.extend(extra);
-        args.extend([
-            "-u",
-            "alice",
-            "-w",
-            "wonderland",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &pp,
-            "-n",
-            "500",
-            "-l",
-            len,
-            "-X",
-            "127.0.0.1",
-        ]);
-        let out = Command::new("timeout")
-            .arg("90")
-            .arg("turnutils_uclient")
-            .args(&args)
-            .output()
-            .unwrap();
-        let text = output_text(&out);
-        assert!(
-            out.status.success(),
-            "{args:?}:\n{text}\n{}",
-            server.proc.output()
-        );
-        assert!(
-            text.contains("Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)")
-                && text.contains("tot_send_msgs=1000, tot_recv_msgs=1000"),
-            "{args:?}:\n{text}"
-        );
-    }
+    let (_server, port) = tls_server(&pki, &[]);
+    xturn_tests::uclient_channels_and_send(port, &["-t", "-S"]);
 }
 
 #[test]
