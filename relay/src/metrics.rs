@@ -376,7 +376,11 @@ fn respond(req: tiny_http::Request, e: &Endpoint) {
     } else {
         match req.url().split('?').next().unwrap_or("") {
             "/metrics" => {
-                let s = e.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut s = e.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                // The snapshot is refreshed once per status period; the drain flag is
+                // set the moment the signal is taken, and /readyz reads it directly,
+                // so the gauge reads it too (a scrape never disagrees with /readyz).
+                s.status.draining |= e.health.draining.load(Ordering::Relaxed);
                 (
                     200,
                     render(&s),
