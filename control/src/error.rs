@@ -16,6 +16,11 @@ pub enum BadRequest {
     MissingPeer,
     UnknownMethod,
     ReservationWithEvenPort,
+    /// RFC 6062: a TCP allocation asked over UDP, with DONT-FRAGMENT, EVEN-PORT or
+    /// RESERVATION-TOKEN; Connect on a UDP allocation; ChannelBind on a TCP one;
+    /// ConnectionBind over UDP, on a connection with an allocation, or naming no
+    /// connection waiting for one.
+    Tcp,
 }
 
 /// Errors a request can end in (RFC 8489 section 14.8, RFC 8656 section 19).
@@ -44,6 +49,10 @@ pub enum TurnError {
     UnsupportedTransport,
     #[error("peer address family mismatch")]
     PeerAddressFamilyMismatch,
+    #[error("connection already exists")]
+    ConnectionAlreadyExists,
+    #[error("connection timeout or failure")]
+    ConnectionFailure,
     #[error("allocation quota reached")]
     AllocationQuotaReached,
     #[error("insufficient capacity")]
@@ -65,6 +74,8 @@ impl TurnError {
             TurnError::WrongCredentials => (441, "Wrong Credentials"),
             TurnError::UnsupportedTransport => (442, "Unsupported Transport Protocol"),
             TurnError::PeerAddressFamilyMismatch => (443, "Peer Address Family Mismatch"),
+            TurnError::ConnectionAlreadyExists => (446, "Connection Already Exists"),
+            TurnError::ConnectionFailure => (447, "Connection Timeout or Failure"),
             TurnError::AllocationQuotaReached => (486, "Allocation Quota Reached"),
             TurnError::InsufficientCapacity => (508, "Insufficient Capacity"),
         }

@@ -31,8 +31,8 @@ pub mod wire;
 
 pub use dataplane::{DataPlane, PeerRoute, ToClient, ToPeer};
 pub use error::TurnError;
-pub use output::{BindToken, Change, Output, Transmit};
-pub use server::{Config, Server};
+pub use output::{BindToken, Change, Output, TcpRelay, Transmit};
+pub use server::{Config, Server, StreamVerdict};
 pub use types::{
-    ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr, Transport,
+    ChannelNumber, ClientAddr, ConnectionId, ExternalIps, FiveTuple, PeerAddr, RelayAddr, Transport,
 };

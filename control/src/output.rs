@@ -3,7 +3,7 @@
 //! changes for the data planes ([`Change`]: socket tables, eBPF maps, AF_XDP forwarders).
 //! A data plane takes a [`Change`] only, so it never filters out what is not its own.
 
-use crate::types::{ChannelNumber, FiveTuple, PeerAddr, RelayAddr, Transport};
+use crate::types::{ChannelNumber, ConnectionId, FiveTuple, PeerAddr, RelayAddr, Transport};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -28,14 +28,39 @@ pub enum Output {
     Transmit(Transmit),
     /// Bind a UDP socket (or otherwise reserve) `relay`, then call
     /// `Server::relay_bound` with the outcome. `dont_fragment`: set DF on relayed
-    /// datagrams (the client sent DONT-FRAGMENT).
+    /// datagrams (the client sent DONT-FRAGMENT). With [`Transport::Tcp`] (an RFC 6062
+    /// TCP allocation) it is a TCP listening socket instead, which also gives outgoing
+    /// connections their source ([`TcpRelay::Connect`]).
     BindRelay {
         token: BindToken,
         relay: RelayAddr,
         dont_fragment: bool,
+        transport: Transport,
     },
+    /// RFC 6062 TCP allocations: connections to and from peers.
+    Tcp(TcpRelay),
     /// A change to the data-plane tables, for every fast path the driver runs.
     DataPlane(Change),
+}
+
+/// What the driver does with the peer connections of TCP allocations (RFC 6062). The
+/// driver owns the sockets; the server owns the state and the deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpRelay {
+    /// Open a TCP connection from `relay` (the allocation's listening address) to `peer`,
+    /// then call `Server::peer_connected` with the outcome (a failure after a bounded
+    /// time: the server also answers 447 at its own deadline).
+    Connect {
+        id: ConnectionId,
+        relay: RelayAddr,
+        peer: SocketAddr,
+    },
+    /// Close the peer connection `id` and the client's data connection joined to it, if
+    /// any (no `Server::tcp_connection_closed` is needed for it).
+    Close { id: ConnectionId },
+    /// The TCP allocation at `relay` is gone: close its listening socket (its
+    /// connections were closed by the `Close`s just before).
+    CloseListener { relay: RelayAddr },
 }
 
 /// A change to the data-plane tables. Installs carry absolute expiry times so a fast path

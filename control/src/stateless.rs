@@ -301,6 +301,8 @@ impl Stateless {
             | (Class::Request, Method::Refresh)
             | (Class::Request, Method::CreatePermission)
             | (Class::Request, Method::ChannelBind)
+            | (Class::Request, Method::Connect)
+            | (Class::Request, Method::ConnectionBind)
             | (Class::Indication, Method::Send) => return Verdict::Server,
             (Class::Request, _) => (
                 self.error(&msg, TurnError::BadRequest(BadRequest::UnknownMethod), &[]),

@@ -52,6 +52,10 @@ impl FiveTuple {
     }
 }
 
+/// A TCP connection to or from a peer on a TCP allocation (RFC 6062 CONNECTION-ID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u32);
+
 /// A channel number in the valid range 0x4000-0x4FFF (RFC 8656 section 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelNumber(u16);

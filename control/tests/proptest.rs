@@ -98,7 +98,7 @@ impl Env {
             match o {
                 Output::Transmit(t) => out.push(t.payload),
                 Output::BindRelay { token, .. } => self.server.relay_bound(self.now, token, true),
-                Output::DataPlane(_) => {}
+                Output::DataPlane(_) | Output::Tcp(_) => {}
             }
         }
         out

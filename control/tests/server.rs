@@ -133,6 +133,7 @@ impl Harness {
                     token,
                     relay,
                     dont_fragment,
+                    ..
                 } => {
                     out.binds.push(relay);
                     out.dont_fragment.push(dont_fragment);
@@ -142,6 +143,7 @@ impl Harness {
                     }
                 }
                 Output::DataPlane(c) => out.data.push(c),
+                Output::Tcp(t) => panic!("no TCP allocation here: {t:?}"),
             }
         }
         out
@@ -1146,15 +1148,20 @@ fn request_on_allocation_of_another_user_gets_441() {
 }
 
 #[test]
-fn requested_transport_missing_or_tcp() {
+fn requested_transport_missing_unknown_or_tcp_over_udp() {
     let mut h = Harness::new(config());
     let mut c = alice();
     let r = h.allocate_with(&mut c, client_addr(), &|_| {});
     assert_error(r.last(), Method::Allocate, 400);
     let r = h.allocate_with(&mut c, client_addr(), &|b| {
-        b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+        b.attr(attr::REQUESTED_TRANSPORT, &[132, 0, 0, 0]);
     });
     assert_error(r.last(), Method::Allocate, 442);
+    // RFC 6062 section 5.1: a TCP allocation over UDP is a bad request.
+    let r = h.allocate_with(&mut c, client_addr(), &|b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+    });
+    assert_error(r.last(), Method::Allocate, 400);
     let r = h.allocate_with(&mut c, client_addr(), &|b| {
         b.attr(attr::REQUESTED_TRANSPORT, &[17, 0]);
     });

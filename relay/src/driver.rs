@@ -38,7 +38,8 @@ use xturn_control::bandwidth::Limits;
 use xturn_control::stateless::{DropReason, Stateless, Verdict};
 use xturn_control::wire::{looks_like_channel_data, TransactionId};
 use xturn_control::{
-    Change, ClientAddr, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server, Transport,
+    Change, ClientAddr, ConnectionId, DataPlane, FiveTuple, Output, PeerAddr, RelayAddr, Server,
+    StreamVerdict, Transport,
 };
 
 struct Shared {
@@ -167,7 +168,36 @@ impl Shared {
                 Output::BindRelay {
                     token,
                     relay,
+                    transport: Transport::Tcp,
+                    ..
+                } => {
+                    // An RFC 6062 TCP allocation: a listener, served by the TCP thread.
+                    let bound = self
+                        .tcp
+                        .as_ref()
+                        .ok_or_else(|| std::io::Error::other("no TCP thread"))
+                        .and_then(|o| Ok((o, stream::relay_listener(relay)?)));
+                    match bound {
+                        Ok((o, l)) => {
+                            o.command(stream::Cmd::Listen(relay, l));
+                            server.relay_bound(now, token, true);
+                        }
+                        Err(e) => {
+                            tracing::debug!("tcp relay address {} unavailable: {e}", relay.0);
+                            server.relay_bound(now, token, false);
+                        }
+                    }
+                }
+                Output::Tcp(op) => {
+                    if let Some(o) = &self.tcp {
+                        o.command(stream::Cmd::Relay(op));
+                    }
+                }
+                Output::BindRelay {
+                    token,
+                    relay,
                     dont_fragment,
+                    transport: Transport::Udp,
                 } => match net::relay_socket(relay.0, dont_fragment) {
                     Ok(sock) => {
                         let sock = Arc::new(sock);
@@ -1134,12 +1164,13 @@ impl TcpControl {
 }
 
 impl stream::Control for TcpControl {
-    fn message(&mut self, now: Instant, ft: FiveTuple, bytes: &[u8]) -> bool {
+    fn message(&mut self, now: Instant, ft: FiveTuple, bytes: &[u8]) -> StreamVerdict {
         if looks_like_channel_data(bytes) {
             // What the server installed before it answered the client is queued here.
             self.apply_updates();
             if !self.allocated.contains(&ft) {
-                return false; // ChannelData without an allocation: nothing legitimate
+                // ChannelData without a (UDP) allocation: nothing legitimate sends that.
+                return StreamVerdict::Close;
             }
             if let Some(f) = self.data.client_to_peer(now, ft, bytes) {
                 let batch = self.to_peers.entry(f.relay).or_default();
@@ -1154,16 +1185,42 @@ impl stream::Control for TcpControl {
                     }
                 }
             }
-            return true;
+            return StreamVerdict::Keep;
         }
         let Some(mut s) = self.shared.server() else {
-            return false;
+            return StreamVerdict::Close;
         };
-        let keep = s.handle_stream_message(now, ft, bytes);
+        let verdict = s.handle_stream_message(now, ft, bytes);
         // Its outputs go to peers (relay sockets) and down TCP connections: no UDP
         // listener is needed.
         self.shared.drive(&mut s, now, &[]);
-        keep
+        verdict
+    }
+
+    fn peer_connected(&mut self, now: Instant, id: ConnectionId, ok: bool) {
+        if let Some(mut s) = self.shared.server() {
+            s.peer_connected(now, id, ok);
+            self.shared.drive(&mut s, now, &[]);
+        }
+    }
+
+    fn peer_incoming(
+        &mut self,
+        now: Instant,
+        relay: RelayAddr,
+        peer: SocketAddr,
+    ) -> Option<ConnectionId> {
+        let mut s = self.shared.server()?;
+        let id = s.peer_connection_incoming(now, relay, peer);
+        self.shared.drive(&mut s, now, &[]);
+        id
+    }
+
+    fn tcp_closed(&mut self, id: ConnectionId) {
+        if let Some(mut s) = self.shared.server() {
+            s.tcp_connection_closed(id);
+            self.shared.drive(&mut s, Instant::now(), &[]);
+        }
     }
 
     fn closed(&mut self, ft: FiveTuple) {

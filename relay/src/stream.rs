@@ -13,6 +13,16 @@
 //! the same path: rustls decrypts what is read and encrypts what is written, in this
 //! thread; the handshake counts into the first-message deadline.
 //!
+//! RFC 6062 TCP allocations live here too: the relayed address is a listening socket
+//! ([`Cmd::Listen`], bound by the driver with `SO_REUSEPORT` so that connections to
+//! peers can leave from the same address), peers connect to it or are connected to
+//! ([`TcpRelay::Connect`]), and a client connection that bound itself to one with
+//! ConnectionBind ([`StreamVerdict::Data`]) stops being framed: from the next byte on,
+//! the two connections are joined, byte for byte. Each direction is bounded by
+//! [`MAX_QUEUED`] with back-pressure (the sending side is not read while the other's
+//! queue is full); when one side ends, what is queued for the other is written (for at
+//! most [`LINGER`]) and it is closed too.
+//!
 //! Bounds: a connection must send a whole first message within [`FIRST_MESSAGE`] and,
 //! while it has no allocation, is closed after [`IDLE_WITHOUT_ALLOCATION`] without input
 //! and at [`LIFE_WITHOUT_ALLOCATION`] in any case; only a connection with an allocation
@@ -32,7 +42,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xturn_control::{ClientAddr, FiveTuple, Transport};
+use xturn_control::{
+    ClientAddr, ConnectionId, FiveTuple, RelayAddr, StreamVerdict, TcpRelay, Transport,
+};
 
 /// Longest STUN message taken from a stream (no TURN request comes near it).
 pub const MAX_STUN: usize = 8192;
@@ -45,6 +57,9 @@ pub const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(10);
 /// A connection that has no allocation this long after it was accepted is closed, input
 /// or not (a trickle cannot hold it).
 pub const LIFE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(30);
+/// A joined connection whose other side ended is closed when its queue is written, or
+/// after this.
+pub const LINGER: Duration = Duration::from_secs(5);
 /// How often deadlines are looked at.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 const WAKE: Token = Token(usize::MAX);
@@ -113,8 +128,19 @@ pub fn pad_for_stream(msg: &mut Vec<u8>) {
 
 /// What the TCP thread asks of the control plane.
 pub trait Control: Send {
-    /// A whole message from `ft`; `false` closes the connection.
-    fn message(&mut self, now: Instant, ft: FiveTuple, bytes: &[u8]) -> bool;
+    /// A whole message from `ft`: what the connection is now.
+    fn message(&mut self, now: Instant, ft: FiveTuple, bytes: &[u8]) -> StreamVerdict;
+    /// A connection attempt of [`TcpRelay::Connect`] ended.
+    fn peer_connected(&mut self, now: Instant, id: ConnectionId, ok: bool);
+    /// A peer connected to the TCP relayed address `relay`: its id, or `None` to refuse it.
+    fn peer_incoming(
+        &mut self,
+        now: Instant,
+        relay: RelayAddr,
+        peer: SocketAddr,
+    ) -> Option<ConnectionId>;
+    /// Peer connection `id` (or its data connection) ended.
+    fn tcp_closed(&mut self, id: ConnectionId);
     /// The connection `ft` closed (its allocation ends).
     fn closed(&mut self, ft: FiveTuple);
     /// Of `fts`, those that have an allocation.
@@ -125,14 +151,51 @@ pub trait Control: Send {
     fn tick(&mut self, now: Instant);
 }
 
+/// What the control plane asks of the TCP thread for TCP allocations.
+pub enum Cmd {
+    /// Serve this listening socket (bound to a TCP allocation's relayed address).
+    Listen(RelayAddr, std::net::TcpListener),
+    Relay(TcpRelay),
+}
+
 /// Messages for TCP clients, from any thread.
 pub struct Outbox {
     tx: Sender<(FiveTuple, Vec<u8>)>,
+    cmds: Sender<Cmd>,
     waker: Waker,
     dropped: AtomicU64,
 }
 
+/// A TCP allocation's listening socket at `relay`: `SO_REUSEPORT`, so that connections
+/// to peers can be bound to the same address ([`TcpRelay::Connect`]).
+pub fn relay_listener(relay: RelayAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = relay_socket(relay)?;
+    s.listen(128)?;
+    Ok(s.into())
+}
+
+fn relay_socket(relay: RelayAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = relay.0;
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
 impl Outbox {
+    /// Hand `cmd` to the TCP thread.
+    pub fn command(&self, cmd: Cmd) {
+        if self.cmds.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
     /// Queue `msg` for the client of `ft` (dropped, and counted, when the queue is full).
     pub fn send(&self, ft: FiveTuple, mut msg: Vec<u8>) {
         pad_for_stream(&mut msg);
@@ -171,6 +234,28 @@ struct Conn {
     last_in: Instant,
     framed: bool,
     writing: bool,
+    /// A ConnectionBind just succeeded: join with this peer connection next.
+    binding: Option<ConnectionId>,
+    /// A data connection: the peer connection it is joined to.
+    peer: Option<Token>,
+    /// Not read: the peer connection's queue is full.
+    paused: bool,
+    /// The other side ended: close once `out` is written (or at [`LINGER`]).
+    closing: Option<Instant>,
+}
+
+/// A TCP allocation's connection to or from a peer.
+struct PeerConn {
+    stream: TcpStream,
+    id: ConnectionId,
+    /// Connecting ([`TcpRelay::Connect`]), not yet established.
+    connecting: bool,
+    /// The client's data connection, once bound.
+    data: Option<Token>,
+    out: Vec<u8>,
+    writing: bool,
+    paused: bool,
+    closing: Option<Instant>,
 }
 
 /// The TCP listeners and connections, run by [`TcpThread::run`] on a thread of its own.
@@ -180,7 +265,15 @@ pub struct TcpThread {
     listeners: Vec<(SocketAddr, TcpListener, bool)>,
     tls: Option<crate::tls::Shared>,
     rx: Receiver<(FiveTuple, Vec<u8>)>,
+    cmds: Receiver<Cmd>,
     limits: ConnLimits,
+    /// TCP allocations' listening sockets, and their tokens by address.
+    relay_listeners: HashMap<Token, (RelayAddr, TcpListener)>,
+    relay_tokens: HashMap<RelayAddr, Token>,
+    peers: HashMap<Token, PeerConn>,
+    peer_by_id: HashMap<ConnectionId, Token>,
+    /// Connections whose partner's queue emptied below half while they were paused.
+    resume: Vec<Token>,
     conns: HashMap<Token, Conn>,
     by_ft: HashMap<FiveTuple, Token>,
     per_ip: HashMap<IpAddr, usize>,
@@ -232,8 +325,11 @@ pub fn bind(
     }
     let waker = Waker::new(poll.registry(), WAKE)?;
     let (tx, rx) = crossbeam_channel::bounded(65536);
+    // (Commands are bounded by the allocations and connections they are about.)
+    let (cmds, cmd_rx) = crossbeam_channel::unbounded();
     let outbox = Arc::new(Outbox {
         tx,
+        cmds,
         waker,
         dropped: AtomicU64::new(0),
     });
@@ -243,7 +339,13 @@ pub fn bind(
             listeners,
             tls,
             rx,
+            cmds: cmd_rx,
             limits,
+            relay_listeners: HashMap::new(),
+            relay_tokens: HashMap::new(),
+            peers: HashMap::new(),
+            peer_by_id: HashMap::new(),
+            resume: Vec::new(),
             conns: HashMap::new(),
             by_ft: HashMap::new(),
             per_ip: HashMap::new(),
@@ -257,7 +359,17 @@ pub fn bind(
 
 impl TcpThread {
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.peers.len()
+    }
+
+    fn token(&mut self) -> Token {
+        let t = Token(self.next);
+        self.next = if self.next == usize::MAX - 1 {
+            FIRST_CONN
+        } else {
+            self.next + 1
+        };
+        t
     }
 
     /// The number of connections open, kept up to date by [`TcpThread::run`].
@@ -282,6 +394,10 @@ impl TcpThread {
                 match ev.token() {
                     WAKE => {}
                     Token(i) if i < FIRST_CONN => self.accept(i, now),
+                    t if self.relay_listeners.contains_key(&t) => {
+                        self.accept_peer(t, now, &mut control)
+                    }
+                    t if self.peers.contains_key(&t) => self.peer_event(t, ev, now, &mut control),
                     t => {
                         let mut keep = true;
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -292,13 +408,22 @@ impl TcpThread {
                         }
                         if !keep {
                             self.close(t, &mut control);
+                        } else if let Some(id) =
+                            self.conns.get_mut(&t).and_then(|c| c.binding.take())
+                        {
+                            // The success response first, then the joined bytes.
+                            control.flush();
+                            self.deliver(&mut control);
+                            self.join(t, id, now, &mut control);
                         }
                     }
                 }
             }
             control.flush();
-            self.deliver();
-            self.open.store(self.conns.len() as u64, Ordering::Relaxed);
+            self.deliver(&mut control);
+            self.resume_paused(now, &mut control);
+            self.open
+                .store(self.connections() as u64, Ordering::Relaxed);
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
                 self.sweep(now, &mut control);
@@ -322,18 +447,13 @@ impl TcpThread {
             };
             let ip = client.ip();
             let n = self.per_ip.get(&ip).copied().unwrap_or(0);
-            if self.conns.len() >= self.limits.total
+            if self.connections() >= self.limits.total
                 || (self.limits.per_ip != 0 && n >= self.limits.per_ip)
             {
                 self.refused += 1;
                 continue; // dropped: closed
             }
-            let t = Token(self.next);
-            self.next = if self.next == usize::MAX - 1 {
-                FIRST_CONN
-            } else {
-                self.next + 1
-            };
+            let t = self.token();
             if self
                 .poll
                 .registry()
@@ -375,6 +495,10 @@ impl TcpThread {
                     last_in: now,
                     framed: false,
                     writing: false,
+                    binding: None,
+                    peer: None,
+                    paused: false,
+                    closing: None,
                 },
             );
         }
@@ -385,6 +509,12 @@ impl TcpThread {
         let Some(c) = self.conns.get_mut(&t) else {
             return true;
         };
+        if c.peer.is_some() || c.closing.is_some() {
+            return self.pump_to_peer(t, now, control);
+        }
+        if c.binding.is_some() {
+            return true; // joined next, by the caller
+        }
         let mut buf = [0u8; 16384];
         let open = loop {
             let n = match c.tls.as_mut() {
@@ -442,10 +572,18 @@ impl TcpThread {
                     }
                     Frame::Message { len, consumed } => {
                         c.framed = true;
-                        if !control.message(now, c.ft, &c.inbuf[..len]) {
-                            return false;
-                        }
+                        let verdict = control.message(now, c.ft, &c.inbuf[..len]);
                         c.inbuf.drain(..consumed);
+                        match verdict {
+                            StreamVerdict::Keep => {}
+                            StreamVerdict::Close => return false,
+                            StreamVerdict::Data(id) => {
+                                // What follows in `inbuf` (and the socket) is the
+                                // peer's: the caller joins them.
+                                c.binding = Some(id);
+                                return true;
+                            }
+                        }
                     }
                 }
             }
@@ -458,10 +596,16 @@ impl TcpThread {
                         c.inbuf.extend_from_slice(&buf[..n]);
                         while let Frame::Message { len, consumed } = frame(&c.inbuf) {
                             c.framed = true;
-                            if !control.message(now, c.ft, &c.inbuf[..len]) {
-                                return false;
-                            }
+                            let verdict = control.message(now, c.ft, &c.inbuf[..len]);
                             c.inbuf.drain(..consumed);
+                            match verdict {
+                                StreamVerdict::Keep => {}
+                                StreamVerdict::Close => return false,
+                                StreamVerdict::Data(id) => {
+                                    c.binding = Some(id);
+                                    return true;
+                                }
+                            }
                         }
                         if let Frame::Bad(_) = frame(&c.inbuf) {
                             return false;
@@ -517,6 +661,16 @@ impl TcpThread {
                 tls.wants_write() || (!c.out.is_empty() && !tls.is_handshaking())
             }
         };
+        if c.closing.is_some() && !want {
+            return false; // its other side ended and all it had is written
+        }
+        if c.out.len() <= MAX_QUEUED / 2 {
+            if let Some(pt) = c.peer {
+                if self.peers.get(&pt).is_some_and(|p| p.paused) {
+                    self.resume.push(pt);
+                }
+            }
+        }
         if want != c.writing {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -536,8 +690,12 @@ impl TcpThread {
         true
     }
 
-    /// Queue what the outbox holds on its connections and write it.
-    fn deliver(&mut self) {
+    /// Queue what the outbox holds on its connections and write it; carry out the
+    /// control plane's commands.
+    fn deliver(&mut self, control: &mut impl Control) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            self.command(cmd, control);
+        }
         let mut touched = Vec::new();
         while let Ok((ft, msg)) = self.rx.try_recv() {
             let Some(&t) = self.by_ft.get(&ft) else {
@@ -570,18 +728,34 @@ impl TcpThread {
 
     /// Close connections past their deadlines.
     fn sweep(&mut self, now: Instant, control: &mut impl Control) {
+        let lingered = |c: &Option<Instant>| c.is_some_and(|t| now.duration_since(t) >= LINGER);
         let mut late: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.framed && now.duration_since(c.accepted) >= FIRST_MESSAGE)
+            .filter(|(_, c)| {
+                (!c.framed && now.duration_since(c.accepted) >= FIRST_MESSAGE)
+                    || lingered(&c.closing)
+            })
             .map(|(t, _)| *t)
             .collect();
-        // (Disjoint from `late`: those never sent a whole message.)
+        let late_peers: Vec<Token> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| lingered(&p.closing))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late_peers {
+            self.drop_peer(t);
+        }
+        // (Disjoint from `late`: those never sent a whole message. A data connection has
+        // no allocation of its own: its peer connection's allocation holds it.)
         let idle: Vec<(Token, FiveTuple)> = self
             .conns
             .iter()
             .filter(|(_, c)| {
                 c.framed
+                    && c.peer.is_none()
+                    && c.closing.is_none()
                     && (now.duration_since(c.last_in) >= IDLE_WITHOUT_ALLOCATION
                         || now.duration_since(c.accepted) >= LIFE_WITHOUT_ALLOCATION)
             })
@@ -617,6 +791,466 @@ impl TcpThread {
         }
         debug_assert_eq!(c.ft.transport, Transport::Tcp);
         control.closed(c.ft);
+        // A data connection ended: its peer connection gets what is queued, then closes.
+        if let Some(pt) = c.peer {
+            if let Some(p) = self.peers.get_mut(&pt) {
+                control.tcp_closed(p.id);
+                p.data = None;
+                if p.closing.is_none() {
+                    p.closing = Some(Instant::now());
+                    if !self.flush_peer(pt) {
+                        self.drop_peer(pt);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A command of the control plane.
+    fn command(&mut self, cmd: Cmd, control: &mut impl Control) {
+        match cmd {
+            Cmd::Listen(relay, l) => {
+                let t = self.token();
+                let mut l = TcpListener::from_std(l);
+                if let Err(e) = self.poll.registry().register(&mut l, t, Interest::READABLE) {
+                    tracing::warn!("cannot poll the TCP relay {}: {e}", relay.0);
+                    return;
+                }
+                self.relay_tokens.insert(relay, t);
+                self.relay_listeners.insert(t, (relay, l));
+            }
+            Cmd::Relay(TcpRelay::CloseListener { relay }) => {
+                if let Some(t) = self.relay_tokens.remove(&relay) {
+                    if let Some((_, mut l)) = self.relay_listeners.remove(&t) {
+                        let _ = self.poll.registry().deregister(&mut l);
+                    }
+                }
+            }
+            Cmd::Relay(TcpRelay::Close { id }) => {
+                let Some(&pt) = self.peer_by_id.get(&id) else {
+                    return;
+                };
+                let data = self.peers.get(&pt).and_then(|p| p.data);
+                self.drop_peer(pt);
+                if let Some(dt) = data {
+                    if let Some(c) = self.conns.get_mut(&dt) {
+                        c.peer = None; // (the server knows)
+                    }
+                    self.close(dt, control);
+                }
+            }
+            Cmd::Relay(TcpRelay::Connect { id, relay, peer }) => {
+                let started = relay_socket(relay).and_then(|s| {
+                    match s.connect(&peer.into()) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                        Err(e) => return Err(e),
+                    }
+                    Ok(TcpStream::from_std(s.into()))
+                });
+                let mut stream = match started {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!("tcp relay {} -> {peer}: {e}", relay.0);
+                        control.peer_connected(Instant::now(), id, false);
+                        return;
+                    }
+                };
+                let t = self.token();
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut stream, t, interest)
+                    .is_err()
+                {
+                    control.peer_connected(Instant::now(), id, false);
+                    return;
+                }
+                self.add_peer(t, stream, id, true);
+            }
+        }
+    }
+
+    fn add_peer(&mut self, t: Token, stream: TcpStream, id: ConnectionId, connecting: bool) {
+        self.peer_by_id.insert(id, t);
+        self.peers.insert(
+            t,
+            PeerConn {
+                stream,
+                id,
+                connecting,
+                data: None,
+                out: Vec::new(),
+                writing: connecting,
+                paused: false,
+                closing: None,
+            },
+        );
+    }
+
+    /// Close peer connection `t` (the control plane knows already, or is told by the
+    /// caller).
+    fn drop_peer(&mut self, t: Token) {
+        if let Some(mut p) = self.peers.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut p.stream);
+            self.peer_by_id.remove(&p.id);
+            if let Some(c) = p.data.and_then(|dt| self.conns.get_mut(&dt)) {
+                c.peer = None;
+            }
+        }
+    }
+
+    /// Peers connecting to a TCP allocation's relayed address.
+    fn accept_peer(&mut self, lt: Token, now: Instant, control: &mut impl Control) {
+        loop {
+            let Some((relay, l)) = self.relay_listeners.get(&lt) else {
+                return;
+            };
+            let relay = *relay;
+            let (mut stream, from) = match l.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!("tcp relay {} accept: {e}", relay.0);
+                    return;
+                }
+            };
+            if self.connections() >= self.limits.total {
+                self.refused += 1;
+                continue;
+            }
+            let Some(id) = control.peer_incoming(now, relay, from) else {
+                continue; // no permission (or no room): closed
+            };
+            let t = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, t, Interest::READABLE)
+                .is_err()
+            {
+                control.tcp_closed(id);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.add_peer(t, stream, id, false);
+        }
+    }
+
+    fn peer_event(
+        &mut self,
+        t: Token,
+        ev: &mio::event::Event,
+        now: Instant,
+        control: &mut impl Control,
+    ) {
+        let Some(p) = self.peers.get_mut(&t) else {
+            return;
+        };
+        if p.connecting {
+            if !(ev.is_writable() || ev.is_error() || ev.is_read_closed()) {
+                return;
+            }
+            let failed = match p.stream.take_error() {
+                Ok(Some(_)) | Err(_) => true,
+                Ok(None) => match p.stream.peer_addr() {
+                    Ok(_) => false,
+                    Err(e) if e.kind() == ErrorKind::NotConnected => {
+                        if ev.is_error() || ev.is_read_closed() {
+                            true
+                        } else {
+                            return; // not yet
+                        }
+                    }
+                    Err(_) => true,
+                },
+            };
+            let id = p.id;
+            if failed {
+                self.drop_peer(t);
+                control.peer_connected(now, id, false);
+                return;
+            }
+            p.connecting = false;
+            let _ = p.stream.set_nodelay(true);
+            if self
+                .poll
+                .registry()
+                .reregister(&mut p.stream, t, Interest::READABLE)
+                .is_err()
+            {
+                self.drop_peer(t);
+                control.peer_connected(now, id, false);
+                return;
+            }
+            p.writing = false;
+            control.peer_connected(now, id, true);
+            return;
+        }
+        if p.data.is_none() && p.closing.is_none() {
+            // Not joined yet: what it sends waits in the kernel until then; an end is
+            // the end of it.
+            if ev.is_error() || ev.is_read_closed() {
+                let id = p.id;
+                self.drop_peer(t);
+                control.tcp_closed(id);
+            }
+            return;
+        }
+        let mut keep = true;
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            keep = self.pump_to_client(t, control);
+        }
+        if keep && ev.is_writable() && !self.flush_peer(t) {
+            keep = false;
+        }
+        if !keep {
+            self.end_peer(t, control);
+        }
+    }
+
+    /// The peer side of a joined pair ended: the data connection gets what is queued for
+    /// it, then closes.
+    fn end_peer(&mut self, t: Token, control: &mut impl Control) {
+        let Some(p) = self.peers.get(&t) else {
+            return;
+        };
+        let (id, data, closing) = (p.id, p.data, p.closing.is_some());
+        self.drop_peer(t);
+        if !closing {
+            control.tcp_closed(id);
+        }
+        if let Some(dt) = data {
+            if let Some(c) = self.conns.get_mut(&dt) {
+                c.peer = None;
+                if c.closing.is_none() {
+                    c.closing = Some(Instant::now());
+                }
+            }
+            if !self.flush(dt) {
+                self.close(dt, control);
+            }
+        }
+    }
+
+    /// Join data connection `dt` (its ConnectionBind just answered) with peer connection
+    /// `id`: what the client sent after its ConnectionBind goes to the peer, and both are
+    /// read from now on.
+    fn join(&mut self, dt: Token, id: ConnectionId, now: Instant, control: &mut impl Control) {
+        let Some(&pt) = self.peer_by_id.get(&id) else {
+            control.tcp_closed(id);
+            self.close(dt, control);
+            return;
+        };
+        let (Some(c), Some(p)) = (self.conns.get_mut(&dt), self.peers.get_mut(&pt)) else {
+            return;
+        };
+        c.peer = Some(pt);
+        p.data = Some(dt);
+        p.out.append(&mut c.inbuf);
+        if !self.flush_peer(pt) {
+            self.end_peer(pt, control);
+            return;
+        }
+        // Both may have bytes waiting that no new event will announce.
+        if !self.pump_to_client(pt, control) {
+            self.end_peer(pt, control);
+        }
+        if !self.pump_to_peer(dt, now, control) {
+            self.close(dt, control);
+        }
+    }
+
+    /// Read from peer `t` into its data connection's queue (as far as there is room);
+    /// `false`: the peer ended.
+    fn pump_to_client(&mut self, t: Token, control: &mut impl Control) -> bool {
+        let Some(p) = self.peers.get_mut(&t) else {
+            return true;
+        };
+        let Some(dt) = p.data else {
+            return true;
+        };
+        let Some(c) = self.conns.get_mut(&dt) else {
+            return true;
+        };
+        let mut buf = [0u8; 16384];
+        let mut open = true;
+        loop {
+            let room = MAX_QUEUED.saturating_sub(c.out.len()).min(buf.len());
+            if room == 0 {
+                p.paused = true;
+                break;
+            }
+            match p.stream.read(&mut buf[..room]) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => c.out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    p.paused = false;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !self.flush(dt) {
+            self.close(dt, control);
+        }
+        open
+    }
+
+    /// Read from data connection `t` into its peer connection's queue (as far as there
+    /// is room); `false`: close `t`.
+    fn pump_to_peer(&mut self, t: Token, now: Instant, control: &mut impl Control) -> bool {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return true;
+        };
+        let Some(pt) = c.peer else {
+            // Its peer ended: what it still sends goes nowhere.
+            let mut buf = [0u8; 16384];
+            return loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => break false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break false,
+                }
+            };
+        };
+        let Some(p) = self.peers.get_mut(&pt) else {
+            return true;
+        };
+        let mut buf = [0u8; 16384];
+        let open = loop {
+            let room = MAX_QUEUED.saturating_sub(p.out.len()).min(buf.len());
+            if room == 0 {
+                c.paused = true;
+                break true;
+            }
+            let n = match c.tls.as_mut() {
+                None => match c.stream.read(&mut buf[..room]) {
+                    Ok(0) => break false,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        c.paused = false;
+                        break true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break false,
+                },
+                Some(tls) => match tls.reader().read(&mut buf[..room]) {
+                    Ok(0) => break false, // close_notify
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        // Nothing decrypted waits: more from the socket.
+                        match tls.read_tls(&mut c.stream) {
+                            Ok(0) => break false,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                c.paused = false;
+                                break true;
+                            }
+                            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                            Err(_) => break false,
+                        }
+                        if tls.process_new_packets().is_err() {
+                            let _ = tls.write_tls(&mut c.stream);
+                            break false;
+                        }
+                        continue;
+                    }
+                    Err(_) => break false,
+                },
+            };
+            c.last_in = now;
+            p.out.extend_from_slice(&buf[..n]);
+        };
+        if !self.flush_peer(pt) {
+            self.end_peer(pt, control);
+        }
+        open
+    }
+
+    /// Write what is queued for peer `t`; `false`: it failed, or it was closing and is
+    /// done.
+    fn flush_peer(&mut self, t: Token) -> bool {
+        let Some(p) = self.peers.get_mut(&t) else {
+            return true;
+        };
+        while !p.out.is_empty() {
+            match p.stream.write(&p.out) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    p.out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        let want = !p.out.is_empty();
+        if p.closing.is_some() && !want {
+            return false;
+        }
+        if p.out.len() <= MAX_QUEUED / 2 {
+            if let Some(dt) = p.data {
+                if self.conns.get(&dt).is_some_and(|c| c.paused) {
+                    self.resume.push(dt);
+                }
+            }
+        }
+        if want != p.writing {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut p.stream, t, interest)
+                .is_err()
+            {
+                return false;
+            }
+            p.writing = want;
+        }
+        true
+    }
+
+    /// Read again from connections paused for a full queue that has room now (the
+    /// kernel will not tell: its readiness was taken already).
+    fn resume_paused(&mut self, now: Instant, control: &mut impl Control) {
+        for _ in 0..4 {
+            if self.resume.is_empty() {
+                return;
+            }
+            let mut ts = std::mem::take(&mut self.resume);
+            ts.sort();
+            ts.dedup();
+            for t in ts {
+                if self.peers.contains_key(&t) {
+                    if let Some(p) = self.peers.get_mut(&t) {
+                        p.paused = false;
+                    }
+                    if !self.pump_to_client(t, control) {
+                        self.end_peer(t, control);
+                    }
+                } else if let Some(c) = self.conns.get_mut(&t) {
+                    c.paused = false;
+                    if !self.pump_to_peer(t, now, control) {
+                        self.close(t, control);
+                    }
+                }
+            }
+        }
     }
 }
 

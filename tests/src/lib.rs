@@ -3,8 +3,8 @@
 //! on `xturn_control::client`. Every wait is bounded; children are killed by PID on drop.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -719,6 +719,24 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
+/// A TURN client over a new TCP connection to `server`.
+pub fn tcp_turn(server: SocketAddr, user: &str, pass: &str) -> StreamTurn<TcpStream> {
+    let s = TcpStream::connect(server).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    StreamTurn::new(s, user, pass)
+}
+
+/// Closed by the server within `limit`?
+pub fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => matches!(s.read(&mut b), Ok(0)),
+    }
+}
+
 /// A TURN client over one stream (TCP, or TLS over it): requests and answers through
 /// `xturn_control::client::TurnClient`, messages framed by RFC 8656 section 12.5 (STUN by
 /// its length, ChannelData padded to 4 bytes), written here from the RFC.
@@ -791,9 +809,21 @@ impl<S: std::io::Read + std::io::Write> StreamTurn<S> {
         panic!("{method:?}: too many 401/438 rounds");
     }
 
+    /// The stream and what was read from it beyond the last message (after a
+    /// ConnectionBind, the first bytes of the peer's).
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.s, self.buf)
+    }
+
     pub fn allocate(&mut self) -> SocketAddr {
+        self.allocate_transport(17)
+    }
+
+    /// Allocate with REQUESTED-TRANSPORT `protocol` (17 UDP, 6 TCP: RFC 6062), asserting
+    /// success.
+    pub fn allocate_transport(&mut self, protocol: u8) -> SocketAddr {
         let r = self.request(Method::Allocate, |b| {
-            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+            b.attr(attr::REQUESTED_TRANSPORT, &[protocol, 0, 0, 0]);
         });
         assert_eq!(
             self.turn.answer(&r),

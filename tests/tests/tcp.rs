@@ -14,25 +14,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 use xturn_control::client::{self, Answer};
 use xturn_control::wire::{attr, channel_data, Method, TransactionId};
-use xturn_tests::{payload, StreamTurn, Xturn};
-
-/// A TURN client over a new TCP connection to `server`.
-fn tcp_turn(server: SocketAddr, user: &str, pass: &str) -> StreamTurn<TcpStream> {
-    let s = TcpStream::connect(server).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    StreamTurn::new(s, user, pass)
-}
-
-/// Closed by the server within `limit`?
-fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-        Ok(_) => matches!(s.read(&mut b), Ok(0)),
-    }
-}
+use xturn_tests::{closed_within, payload, tcp_turn, Xturn};
 
 /// ChannelData padded for a stream.
 fn padded(channel: u16, data: &[u8]) -> Vec<u8> {

@@ -117,7 +117,7 @@ impl Server {
         let lifetime = self.cfg.nonce_lifetime.as_secs().max(1);
         if self
             .nonce_key
-            .check(nonce, unix, ctx.five_tuple.client.0, lifetime)
+            .check(nonce, unix, nonce_subject(ctx.five_tuple), lifetime)
             .is_err()
         {
             self.stats.auth_failure(AuthFailure::StaleNonce);
@@ -141,7 +141,7 @@ impl Server {
         }
         let nonce = self
             .nonce_key
-            .issue(self.unix(now), ctx.five_tuple.client.0);
+            .issue(self.unix(now), nonce_subject(ctx.five_tuple));
         let realm = self.cfg.credentials.realm().as_bytes().to_vec();
         self.error(
             ctx,
@@ -196,4 +196,16 @@ pub(super) fn up_to_integrity(msg: &Message<&[u8]>) -> Option<Vec<u8>> {
     let mut v = bytes[..end].to_vec();
     v[2..4].copy_from_slice(&((end - HEADER_LEN) as u16).to_be_bytes());
     Some(v)
+}
+
+/// What a nonce is bound to: a UDP client's transport address; for TCP (and TLS) the
+/// client's IP address only. A TCP connection cannot be spoofed, so its port adds nothing,
+/// and RFC 6062 clients (coturn's, pion's) present the control connection's nonce on
+/// their data connections, which come from other ports (coturn accepts it; a 438 there
+/// ends `turnutils_uclient`'s ConnectionBind).
+fn nonce_subject(ft: crate::types::FiveTuple) -> std::net::SocketAddr {
+    match ft.transport {
+        crate::types::Transport::Udp => ft.client.0,
+        crate::types::Transport::Tcp => std::net::SocketAddr::new(ft.client.0.ip(), 0),
+    }
 }

@@ -15,7 +15,7 @@ use crate::limit::{PrefixBudget, DEFAULT_SLOTS};
 use crate::output::{BindToken, Change, Output, Transmit};
 use crate::stateless::{unknown_attributes_value, unknown_required, Stateless, Verdict};
 use crate::types::{
-    ChannelNumber, ClientAddr, ExternalIps, FiveTuple, PeerAddr, RelayAddr, Transport,
+    ChannelNumber, ClientAddr, ConnectionId, ExternalIps, FiveTuple, PeerAddr, RelayAddr, Transport,
 };
 use crate::wire::{
     attr, looks_like_channel_data, Class, IntegrityKind, Message, MessageBuilder, Method,
@@ -33,9 +33,12 @@ mod admin;
 mod authenticate;
 mod request;
 pub mod stats;
+mod tcp_relay;
 
 pub use admin::Session;
 pub use stats::{AuthFailure, ControlStats, Quota};
+use tcp_relay::PeerConn;
+pub use tcp_relay::{StreamVerdict, BIND_DEADLINE, CONNECT_DEADLINE};
 
 /// Server configuration. [`Config::new`] gives the RFC defaults.
 #[derive(Debug, Clone)]
@@ -191,6 +194,9 @@ struct Allocation {
     ipv6_unavailable: bool,
     /// When its Allocate succeeded (`xturn sessions` shows the age).
     created: Instant,
+    /// An RFC 6062 TCP allocation: its relayed address listens for TCP connections, and
+    /// these are its connections to and from peers.
+    tcp: Option<BTreeSet<ConnectionId>>,
 }
 
 #[derive(Debug)]
@@ -210,6 +216,7 @@ struct Pending {
     reserved: bool,
     dont_fragment: bool,
     ipv6_unavailable: bool,
+    tcp: bool,
 }
 
 #[derive(Debug)]
@@ -272,6 +279,14 @@ pub struct Server {
     draining: bool,
     /// The alternate server to name next (round robin).
     next_alternate: usize,
+    /// The relayed addresses of TCP allocations: no data plane relays for them (their
+    /// data goes over connections the driver joins), so their changes are not emitted.
+    tcp_relays: HashSet<RelayAddr>,
+    /// The peer connections of TCP allocations, and their deadlines (connect, bind).
+    peer_conns: HashMap<ConnectionId, PeerConn>,
+    conn_deadlines: BTreeSet<(Instant, ConnectionId)>,
+    /// Set by a successful ConnectionBind, taken by `handle_stream_message`.
+    spliced: Option<ConnectionId>,
 }
 
 impl core::fmt::Debug for Server {
@@ -342,6 +357,10 @@ impl Server {
             stats: ControlStats::default(),
             draining: false,
             next_alternate: 0,
+            tcp_relays: HashSet::new(),
+            peer_conns: HashMap::new(),
+            conn_deadlines: BTreeSet::new(),
+            spliced: None,
         }
     }
 
@@ -520,6 +539,9 @@ impl Server {
             + self.reservations.len()
             + self.timers.len()
             + self.outputs.len()
+            + self.tcp_relays.len()
+            + self.peer_conns.len()
+            + self.conn_deadlines.len()
     }
 
     fn unix(&self, now: Instant) -> u64 {
@@ -533,13 +555,22 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(t, _)| *t);
         let reservation = self.reservations.values().map(|r| r.expires).min();
-        match (timer, reservation) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let conn = self.conn_deadlines.first().map(|(t, _)| *t);
+        [timer, reservation, conn].into_iter().flatten().min()
     }
 
     fn emit(&mut self, c: Change) {
+        let relay = match &c {
+            Change::InstallAllocation { relay, .. }
+            | Change::RemoveAllocation { relay, .. }
+            | Change::InstallPermission { relay, .. }
+            | Change::RemovePermission { relay, .. }
+            | Change::InstallChannel { relay, .. }
+            | Change::RemoveChannel { relay, .. } => relay,
+        };
+        if self.tcp_relays.contains(relay) {
+            return; // a TCP allocation: nothing for a data plane
+        }
         self.data.apply(&c);
         self.outputs.push_back(Output::DataPlane(c));
     }
@@ -599,24 +630,27 @@ impl Server {
     /// (the driver frames the stream, RFC 8656 section 12.5). Answers go back down the
     /// connection ([`Transmit::transport`]); relaying to peers is UDP.
     ///
-    /// Returns `false` when the connection should be closed: ChannelData on a connection
-    /// without an allocation (nothing legitimate sends that).
+    /// The verdict says what the connection is now: [`StreamVerdict::Close`] for
+    /// ChannelData on a connection without an allocation (nothing legitimate sends that),
+    /// [`StreamVerdict::Data`] after a successful ConnectionBind (RFC 6062): from the
+    /// byte after this message on, the connection carries a peer connection's bytes and
+    /// the driver joins the two (after sending the success response queued first).
     pub fn handle_stream_message(
         &mut self,
         now: Instant,
         five_tuple: FiveTuple,
         bytes: &[u8],
-    ) -> bool {
+    ) -> StreamVerdict {
         debug_assert_eq!(five_tuple.transport, Transport::Tcp);
         if looks_like_channel_data(bytes) {
             if !self.allocations.contains_key(&five_tuple) {
-                return false;
+                return StreamVerdict::Close;
             }
             if let Some(f) = self.data.client_to_peer(now, five_tuple, bytes) {
                 let payload = bytes[f.payload].to_vec();
                 self.transmit(f.relay.0, f.peer.0, payload, Transport::Udp);
             }
-            return true;
+            return StreamVerdict::Keep;
         }
         let (from, local) = (five_tuple.client.0, five_tuple.server);
         match self.stateless.classify(now, from, bytes) {
@@ -625,7 +659,10 @@ impl Server {
             // (RFC 5780's changed origins are UDP's.)
             Verdict::AnswerVia { .. } | Verdict::Drop(_) => {}
         }
-        true
+        match self.spliced.take() {
+            Some(id) => StreamVerdict::Data(id),
+            None => StreamVerdict::Keep,
+        }
     }
 
     /// Does `five_tuple` have an allocation (or one being bound)?
@@ -659,7 +696,9 @@ impl Server {
             (Class::Request, Method::Allocate)
             | (Class::Request, Method::Refresh)
             | (Class::Request, Method::CreatePermission)
-            | (Class::Request, Method::ChannelBind) => {
+            | (Class::Request, Method::ChannelBind)
+            | (Class::Request, Method::Connect)
+            | (Class::Request, Method::ConnectionBind) => {
                 self.stats.request(ctx.method);
                 self.authenticated_request(now, &msg, &ctx)
             }
@@ -767,7 +806,11 @@ impl Server {
             reservation_token: token_out,
             ipv6_unavailable: p.ipv6_unavailable,
             created: now,
+            tcp: p.tcp.then(BTreeSet::new),
         };
+        if p.tcp {
+            self.tcp_relays.insert(relay);
+        }
         let response = allocate_success(&ctx, &alloc, lifetime, &self.cfg.external);
         let auth = alloc.auth.clone();
         self.allocations.insert(p.five_tuple, alloc);
@@ -804,6 +847,7 @@ impl Server {
             self.timers.pop_first();
             self.expire(now, ft);
         }
+        self.expire_connections(now);
     }
 
     fn expire(&mut self, now: Instant, ft: FiveTuple) {
@@ -905,6 +949,9 @@ impl Server {
             five_tuple: ft,
             relay: a.relay,
         });
+        if let Some(conns) = &a.tcp {
+            self.close_tcp_allocation(a.relay, conns);
+        }
         // Channels of other allocations to this one's relayed address: that port is not
         // ours any more.
         for (other, c) in self.hairpins.remove(&a.relay).unwrap_or_default() {
@@ -1078,6 +1125,14 @@ impl Server {
             }
             return;
         }
+        if ctx.method == Method::ConnectionBind {
+            // On a new connection, without an allocation (RFC 6062 section 5.4).
+            match self.connection_bind(msg, ctx, &auth) {
+                Ok(b) => self.finish_response(ctx, Some(&auth), b, 200),
+                Err(e) => self.error(ctx, Some(&auth), e, &[]),
+            }
+            return;
+        }
         // Every other request needs an allocation on this 5-tuple (RFC 8656 7.3, 9, 11),
         // of the same user; only then do its attributes count. The handler gets the
         // allocation out of the table and it goes back before anything else happens.
@@ -1090,11 +1145,13 @@ impl Server {
             Err(TurnError::WrongCredentials)
         } else {
             OnAllocation::parse(msg, self.cfg.rfc5766_channels).and_then(|r| match r {
-                OnAllocation::Refresh(r) => self.refresh(now, ctx, &mut a, r),
-                OnAllocation::CreatePermission(r) => {
-                    self.create_permission(now, ctx, &mut a, r.peers.as_slice())
-                }
-                OnAllocation::ChannelBind(r) => self.channel_bind(now, ctx, &mut a, r),
+                OnAllocation::Refresh(r) => self.refresh(now, ctx, &mut a, r).map(Some),
+                OnAllocation::CreatePermission(r) => self
+                    .create_permission(now, ctx, &mut a, r.peers.as_slice())
+                    .map(Some),
+                OnAllocation::ChannelBind(r) => self.channel_bind(now, ctx, &mut a, r).map(Some),
+                // Answered when the driver's connection attempt ends.
+                OnAllocation::Connect(r) => self.connect(now, ctx, &mut a, &auth, r).map(|()| None),
             })
         };
         let ended = a.expires <= now;
@@ -1104,7 +1161,8 @@ impl Server {
             self.delete_allocation(ctx.five_tuple);
         }
         match result {
-            Ok(b) => self.finish_response(ctx, Some(&auth), b, 200),
+            Ok(Some(b)) => self.finish_response(ctx, Some(&auth), b, 200),
+            Ok(None) => {}
             Err(e) => self.error(ctx, Some(&auth), e, &[]),
         }
     }
@@ -1148,6 +1206,10 @@ impl Server {
             return Ok(()); // a retransmission while the bind is in progress
         }
         let req = request::Allocate::parse(msg)?;
+        // RFC 6062 section 5.1: a TCP relay for a client on a TCP (or TLS) connection.
+        if req.tcp && ctx.five_tuple.transport != Transport::Tcp {
+            return Err(TurnError::BadRequest(BadRequest::Tcp));
+        }
         // Draining, or as busy as the operator wants this server: another one takes it.
         let busy = self.cfg.alternate_above > 0
             && self.allocations.len() + self.pending.len() >= self.cfg.alternate_above as usize;
@@ -1228,6 +1290,7 @@ impl Server {
             reserved,
             dont_fragment: req.dont_fragment,
             ipv6_unavailable: req.ipv6_unavailable,
+            tcp: req.tcp,
         });
         Ok(())
     }
@@ -1239,11 +1302,17 @@ impl Server {
         self.pending_by_tuple.insert(p.five_tuple, token);
         let relay = RelayAddr(SocketAddr::new(p.ip, p.port));
         let dont_fragment = p.dont_fragment;
+        let transport = if p.tcp {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
         self.pending.insert(token, p);
         self.outputs.push_back(Output::BindRelay {
             token,
             relay,
             dont_fragment,
+            transport,
         });
     }
 
@@ -1391,6 +1460,10 @@ impl Server {
         a: &mut Allocation,
         req: request::ChannelBind,
     ) -> Result<MessageBuilder, TurnError> {
+        if a.tcp.is_some() {
+            // RFC 6062: a TCP allocation's data goes over connections, never channels.
+            return Err(TurnError::BadRequest(BadRequest::Tcp));
+        }
         let channel = req.channel;
         let peers: Vec<SocketAddr> = req
             .peers
@@ -1457,7 +1530,7 @@ impl Server {
         let Some(a) = self.allocations.get(&ft) else {
             return;
         };
-        if a.expires <= now {
+        if a.expires <= now || a.tcp.is_some() {
             return;
         }
         let Some(request::Send { peer, data }) = request::Send::parse(msg) else {

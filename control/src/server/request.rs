@@ -7,7 +7,7 @@
 //! first (437 for a request on a 5-tuple without an allocation, 441 for another user's).
 
 use crate::error::{BadRequest, TurnError};
-use crate::types::ChannelNumber;
+use crate::types::{ChannelNumber, ConnectionId};
 use crate::wire::{attr, Message, Method};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -51,6 +51,8 @@ pub(super) struct Allocate {
     pub reservation: Option<[u8; 8]>,
     /// EVEN-PORT, with its R bit (reserve the next port too).
     pub even_port: Option<bool>,
+    /// REQUESTED-TRANSPORT TCP: an RFC 6062 TCP allocation.
+    pub tcp: bool,
 }
 
 /// A Refresh request (RFC 8656 section 7.3).
@@ -104,6 +106,7 @@ pub(super) enum OnAllocation {
     Refresh(Refresh),
     CreatePermission(CreatePermission),
     ChannelBind(ChannelBind),
+    Connect(Connect),
 }
 
 /// A Send indication (RFC 8656 section 10.2): both attributes present and decodable, or
@@ -119,14 +122,20 @@ impl Allocate {
         let transport = msg
             .attribute(attr::REQUESTED_TRANSPORT)
             .ok_or(TurnError::BadRequest(BadRequest::MissingTransport))?;
-        if attr::decode_requested_transport(transport.value)? != 17 {
-            return Err(TurnError::UnsupportedTransport);
-        }
+        let tcp = match attr::decode_requested_transport(transport.value)? {
+            17 => false,
+            6 => true,
+            _ => return Err(TurnError::UnsupportedTransport),
+        };
         let dont_fragment = msg.attribute(attr::DONT_FRAGMENT).is_some();
         let raf = msg.attribute(attr::REQUESTED_ADDRESS_FAMILY);
         let aaf = msg.attribute(attr::ADDITIONAL_ADDRESS_FAMILY);
         let token = msg.attribute(attr::RESERVATION_TOKEN);
         let even = msg.attribute(attr::EVEN_PORT);
+        // RFC 6062 section 5.1: none of these mean anything for a TCP relay.
+        if tcp && (dont_fragment || token.is_some() || even.is_some()) {
+            return Err(TurnError::BadRequest(BadRequest::Tcp));
+        }
         if raf.is_some() && aaf.is_some() {
             return Err(TurnError::BadRequest(BadRequest::BothAddressFamilies));
         }
@@ -163,8 +172,32 @@ impl Allocate {
             dont_fragment,
             reservation,
             even_port,
+            tcp,
         })
     }
+}
+
+/// A Connect request (RFC 6062 section 5.2): exactly one XOR-PEER-ADDRESS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Connect {
+    pub peer: SocketAddr,
+}
+
+impl Connect {
+    pub(super) fn parse(msg: &Message<&[u8]>) -> Result<Connect, TurnError> {
+        match Peers::parse(msg)?.as_slice() {
+            &[peer] => Ok(Connect { peer }),
+            _ => Err(TurnError::BadRequest(BadRequest::Malformed)),
+        }
+    }
+}
+
+/// The CONNECTION-ID of a ConnectionBind request (RFC 6062 section 5.4).
+pub(super) fn connection_id(msg: &Message<&[u8]>) -> Result<ConnectionId, TurnError> {
+    let a = msg
+        .attribute(attr::CONNECTION_ID)
+        .ok_or(TurnError::BadRequest(BadRequest::Tcp))?;
+    Ok(ConnectionId(attr::decode_u32(a.value)?))
 }
 
 impl OnAllocation {
@@ -200,6 +233,7 @@ impl OnAllocation {
                     peers: Peers::parse(msg)?,
                 }))
             }
+            Method::Connect => Ok(OnAllocation::Connect(Connect::parse(msg)?)),
             _ => Err(TurnError::BadRequest(BadRequest::Malformed)),
         }
     }
@@ -285,6 +319,7 @@ mod tests {
                 dont_fragment: true,
                 reservation: None,
                 even_port: Some(true),
+                tcp: false,
             }
         );
         let dual = allocate(|b| {
@@ -301,18 +336,44 @@ mod tests {
         assert_eq!(code(allocate(|_| {})), 400);
         assert_eq!(
             code(allocate(|b| {
-                b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+                b.attr(attr::REQUESTED_TRANSPORT, &[1, 0, 0, 0]);
             })),
             442
         );
         // The transport is checked before anything else is decoded.
         assert_eq!(
             code(allocate(|b| {
-                b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+                b.attr(attr::REQUESTED_TRANSPORT, &[132, 0, 0, 0]);
                 b.attr(attr::LIFETIME, &[1]);
             })),
             442
         );
+        // TCP (RFC 6062): a TCP allocation, without UDP's port and DF options.
+        let tcp = allocate(|b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+        })
+        .unwrap();
+        assert!(tcp.tcp);
+        for extra in [
+            attr::DONT_FRAGMENT,
+            attr::EVEN_PORT,
+            attr::RESERVATION_TOKEN,
+        ] {
+            let v: &[u8] = match extra {
+                attr::EVEN_PORT => &[0],
+                attr::RESERVATION_TOKEN => &[1; 8],
+                _ => &[],
+            };
+            assert_eq!(
+                allocate(|b| {
+                    b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+                    b.attr(extra, v);
+                })
+                .unwrap_err(),
+                TurnError::BadRequest(BadRequest::Tcp),
+                "{extra:#x}"
+            );
+        }
         assert_eq!(
             code(allocate(|b| {
                 b.attr(attr::REQUESTED_TRANSPORT, &UDP);

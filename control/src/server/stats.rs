@@ -59,15 +59,18 @@ pub enum Quota {
     Permissions,
     /// Channels per allocation: 508.
     Channels,
+    /// TCP peer connections per TCP allocation (RFC 6062): 508.
+    Connections,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 5] = [
+    pub const ALL: [Quota; 6] = [
         Quota::User,
         Quota::Client,
         Quota::Total,
         Quota::Permissions,
         Quota::Channels,
+        Quota::Connections,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +80,7 @@ impl Quota {
             Quota::Total => "total",
             Quota::Permissions => "permissions",
             Quota::Channels => "channels",
+            Quota::Connections => "connections",
         }
     }
 }
@@ -91,6 +95,9 @@ pub fn method_name(m: Method) -> &'static str {
         Method::Data => "data",
         Method::CreatePermission => "create_permission",
         Method::ChannelBind => "channel_bind",
+        Method::Connect => "connect",
+        Method::ConnectionBind => "connection_bind",
+        Method::ConnectionAttempt => "connection_attempt",
         Method::Other(_) => "other",
     }
 }

@@ -26,6 +26,8 @@ pub const PASSWORD_ALGORITHM: u16 = 0x001D;
 pub const USERHASH: u16 = 0x001E;
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 pub const RESERVATION_TOKEN: u16 = 0x0022;
+/// RFC 6062 section 6.2.1.
+pub const CONNECTION_ID: u16 = 0x002A;
 /// RFC 5780 NAT behaviour discovery.
 pub const CHANGE_REQUEST: u16 = 0x0003;
 pub const PADDING: u16 = 0x0026;
@@ -69,6 +71,7 @@ pub const UNDERSTOOD_REQUIRED: &[u16] = &[
     EVEN_PORT,
     REQUESTED_TRANSPORT,
     DONT_FRAGMENT,
+    CONNECTION_ID,
     MESSAGE_INTEGRITY_SHA256,
     PASSWORD_ALGORITHM,
     USERHASH,

@@ -39,6 +39,10 @@ pub enum Method {
     Data,
     CreatePermission,
     ChannelBind,
+    /// RFC 6062 TCP allocations: Connect, ConnectionBind, ConnectionAttempt.
+    Connect,
+    ConnectionBind,
+    ConnectionAttempt,
     /// A method number xturn does not implement.
     Other(u16),
 }
@@ -53,6 +57,9 @@ impl Method {
             0x007 => Method::Data,
             0x008 => Method::CreatePermission,
             0x009 => Method::ChannelBind,
+            0x00A => Method::Connect,
+            0x00B => Method::ConnectionBind,
+            0x00C => Method::ConnectionAttempt,
             other => Method::Other(other),
         }
     }
@@ -66,6 +73,9 @@ impl Method {
             Method::Data => 0x007,
             Method::CreatePermission => 0x008,
             Method::ChannelBind => 0x009,
+            Method::Connect => 0x00A,
+            Method::ConnectionBind => 0x00B,
+            Method::ConnectionAttempt => 0x00C,
             Method::Other(m) => m & 0x0FFF,
         }
     }
