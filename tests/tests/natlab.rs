@@ -29,16 +29,21 @@ use xturn_tests::{have, xturn_bin, Proc};
 const TABLE: &str = "xturn_natlab";
 
 /// The nftables rule set for `nat` on the router (`out` is its public interface, `inn` the
-/// private one).
+/// private one) of the host 192.0.2.2, public as 203.0.113.2.
 fn rules(nat: &str, out: &str, inn: &str) -> String {
+    rules_for(nat, out, inn, "192.0.2.2", "203.0.113.2", "192.0.2.0/24")
+}
+
+/// [`rules`] for the host `host` of the private network `lan`, public as `public`.
+fn rules_for(nat: &str, out: &str, inn: &str, host: &str, public: &str, lan: &str) -> String {
     let static_nat = format!(
         "chain post {{
   type nat hook postrouting priority srcnat; policy accept;
-  oifname \"{out}\" ip saddr 192.0.2.2 snat to 203.0.113.2
+  oifname \"{out}\" ip saddr {host} snat to {public}
 }}
 chain pre {{
   type nat hook prerouting priority dstnat; policy accept;
-  iifname \"{out}\" ip daddr 203.0.113.2 dnat to 192.0.2.2
+  iifname \"{out}\" ip daddr {public} dnat to {host}
 }}
 "
     );
@@ -70,7 +75,7 @@ chain filter_in {{
         "symmetric" => format!(
             "chain post {{
   type nat hook postrouting priority srcnat; policy accept;
-  oifname \"{out}\" ip saddr 192.0.2.0/24 masquerade fully-random
+  oifname \"{out}\" ip saddr {lan} masquerade fully-random
 }}
 "
         ),
@@ -258,4 +263,319 @@ fn nat_type_names_each_of_the_articles_nats() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Two hosts, each behind its own router, and xturn on the public side:
+///
+/// ```text
+///  ns a: 192.0.2.2/25   ── ns ra: 192.0.2.1   | 203.0.113.2 ─┐
+///                                                             ├─ bridge in ns s: 203.0.113.10 (xturn)
+///  ns b: 192.0.2.130/25 ── ns rb: 192.0.2.129 | 203.0.113.3 ─┘
+/// ```
+///
+/// Each router runs the rule set of its NAT type ([`rules_for`]); the hosts' own networks
+/// are routed on the public side too, so that "no NAT" is a host with a public address.
+/// The routers reach each other directly over the bridge: a punched hole carries data
+/// without xturn.
+struct IceLab {
+    ns_a: String,
+    ns_b: String,
+    ns_s: String,
+    _guards: [Netns; 5],
+}
+
+impl IceLab {
+    fn new(nat_a: &str, nat_b: &str) -> IceLab {
+        let tag = unique_tag();
+        let guards = ["a", "ra", "b", "rb", "s"].map(|n| Netns::new(format!("{tag}{n}")));
+        let [a, ra, b, rb, s] = [0, 1, 2, 3, 4].map(|i| guards[i].name.clone());
+        let br = format!("{tag}br");
+        run(&["ip", "-n", &s, "link", "add", &br, "type", "bridge"]);
+        run(&["ip", "-n", &s, "addr", "add", "203.0.113.10/24", "dev", &br]);
+        run(&["ip", "-n", &s, "link", "set", &br, "up"]);
+        let sides = [
+            (
+                &a,
+                &ra,
+                "a",
+                "192.0.2.2/25",
+                "192.0.2.1",
+                "203.0.113.2",
+                nat_a,
+                "192.0.2.128/25",
+                "203.0.113.3",
+                nat_b,
+            ),
+            (
+                &b,
+                &rb,
+                "b",
+                "192.0.2.130/25",
+                "192.0.2.129",
+                "203.0.113.3",
+                nat_b,
+                "192.0.2.0/25",
+                "203.0.113.2",
+                nat_a,
+            ),
+        ];
+        for (h, r, n, host_cidr, gw, public, nat, other_lan, other_public, other_nat) in sides {
+            let (h0, r0, r1, s0) = (
+                format!("{tag}{n}0"),
+                format!("{tag}r{n}0"),
+                format!("{tag}r{n}1"),
+                format!("{tag}s{n}"),
+            );
+            run(&[
+                "ip", "-n", h, "link", "add", &h0, "type", "veth", "peer", "name", &r0, "netns", r,
+            ]);
+            run(&[
+                "ip", "-n", r, "link", "add", &r1, "type", "veth", "peer", "name", &s0, "netns", &s,
+            ]);
+            run(&["ip", "-n", h, "addr", "add", host_cidr, "dev", &h0]);
+            run(&[
+                "ip",
+                "-n",
+                r,
+                "addr",
+                "add",
+                &format!("{gw}/25"),
+                "dev",
+                &r0,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                r,
+                "addr",
+                "add",
+                &format!("{public}/24"),
+                "dev",
+                &r1,
+            ]);
+            run(&["ip", "-n", &s, "link", "set", &s0, "master", &br]);
+            for (ns, dev) in [(h, &h0), (r, &r0), (r, &r1), (&s, &s0)] {
+                run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            }
+            run(&["ip", "-n", h, "route", "add", "default", "via", gw]);
+            // Only a host without NAT has an address the other side can route to.
+            if other_nat == "none" {
+                run(&[
+                    "ip",
+                    "-n",
+                    r,
+                    "route",
+                    "add",
+                    other_lan,
+                    "via",
+                    other_public,
+                ]);
+            }
+            let lan = format!(
+                "{}/25",
+                gw.rsplit_once('.')
+                    .map(|(p, l)| format!("{p}.{}", l.parse::<u8>().unwrap() - 1))
+                    .unwrap()
+            );
+            if nat == "none" {
+                run(&["ip", "-n", &s, "route", "add", &lan, "via", public]);
+            }
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                r,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]);
+            let host = host_cidr.split('/').next().unwrap();
+            let text = rules_for(nat, &r1, &r0, host, public, &lan);
+            let path = std::env::temp_dir().join(format!("{tag}{n}.nft"));
+            std::fs::write(&path, &text).unwrap();
+            let out = Command::new("ip")
+                .args(["netns", "exec", r, "nft", "-f"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let _ = std::fs::remove_file(&path);
+            assert!(
+                out.status.success(),
+                "nft for {nat}: {}\n{text}",
+                xturn_tests::output_text(&out)
+            );
+        }
+        IceLab {
+            ns_a: a,
+            ns_b: b,
+            ns_s: s,
+            _guards: guards,
+        }
+    }
+
+    fn start_xturn(&self) -> Proc {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_s])
+            .arg(xturn_bin())
+            .args([
+                "--listening-ip",
+                "203.0.113.10",
+                "--user",
+                "alice:wonderland",
+                // The hosts' own addresses are the lab's public side.
+                "--allowed-peer-ip",
+                "192.0.2.0/24",
+                "--allowed-peer-ip",
+                "203.0.113.0/24",
+            ]);
+        let p = Proc::spawn("xturn", c);
+        assert!(
+            p.wait_for_line("listening on", Duration::from_secs(10))
+                .is_some(),
+            "{}",
+            p.output()
+        );
+        p
+    }
+}
+
+/// Packets xturn relayed to peers and to clients since it started, every path (the
+/// `relayed` totals of its status file, the sum of its per-allocation counters, which
+/// outlive the allocations), once two reports in a row agree.
+fn relayed_packets(pid: u32) -> u64 {
+    let path = format!("/run/xturn/{pid}/status.json");
+    let mut last = None;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(600));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let n: u64 = ["afxdp", "sockets"]
+            .iter()
+            .map(|p| &v["relayed"][p])
+            .map(|c| {
+                c["to_peer_packets"].as_u64().unwrap_or(0)
+                    + c["to_client_packets"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        if last == Some(n) {
+            return n;
+        }
+        last = Some(n);
+    }
+    panic!("no steady status at {path}: {last:?}")
+}
+
+/// One cell of the matrix: (the nominated pair's candidate types as the controlling agent
+/// saw them, packets xturn relayed).
+fn ice_cell(nat_a: &str, nat_b: &str, count: u64) -> (String, String, u64) {
+    let lab = IceLab::new(nat_a, nat_b);
+    let xturn = lab.start_xturn();
+    let dir =
+        std::env::temp_dir().join(format!("xturn-ice-{}-{nat_a}-{nat_b}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/ice_agent.py");
+    let agent = |ns: &str, role: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", ns, "timeout", "90", "python3", script, role,
+            ])
+            .arg(&dir)
+            .args([
+                "203.0.113.10",
+                "3478",
+                "alice",
+                "wonderland",
+                &count.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = agent(&lab.ns_a, "controlling");
+    let b = agent(&lab.ns_b, "controlled");
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ta, tb) = (xturn_tests::output_text(&a), xturn_tests::output_text(&b));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{nat_a} x {nat_b}: the agents failed\ncontrolling: {ta}\ncontrolled: {tb}"
+    );
+    let v: serde_json::Value = serde_json::from_str(ta.lines().last().unwrap()).unwrap();
+    if std::env::var_os("XTURN_NATLAB_VERBOSE").is_some() {
+        eprintln!("{nat_a} x {nat_b}:\n{ta}\n{tb}");
+    }
+    let relayed = relayed_packets(xturn.child.id());
+    (
+        v["local"].as_str().unwrap_or("?").to_string(),
+        v["remote"].as_str().unwrap_or("?").to_string(),
+        relayed,
+    )
+}
+
+/// The article's story, as two real ICE agents (aioice) behind every pair of the lab's
+/// NATs live it, with xturn as their STUN and TURN server: cones punch through (the
+/// nominated pair is direct and xturn carries no data), and where both mappings or
+/// filters depend on the far port (symmetric against symmetric or port-restricted cone)
+/// the agents fall back to xturn's relay, which then carries every datagram.
+#[test]
+fn ice_punches_through_cones_and_falls_back_to_the_relay_otherwise() {
+    if !root_or_skip("natlab") {
+        return;
+    }
+    assert!(have("nft"), "nftables is missing: tests/run.sh installs it");
+    const COUNT: u64 = 200;
+    let nats = [
+        "none",
+        "full-cone",
+        "restricted-cone",
+        "port-restricted-cone",
+        "symmetric",
+    ];
+    let mut rows = Vec::new();
+    let mut wrong = Vec::new();
+    for (i, a) in nats.iter().enumerate() {
+        for b in &nats[i..] {
+            let expect_relay = *a == "symmetric"
+                && (*b == "symmetric" || *b == "port-restricted-cone")
+                || *b == "symmetric" && *a == "port-restricted-cone";
+            let (local, remote, relayed) = ice_cell(a, b, COUNT);
+            let relay = local == "relay" || remote == "relay";
+            // Relayed data: every datagram each way; a direct pair leaves xturn only the
+            // checks it saw on relay pairs.
+            let carried = relayed >= 2 * COUNT;
+            let line = format!(
+                "| {a} | {b} | {local}/{remote} | {} | {relayed} |",
+                if relay { "relay" } else { "direct" }
+            );
+            eprintln!("{line}");
+            if relay != expect_relay
+                || carried != expect_relay
+                || (!expect_relay && relayed >= COUNT / 2)
+            {
+                wrong.push(format!(
+                    "{line} (expected {})",
+                    if expect_relay { "relay" } else { "direct" }
+                ));
+            }
+            rows.push(line);
+        }
+    }
+    let table = format!(
+        "| A (controlling) | B (controlled) | nominated pair (A's local/remote) | path | packets xturn relayed |\n|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+    eprintln!("{table}");
+    // bench/natlab.sh keeps the matrix (XTURN_NATLAB_OUT=bench/NATLAB.md).
+    if let Some(out) = std::env::var_os("XTURN_NATLAB_OUT") {
+        std::fs::write(out, table).unwrap();
+    }
+    assert!(
+        wrong.is_empty(),
+        "cells that differ from the article:\n{}",
+        wrong.join("\n")
+    );
 }
