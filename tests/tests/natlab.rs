@@ -467,29 +467,39 @@ fn relayed_packets(pid: u32) -> u64 {
     panic!("no steady status at {path}: {last:?}")
 }
 
-/// One cell of the matrix: (the nominated pair's candidate types as the controlling agent
+/// The agents of a cell: aioice ([`ICE_AGENT`]) or a headless Chromium page each
+/// ([`BROWSER_AGENT`]).
+const ICE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/ice_agent.py");
+const BROWSER_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/webrtc_nat.py");
+
+/// One cell of the matrix: (the selected pair's candidate types as the controlling agent
 /// saw them, packets xturn relayed).
 fn ice_cell(nat_a: &str, nat_b: &str, count: u64) -> (String, String, u64) {
+    let (v, relayed) = cell(nat_a, nat_b, ICE_AGENT, &[&count.to_string()]);
+    (
+        v["local"].as_str().unwrap_or("?").to_string(),
+        v["remote"].as_str().unwrap_or("?").to_string(),
+        relayed,
+    )
+}
+
+/// Run `script ROLE SIGNAL_DIR 203.0.113.10 3478 alice wonderland EXTRA..` on both hosts
+/// of a lab with these NATs: the controlling side's JSON line, packets xturn relayed.
+fn cell(nat_a: &str, nat_b: &str, script: &str, extra: &[&str]) -> (serde_json::Value, u64) {
     let lab = IceLab::new(nat_a, nat_b);
     let xturn = lab.start_xturn();
     let dir =
         std::env::temp_dir().join(format!("xturn-ice-{}-{nat_a}-{nat_b}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/ice_agent.py");
     let agent = |ns: &str, role: &str| {
         Command::new("ip")
             .args([
                 "netns", "exec", ns, "timeout", "90", "python3", script, role,
             ])
             .arg(&dir)
-            .args([
-                "203.0.113.10",
-                "3478",
-                "alice",
-                "wonderland",
-                &count.to_string(),
-            ])
+            .args(["203.0.113.10", "3478", "alice", "wonderland"])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -502,18 +512,47 @@ fn ice_cell(nat_a: &str, nat_b: &str, count: u64) -> (String, String, u64) {
     let (ta, tb) = (xturn_tests::output_text(&a), xturn_tests::output_text(&b));
     assert!(
         a.status.success() && b.status.success(),
-        "{nat_a} x {nat_b}: the agents failed\ncontrolling: {ta}\ncontrolled: {tb}"
+        "{nat_a} x {nat_b}: the agents failed\ncontrolling: {ta}\ncontrolled: {tb}\nxturn: {}",
+        xturn.output()
     );
     let v: serde_json::Value = serde_json::from_str(ta.lines().last().unwrap()).unwrap();
     if std::env::var_os("XTURN_NATLAB_VERBOSE").is_some() {
         eprintln!("{nat_a} x {nat_b}:\n{ta}\n{tb}");
     }
-    let relayed = relayed_packets(xturn.child.id());
-    (
-        v["local"].as_str().unwrap_or("?").to_string(),
-        v["remote"].as_str().unwrap_or("?").to_string(),
-        relayed,
-    )
+    (v, relayed_packets(xturn.child.id()))
+}
+
+/// A browser in the lab: two headless Chromiums, each behind its own NAT, open a data
+/// channel with xturn as STUN and TURN server. Behind two port-restricted cones they
+/// punch through (the selected pair has no relayed candidate, xturn relays no message);
+/// behind two symmetric NATs they fall back to xturn's relay, which carries the messages.
+#[test]
+fn chromium_punches_through_cones_and_falls_back_to_the_relay_behind_symmetric_nats() {
+    if !root_or_skip("natlab") {
+        return;
+    }
+    assert!(have("nft"), "nftables is missing: tests/run.sh installs it");
+    assert!(
+        have("chromium"),
+        "chromium is missing: tests/run.sh installs it"
+    );
+    let mut wrong = Vec::new();
+    for (nat, expect_relay) in [("port-restricted-cone", false), ("symmetric", true)] {
+        let (v, relayed) = cell(nat, nat, BROWSER_AGENT, &[]);
+        let (local, remote) = (
+            v["pair"]["local"].as_str().unwrap_or("?"),
+            v["pair"]["remote"].as_str().unwrap_or("?"),
+        );
+        let relay = local == "relay" || remote == "relay";
+        eprintln!("chromium, {nat} x {nat}: {local}/{remote}, xturn relayed {relayed} packets");
+        // 50 messages each way through xturn; SCTP adds its own packets.
+        if relay != expect_relay || (relayed >= 100) != expect_relay {
+            wrong.push(format!(
+                "{nat} x {nat}: {local}/{remote}, {relayed} relayed: {v}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// The article's story, as two real ICE agents (aioice) behind every pair of the lab's
