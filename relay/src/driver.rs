@@ -851,7 +851,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             },
         )?);
     }
-    let tcp_open = tcp.as_ref().map(|(t, _)| t.open_gauge());
+    let tcp_gauges = tcp.as_ref().map(|(t, _)| t.gauges());
     let tcp_thread = match tcp {
         Some((t, _)) => {
             let beat = Arc::new(AtomicU64::new(0));
@@ -1031,11 +1031,12 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                 control: control_stats,
                 answered: shared.stateless.answered(),
                 xdp: xdp_counters,
-                tcp: tcp_open.as_ref().map(|open| {
-                    (
-                        open.load(Ordering::Relaxed),
-                        shared.tcp.as_ref().map_or(0, |o| o.dropped()),
-                    )
+                tcp: tcp_gauges.as_ref().map(|g| metrics::Tcp {
+                    open: g.open.load(Ordering::Relaxed),
+                    dropped: shared.tcp.as_ref().map_or(0, |o| o.dropped()),
+                    peer_connections: g.peer_connections.load(Ordering::Relaxed),
+                    to_peer_bytes: g.to_peer_bytes.load(Ordering::Relaxed),
+                    to_client_bytes: g.to_client_bytes.load(Ordering::Relaxed),
                 }),
             };
         }

@@ -33,7 +33,17 @@ pub struct Snapshot {
     /// The XDP program's outcome counters, with `--xdp`.
     pub xdp: Option<xdp::Counters>,
     /// TCP/TLS: (connections open, messages to TCP clients dropped for full queues).
-    pub tcp: Option<(u64, u64)>,
+    pub tcp: Option<Tcp>,
+}
+
+/// The TCP thread's figures (see [`crate::stream::TcpGauges`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tcp {
+    pub open: u64,
+    pub dropped: u64,
+    pub peer_connections: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_bytes: u64,
 }
 
 /// A thread's heartbeat: milliseconds since [`Health::epoch`] at its last loop turn.
@@ -302,18 +312,33 @@ pub fn render(s: &Snapshot) -> String {
             s.status.threads.iter().filter(|t| t.alive).count() as u64,
         );
     }
-    if let Some((open, dropped)) = s.tcp {
+    if let Some(t) = s.tcp {
         gauge(
             &mut r,
             "tcp_connections",
-            "TCP and TLS client connections open.",
-            open,
+            "TCP and TLS connections open (clients', and TCP allocations' to and from peers).",
+            t.open,
         );
         counter(
             &mut r,
             "tcp_dropped",
             "Messages to TCP and TLS clients dropped because their queue was full.",
-            dropped,
+            t.dropped,
+        );
+        gauge(
+            &mut r,
+            "tcp_peer_connections",
+            "RFC 6062 TCP allocations' connections to and from peers.",
+            t.peer_connections,
+        );
+        family(
+            &mut r,
+            "tcp_relayed_bytes",
+            "Bytes through joined RFC 6062 connections, by direction.",
+            [
+                (labels(&[("direction", "to_peer")]), t.to_peer_bytes),
+                (labels(&[("direction", "to_client")]), t.to_client_bytes),
+            ],
         );
     }
     if !fallbacks.is_empty() {

@@ -279,8 +279,20 @@ pub struct TcpThread {
     per_ip: HashMap<IpAddr, usize>,
     next: usize,
     pub refused: u64,
-    /// Connections open, for the metrics.
-    open: Arc<AtomicU64>,
+    /// Gauges and counters for the metrics.
+    gauges: Arc<TcpGauges>,
+}
+
+/// What the TCP thread counts for the metrics.
+#[derive(Debug, Default)]
+pub struct TcpGauges {
+    /// Connections open: clients' (control and data) and TCP allocations' peers'.
+    pub open: AtomicU64,
+    /// Of them, TCP allocations' connections to and from peers (RFC 6062).
+    pub peer_connections: AtomicU64,
+    /// Bytes through joined RFC 6062 connections, client to peer and peer to client.
+    pub to_peer_bytes: AtomicU64,
+    pub to_client_bytes: AtomicU64,
 }
 
 /// A listening socket with a backlog of [`BACKLOG`] (mio's and std's 128 overflowed here
@@ -351,7 +363,7 @@ pub fn bind(
             per_ip: HashMap::new(),
             next: FIRST_CONN,
             refused: 0,
-            open: Arc::default(),
+            gauges: Arc::default(),
         },
         outbox,
     ))
@@ -372,9 +384,9 @@ impl TcpThread {
         t
     }
 
-    /// The number of connections open, kept up to date by [`TcpThread::run`].
-    pub fn open_gauge(&self) -> Arc<AtomicU64> {
-        self.open.clone()
+    /// Its gauges and counters, kept up to date by [`TcpThread::run`].
+    pub fn gauges(&self) -> Arc<TcpGauges> {
+        self.gauges.clone()
     }
 
     /// Serve until `shutdown`; `beat` is called at every turn (heartbeat).
@@ -422,8 +434,10 @@ impl TcpThread {
             control.flush();
             self.deliver(&mut control);
             self.resume_paused(now, &mut control);
-            self.open
-                .store(self.connections() as u64, Ordering::Relaxed);
+            let g = &self.gauges;
+            g.open.store(self.connections() as u64, Ordering::Relaxed);
+            g.peer_connections
+                .store(self.peers.len() as u64, Ordering::Relaxed);
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
                 self.sweep(now, &mut control);
@@ -1048,6 +1062,8 @@ impl TcpThread {
         };
         c.peer = Some(pt);
         p.data = Some(dt);
+        let g = &self.gauges.to_peer_bytes;
+        g.fetch_add(c.inbuf.len() as u64, Ordering::Relaxed);
         p.out.append(&mut c.inbuf);
         if !self.flush_peer(pt) {
             self.end_peer(pt, control);
@@ -1087,7 +1103,11 @@ impl TcpThread {
                     open = false;
                     break;
                 }
-                Ok(n) => c.out.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    c.out.extend_from_slice(&buf[..n]);
+                    let g = &self.gauges.to_client_bytes;
+                    g.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     p.paused = false;
                     break;
@@ -1171,6 +1191,8 @@ impl TcpThread {
             };
             c.last_in = now;
             p.out.extend_from_slice(&buf[..n]);
+            let g = &self.gauges.to_peer_bytes;
+            g.fetch_add(n as u64, Ordering::Relaxed);
         };
         if !self.flush_peer(pt) {
             self.end_peer(pt, control);

@@ -125,7 +125,8 @@ fn uclient_client_to_client_through_tcp_allocations_over_tls() {
 
 #[test]
 fn connect_to_an_outside_peer_four_mib_each_way() {
-    let x = server(&[]);
+    let listen = format!("127.0.0.1:{}", xturn_tests::free_tcp_port());
+    let x = server(&["--metrics-listen", &listen]);
     let peer = TcpListener::bind("127.0.0.1:0").unwrap();
     let peer_addr = peer.local_addr().unwrap();
     // The peer: echo everything, then report who connected and how much it saw.
@@ -195,6 +196,22 @@ fn connect_to_an_outside_peer_four_mib_each_way() {
     let (from, n) = echo.join().unwrap();
     assert_eq!(from, relay, "the peer sees the relayed address");
     assert_eq!(n, data.len());
+    // The metrics count the joined bytes each way, and the peer connection is gone.
+    let url = format!("http://{listen}/metrics");
+    let want = data.len() as f64;
+    let (up, down, peers) = (
+        "xturn_tcp_relayed_bytes_total{direction=to_peer}",
+        "xturn_tcp_relayed_bytes_total{direction=to_client}",
+        "xturn_tcp_peer_connections{}",
+    );
+    let m = xturn_tests::scrape_until(None, &url, |m| {
+        m.get(up) == Some(&want) && m.get(down) == Some(&want) && m.get(peers) == Some(&0.0)
+    });
+    assert_eq!(
+        (m.get(up), m.get(down), m.get(peers)),
+        (Some(&want), Some(&want), Some(&0.0)),
+        "{m:#?}"
+    );
     // The control connection still serves.
     let r = c.request(Method::Refresh, |b| {
         b.u32_attr(attr::LIFETIME, 600);
