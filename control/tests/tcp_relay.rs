@@ -470,3 +470,136 @@ fn a_data_connection_uses_the_control_connections_nonce() {
     let out = lab.drain();
     assert_eq!(client::error_code(&out[0].payload), Some(438));
 }
+
+/// What the driver may see happen to a TCP allocation, in any order.
+#[derive(Debug, Clone)]
+enum Op {
+    Connect(u8),
+    Connected(prop::sample::Index, bool),
+    Incoming(u8),
+    Permit(u8),
+    Bind(prop::sample::Index, u8),
+    Closed(prop::sample::Index),
+    Later(u8),
+    Refresh(bool),
+    ControlClosed,
+}
+
+use proptest::prelude::*;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..4).prop_map(Op::Connect),
+        (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(i, ok)| Op::Connected(i, ok)),
+        (0u8..4).prop_map(Op::Incoming),
+        (0u8..4).prop_map(Op::Permit),
+        (any::<prop::sample::Index>(), 0u8..3).prop_map(|(i, p)| Op::Bind(i, p)),
+        any::<prop::sample::Index>().prop_map(Op::Closed),
+        (0u8..45).prop_map(Op::Later),
+        any::<bool>().prop_map(Op::Refresh),
+        Just(Op::ControlClosed),
+    ]
+}
+
+fn lab_peer(i: u8) -> SocketAddr {
+    SocketAddr::new(peer().ip(), 7000 + i as u16)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the order of requests, driver reports and deadlines: every connection the
+    /// driver holds is eventually closed by a `Close` or reported closed by the driver,
+    /// and once the allocation is gone the server holds no state at all.
+    #[test]
+    fn tcp_allocation_sequences_leak_nothing(ops in prop::collection::vec(op(), 1..40)) {
+        let mut lab = Lab::new();
+        let mut c = TurnClient::new("alice", "alice-pw");
+        let control = conn(41000);
+        let mut relay = Some(lab.allocate_tcp(&mut c, control));
+        // The driver's side: connections it holds (connecting, or open), by id.
+        let mut connecting: Vec<ConnectionId> = Vec::new();
+        let mut open: Vec<ConnectionId> = Vec::new();
+        let take = |ops: &mut Vec<TcpRelay>, connecting: &mut Vec<ConnectionId>, open: &mut Vec<ConnectionId>| {
+            for o in ops.drain(..) {
+                match o {
+                    TcpRelay::Connect { id, .. } => connecting.push(id),
+                    TcpRelay::Close { id } => {
+                        connecting.retain(|x| *x != id);
+                        open.retain(|x| *x != id);
+                    }
+                    TcpRelay::CloseListener { .. } => {}
+                }
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Connect(p) if relay.is_some() => {
+                    lab.request(&mut c, control, Method::Connect, &connect_body(lab_peer(p)));
+                }
+                Op::Connected(i, ok) if !connecting.is_empty() => {
+                    let id = connecting.remove(i.index(connecting.len()));
+                    lab.server.peer_connected(lab.now, id, ok);
+                    lab.drain();
+                    if ok {
+                        open.push(id);
+                    }
+                }
+                Op::Incoming(p) => {
+                    if let Some(r) = relay {
+                        if let Some(id) = lab.server.peer_connection_incoming(lab.now, r, lab_peer(p)) {
+                            open.push(id);
+                        }
+                        lab.drain();
+                    }
+                }
+                Op::Permit(p) if relay.is_some() => {
+                    lab.request(&mut c, control, Method::CreatePermission,
+                        &client::permission_body(vec![lab_peer(p)]));
+                }
+                Op::Bind(i, port) if !open.is_empty() => {
+                    let id = open[i.index(open.len())];
+                    let data = conn(42000 + port as u16);
+                    let (_, v, _) = lab.request(&mut c, data, Method::ConnectionBind, &bind_body(id.0));
+                    if let StreamVerdict::Data(bound) = v {
+                        prop_assert_eq!(bound, id);
+                    }
+                }
+                Op::Closed(i) if !open.is_empty() => {
+                    let id = open.remove(i.index(open.len()));
+                    lab.server.tcp_connection_closed(id);
+                    lab.drain();
+                }
+                Op::Later(s) => {
+                    lab.later(Duration::from_secs(s as u64));
+                }
+                Op::Refresh(keep) if relay.is_some() => {
+                    let l = if keep { Duration::from_secs(600) } else { Duration::ZERO };
+                    lab.request(&mut c, control, Method::Refresh, &client::refresh_body(l));
+                    if !keep {
+                        relay = None;
+                    }
+                }
+                Op::ControlClosed if relay.is_some() => {
+                    lab.server.connection_closed(control);
+                    lab.drain();
+                    relay = None;
+                }
+                _ => {}
+            }
+            take(&mut lab.ops, &mut connecting, &mut open);
+            prop_assert!(lab.server.tcp_connection_count() <= 128);
+            // The server's connections are the driver's (a failed attempt leaves both).
+            prop_assert!(lab.server.tcp_connection_count() <= connecting.len() + open.len());
+        }
+        lab.server.connection_closed(control);
+        lab.drain();
+        take(&mut lab.ops, &mut connecting, &mut open);
+        lab.later(Duration::from_secs(3600));
+        take(&mut lab.ops, &mut connecting, &mut open);
+        prop_assert!(connecting.is_empty() && open.is_empty(), "left open: {:?} {:?}", connecting, open);
+        prop_assert_eq!(lab.server.tcp_connection_count(), 0);
+        prop_assert_eq!(lab.server.allocation_count(), 0);
+        prop_assert_eq!(lab.server.state_size(), 0);
+    }
+}
