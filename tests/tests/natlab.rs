@@ -472,6 +472,11 @@ fn relayed_packets(pid: u32) -> u64 {
 const ICE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/ice_agent.py");
 const BROWSER_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/webrtc_nat.py");
 
+/// The ICE tests take turns: each is timing-sensitive (a hole punched against a relay
+/// pair started late), and a browser beside the other test's agents on two cores would
+/// make their timing the machine's rather than the NATs'.
+static ICE_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One cell of the matrix: (the selected pair's candidate types as the controlling agent
 /// saw them, packets xturn relayed).
 fn ice_cell(nat_a: &str, nat_b: &str, count: u64) -> (String, String, u64) {
@@ -531,6 +536,7 @@ fn chromium_punches_through_cones_and_falls_back_to_the_relay_behind_symmetric_n
     if !root_or_skip("natlab") {
         return;
     }
+    let _turn = ICE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     assert!(have("nft"), "nftables is missing: tests/run.sh installs it");
     assert!(
         have("chromium"),
@@ -565,6 +571,7 @@ fn ice_punches_through_cones_and_falls_back_to_the_relay_otherwise() {
     if !root_or_skip("natlab") {
         return;
     }
+    let _turn = ICE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     assert!(have("nft"), "nftables is missing: tests/run.sh installs it");
     const COUNT: u64 = 200;
     let nats = [
