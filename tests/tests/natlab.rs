@@ -527,12 +527,13 @@ fn cell(nat_a: &str, nat_b: &str, script: &str, extra: &[&str]) -> (serde_json::
     (v, relayed_packets(xturn.child.id()))
 }
 
-/// A browser in the lab: two headless Chromiums, each behind its own NAT, open a data
-/// channel with xturn as STUN and TURN server. Behind two port-restricted cones they
-/// punch through (the selected pair has no relayed candidate, xturn relays no message);
-/// behind two symmetric NATs they fall back to xturn's relay, which carries the messages.
+/// A browser in the lab: two headless Chromiums, each behind its own symmetric NAT, open
+/// a data channel with xturn as STUN and TURN server: no hole can be punched, they fall
+/// back to xturn's relay, which carries the messages. (Where a hole can be punched,
+/// Chromium may still settle on a relay pair that answered first: which pair wins is its
+/// timing, not the NATs'; the aioice matrix asserts those cells.)
 #[test]
-fn chromium_punches_through_cones_and_falls_back_to_the_relay_behind_symmetric_nats() {
+fn chromium_falls_back_to_the_relay_behind_two_symmetric_nats() {
     if !root_or_skip("natlab") {
         return;
     }
@@ -542,23 +543,18 @@ fn chromium_punches_through_cones_and_falls_back_to_the_relay_behind_symmetric_n
         have("chromium"),
         "chromium is missing: tests/run.sh installs it"
     );
-    let mut wrong = Vec::new();
-    for (nat, expect_relay) in [("port-restricted-cone", false), ("symmetric", true)] {
-        let (v, relayed) = cell(nat, nat, BROWSER_AGENT, &[]);
-        let (local, remote) = (
-            v["pair"]["local"].as_str().unwrap_or("?"),
-            v["pair"]["remote"].as_str().unwrap_or("?"),
-        );
-        let relay = local == "relay" || remote == "relay";
-        eprintln!("chromium, {nat} x {nat}: {local}/{remote}, xturn relayed {relayed} packets");
-        // 50 messages each way through xturn; SCTP adds its own packets.
-        if relay != expect_relay || (relayed >= 100) != expect_relay {
-            wrong.push(format!(
-                "{nat} x {nat}: {local}/{remote}, {relayed} relayed: {v}"
-            ));
-        }
-    }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let (v, relayed) = cell("symmetric", "symmetric", BROWSER_AGENT, &[]);
+    let (local, remote) = (
+        v["pair"]["local"].as_str().unwrap_or("?"),
+        v["pair"]["remote"].as_str().unwrap_or("?"),
+    );
+    eprintln!("chromium, symmetric x symmetric: {local}/{remote}, xturn relayed {relayed} packets");
+    assert!(
+        local == "relay" || remote == "relay",
+        "the selected pair has no relayed candidate: {v}"
+    );
+    // 50 messages each way through xturn (SCTP adds packets of its own).
+    assert!(relayed >= 100, "xturn relayed only {relayed} packets: {v}");
 }
 
 /// The article's story, as two real ICE agents (aioice) behind every pair of the lab's
