@@ -104,3 +104,17 @@ pub enum Change {
         peer: PeerAddr,
     },
 }
+
+impl Change {
+    /// The relayed address the change is about.
+    pub fn relay(&self) -> RelayAddr {
+        match self {
+            Change::InstallAllocation { relay, .. }
+            | Change::RemoveAllocation { relay, .. }
+            | Change::InstallPermission { relay, .. }
+            | Change::RemovePermission { relay, .. }
+            | Change::InstallChannel { relay, .. }
+            | Change::RemoveChannel { relay, .. } => *relay,
+        }
+    }
+}

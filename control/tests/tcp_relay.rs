@@ -12,8 +12,8 @@ use xturn_control::client::{self, Answer, TurnClient};
 use xturn_control::server::{BIND_DEADLINE, CONNECT_DEADLINE};
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use xturn_control::{
-    Change, ClientAddr, ConnectionId, FiveTuple, Output, RelayAddr, Server, StreamVerdict,
-    TcpRelay, Transmit, Transport,
+    ClientAddr, ConnectionId, FiveTuple, Output, RelayAddr, Server, StreamVerdict, TcpRelay,
+    Transmit, Transport,
 };
 
 struct Lab {
@@ -65,16 +65,8 @@ impl Lab {
                     self.server.relay_bound(self.now, token, true);
                 }
                 Output::DataPlane(c) => {
-                    let relay = match &c {
-                        Change::InstallAllocation { relay, .. }
-                        | Change::RemoveAllocation { relay, .. }
-                        | Change::InstallPermission { relay, .. }
-                        | Change::RemovePermission { relay, .. }
-                        | Change::InstallChannel { relay, .. }
-                        | Change::RemoveChannel { relay, .. } => relay,
-                    };
                     assert!(
-                        !self.tcp_binds.contains(relay),
+                        !self.tcp_binds.contains(&c.relay()),
                         "a TCP allocation has no data-plane state: {c:?}"
                     );
                 }

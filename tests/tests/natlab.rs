@@ -84,6 +84,23 @@ chain filter_in {{
     format!("table ip {TABLE} {{\n{body}}}\n")
 }
 
+/// Load the nftables rule set `text` (for `nat`) in namespace `ns`.
+fn load_rules(ns: &str, tag: &str, nat: &str, text: &str) {
+    let path = std::env::temp_dir().join(format!("{tag}.nft"));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "nft for {nat}: {}\n{text}",
+        xturn_tests::output_text(&out)
+    );
+}
+
 struct Lab {
     ns_h: String,
     ns_s: String,
@@ -151,20 +168,7 @@ impl Lab {
             "-qw",
             "net.ipv4.ip_forward=1",
         ]);
-        let text = rules(nat, &n1, &n0);
-        let path = std::env::temp_dir().join(format!("{tag}.nft"));
-        std::fs::write(&path, &text).unwrap();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &n, "nft", "-f"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert!(
-            out.status.success(),
-            "nft for {nat}: {}\n{text}",
-            xturn_tests::output_text(&out)
-        );
+        load_rules(&n, &tag, nat, &rules(nat, &n1, &n0));
         Lab {
             ns_h: h,
             ns_s: s,
@@ -391,19 +395,7 @@ impl IceLab {
             ]);
             let host = host_cidr.split('/').next().unwrap();
             let text = rules_for(nat, &r1, &r0, host, public, &lan);
-            let path = std::env::temp_dir().join(format!("{tag}{n}.nft"));
-            std::fs::write(&path, &text).unwrap();
-            let out = Command::new("ip")
-                .args(["netns", "exec", r, "nft", "-f"])
-                .arg(&path)
-                .output()
-                .unwrap();
-            let _ = std::fs::remove_file(&path);
-            assert!(
-                out.status.success(),
-                "nft for {nat}: {}\n{text}",
-                xturn_tests::output_text(&out)
-            );
+            load_rules(r, &format!("{tag}{n}"), nat, &text);
         }
         IceLab {
             ns_a: a,

@@ -560,15 +560,7 @@ impl Server {
     }
 
     fn emit(&mut self, c: Change) {
-        let relay = match &c {
-            Change::InstallAllocation { relay, .. }
-            | Change::RemoveAllocation { relay, .. }
-            | Change::InstallPermission { relay, .. }
-            | Change::RemovePermission { relay, .. }
-            | Change::InstallChannel { relay, .. }
-            | Change::RemoveChannel { relay, .. } => relay,
-        };
-        if self.tcp_relays.contains(relay) {
+        if self.tcp_relays.contains(&c.relay()) {
             return; // a TCP allocation: nothing for a data plane
         }
         self.data.apply(&c);
