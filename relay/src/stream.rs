@@ -310,6 +310,46 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(TcpListener::from_std(s.into()))
 }
 
+/// Write as much of `out` as the socket takes (what is written leaves `out`); `false`:
+/// the connection failed.
+fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    while !out.is_empty() {
+        match stream.write(out) {
+            Ok(0) => return false,
+            Ok(n) => {
+                out.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Ask for writable events on `stream` while `want` (something waits to be written), once
+/// per change (`writing` is what is registered); `false`: the registry refused.
+fn want_writable(
+    registry: &mio::Registry,
+    stream: &mut TcpStream,
+    t: Token,
+    writing: &mut bool,
+    want: bool,
+) -> bool {
+    if want != *writing {
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if registry.reregister(stream, t, interest).is_err() {
+            return false;
+        }
+        *writing = want;
+    }
+    true
+}
+
 /// Connections the kernel may hold for `accept` (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
 
@@ -640,16 +680,8 @@ impl TcpThread {
         };
         let want = match c.tls.as_mut() {
             None => {
-                while !c.out.is_empty() {
-                    match c.stream.write(&c.out) {
-                        Ok(0) => return false,
-                        Ok(n) => {
-                            c.out.drain(..n);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(_) => return false,
-                    }
+                if !write_out(&mut c.stream, &mut c.out) {
+                    return false;
                 }
                 !c.out.is_empty()
             }
@@ -685,23 +717,7 @@ impl TcpThread {
                 }
             }
         }
-        if want != c.writing {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut c.stream, t, interest)
-                .is_err()
-            {
-                return false;
-            }
-            c.writing = want;
-        }
-        true
+        want_writable(self.poll.registry(), &mut c.stream, t, &mut c.writing, want)
     }
 
     /// Queue what the outbox holds on its connections and write it; carry out the
@@ -1206,16 +1222,8 @@ impl TcpThread {
         let Some(p) = self.peers.get_mut(&t) else {
             return true;
         };
-        while !p.out.is_empty() {
-            match p.stream.write(&p.out) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    p.out.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return false,
-            }
+        if !write_out(&mut p.stream, &mut p.out) {
+            return false;
         }
         let want = !p.out.is_empty();
         if p.closing.is_some() && !want {
@@ -1228,23 +1236,7 @@ impl TcpThread {
                 }
             }
         }
-        if want != p.writing {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut p.stream, t, interest)
-                .is_err()
-            {
-                return false;
-            }
-            p.writing = want;
-        }
-        true
+        want_writable(self.poll.registry(), &mut p.stream, t, &mut p.writing, want)
     }
 
     /// Read again from connections paused for a full queue that has room now (the
