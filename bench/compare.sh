@@ -16,6 +16,8 @@
 #
 # Usage (as root):  bash bench/compare.sh
 # Environment: DURATION (seconds per load, default 6), GEN_CPU (0), RELAY_CPU (1),
+#              COTURN_UPSTREAM=PATH to run the same loads against a turnserver built
+#              from coturn's repository too (column coturn-upstream),
 #              NO_BUILD=1 to skip `cargo build --release`, XTURN_BIN=PATH to benchmark
 #              another xturn binary (e.g. one built from a given commit) and XTURN_REV=TEXT
 #              to say in the report where it came from; OUT_DIR (default bench/) for
@@ -36,7 +38,7 @@ RATES=(20000 50000)
 ECHO_RATE=20000
 STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
 XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
-WATCHDOG=1200         # seconds for the whole run (the last one took about 8 minutes, before the defaults topology)
+WATCHDOG=1800         # seconds for the whole run (about 17 minutes with coturn-upstream, 2026-12-05)
 AFXDP_NICE=-10        # nice value of the forwarder threads (xturn's default) and of xsk-reflect's
 BYPASS_RUNS=5         # kernel-bypass forwarder and AF_XDP reflector loads, each (medians; the flood is noisy)
 
@@ -252,24 +254,50 @@ run_server_loads() { # run_server_loads NAME SERVER_PID
 }
 
 # ---- coturn -----------------------------------------------------------------------------
-COTURN_CMD=(turnserver -n --no-tls --no-dtls --no-cli --no-rfc5780 -L 192.0.2.1 -E 198.51.100.1
-    --relay-threads 1 -a -f --user bench:bench --realm bench
-    --pidfile "$TMP/turnserver.pid" --log-file "$TMP/turnserver.log" --simple-log)
-if turnserver --help 2>&1 | grep -q -- --udp-recvmmsg; then
-    COTURN_CMD+=(--udp-recvmmsg)
-    RECVMMSG_NOTE="with \`--udp-recvmmsg\`"
-else
-    RECVMMSG_NOTE="\`--udp-recvmmsg\` does not exist in this version"
-fi
-log "coturn: ${COTURN_CMD[*]}"
-ip netns exec "$NR" taskset -c "$RELAY_CPU" "${COTURN_CMD[@]}" >"$TMP/coturn.out" 2>&1 &
-CPID=$!
-PIDS+=("$CPID")
-ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
-COTURN_AFF=$(affinity "$CPID")
+coturn_cmd() { # coturn_cmd BINARY: the command line, in COTURN_CMD (recvmmsg on where it exists)
+    COTURN_CMD=("$1" -n --no-tls --no-dtls --no-cli --no-rfc5780 -L 192.0.2.1 -E 198.51.100.1
+        --relay-threads 1 -a -f --user bench:bench --realm bench
+        --pidfile "$TMP/turnserver.pid" --log-file "$TMP/turnserver.log" --simple-log)
+    # Read the help text first: `grep -q` on a pipe would end turnserver with SIGPIPE, which
+    # pipefail counts as a failed test (the run of 2026-12-05 said "does not exist" so).
+    local help
+    help=$("$1" --help 2>&1 || true)
+    if grep -q -- --udp-recvmmsg <<<"$help"; then
+        COTURN_CMD+=(--udp-recvmmsg)
+        RECVMMSG_NOTE="with \`--udp-recvmmsg\`"
+    else
+        RECVMMSG_NOTE="\`--udp-recvmmsg\` does not exist in this version"
+    fi
+}
+run_coturn() { # run_coturn NAME: start COTURN_CMD pinned, run every server load, stop it
+    log "$1: ${COTURN_CMD[*]}"
+    ip netns exec "$NR" taskset -c "$RELAY_CPU" "${COTURN_CMD[@]}" >"$TMP/$1.out" 2>&1 &
+    CPID=$!
+    PIDS+=("$CPID")
+    ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+    RUN_AFF=$(affinity "$CPID")
+    run_server_loads "$1" "$CPID"
+    stop_pid "$CPID"
+}
+coturn_cmd turnserver
 COTURN_VERSION=$(turnserver --version 2>/dev/null | head -1 || echo unknown)
-run_server_loads coturn "$CPID"
-stop_pid "$CPID"
+run_coturn coturn
+COTURN_AFF=$RUN_AFF
+DEBIAN_COTURN_CMD=("${COTURN_CMD[@]}")
+DEBIAN_RECVMMSG_NOTE=$RECVMMSG_NOTE
+
+# ---- coturn upstream (COTURN_UPSTREAM=PATH: a turnserver built from coturn's repository) --
+UPSTREAM_NOTE=""
+if [ -n "${COTURN_UPSTREAM:-}" ]; then
+    [ -x "$COTURN_UPSTREAM" ] || { log "COTURN_UPSTREAM=$COTURN_UPSTREAM is not an executable"; exit 1; }
+    coturn_cmd "$COTURN_UPSTREAM"
+    UP_VERSION=$("$COTURN_UPSTREAM" --version 2>/dev/null | head -1 || echo unknown)
+    run_coturn coturn-upstream
+    UPSTREAM_NOTE="
+- coturn-upstream: \`$UP_VERSION\` built from coturn's public repository (github.com/coturn/coturn) with its own CMake build and Debian's -dev packages, command \`${COTURN_CMD[*]}\` (thread affinity seen: $RUN_AFF; $RECVMMSG_NOTE; no \`--multiplex-peer\`: every allocation keeps its own relayed address, as strict clients require)"
+fi
+COTURN_CMD=("${DEBIAN_COTURN_CMD[@]}")
+RECVMMSG_NOTE=$DEBIAN_RECVMMSG_NOTE
 
 # ---- xturn ------------------------------------------------------------------------------
 # The lab's peers are in a documentation range (denied by default); one client address
@@ -518,7 +546,7 @@ NOTES=$(
     cat <<EOF
 Set-up: network namespaces \`client\` (192.0.2.2) -- \`relay\` (192.0.2.1 | 198.51.100.1) -- \`peer\` (198.51.100.2) joined by veth pairs with TX checksum offload off, GRO on and threaded NAPI; NAPI threads pinned:$NAPI_NOTE. Each server runs alone in the relay namespace under \`taskset -c $RELAY_CPU\` with one relay thread (thread affinity seen: coturn $COTURN_AFF, xturn $XTURN_AFF); the generator (\`xturn-bench\`, 1 thread) and the sink share CPU $GEN_CPU. Every load runs $DURATION s with $ALLOCS allocations (one UDP socket each; channels bound to $PEER_PORTS sink ports), $SIZE-byte ChannelData payloads; "relay core busy" is 1 - idle of CPU $RELAY_CPU from /proc/stat over the measured interval, so it includes the server's NAPI and softirq work, and anything else that ran there; "relay threads' CPU" is the exact runtime (schedstat) of the server's threads and the relay-side NAPI kthreads only, which other processes cannot inflate.
 
-- coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)
+- coturn: \`$COTURN_VERSION\`, command \`${COTURN_CMD[*]}\` (paths under a temporary directory; $RECVMMSG_NOTE)$UPSTREAM_NOTE
 - xturn: \`${XTURN_CMD[*]#"$ROOT/"}\`, built from $XTURN_REV; the generator from commit $REV
 - xturn-xdp: the same binary, \`${XDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $XDP_AFF), with xturn's XDP_PASS program on the client's veth (\`xturn-bench xdp-pass\`) during its socket loads; it runs the STUN loads only (IP forwarding is off in the relay namespace then, so TURN data would take the socket path; TURN data through AF_XDP is the xturn-afxdp column). Its capacity is measured with \`xturn-bench xdp-load\` (live-frame BPF_PROG_RUN from the client namespace, pinned to CPU $GEN_CPU, flat out for $DURATION s) against it and against \`xturn-bench xdp-reflect\` (a bare XDP_TX reflector on the same veth), and the programs alone with \`xturn-bench xdp-cost\` (BPF_PROG_TEST_RUN on CPU $RELAY_CPU).
 - xturn-afxdp: the same binary, \`${AFXDP_CMD[*]#"$ROOT/"}\` (thread affinity seen: $AFXDP_AFF; threads: $AFXDP_THREADS), with \`net.ipv4.conf.all.forwarding=1\` in the relay namespace while it ran (the XDP program's bpf_fib_lookup needs it; $FWD0 before and after, for the other servers); xturn's XDP_PASS program was on the client's veth only for the start-up \`ping\` (a Binding request, answered with XDP_TX). It runs the TURN data loads (relay flat out and at fixed rates, the sustained-rate search, echo); \`xturn stats --json\` (the XDP program's counters and the forwarder's status file) was saved before and after each load (results/afxdp-stats/). The relay's work is in the server's forwarder thread (covered by \`--relay-pid\`, which counts all of the server's threads) and in the relay veths' NAPI threads (\`--relay-threads\`); $AFXDP_NAPI_NOTE. Its capacity is measured with \`xturn-bench xdp-relay-load\` ($ALLOCS allocations and channels set up with TURN from fixed local ports, then live-frame BPF_PROG_RUN of ChannelData frames with exactly those 5-tuples out of the client's veth, flat out for $DURATION s, $BYPASS_RUNS runs, each against a freshly started server and taking turns with the reflector's, from CPU $GEN_CPU; \`xturn-bench xdp-drop\` on the peer's veth takes the relayed frames and its receive counter is what was delivered) against it, and the same frames (\`--reflector\`, no TURN) against \`xturn-bench xsk-reflect\` (the bare AF_XDP copy-mode reflector on the relay's client-side veth, pinned to CPU $RELAY_CPU, its thread at nice $AFXDP_NICE like the forwarder's, so that both run before the NAPI thread feeding them; the frames come back to the client's veth, where they are dropped and counted).
@@ -530,7 +558,7 @@ EOF
 )
 # The results directory describes itself, so the report can be regenerated from it alone.
 printf '%s\n' "$NOTES" >"$RES/notes.md"
-echo "bash bench/compare.sh (DURATION=$DURATION GEN_CPU=$GEN_CPU RELAY_CPU=$RELAY_CPU)" >"$RES/command.txt"
+echo "${COTURN_UPSTREAM:+COTURN_UPSTREAM=$COTURN_UPSTREAM }bash bench/compare.sh (DURATION=$DURATION GEN_CPU=$GEN_CPU RELAY_CPU=$RELAY_CPU)" >"$RES/command.txt"
 date -u '+%Y-%m-%d %H:%M UTC' >"$RES/date.txt"
 mkdir -p "$OUT_DIR"
 "$B" report --dir "$RES" --out "$OUT_DIR/RESULTS.md" --svg "$OUT_DIR/latency.svg"

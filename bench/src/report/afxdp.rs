@@ -422,7 +422,7 @@ pub fn afxdp_section(
         }
         // 3. Against the socket servers of this run, per core.
         let mut lines = Vec::new();
-        for s in ["coturn", "xturn"] {
+        for s in ["coturn", super::schema::COTURN_UPSTREAM, "xturn"] {
             let Some(t) = traffic(res, s, "relay-max") else {
                 continue;
             };

@@ -26,13 +26,16 @@ pub fn render_markdown(
     let _ = writeln!(md, "\n## Side by side\n");
     let _ = writeln!(
         md,
-        "`xturn` is xturn on kernel sockets. `xturn-xdp` is the same xturn with `--xdp` on the relay's client-side veth: Binding requests are answered by its XDP program in the driver (see \"xturn-xdp\" below); it runs the STUN loads only. `xturn-afxdp` is the same xturn with `--xdp` on both relay veths and IP forwarding on in the relay namespace: TURN data is relayed by its AF_XDP forwarder (see \"xturn-afxdp\" below); it runs the TURN data loads only. – means not run. Ratios: above 1 is better for rates, below 1 is better for loss, latency and CPU.\n"
+        "`xturn` is xturn on kernel sockets. `xturn-xdp` is the same xturn with `--xdp` on the relay's client-side veth: Binding requests are answered by its XDP program in the driver (see \"xturn-xdp\" below); it runs the STUN loads only. `xturn-afxdp` is the same xturn with `--xdp` on both relay veths and IP forwarding on in the relay namespace: TURN data is relayed by its AF_XDP forwarder (see \"xturn-afxdp\" below); it runs the TURN data loads only. `coturn` is Debian's coturn package; `coturn-upstream`, when the run had one (`COTURN_UPSTREAM=PATH`), is coturn built from its public repository with its own build system, run with the same options. – means not run. Ratios: above 1 is better for rates, below 1 is better for loss, latency and CPU.\n"
     );
     let _ = writeln!(
         md,
-        "| metric | coturn | xturn | xturn-xdp | xturn-afxdp | xturn / coturn | xturn-xdp / xturn | xturn-afxdp / xturn | xturn-afxdp / coturn |"
+        "| metric | coturn | xturn | xturn-xdp | xturn-afxdp | coturn-upstream | xturn / coturn | xturn-xdp / xturn | xturn-afxdp / xturn | xturn-afxdp / coturn | xturn / coturn-upstream | xturn-afxdp / coturn-upstream |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (t, rows) in side_rows(res, &tests) {
         let mark: Vec<&str> = SERVERS
             .iter()
@@ -56,17 +59,20 @@ pub fn render_markdown(
                 .collect();
             let _ = writeln!(
                 md,
-                "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
                 if r.higher_better { "↑" } else { "↓" },
                 cells[0],
                 cells[1],
                 cells[2],
                 cells[3],
+                cells[4],
                 ratio(r.values[1], r.values[0]),
                 ratio(r.values[2], r.values[1]),
                 ratio(r.values[3], r.values[1]),
-                ratio(r.values[3], r.values[0])
+                ratio(r.values[3], r.values[0]),
+                ratio(r.values[1], r.values[4]),
+                ratio(r.values[3], r.values[4])
             );
         }
     }
@@ -247,6 +253,7 @@ pub(super) fn side_rows(
                         None,
                         None,
                         Some((c.kernel_drops() + c.forwarder_drops()) as f64),
+                        None,
                     ],
                     fmt: f0,
                     higher_better: false,

@@ -179,7 +179,12 @@ pub type Results = BTreeMap<String, BTreeMap<String, RunResult>>;
 /// with `--xdp` on the client-side veth (Binding answered by the XDP program: the STUN
 /// loads only), and xturn with the AF_XDP forwarder (`--xdp` on both veths: the TURN
 /// data loads only).
-pub const SERVERS: [&str; 4] = ["coturn", "xturn", XTURN_XDP, XTURN_AFXDP];
+/// Last, coturn built from its upstream repository (`COTURN_UPSTREAM=PATH` in compare.sh),
+/// when the run had one: a later column, so the others keep their places.
+pub const SERVERS: [&str; 5] = ["coturn", "xturn", XTURN_XDP, XTURN_AFXDP, COTURN_UPSTREAM];
+/// coturn built from its public repository (4.17: recvmmsg by default, stateless nonces, a
+/// Binding fast path), the peer users would pick today; `coturn` is Debian's package.
+pub const COTURN_UPSTREAM: &str = "coturn-upstream";
 pub const XTURN_XDP: &str = "xturn-xdp";
 pub const XTURN_AFXDP: &str = "xturn-afxdp";
 /// xturn-afxdp again, in the same topology left at veth defaults (TX checksum offload on,
@@ -204,6 +209,8 @@ pub fn split_name(file: &str) -> Option<(String, String)> {
     let stem = file.strip_suffix(".json")?;
     let (server, test) = if let Some(test) = stem.strip_prefix("xturn-xdp-") {
         (XTURN_XDP, test)
+    } else if let Some(test) = stem.strip_prefix("coturn-upstream-") {
+        (COTURN_UPSTREAM, test)
     } else if let Some(test) = stem.strip_prefix("xturn-afxdp-defaults-") {
         (XTURN_AFXDP_DEFAULTS, test)
     } else if let Some(test) = stem.strip_prefix("xturn-afxdp-") {

@@ -51,7 +51,7 @@ fn different_offered_rates_get_their_own_row() {
     let (md, _) = render_markdown(&res, &BTreeMap::new(), &a, "l.svg", "m");
     assert!(
         md.contains(
-            "| relay-sustained: offered pps ↑ | 90,000 | 120,000 | – | – | 1.33× | – | – | – |"
+            "| relay-sustained: offered pps ↑ | 90,000 | 120,000 | – | – | – | 1.33× | – | – | – | – | – |"
         ),
         "{md}"
     );
@@ -98,6 +98,10 @@ fn names_and_order() {
     assert_eq!(
         split_name("coturn-relay-20k.json"),
         Some(("coturn".into(), "relay-20k".into()))
+    );
+    assert_eq!(
+        split_name("coturn-upstream-relay-20k.json"),
+        Some(("coturn-upstream".into(), "relay-20k".into()))
     );
     assert_eq!(split_name("x.json"), None);
     assert_eq!(split_name("coturn-stun.txt"), None);
@@ -147,6 +151,7 @@ fn markdown_has_every_server() {
         ("coturn", 100_000.0, 40.0),
         ("xturn", 150_000.0, 30.0),
         ("xturn-afxdp", 450_000.0, 20.0),
+        ("coturn-upstream", 120_000.0, 35.0),
         ("reflector", 300_000.0, 10.0),
     ] {
         let m = res.entry(s.into()).or_default();
@@ -170,14 +175,14 @@ fn markdown_has_every_server() {
     // 150k / 100k
     assert!(
         md.contains(
-            "| relay-max: received at peer pps ↑ | 100,000 | 150,000 | – | 450,000 | 1.50× | – | 3.00× | 4.50× |"
+            "| relay-max: received at peer pps ↑ | 100,000 | 150,000 | – | 450,000 | 120,000 | 1.50× | – | 3.00× | 4.50× | 1.25× | 3.75× |"
         ),
         "{md}"
     );
     // Latency ratio 30/40.
     assert!(
         md.contains(
-            "| echo-20k: RTT p50 µs ↓ | 40.0 | 30.0 ⚠ | – | 20.0 | 0.75× | – | 0.67× | 0.50× |"
+            "| echo-20k: RTT p50 µs ↓ | 40.0 | 30.0 ⚠ | – | 20.0 | 35.0 | 0.75× | – | 0.67× | 0.50× | 0.86× | 0.57× |"
         ),
         "{md}"
     );
@@ -193,7 +198,7 @@ fn markdown_has_every_server() {
     // Relay rows come before echo rows.
     assert!(md.find("relay-max:").unwrap() < md.find("echo-20k:").unwrap());
     assert!(!md.contains("offered pps |"));
-    assert_eq!(svg.matches("<polyline").count(), 4);
+    assert_eq!(svg.matches("<polyline").count(), 5);
     assert!(svg.contains("reflector (generator floor)") && svg.contains("xturn-afxdp"));
 }
 
@@ -310,7 +315,7 @@ fn xdp_column_and_section() {
         "m",
     );
     assert!(
-        md.contains("| stun: Binding responses/s (flat out) ↑ | 40,000 | 70,000 | 250,000 | – | 1.75× | 3.57× | – | – |"),
+        md.contains("| stun: Binding responses/s (flat out) ↑ | 40,000 | 70,000 | 250,000 | – | – | 1.75× | 3.57× | – | – | – | – |"),
         "{md}"
     );
     assert!(

@@ -187,7 +187,7 @@ pub fn xdp_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
         }
         if let Some(p) = resp {
             if let Some(a) = p.relay_handled_pps {
-                let vs: Vec<String> = ["xturn", "coturn"]
+                let vs: Vec<String> = ["xturn", "coturn", super::schema::COTURN_UPSTREAM]
                     .iter()
                     .filter_map(|s| {
                         let t = traffic(res, s, "stun")?;
