@@ -762,6 +762,8 @@ mod mirror {
                         server_port,
                         hop,
                         flags,
+                        stats_slot: xturn_xdp_common::NO_STATS_SLOT,
+                        _pad: 0,
                     };
                     if let Err(e) = self.relays.insert(key, value, 0) {
                         self.stats.allocations_not_mirrored += 1;

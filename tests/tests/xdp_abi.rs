@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
 use xdp_support::OBJECT;
 use xturn_xdp_common::{
-    capacity, map_names, program_names, ChannelKey, ChannelValue, Config, Counter, Endpoint,
-    Expiry, HopEntry, IfaceValue, ListenPort, ListenValue, PermissionKey, RelayValue,
+    capacity, map_names, program_names, AllocStats, ChannelKey, ChannelValue, Config, Counter,
+    Endpoint, Expiry, HopEntry, IfaceValue, ListenPort, ListenValue, PeerChannel, PeerChannelKey,
+    PermissionKey, RelayValue,
 };
 
 // ------------------------------------------------------------------- ELF and BTF reader
@@ -70,6 +71,12 @@ enum BtfType {
         name: String,
         ty: u32,
     },
+    Union {
+        size: u32,
+    },
+    Typedef {
+        ty: u32,
+    },
     Other,
 }
 
@@ -124,7 +131,7 @@ fn parse_btf(b: &[u8]) -> Vec<BtfType> {
                         members,
                     }
                 } else {
-                    BtfType::Other
+                    BtfType::Union { size: size_or_type }
                 }
             }
             6 => {
@@ -150,7 +157,8 @@ fn parse_btf(b: &[u8]) -> Vec<BtfType> {
                 p += 4;
                 BtfType::Other
             }
-            7..=12 | 16 | 18 => BtfType::Other,
+            8 => BtfType::Typedef { ty: size_or_type },
+            7 | 9..=12 | 16 | 18 => BtfType::Other,
             k => panic!("unknown BTF kind {k}"),
         };
         out.push(t);
@@ -163,7 +171,8 @@ fn btf_size(types: &[BtfType], id: u32) -> u32 {
     match &types[id as usize] {
         BtfType::Int { size } => *size,
         BtfType::Array { elem, len } => btf_size(types, *elem) * len,
-        BtfType::Struct { size, .. } => *size,
+        BtfType::Struct { size, .. } | BtfType::Union { size } => *size,
+        BtfType::Typedef { ty } => btf_size(types, *ty),
         t => panic!("no size for {t:?}"),
     }
 }
@@ -275,6 +284,7 @@ const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
 
 /// (name, map type, key, value, max entries) as user space expects them.
 fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
@@ -349,7 +359,9 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 client_port,
                 server_port,
                 hop,
-                flags
+                flags,
+                stats_slot,
+                _pad
             }),
             capacity::RELAYS,
         ),
@@ -387,6 +399,45 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 src_mac
             }),
             capacity::HOPS,
+        ),
+        (
+            map_names::PEER_CHANNELS,
+            BPF_MAP_TYPE_HASH,
+            layout!(PeerChannelKey {
+                peer_ip,
+                peer_port,
+                relay_port
+            }),
+            layout!(PeerChannel {
+                expires_ns,
+                channel,
+                _pad
+            }),
+            capacity::CHANNELS,
+        ),
+        (
+            map_names::DEVS,
+            BPF_MAP_TYPE_DEVMAP_HASH,
+            layout!(scalar u32),
+            // The kernel's struct bpf_devmap_val: the interface, and a program fd/id union.
+            Layout {
+                name: "bpf_devmap_val",
+                size: 8,
+                members: vec![("ifindex".into(), 0, 4), ("bpf_prog".into(), 4, 4)],
+            },
+            capacity::DEVS,
+        ),
+        (
+            map_names::ALLOC_STATS,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            layout!(scalar u32),
+            layout!(AllocStats {
+                to_peer_packets,
+                to_peer_bytes,
+                to_client_packets,
+                to_client_bytes
+            }),
+            capacity::RELAYS,
         ),
     ]
 }

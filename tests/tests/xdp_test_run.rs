@@ -16,10 +16,12 @@ use xdp_support::{
     MAC_SERVER, OBJECT,
 };
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
+use xturn_relay::afxdp::frame::{self, Rewrite};
 use xturn_xdp_common::{
     direction, flags, iface_flags, ipv4_mapped, map_names, program_names, relay_flags, xsk_index,
-    ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopRef, IfaceValue, ListenPort,
-    ListenValue, PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
+    AllocStats, ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopRef, IfaceValue,
+    ListenPort, ListenValue, PeerChannel, PeerChannelKey, PermissionKey, RelayValue, XskMeta,
+    HOP_CACHE_NS, NO_STATS_SLOT, XSK_META_MAGIC,
 };
 
 const XDP_DROP: u32 = 1;
@@ -220,9 +222,18 @@ impl Harness {
             })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {}: {e}", hex(frame)));
         out.truncate(r.data_size_out as usize);
-        let meta_len = u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize;
-        let frame = out.split_off(meta_len);
-        (r.return_value, out, frame)
+        // No XDP metadata (ctx_out's data_meta offset stays 0): a frame steered to an
+        // AF_XDP socket carries its XskMeta as its first bytes, split off here.
+        assert_eq!(u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()), 0);
+        const META: usize = std::mem::size_of::<XskMeta>();
+        if r.return_value == XDP_REDIRECT
+            && out.len() > META
+            && out[META - 4..META] == XSK_META_MAGIC
+        {
+            let frame = out.split_off(META);
+            return (r.return_value, out, frame);
+        }
+        (r.return_value, Vec::new(), out)
     }
 }
 
@@ -238,6 +249,8 @@ fn relay_value(expires_ns: u64, slot: u32) -> RelayValue {
         server_port: s.port().to_be_bytes(),
         hop: hop_ref(slot),
         flags: 0,
+        stats_slot: NO_STATS_SLOT,
+        _pad: 0,
     }
 }
 
@@ -1179,10 +1192,12 @@ fn xdp_redirects_to_a_bound_xsk() {
         for (desc, ifx, input, action, counter, meta) in &cases {
             check(&h, desc, *ifx, input, *action, *counter, meta);
         }
-        // Longer than a UMEM frame holds: an AF_XDP socket would drop it, so it is passed.
-        h.set_max_steer_len(cd.len() as u32 - 1);
+        // Longer than a UMEM frame holds (with the XskMeta in front of it): an AF_XDP socket
+        // would drop it, so it is passed.
+        let steered = (cd.len() + std::mem::size_of::<XskMeta>()) as u32;
+        h.set_max_steer_len(steered - 1);
         check(&h, "too big", c, &cd, XDP_PASS, Counter::PassTooBig, &[]);
-        h.set_max_steer_len(cd.len() as u32);
+        h.set_max_steer_len(steered);
         check(
             &h,
             "just fits",
@@ -1337,6 +1352,612 @@ fn xdp_redirects_to_a_bound_xsk() {
             &[],
         );
         drop((xsk_c, xsk_p));
+    });
+    drop(ns);
+}
+
+// ------------------------------------------------------------------- in-kernel relay
+
+/// The IPv6 allocation of CLIENT6 (via SERVER6) the in-kernel fixtures relay through.
+const RELAY6K: &str = "[2001:db8:51::1]:50010";
+const PEER6_OTHER_PORT: &str = "[2001:db8:51::2]:6001";
+/// Peer transport addresses with a live permission (PEER4's IP) but no live channel.
+const PEER4_NO_CHANNEL: &str = "198.51.100.2:6001";
+const PEER4_EXPIRED_CHANNEL: &str = "198.51.100.2:6002";
+
+fn peer_channel_key(peer: &str, relay: &str) -> PeerChannelKey {
+    PeerChannelKey {
+        peer_ip: key_ip(sa(peer)),
+        peer_port: sa(peer).port().to_be_bytes(),
+        relay_port: sa(relay).port().to_be_bytes(),
+    }
+}
+
+fn ifindex(n: &str) -> u32 {
+    let c = std::ffi::CString::new(n).unwrap();
+    // SAFETY: a valid C string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+/// The in-kernel relay's maps on top of [`Harness::new`]'s: statistics slots 0 (RELAY4)
+/// and 1 (RELAY6K), an IPv6 allocation with a channel and permission, the peer -> channel
+/// entries, both interfaces in XT_DEVS with XDP_TX, and the IN_KERNEL switch.
+fn in_kernel_harness(c: u32, p: u32) -> Harness {
+    let mut h = Harness::new();
+    h.set(flags::ALL | flags::IN_KERNEL);
+    h.set_iface(c, iface_flags::XDP_TX);
+    h.set_iface(p, iface_flags::XDP_TX);
+    {
+        let mut devs: aya::maps::DevMapHash<&mut MapData> =
+            aya::maps::DevMapHash::try_from(h.ebpf.map_mut(map_names::DEVS).unwrap()).unwrap();
+        devs.insert(c, c, None, 0).unwrap();
+        devs.insert(p, p, None, 0).unwrap();
+    }
+    let mut relays: HashMap<&mut MapData, Endpoint, RelayValue> =
+        HashMap::try_from(h.ebpf.map_mut(map_names::RELAYS).unwrap()).unwrap();
+    let v4 = RelayValue {
+        stats_slot: 0,
+        ..relay_value(LIVE, 10)
+    };
+    relays.insert(ep(sa(RELAY4)), v4, 0).unwrap();
+    let (c6, s6) = (sa(CLIENT6), sa(SERVER6));
+    let v6 = RelayValue {
+        client_ip: key_ip(c6),
+        server_ip: key_ip(s6),
+        client_port: c6.port().to_be_bytes(),
+        server_port: s6.port().to_be_bytes(),
+        stats_slot: 1,
+        ..relay_value(LIVE, 20)
+    };
+    relays.insert(ep(sa(RELAY6K)), v6, 0).unwrap();
+    let mut perms: HashMap<&mut MapData, PermissionKey, Expiry> =
+        HashMap::try_from(h.ebpf.map_mut(map_names::PERMISSIONS).unwrap()).unwrap();
+    let k = PermissionKey {
+        peer_ip: key_ip(sa(PEER6)),
+        relay_port: sa(RELAY6K).port().to_be_bytes(),
+        _pad: [0; 2],
+    };
+    perms.insert(k, Expiry { expires_ns: LIVE }, 0).unwrap();
+    let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
+        HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
+    let key6 = ChannelKey {
+        client_ip: key_ip(c6),
+        server_ip: key_ip(s6),
+        client_port: c6.port().to_be_bytes(),
+        server_port: s6.port().to_be_bytes(),
+        channel: 0x4005u16.to_be_bytes(),
+        _pad: [0; 2],
+    };
+    let mut ch6 = channel_value(PEER6, LIVE, 21);
+    ch6.relay_ip = key_ip(sa(RELAY6K));
+    ch6.relay_port = sa(RELAY6K).port().to_be_bytes();
+    chans.insert(key6, ch6, 0).unwrap();
+    // A live channel of the expired allocation (its permission is live).
+    let mut exp = channel_value(PEER4, LIVE, 22);
+    exp.relay_port = sa(EXPIRED_RELAY4).port().to_be_bytes();
+    chans.insert(channel_key(0x4006), exp, 0).unwrap();
+    let mut pch: HashMap<&mut MapData, PeerChannelKey, PeerChannel> =
+        HashMap::try_from(h.ebpf.map_mut(map_names::PEER_CHANNELS).unwrap()).unwrap();
+    for (peer, relay, ch, exp) in [
+        (PEER4, RELAY4, 0x4001u16, LIVE),
+        (PEER6, RELAY6K, 0x4005, LIVE),
+        (PEER4_EXPIRED_CHANNEL, RELAY4, 0x4007, EXPIRED),
+        (PEER4, EXPIRED_RELAY4, 0x4006, LIVE),
+    ] {
+        let v = PeerChannel {
+            expires_ns: exp,
+            channel: ch.to_be_bytes(),
+            _pad: [0; 6],
+        };
+        pch.insert(peer_channel_key(peer, relay), v, 0).unwrap();
+    }
+    h
+}
+
+impl Harness {
+    /// The in-kernel relay's statistics of slot `slot`, summed over CPUs.
+    fn alloc_stats(&self, slot: u32) -> AllocStats {
+        let m: PerCpuArray<&MapData, AllocStats> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::ALLOC_STATS).unwrap()).unwrap();
+        m.get(&slot, 0)
+            .unwrap()
+            .iter()
+            .fold(AllocStats::default(), |a, s| AllocStats {
+                to_peer_packets: a.to_peer_packets + s.to_peer_packets,
+                to_peer_bytes: a.to_peer_bytes + s.to_peer_bytes,
+                to_client_packets: a.to_client_packets + s.to_client_packets,
+                to_client_bytes: a.to_client_bytes + s.to_client_bytes,
+            })
+    }
+}
+
+/// What the AF_XDP forwarder's rewrite (`relay/src/afxdp/frame.rs`, an implementation
+/// independent of the program's) makes of `input`: client -> peer when `channel` is None.
+fn forwarder_rewrite(input: &[u8], channel: Option<u16>, rw: &Rewrite) -> Vec<u8> {
+    const HEADROOM: usize = 256;
+    let mut buf = vec![0u8; HEADROOM + input.len()];
+    buf[HEADROOM..].copy_from_slice(input);
+    let (start, len) = match channel {
+        None => frame::channel_data_to_udp(&mut buf, HEADROOM, input.len(), rw),
+        Some(ch) => frame::udp_to_channel_data(&mut buf, HEADROOM, input.len(), ch, rw),
+    }
+    .unwrap_or_else(|e| panic!("the forwarder rejects {}: {e:?}", hex(input)));
+    buf[start..start + len].to_vec()
+}
+
+/// Application data of `n` bytes, different for every length.
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// The in-kernel relay (`flags::IN_KERNEL`) under BPF_PROG_TEST_RUN: ChannelData on a live
+/// channel becomes the peer's UDP datagram and peer data on a bound channel becomes
+/// ChannelData, in both families, padded and unpadded, every length mod 4, with
+/// DSCP/ECN, trailers, zero and pending-offload checksums, and with the frame grown at the
+/// tail as on drivers without headroom; each output is byte for byte what the AF_XDP
+/// forwarder's rewrite makes of the same input, and its checksums verify independently.
+/// XDP_TX back out of the interface it came in on, a devmap redirect to the other one.
+/// What the maps do not fully describe (expired channel, permission or allocation, no
+/// channel for the peer, TTL 1, bad checksum, MTU, generic mode with a pending offload)
+/// is not relayed in the kernel. Every frame counts exactly one counter; the
+/// per-allocation statistics count exactly what was relayed.
+#[test]
+fn xdp_relays_in_the_kernel() {
+    if !root_or_skip("xdp_relays_in_the_kernel") {
+        return;
+    }
+    let ns = Netns::new(format!("{}k", unique_tag()));
+    let name = ns.name.clone();
+    let sh = |cmd: &str| {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        xdp_support::run(&[&["ip", "-n", &name][..], &args[..]].concat());
+    };
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    sh("link add c type veth peer name p");
+    sh(&format!("link set c address {}", mac(MAC_C)));
+    sh(&format!("link set p address {}", mac(MAC_P)));
+    sh("link set p mtu 1400");
+    sh("addr add 192.0.2.1/24 dev c");
+    sh("addr add 2001:db8::1/64 dev c nodad");
+    sh("addr add 198.51.100.1/24 dev p");
+    sh("addr add 2001:db8:51::1/64 dev p nodad");
+    sh("link set c up");
+    sh("link set p up");
+    for (ip, m, dev) in [
+        ("192.0.2.2", MAC_CLIENT, "c"),
+        ("2001:db8::2", MAC_CLIENT, "c"),
+        ("198.51.100.2", MAC_PEER, "p"),
+        ("2001:db8:51::2", MAC_PEER, "p"),
+    ] {
+        sh(&format!(
+            "neigh replace {ip} lladdr {} dev {dev} nud permanent",
+            mac(m)
+        ));
+    }
+    in_netns(&name, || {
+        xdp_support::run(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
+        xdp_support::run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        pin_to_current_cpu();
+        let (c, p) = (ifindex("c"), ifindex("p"));
+        assert!(c != 0 && p != 0);
+        let mut h = in_kernel_harness(c, p);
+        let mut failures = Vec::new();
+        // (packets, bytes) each way per allocation slot, as the fixtures relay them.
+        let mut want_stats = [AllocStats::default(); 2];
+
+        let to_peer4 = Rewrite {
+            src_mac: MAC_P,
+            dst_mac: MAC_PEER,
+            src: sa(RELAY4),
+            dst: sa(PEER4),
+        };
+        let to_peer6 = Rewrite {
+            src: sa(RELAY6K),
+            dst: sa(PEER6),
+            ..to_peer4
+        };
+        let to_client4 = Rewrite {
+            src_mac: MAC_C,
+            dst_mac: MAC_CLIENT,
+            src: sa(SERVER4),
+            dst: sa(CLIENT4),
+        };
+        let to_client6 = Rewrite {
+            src: sa(SERVER6),
+            dst: sa(CLIENT6),
+            ..to_client4
+        };
+
+        // Runs one relayed fixture; returns false (and records why) on a mismatch.
+        let mut relayed = |h: &Harness,
+                           desc: String,
+                           ifx: u32,
+                           input: Vec<u8>,
+                           channel: Option<u16>,
+                           rw: &Rewrite,
+                           counter: Counter,
+                           slot: usize,
+                           data_len: usize| {
+            let want = forwarder_rewrite(&input, channel, rw);
+            let before = h.counters();
+            let (action, meta, out) = h.run_on(ifx, &input);
+            let after = h.counters();
+            let moved: Vec<Counter> = Counter::ALL
+                .iter()
+                .copied()
+                .filter(|c| after[*c as usize] != before[*c as usize])
+                .collect();
+            let want_action = match counter {
+                Counter::TxChannel | Counter::TxPeer => XDP_TX,
+                _ => XDP_REDIRECT,
+            };
+            if action != want_action || !meta.is_empty() || moved != [counter] {
+                failures.push(format!(
+                    "{desc}: action {action} (want {want_action}), counters {moved:?} (want \
+                     {counter:?}), metadata {}",
+                    hex(&meta)
+                ));
+                return;
+            }
+            if after[counter as usize] != before[counter as usize] + 1 {
+                failures.push(format!("{desc}: {counter:?} moved by more than one"));
+            }
+            if out != want {
+                failures.push(format!(
+                    "{desc}: frame\n  got  {}\n  want {}",
+                    hex(&out),
+                    hex(&want)
+                ));
+                return;
+            }
+            let parsed = parse_checked(&out, &desc);
+            assert_eq!((parsed.src, parsed.dst), (rw.src, rw.dst), "{desc}");
+            let s = &mut want_stats[slot];
+            if channel.is_none() {
+                s.to_peer_packets += 1;
+                s.to_peer_bytes += data_len as u64;
+            } else {
+                s.to_client_packets += 1;
+                s.to_client_bytes += data_len as u64;
+            }
+        };
+
+        // Up to what the 1400-byte MTU of `p` takes over IPv6 (40 + 8 + 1352).
+        let lengths = [
+            0usize, 1, 2, 3, 4, 5, 6, 7, 8, 61, 100, 255, 1000, 1351, 1352,
+        ];
+        for (v6, client, server, peer, relay, channel, slot) in [
+            (false, CLIENT4, SERVER4, PEER4, RELAY4, 0x4001u16, 0usize),
+            (true, CLIENT6, SERVER6, PEER6, RELAY6K, 0x4005, 1),
+        ] {
+            let (to_peer, to_client) = if v6 {
+                (to_peer6, to_client6)
+            } else {
+                (to_peer4, to_client4)
+            };
+            let fam = if v6 { "IPv6" } else { "IPv4" };
+            for &n in &lengths {
+                let app = data(n, n as u8);
+                for padded in [false, true] {
+                    let mut cd = channel_data(channel, &app);
+                    if padded {
+                        // Padding to a multiple of 4, not zero, as a sender may leave it.
+                        while !cd.len().is_multiple_of(4) {
+                            cd.push(0xee);
+                        }
+                    }
+                    let mut spec = FrameSpec::new(sa(client), sa(server));
+                    (spec.tos, spec.ttl, spec.flow) = (0xb9, 17, 0x12345);
+                    relayed(
+                        &h,
+                        format!("{fam} ChannelData of {n} bytes, padded {padded}"),
+                        c,
+                        spec.build(&cd),
+                        None,
+                        &to_peer,
+                        Counter::RedirectChannelDev,
+                        slot,
+                        n,
+                    );
+                }
+                let mut spec = FrameSpec::new(sa(peer), sa(relay));
+                (spec.tos, spec.ttl, spec.flow) = (0x2e, 2, 7);
+                relayed(
+                    &h,
+                    format!("{fam} peer data of {n} bytes"),
+                    p,
+                    spec.build(&app),
+                    Some(channel),
+                    &to_client,
+                    Counter::RedirectPeerDev,
+                    slot,
+                    n,
+                );
+            }
+            // One interface for both legs: the frame leaves where it came in (XDP_TX).
+            let app = data(33, 1);
+            relayed(
+                &h,
+                format!("{fam} ChannelData out of the interface it came in on"),
+                p,
+                FrameSpec::new(sa(client), sa(server)).build(&channel_data(channel, &app)),
+                None,
+                &to_peer,
+                Counter::TxChannel,
+                slot,
+                33,
+            );
+            relayed(
+                &h,
+                format!("{fam} peer data out of the interface it came in on"),
+                c,
+                FrameSpec::new(sa(peer), sa(relay)).build(&app),
+                Some(channel),
+                &to_client,
+                Counter::TxPeer,
+                slot,
+                33,
+            );
+            // A checksum left to offload (a local sender on a veth) and, over IPv4, none.
+            let mut spec = FrameSpec::new(sa(client), sa(server));
+            spec.partial_udp_checksum = true;
+            relayed(
+                &h,
+                format!("{fam} ChannelData with a pending checksum offload"),
+                c,
+                spec.build(&channel_data(channel, &data(21, 2))),
+                None,
+                &to_peer,
+                Counter::RedirectChannelDev,
+                slot,
+                21,
+            );
+            let mut spec = FrameSpec::new(sa(peer), sa(relay));
+            spec.partial_udp_checksum = true;
+            relayed(
+                &h,
+                format!("{fam} peer data with a pending checksum offload"),
+                p,
+                spec.build(&data(22, 3)),
+                Some(channel),
+                &to_client,
+                Counter::RedirectPeerDev,
+                slot,
+                22,
+            );
+            if !v6 {
+                let mut spec = FrameSpec::new(sa(client), sa(server));
+                spec.zero_udp_checksum = true;
+                spec.trailer = vec![0xaa; 9];
+                relayed(
+                    &h,
+                    "IPv4 ChannelData without a UDP checksum, with a trailer".into(),
+                    c,
+                    spec.build(&channel_data(channel, &data(3, 4))),
+                    None,
+                    &to_peer,
+                    Counter::RedirectChannelDev,
+                    slot,
+                    3,
+                );
+                let mut spec = FrameSpec::new(sa(peer), sa(relay));
+                spec.trailer = vec![0; 14];
+                relayed(
+                    &h,
+                    "IPv4 peer data with Ethernet padding".into(),
+                    p,
+                    spec.build(&data(2, 5)),
+                    Some(channel),
+                    &to_client,
+                    Counter::RedirectPeerDev,
+                    slot,
+                    2,
+                );
+            }
+            // A driver without headroom: the frame grows at the tail, the data moves.
+            h.set(flags::ALL | flags::IN_KERNEL | flags::GROW_AT_TAIL);
+            for &n in &[0usize, 1, 2, 3, 4, 5, 6, 7, 99, 1372] {
+                let mut spec = FrameSpec::new(sa(peer), sa(relay));
+                if n == 2 && !v6 {
+                    spec.trailer = vec![0; 14];
+                }
+                relayed(
+                    &h,
+                    format!("{fam} peer data of {n} bytes grown at the tail"),
+                    p,
+                    spec.build(&data(n, 9)),
+                    Some(channel),
+                    &to_client,
+                    Counter::RedirectPeerDev,
+                    slot,
+                    n,
+                );
+            }
+            h.set(flags::ALL | flags::IN_KERNEL);
+        }
+
+        // Not relayed in the kernel: passed, steered (here: no AF_XDP socket, so passed
+        // as PassNoXsk*) or dropped exactly as without the in-kernel relay.
+        let not_relayed = |h: &Harness, desc: &str, ifx: u32, input: Vec<u8>, action, counter| {
+            let before = h.counters();
+            let (a, m, out) = h.run_on(ifx, &input);
+            let after = h.counters();
+            let moved: Vec<Counter> = Counter::ALL
+                .iter()
+                .copied()
+                .filter(|c| after[*c as usize] != before[*c as usize])
+                .collect();
+            assert_eq!((a, moved), (action, vec![counter]), "{desc}");
+            assert!(m.is_empty(), "{desc}: metadata");
+            assert_eq!(out, input, "{desc}: the frame must be left untouched");
+        };
+        let cd4 = |ch: u16, spec: FrameSpec| spec.build(&channel_data(ch, b"not here"));
+        let from_client = || FrameSpec::new(sa(CLIENT4), sa(SERVER4));
+        let stats_before = (h.alloc_stats(0), h.alloc_stats(1));
+        not_relayed(
+            &h,
+            "expired channel",
+            c,
+            cd4(0x4002, from_client()),
+            XDP_PASS,
+            Counter::PassChannelUnbound,
+        );
+        not_relayed(
+            &h,
+            "channel whose permission expired",
+            c,
+            cd4(0x4003, from_client()),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        not_relayed(
+            &h,
+            "channel of an expired allocation",
+            c,
+            cd4(0x4006, from_client()),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        let mut ttl1 = from_client();
+        ttl1.ttl = 1;
+        not_relayed(
+            &h,
+            "TTL 1",
+            c,
+            cd4(0x4001, ttl1),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        let mut bad = from_client();
+        bad.bad_udp_checksum = true;
+        not_relayed(
+            &h,
+            "bad UDP checksum",
+            c,
+            cd4(0x4001, bad),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        not_relayed(
+            &h,
+            "longer than the egress MTU (1400)",
+            c,
+            from_client().build(&channel_data(0x4001, &data(1400 - 28 + 1, 0))),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        not_relayed(
+            &h,
+            "peer without a live permission",
+            p,
+            peer_to(OTHER_PEER4, RELAY4, b"x"),
+            XDP_DROP,
+            Counter::DropNoPermission,
+        );
+        not_relayed(
+            &h,
+            "peer of an expired allocation",
+            p,
+            peer_to(PEER4, EXPIRED_RELAY4, b"x"),
+            XDP_DROP,
+            Counter::DropNoPermission,
+        );
+        not_relayed(
+            &h,
+            "permitted peer without a channel",
+            p,
+            peer_to(PEER4_NO_CHANNEL, RELAY4, b"x"),
+            XDP_PASS,
+            Counter::PassNoXskPeer,
+        );
+        not_relayed(
+            &h,
+            "permitted peer whose channel expired",
+            p,
+            peer_to(PEER4_EXPIRED_CHANNEL, RELAY4, b"x"),
+            XDP_PASS,
+            Counter::PassNoXskPeer,
+        );
+        not_relayed(
+            &h,
+            "IPv6 peer without a channel",
+            p,
+            peer_to(PEER6_OTHER_PORT, RELAY6K, b"x"),
+            XDP_PASS,
+            Counter::PassNoXskPeer,
+        );
+        // Generic mode keeps the socket buffer and its stale offload offsets.
+        h.set_iface(c, iface_flags::XDP_TX | iface_flags::GENERIC);
+        let mut partial = from_client();
+        partial.partial_udp_checksum = true;
+        not_relayed(
+            &h,
+            "pending offload in generic mode",
+            c,
+            cd4(0x4001, partial),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        h.set_iface(c, iface_flags::XDP_TX);
+        // An egress where an XDP-sent frame does not arrive (a veth whose peer has no
+        // XDP program), or that is not in XT_DEVS.
+        h.set_iface(p, 0);
+        not_relayed(
+            &h,
+            "egress without XDP_TX",
+            c,
+            cd4(0x4001, from_client()),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        h.set_iface(p, iface_flags::XDP_TX);
+        {
+            let mut devs: aya::maps::DevMapHash<&mut MapData> =
+                aya::maps::DevMapHash::try_from(h.ebpf.map_mut(map_names::DEVS).unwrap()).unwrap();
+            devs.remove(p).unwrap();
+        }
+        not_relayed(
+            &h,
+            "egress not in XT_DEVS",
+            c,
+            cd4(0x4001, from_client()),
+            XDP_PASS,
+            Counter::PassNoXskChannel,
+        );
+        // Switched off: steered as before.
+        h.set(flags::ALL);
+        not_relayed(
+            &h,
+            "in-kernel relay off",
+            p,
+            peer_to(PEER4, RELAY4, b"x"),
+            XDP_PASS,
+            Counter::PassNoXskPeer,
+        );
+        assert_eq!(
+            (h.alloc_stats(0), h.alloc_stats(1)),
+            stats_before,
+            "nothing not relayed is counted"
+        );
+
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_eq!(
+            h.alloc_stats(0),
+            want_stats[0],
+            "IPv4 allocation statistics"
+        );
+        assert_eq!(
+            h.alloc_stats(1),
+            want_stats[1],
+            "IPv6 allocation statistics"
+        );
     });
     drop(ns);
 }

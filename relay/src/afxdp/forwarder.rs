@@ -206,6 +206,16 @@ impl<X: Xsk, S: SlowPath> Forwarder<X, S> {
 
     /// Decide one frame: `Some((port, desc))` to send it, `None` to free it.
     fn handle(&mut self, now: Instant, d: Desc) -> Option<(usize, Desc)> {
+        // The program's XskMeta comes first in the data; the frame follows it.
+        const META_LEN: u32 = std::mem::size_of::<XskMeta>() as u32;
+        if d.len <= META_LEN {
+            self.stats.dropped_no_meta += 1;
+            return None;
+        }
+        let d = Desc {
+            addr: d.addr + u64::from(META_LEN),
+            len: d.len - META_LEN,
+        };
         let (chunk, off) = self.xsk.chunk_mut(d.addr);
         let len = d.len as usize;
         let Some(meta) = read_meta(chunk, off) else {
@@ -380,8 +390,8 @@ fn rebased(d: Desc, off: usize, start: usize, len: usize) -> Desc {
     }
 }
 
-/// The [`XskMeta`] the XDP program put right before the frame at `off`, if its magic is
-/// there.
+/// The [`XskMeta`] the XDP program put right before the frame at `off` (the first bytes
+/// of the received data), if its magic is there.
 fn read_meta(chunk: &[u8], off: usize) -> Option<XskMeta> {
     const LEN: usize = std::mem::size_of::<XskMeta>();
     let m = chunk.get(off.checked_sub(LEN)?..off)?;

@@ -20,7 +20,7 @@
 //!
 //! Kernel facts the policy follows (Documentation/networking/af_xdp.rst, net/xdp/xsk.c):
 //! - received data starts [`RX_HEADROOM`] (XDP_PACKET_HEADROOM, 256) bytes into a chunk,
-//!   with metadata from `bpf_xdp_adjust_meta` right before it;
+//!   (xturn's XDP program puts its `XskMeta` first in the data, the frame after it);
 //! - a TX descriptor may start anywhere in a chunk (not crossing its end), so the
 //!   forwarder can grow a frame into the headroom; the completion ring returns the
 //!   descriptor's address;
@@ -223,8 +223,8 @@ pub trait Xsk {
     /// Move up to `max` received descriptors of `port` into `out` (appends). Non-blocking.
     fn recv(&mut self, port: usize, out: &mut Vec<Desc>, max: usize) -> usize;
     /// The whole UMEM chunk holding `addr`, and the offset of `addr` in it: the forwarder
-    /// rewrites frames in place, using the headroom before the data (and XDP metadata
-    /// written by the XDP program right before the data).
+    /// rewrites frames in place, using the headroom before the data (and the room the
+    /// program's `XskMeta` took in front of the frame).
     ///
     /// Panics if the caller does not own the frame (it was not received, or was already
     /// sent or freed): the kernel may be writing it.
@@ -569,7 +569,7 @@ impl<D: Driver> Core<D> {
                 });
             });
         self.counters[port].rx += n as u64;
-        // Start loading every received frame (and the XDP metadata right before it) now,
+        // Start loading every received frame (and the line right before it) now,
         // so that the caller's first touches of the batch overlap instead of stalling one
         // after the other: the line before the frame and its first 256 bytes (headers and
         // a small datagram; the hardware prefetcher follows longer ones).

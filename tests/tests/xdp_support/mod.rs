@@ -253,8 +253,11 @@ pub struct FrameSpec {
     pub dst_mac: [u8; 6],
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    /// IPv4 only: TOS, identification, flags+fragment offset, TTL, options.
+    /// TOS / traffic class; IPv4 only: identification, flags+fragment offset, options.
+    /// `ttl` is the TTL / hop limit.
     pub tos: u8,
+    /// IPv6 only: the flow label.
+    pub flow: u32,
     pub id: u16,
     pub frag: u16,
     pub ttl: u8,
@@ -279,6 +282,7 @@ impl FrameSpec {
             src,
             dst,
             tos: 0,
+            flow: 0,
             id: 0x1234,
             frag: 0x4000,
             ttl: 63,
@@ -336,7 +340,9 @@ impl FrameSpec {
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&[0x86, 0xdd]);
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                // Traffic class `tos`, flow label `flow` (20 bits).
+                let w = 0x6000_0000 | u32::from(self.tos) << 20 | (self.flow & 0xf_ffff);
+                f.extend_from_slice(&w.to_be_bytes());
                 f.extend_from_slice(&(udp.len() as u16).to_be_bytes());
                 f.extend_from_slice(&[self.protocol, self.ttl]);
                 f.extend_from_slice(&s.octets());

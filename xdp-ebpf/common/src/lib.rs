@@ -53,9 +53,19 @@ pub mod map_names {
     /// [`RelayValue`]: the program's own cache of `bpf_fib_lookup` answers for steered
     /// flows. User space hands out the slots and never reads or writes the entries.
     pub const HOPS: &str = "XT_HOPS";
+    /// `HashMap<PeerChannelKey, PeerChannel>`: the channel bound to each (relayed address,
+    /// peer transport address), for relaying peer data as ChannelData in the driver
+    /// ([`flags::IN_KERNEL`](crate::flags::IN_KERNEL)).
+    pub const PEER_CHANNELS: &str = "XT_PEER_CH";
+    /// `DevMapHash` keyed by interface index: the interfaces the program is attached to
+    /// that the in-kernel relay may redirect a frame to (`bpf_redirect_map`).
+    pub const DEVS: &str = "XT_DEVS";
+    /// `PerCpuArray<AllocStats>` indexed by [`RelayValue::stats_slot`](crate::RelayValue):
+    /// what the in-kernel relay carried for each allocation.
+    pub const ALLOC_STATS: &str = "XT_ASTATS";
 
     /// Every map of the object, for tests and diagnostics.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 13] = [
         CONFIG,
         LISTEN,
         LISTEN_PORTS,
@@ -66,6 +76,9 @@ pub mod map_names {
         XSKS,
         COUNTERS,
         HOPS,
+        PEER_CHANNELS,
+        DEVS,
+        ALLOC_STATS,
     ];
 }
 
@@ -89,6 +102,8 @@ pub mod capacity {
     pub const HOPS: u32 = 32768;
     /// UDP ports: the size of the listening-port index.
     pub const LISTEN_PORTS: u32 = 65536;
+    /// Interfaces the in-kernel relay may redirect to ([`map_names::DEVS`]).
+    pub const DEVS: u32 = 64;
     /// Interface indices below this can be served by AF_XDP sockets.
     pub const IFACES: u32 = 16384;
     /// Interfaces served by AF_XDP sockets at once.
@@ -153,7 +168,17 @@ pub mod flags {
     /// the program does not know, ignoring them as RFC 8489 section 5 allows and as the
     /// socket path does. Without it such requests go to user space.
     pub const IGNORE_UNKNOWN_OPTIONAL: u32 = 1 << 2;
-    /// The default: everything on.
+    /// Relay in the driver what the maps fully describe (with `STEERING`): ChannelData on
+    /// a live channel with a live permission and allocation is rewritten to the peer's UDP
+    /// datagram, and peer data on a bound channel to ChannelData, then sent with XDP_TX or
+    /// redirected through [`map_names::DEVS`](crate::map_names::DEVS). What the program
+    /// cannot relay is steered as without it. Off in [`ALL`]: `--fast-path xdp` sets it.
+    pub const IN_KERNEL: u32 = 1 << 3;
+    /// Test switch: grow a frame at the tail (moving the payload) instead of at the head,
+    /// as the relay does on drivers that leave fewer than 4 bytes of headroom. Lets
+    /// `BPF_PROG_TEST_RUN`, which always gives 256 bytes of headroom, exercise that path.
+    pub const GROW_AT_TAIL: u32 = 1 << 4;
+    /// The default: everything on but the in-kernel relay.
     pub const ALL: u32 = STUN_RESPONDER | STEERING | IGNORE_UNKNOWN_OPTIONAL;
 }
 
@@ -164,7 +189,7 @@ pub mod flags {
 pub struct Config {
     /// [`flags`] bits.
     pub flags: u32,
-    /// Longest frame (from the Ethernet header to the end of the IP packet) steered to an
+    /// Longest data (an [`XskMeta`](crate::XskMeta) and the frame after it) steered to an
     /// AF_XDP socket: what a UMEM frame holds. Longer frames go to the socket path (an
     /// AF_XDP socket would drop them). 0: no limit.
     pub max_steer_len: u32,
@@ -305,6 +330,45 @@ pub struct RelayValue {
     pub hop: HopRef,
     /// [`relay_flags`] bits.
     pub flags: u32,
+    /// Index in [`map_names::ALLOC_STATS`], or [`NO_STATS_SLOT`]: then the in-kernel relay
+    /// leaves this allocation's traffic to the AF_XDP and socket paths, which count it.
+    pub stats_slot: u32,
+    pub _pad: u32,
+}
+
+/// An allocation without a statistics slot ([`RelayValue::stats_slot`]).
+pub const NO_STATS_SLOT: u32 = u32::MAX;
+
+/// Entry of [`map_names::ALLOC_STATS`] (one per CPU): datagrams and application-data
+/// bytes the in-kernel relay carried for one allocation, each way. User space zeroes a
+/// slot before it hands it to an allocation.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocStats {
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+/// Key of [`map_names::PEER_CHANNELS`]: a peer transport address and the relayed
+/// address's port (the relay IP is implied as in [`PermissionKey`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PeerChannelKey {
+    pub peer_ip: [u8; 16],
+    pub peer_port: [u8; 2],
+    pub relay_port: [u8; 2],
+}
+
+/// Value of [`map_names::PEER_CHANNELS`]: the channel number (network byte order) and
+/// the binding's expiry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerChannel {
+    pub expires_ns: u64,
+    pub channel: [u8; 2],
+    pub _pad: [u8; 6],
 }
 
 /// Key of [`map_names::CHANNELS`]: the client 5-tuple (client and server transport
@@ -445,6 +509,16 @@ pub enum Counter {
     /// Data to a relayed address from a peer without a live permission (or to an expired
     /// allocation): dropped (RFC 8656 section 10.3).
     DropNoPermission,
+    /// ChannelData relayed in the driver to its peer, sent back out of the interface it
+    /// came in on (XDP_TX).
+    TxChannel,
+    /// ChannelData relayed in the driver to its peer, redirected to another interface.
+    RedirectChannelDev,
+    /// Peer data relayed in the driver to the client as ChannelData (XDP_TX).
+    TxPeer,
+    /// Peer data relayed in the driver to the client as ChannelData, redirected to another
+    /// interface.
+    RedirectPeerDev,
     /// A helper failed while rewriting a frame (XDP_ABORTED).
     Aborted,
 }
@@ -478,6 +552,10 @@ impl Counter {
         Counter::RedirectChannel,
         Counter::RedirectPeer,
         Counter::DropNoPermission,
+        Counter::TxChannel,
+        Counter::RedirectChannelDev,
+        Counter::TxPeer,
+        Counter::RedirectPeerDev,
         Counter::Aborted,
     ];
 
@@ -507,6 +585,10 @@ impl Counter {
             Counter::RedirectChannel => "redirect_channel",
             Counter::RedirectPeer => "redirect_peer",
             Counter::DropNoPermission => "drop_no_permission",
+            Counter::TxChannel => "tx_channel",
+            Counter::RedirectChannelDev => "redirect_channel_dev",
+            Counter::TxPeer => "tx_peer",
+            Counter::RedirectPeerDev => "redirect_peer_dev",
             Counter::Aborted => "aborted",
         }
     }
@@ -523,9 +605,11 @@ pub mod direction {
 /// Magic value of [`XskMeta::magic`] ("XTM1"): tells the forwarder the metadata is there.
 pub const XSK_META_MAGIC: [u8; 4] = *b"XTM2";
 
-/// XDP metadata in front of a frame steered to an AF_XDP socket (`bpf_xdp_adjust_meta`,
-/// at most 32 bytes, a multiple of 4). It ends right before the frame, so the forwarder
-/// finds it at `frame - size_of::<XskMeta>()` and checks `magic` (the last field) first.
+/// What the program puts in front of a frame it steers to an AF_XDP socket, inside the
+/// data the socket receives (`bpf_xdp_adjust_head`, not XDP metadata: some kernels refuse
+/// `bpf_xdp_adjust_meta` to XDP programs). The forwarder finds it in the first
+/// `size_of::<XskMeta>()` bytes of a received descriptor, checks `magic` (the last field),
+/// and takes the frame from the bytes after it.
 /// It carries the next hop of the relayed frame, from the kernel's FIB and neighbour
 /// tables (`bpf_fib_lookup`): the interface to send it on and the Ethernet addresses to
 /// write. What the frame is relayed to comes from the forwarder's own tables.
@@ -607,7 +691,10 @@ const _: () = {
     assert!(core::mem::size_of::<PermissionKey>() == 20);
     assert!(core::mem::size_of::<XskMeta>() == 24);
     assert!(core::mem::size_of::<ListenPort>() == 24);
-    assert!(core::mem::size_of::<RelayValue>() == 56);
+    assert!(core::mem::size_of::<RelayValue>() == 64);
+    assert!(core::mem::size_of::<AllocStats>() == 32);
+    assert!(core::mem::size_of::<PeerChannelKey>() == 20);
+    assert!(core::mem::size_of::<PeerChannel>() == 16);
     assert!(core::mem::size_of::<HopRef>() == 8);
     assert!(core::mem::size_of::<IfaceValue>() == 8);
     assert!(core::mem::size_of::<HopEntry>() == 32);
@@ -646,4 +733,7 @@ mod pod {
     unsafe impl aya::Pod for super::HopRef {}
     unsafe impl aya::Pod for super::HopEntry {}
     unsafe impl aya::Pod for super::IfaceValue {}
+    unsafe impl aya::Pod for super::AllocStats {}
+    unsafe impl aya::Pod for super::PeerChannelKey {}
+    unsafe impl aya::Pod for super::PeerChannel {}
 }

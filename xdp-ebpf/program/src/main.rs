@@ -42,10 +42,10 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
-    btf_maps::{Array, HashMap, PerCpuArray, XskMap},
+    btf_maps::{Array, DevMapHash, HashMap, PerCpuArray, XskMap},
     helpers::{
-        bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
-        bpf_xdp_adjust_tail,
+        bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -53,9 +53,9 @@ use aya_ebpf::{
 use core::mem::size_of;
 use xturn_xdp_common::{
     capacity, direction, flags, iface_flags, listen_flags, map_names, program_names, relay_flags,
-    xsk_index, ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopEntry, HopRef,
-    IfaceValue, ListenPort, ListenValue, PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS,
-    XSK_META_MAGIC,
+    xsk_index, AllocStats, ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopEntry,
+    HopRef, IfaceValue, ListenPort, ListenValue, PeerChannel, PeerChannelKey, PermissionKey,
+    RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
 };
 
 // ------------------------------------------------------------------------------ maps
@@ -85,6 +85,13 @@ static XT_XSKS: XskMap<{ capacity::XSKS as usize }> = XskMap::new();
 static XT_COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
 #[btf_map]
 static XT_HOPS: PerCpuArray<HopEntry, { capacity::HOPS as usize }> = PerCpuArray::new();
+#[btf_map]
+static XT_PEER_CH: HashMap<PeerChannelKey, PeerChannel, { capacity::CHANNELS as usize }> =
+    HashMap::new();
+#[btf_map]
+static XT_DEVS: DevMapHash<{ capacity::DEVS as usize }> = DevMapHash::new();
+#[btf_map]
+static XT_ASTATS: PerCpuArray<AllocStats, { capacity::RELAYS as usize }> = PerCpuArray::new();
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -119,6 +126,9 @@ assert_named!(
     XT_XSKS => map_names::XSKS,
     XT_COUNTERS => map_names::COUNTERS,
     XT_HOPS => map_names::HOPS,
+    XT_PEER_CH => map_names::PEER_CHANNELS,
+    XT_DEVS => map_names::DEVS,
+    XT_ASTATS => map_names::ALLOC_STATS,
     xturn_xdp => program_names::XTURN,
     xturn_xdp_pass => program_names::PASS,
 );
@@ -216,12 +226,6 @@ fn data_end(ctx: &XdpContext) -> usize {
     unsafe { core::ptr::read_volatile(&raw const (*ctx.ctx).data_end) as usize }
 }
 
-#[inline(always)]
-fn data_meta(ctx: &XdpContext) -> usize {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&raw const (*ctx.ctx).data_meta) as usize }
-}
-
 /// The one bounds check of a header: `size_of::<T>()` bytes at `off` inside the frame.
 #[inline(always)]
 fn header<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
@@ -263,6 +267,11 @@ enum Verdict {
         ok: Counter,
         fallback: Counter,
     },
+    /// Redirect a frame relayed in the driver to interface `ifindex` (in `XT_DEVS`).
+    RedirectDev {
+        ifindex: u32,
+        ok: Counter,
+    },
     Aborted,
 }
 
@@ -280,6 +289,12 @@ pub fn xturn_xdp(ctx: XdpContext) -> u32 {
         } => match XT_XSKS.redirect(index, u64::from(xdp_action::XDP_PASS)) {
             Ok(action) => (ok, action),
             Err(action) => (fallback, action),
+        },
+        // Flags 0: a failed redirect (the device left the map since the look-up) aborts
+        // the rewritten frame.
+        Verdict::RedirectDev { ifindex, ok } => match XT_DEVS.redirect(ifindex, 0) {
+            Ok(action) => (ok, action),
+            Err(action) => (Counter::Aborted, action),
         },
         Verdict::Aborted => (Counter::Aborted, xdp_action::XDP_ABORTED),
     };
@@ -328,9 +343,10 @@ struct Datagram {
     payload_len: usize,
     src_port: [u8; 2],
     dst_port: [u8; 2],
-    /// 4 bytes wide: the size is a multiple of 8, so whole-struct copies and zeroing take
-    /// aligned stores only.
     family: Family,
+    /// The run-time switches (`Config::flags`) for this frame. With `family`, 8 bytes: the
+    /// size is a multiple of 8, so whole-struct copies and zeroing take aligned stores only.
+    cfg: u32,
 }
 
 impl Datagram {
@@ -348,6 +364,7 @@ fn classify(ctx: &XdpContext) -> Verdict {
     if let Err(c) = parse(ctx, &mut d) {
         return Verdict::Pass(c);
     }
+    d.cfg = cfg;
     let mut server_ip = Ip16([0; 16]);
     if listening(&d, &mut server_ip) {
         return to_listener(ctx, &d, &server_ip, cfg);
@@ -432,6 +449,7 @@ fn parse(ctx: &XdpContext, d: &mut Datagram) -> Result<(), Counter> {
         dst_port: udp.dst,
         udp_off,
         payload_len: udp_len - UDP_LEN,
+        cfg: 0,
     };
     Ok(())
 }
@@ -524,14 +542,21 @@ fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: &Ip16, cfg: u32) -> Ve
 
 // ------------------------------------------------------------------------- steering
 
-/// CLOCK_MONOTONIC at jiffy resolution: the expiry checks here only pre-filter (the
-/// forwarder checks every frame against its exact copy of the data plane), and the coarse
-/// clock is a load where `bpf_ktime_get_ns` reads the clock source (`read_tsc` alone was
-/// 2.5 % of the relay core under the kernel-bypass flood).
+/// CLOCK_MONOTONIC at jiffy resolution when the program only steers: the expiry checks
+/// then only pre-filter (the forwarder checks every frame against its exact copy of the
+/// data plane), and the coarse clock is a load where `bpf_ktime_get_ns` reads the clock
+/// source (`read_tsc` alone was 2.5 % of the relay core under the kernel-bypass flood).
+/// With the in-kernel relay the program decides itself, so it reads the exact clock: no
+/// frame is relayed after its channel, permission or allocation expired.
 #[inline(always)]
-fn now_ns() -> u64 {
-    // SAFETY: a helper without arguments; CLOCK_MONOTONIC_COARSE nanoseconds.
-    unsafe { bpf_ktime_get_coarse_ns() }
+fn now_ns(cfg: u32) -> u64 {
+    if cfg & flags::IN_KERNEL != 0 {
+        // SAFETY: a helper without arguments; CLOCK_MONOTONIC nanoseconds.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        // SAFETY: a helper without arguments; CLOCK_MONOTONIC_COARSE nanoseconds.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
 }
 
 /// Is the permission for `peer_ip` on relay port `relay_port` live?
@@ -558,6 +583,7 @@ fn channel_data(
     server_ip: &Ip16,
     header: [u8; CHANNEL_DATA_HEADER_LEN],
 ) -> Verdict {
+    let cfg = d.cfg;
     // Channel number and length (RFC 8656 section 12.4).
     let channel = [header[0], header[1]];
     let length = be16([header[2], header[3]]);
@@ -579,7 +605,7 @@ fn channel_data(
     };
     // SAFETY: a live map value of this type.
     let ch = unsafe { &*ch };
-    let now = now_ns();
+    let now = now_ns(cfg);
     if now >= ch.expires_ns {
         return Verdict::Pass(Counter::PassChannelUnbound);
     }
@@ -597,6 +623,13 @@ fn channel_data(
         dst_port: ch.peer_port,
         cache: ch.hop,
     };
+    if cfg & flags::IN_KERNEL != 0 {
+        match relay_channel_data(ctx, d, ch, &hop, now, header) {
+            NOT_RELAYED => {}
+            ABORTED => return Verdict::Aborted,
+            egress => return relayed(ctx, egress, Counter::TxChannel, Counter::RedirectChannelDev),
+        }
+    }
     steer(
         ctx,
         &hop,
@@ -611,7 +644,8 @@ fn channel_data(
 /// the kernel knows the next hop to the client), dropped otherwise.
 #[inline(never)]
 fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
-    let now = now_ns();
+    let cfg = d.cfg;
+    let now = now_ns(cfg);
     if now >= alloc.expires_ns {
         return Verdict::Drop(Counter::DropNoPermission);
     }
@@ -635,6 +669,13 @@ fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
         dst_port: alloc.client_port,
         cache: alloc.hop,
     };
+    if cfg & flags::IN_KERNEL != 0 {
+        match relay_peer_data(ctx, d, alloc, &hop, now) {
+            NOT_RELAYED => {}
+            ABORTED => return Verdict::Aborted,
+            egress => return relayed(ctx, egress, Counter::TxPeer, Counter::RedirectPeerDev),
+        }
+    }
     steer(
         ctx,
         &hop,
@@ -680,12 +721,9 @@ const _: () = assert!(size_of::<Fib>() % 8 == 0);
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Redirect to this queue's AF_XDP socket with the next hop of `hop` in the metadata, or
-/// pass to the socket path when there is no usable next hop or no socket. The next hop
-/// comes from this CPU's entry in the flow's slot of [`XT_HOPS`] while that entry is the
-/// flow's (same id and ingress interface) and younger than [`HOP_CACHE_NS`], else from
-/// `bpf_fib_lookup` (the costliest step of the program), and is cached again. The slot is
-/// an array index: no hashing, no key to build.
+/// Redirect to this queue's AF_XDP socket with the next hop of `hop` ([`next_hop`]) in
+/// the metadata, or pass to the socket path when there is no usable next hop (one that
+/// leaves by an interface AF_XDP sockets serve) or no socket.
 #[inline(always)]
 fn steer(
     ctx: &XdpContext,
@@ -706,9 +744,34 @@ fn steer(
         Some(c) => c.max_steer_len as usize,
         None => 0,
     };
-    if max_len != 0 && data_end(ctx) - data(ctx) > max_len {
+    if max_len != 0 && data_end(ctx) - data(ctx) + size_of::<XskMeta>() > max_len {
         return Verdict::Pass(Counter::PassTooBig);
     }
+    let mut nh = NextHop::default();
+    if !next_hop(ctx, hop, now, ingress, &mut nh) || served_slot(nh.egress).is_none() {
+        return Verdict::Pass(Counter::PassNoNextHop);
+    }
+    redirect(ctx, nh.dmac, nh.smac, nh.egress, direction, index, ok, fallback)
+}
+
+/// Where a relayed frame goes: the egress interface and the Ethernet addresses to write.
+/// Laid out for the stack like [`Datagram`].
+#[derive(Default)]
+#[repr(C, align(8))]
+struct NextHop {
+    dmac: [u16; 3],
+    smac: [u16; 3],
+    egress: u32,
+}
+
+/// The next hop of `hop` for a frame that came in on `ingress`, into `out`; false when
+/// there is none the program can use (no route, neighbour not resolved, wildcard source).
+/// It comes from this CPU's entry in the flow's slot of [`XT_HOPS`] while that entry is
+/// the flow's (same id and ingress interface) and younger than [`HOP_CACHE_NS`], else
+/// from `bpf_fib_lookup` (the costliest step of the program), and is cached again. The
+/// slot is an array index: no hashing, no key to build.
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, hop: &Hop, now: u64, ingress: u32, out: &mut NextHop) -> bool {
     // None for NO_HOP_SLOT (beyond the array).
     let entry = XT_HOPS.get_ptr_mut(hop.cache.slot);
     if let Some(e) = entry {
@@ -719,24 +782,16 @@ fn steer(
             && e.hop_id == hop.cache.id
             && e.ingress_ifindex == ingress
             && now.wrapping_sub(e.checked_ns) < HOP_CACHE_NS
-            && served_slot(e.egress_ifindex).is_some()
         {
-            let (dmac, smac) = (mac_words(&e.dst_mac), mac_words(&e.src_mac));
-            return redirect(
-                ctx,
-                dmac,
-                smac,
-                e.egress_ifindex,
-                direction,
-                index,
-                ok,
-                fallback,
-            );
+            out.dmac = mac_words(&e.dst_mac);
+            out.smac = mac_words(&e.src_mac);
+            out.egress = e.egress_ifindex;
+            return true;
         }
     }
     if *hop.src_ip == [0; 16] || *hop.src_ip == xturn_xdp_common::ipv4_mapped([0; 4]) {
         // A wildcard server address: the forwarder would not know what to send from.
-        return Verdict::Pass(Counter::PassNoNextHop);
+        return false;
     }
     // Zeroed with aligned 8-byte stores one at a time: left to LLVM, the zeroing around
     // the fields written below is merged into misaligned stores, which the verifier
@@ -772,8 +827,8 @@ fn steer(
     // SAFETY: ctx is the program's context; `p` is a valid, writable parameter block of
     // the size passed.
     let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), p, size_of::<FibParams>() as i32, 0) };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || served_slot(p.ifindex).is_none() {
-        return Verdict::Pass(Counter::PassNoNextHop);
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return false;
     }
     // The MACs sit at 2-byte aligned offsets of the stack block (52 and 58).
     let (dmac, smac, egress) = (mac_words(&p.dmac), mac_words(&p.smac), p.ifindex);
@@ -788,7 +843,10 @@ fn steer(
             put_mac(&mut (*e).src_mac, smac);
         }
     }
-    redirect(ctx, dmac, smac, egress, direction, index, ok, fallback)
+    out.dmac = dmac;
+    out.smac = smac;
+    out.egress = egress;
+    true
 }
 
 /// Store four u32 one at a time: merged into u64 stores they may be misaligned on the
@@ -870,19 +928,25 @@ fn words(ip: &[u8; 16]) -> [u32; 4] {
     [w(0), w(4), w(8), w(12)]
 }
 
-/// Put the [`XskMeta`] of the next hop in front of the frame. False when the driver has
-/// no room for it. Written field by field straight into the metadata area: a copy of the
-/// struct through the stack would be merged into misaligned stack accesses, which the
-/// verifier rejects (see [`Datagram`]).
+/// Put the [`XskMeta`] of the next hop in front of the frame, as the first bytes of the
+/// data the AF_XDP socket receives (`bpf_xdp_adjust_head`: some kernels refuse XDP
+/// programs the `bpf_xdp_adjust_meta` helper, and AF_XDP copy mode hands over XDP
+/// metadata only since Linux 6.x). False, the frame unchanged, when the driver has no
+/// room for it. Written field by field straight into the packet: a copy of the struct
+/// through the stack would be merged into misaligned stack accesses, which the verifier
+/// rejects (see [`Datagram`]).
 #[inline(always)]
 fn set_meta(ctx: &XdpContext, dmac: [u16; 3], smac: [u16; 3], egress: u32, direction: u8) -> bool {
     const LEN: usize = size_of::<XskMeta>();
     // SAFETY: ctx is the program's context; the helper checks the headroom.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(LEN as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(LEN as i32)) } != 0 {
         return false;
     }
-    let start = data_meta(ctx);
-    if start + LEN > data(ctx) {
+    let start = data(ctx);
+    if start + LEN > data_end(ctx) {
+        // Not reached (the frame held at least its headers); undone all the same.
+        // SAFETY: as above.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, LEN as i32) };
         return false;
     }
     let m = start as *mut u8;
@@ -907,6 +971,543 @@ const _: () = {
     assert!(core::mem::offset_of!(XskMeta, magic) == 20);
     assert!(size_of::<XskMeta>() == 24);
 };
+
+// ------------------------------------------------------------------ in-kernel relay
+
+/// Longest UDP payload relayed in the driver (bounds the checksum and move loops); longer
+/// datagrams are steered or passed as without the in-kernel relay.
+const MAX_RELAY_PAYLOAD: usize = 1500;
+
+/// What a relayed frame keeps of the received IP header (as the AF_XDP forwarder does,
+/// `relay/src/afxdp/frame.rs`): DSCP/ECN, the IPv4 identification and DF bit, the TTL or
+/// hop limit (decremented). Laid out for the stack like [`Datagram`].
+#[derive(Default)]
+#[repr(C, align(8))]
+struct Kept {
+    id: [u8; 2],
+    /// The DF bit alone, in the first byte of the flags/fragment field.
+    df: u8,
+    tos: u8,
+    ttl: u8,
+    _pad: [u8; 3],
+}
+
+/// The received IP header's fields a relayed frame keeps.
+#[inline(always)]
+fn kept(ctx: &XdpContext, family: Family, out: &mut Kept) -> bool {
+    match family {
+        Family::V4 => {
+            let Some(ip) = header::<Ipv4Hdr>(ctx, ETH_LEN) else {
+                return false;
+            };
+            // SAFETY: `header` checked the bounds.
+            let ip = unsafe { &*ip };
+            out.id = ip.id;
+            out.df = ip.frag[0] & 0x40;
+            out.tos = ip.tos;
+            out.ttl = ip.ttl;
+        }
+        Family::V6 => {
+            let Some(ip) = header::<Ipv6Hdr>(ctx, ETH_LEN) else {
+                return false;
+            };
+            // SAFETY: `header` checked the bounds.
+            let ip = unsafe { &*ip };
+            let w = ip.version_class_flow;
+            out.tos = (w[0] << 4) | (w[1] >> 4);
+            out.ttl = ip.hop_limit;
+        }
+    }
+    true
+}
+
+/// Big-endian one's complement sum (not folded) of the `n` bytes at frame offset `off`
+/// (`n <= MAX_RELAY_PAYLOAD`), an even offset from the UDP header: whole 32-bit words,
+/// then the last 0-3 bytes.
+#[inline(always)]
+fn payload_sum(ctx: &XdpContext, off: usize, n: usize) -> Option<u64> {
+    let n = opaque(n);
+    if n > MAX_RELAY_PAYLOAD {
+        return None;
+    }
+    let words = n & !3;
+    let mut sum = swapped(sum_frame_le::<MAX_RELAY_PAYLOAD>(ctx, off, words)?);
+    // The last 0-3 bytes; each offset hidden from the optimiser, which would otherwise
+    // merge the three bounds checks into one the verifier cannot follow.
+    let rest = n - words;
+    if rest > 0 {
+        sum += u64::from(byte(ctx, opaque(off + words))?) << 8;
+    }
+    if rest > 1 {
+        sum += u64::from(byte(ctx, opaque(off + words + 1))?);
+    }
+    if rest > 2 {
+        sum += u64::from(byte(ctx, opaque(off + words + 2))?) << 8;
+    }
+    Some(sum)
+}
+
+#[inline(always)]
+fn byte(ctx: &XdpContext, off: usize) -> Option<u8> {
+    let b = header::<u8>(ctx, off)?;
+    // SAFETY: `header` checked the bounds.
+    Some(unsafe { *b })
+}
+
+/// `a - b` in one's complement arithmetic (folded).
+#[inline(always)]
+fn minus(a: u64, b: u64) -> u64 {
+    u64::from(fold(a)) + u64::from(!fold(b))
+}
+
+/// Checks the received datagram's checksums as the AF_XDP path does (`frame.rs`): the
+/// IPv4 header checksum, and a UDP checksum that is right, absent (IPv4 only), or left
+/// to offload (CHECKSUM_PARTIAL: the field holds the pseudo-header sum). Returns the
+/// (unfolded) sum of the UDP payload, from which the relayed frame's checksum is derived.
+/// A pending offload is refused in generic mode: the frame keeps its socket buffer, and
+/// the buffer's stale offload offsets would apply to the rewritten frame.
+/// What [`verified_payload_sum`] returns for a datagram that fails the checks (a sum of
+/// at most 1500 bytes never reaches it).
+const BAD_SUM: u64 = u64::MAX;
+
+#[inline(never)]
+fn verified_payload_sum(ctx: &XdpContext, d: &Datagram, generic: bool) -> u64 {
+    match checked_payload_sum(ctx, d, generic) {
+        Some(s) => s,
+        None => BAD_SUM,
+    }
+}
+
+#[inline(always)]
+fn checked_payload_sum(ctx: &XdpContext, d: &Datagram, generic: bool) -> Option<u64> {
+    if d.family == Family::V4 {
+        match sum_frame_le::<IPV4_LEN>(ctx, ETH_LEN, IPV4_LEN) {
+            Some(s) if fold(s) == 0xffff => {}
+            _ => return None,
+        }
+    }
+    let udp = header::<UdpHdr>(ctx, d.udp_off)?;
+    // SAFETY: `header` checked the bounds.
+    let udp = unsafe { &*udp };
+    let (field, src, dst) = (be16(udp.checksum), be16(udp.src), be16(udp.dst));
+    let sum = payload_sum(ctx, d.payload_off(), d.payload_len)?;
+    if field == 0 {
+        // RFC 768: none computed (IPv4); RFC 8200 section 8.1: invalid over IPv6.
+        return (d.family == Family::V4).then_some(sum);
+    }
+    let udp_len = UDP_LEN + d.payload_len;
+    let pseudo = pseudo_sum(d.family, &d.src_ip, &d.dst_ip, udp_len);
+    let total = pseudo + u64::from(src) + u64::from(dst) + udp_len as u64 + u64::from(field);
+    if fold(total + sum) == 0xffff || (!generic && field == fold(pseudo)) {
+        Some(sum)
+    } else {
+        None
+    }
+}
+
+/// May a relayed frame leave by `egress` (from `ingress`)? XDP_TX back out of the
+/// interface it came in on, or a redirect to another interface the program is attached
+/// to (`XT_DEVS`); either way only where an XDP-sent frame arrives (`iface_flags::XDP_TX`:
+/// not on a veth whose peer has no XDP program). Then the relayed IP packet of `l3_len`
+/// bytes must fit the egress MTU.
+#[inline(always)]
+fn egress_ok(ctx: &XdpContext, ingress: u32, egress: u32, l3_len: usize) -> bool {
+    let f = match XT_IFACES.get(egress) {
+        Some(v) => v.flags,
+        None => 0,
+    };
+    if f & iface_flags::XDP_TX == 0 {
+        return false;
+    }
+    if egress != ingress && XT_DEVS.get_ifindex(egress).is_none() {
+        return false;
+    }
+    let mut mtu_len = l3_len as u32;
+    // SAFETY: ctx is the program's context; `mtu_len` a writable u32 on the stack.
+    let rc = unsafe { bpf_check_mtu(ctx.ctx.cast(), egress, &mut mtu_len, 0, 0) };
+    rc == 0
+}
+
+#[inline(always)]
+fn generic_mode(ingress: u32) -> bool {
+    match XT_IFACES.get(ingress) {
+        Some(v) => v.flags & iface_flags::GENERIC != 0,
+        None => false,
+    }
+}
+
+/// What [`relay_channel_data`] and [`relay_peer_data`] return when they leave the frame
+/// untouched (else the egress interface index of the relayed frame).
+const NOT_RELAYED: u32 = 0;
+/// ... when a helper failed after the rewrite began (abort the frame).
+const ABORTED: u32 = u32::MAX;
+
+/// The verdict of a frame relayed in the driver to `egress`. (The relay functions return
+/// plain integers: a returned `Verdict` was assembled from registers of several paths,
+/// one of them a packet pointer stored into a 32-bit field, which the verifier rejects.)
+#[inline(always)]
+fn relayed(ctx: &XdpContext, egress: u32, tx: Counter, redirect: Counter) -> Verdict {
+    // SAFETY: ctx.ctx is the kernel's xdp_md.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if egress == ingress {
+        Verdict::Tx(tx)
+    } else {
+        Verdict::RedirectDev {
+            ifindex: egress,
+            ok: redirect,
+        }
+    }
+}
+
+/// ChannelData from a client, relayed in the driver (client -> peer): the egress
+/// interface, [`ABORTED`], or [`NOT_RELAYED`] when the
+/// maps do not fully describe it or it cannot be sent from here, and the frame is
+/// untouched (steered or passed as without the in-kernel relay). Relayed only when the
+/// channel, the peer's permission and the allocation are live at `now` (the exact clock),
+/// the allocation has a statistics slot, the checksums are right, the TTL allows a hop,
+/// the padding is 0-3 bytes, and the next hop and MTU allow it.
+#[inline(always)]
+fn relay_channel_data(
+    ctx: &XdpContext,
+    d: &Datagram,
+    ch: &ChannelValue,
+    hop: &Hop,
+    now: u64,
+    cd: [u8; CHANNEL_DATA_HEADER_LEN],
+) -> u32 {
+    let data_len = be16([cd[2], cd[3]]) as usize;
+    // Also keeps every offset computed from it below the verifier's 64 KiB packet-range
+    // limit.
+    if data_len > MAX_RELAY_PAYLOAD {
+        return NOT_RELAYED;
+    }
+    let relay = Endpoint {
+        ip: ch.relay_ip,
+        port: ch.relay_port,
+        _pad: [0; 2],
+    };
+    // SAFETY: the value is read at once; the map holds plain data.
+    let Some(alloc) = (unsafe { XT_RELAYS.get(&relay) }) else {
+        return NOT_RELAYED;
+    };
+    if now >= alloc.expires_ns || !permitted(ch.relay_port, ch.peer_ip, now) {
+        return NOT_RELAYED;
+    }
+    let Some(stats) = XT_ASTATS.get_ptr_mut(alloc.stats_slot) else {
+        return NOT_RELAYED;
+    };
+    let padding = d.payload_len - CHANNEL_DATA_HEADER_LEN - data_len;
+    if padding > 3 {
+        return NOT_RELAYED;
+    }
+    let mut k = Kept::default();
+    if !kept(ctx, d.family, &mut k) || k.ttl <= 1 {
+        return NOT_RELAYED;
+    }
+    // SAFETY: ctx.ctx is the kernel's xdp_md.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let sum = verified_payload_sum(ctx, d, generic_mode(ingress));
+    if sum == BAD_SUM {
+        return NOT_RELAYED;
+    }
+    let mut nh = NextHop::default();
+    let ip_len = if d.family == Family::V4 { IPV4_LEN } else { IPV6_LEN };
+    if !next_hop(ctx, hop, now, ingress, &mut nh)
+        || !egress_ok(ctx, ingress, nh.egress, ip_len + UDP_LEN + data_len)
+    {
+        return NOT_RELAYED;
+    }
+    // The application data's sum: the payload's without the ChannelData header (at an
+    // even offset) and the padding (at an odd one after odd-length data).
+    let mut removed = u64::from(be16([cd[0], cd[1]])) + u64::from(be16([cd[2], cd[3]]));
+    let pad_off = d.payload_off() + CHANNEL_DATA_HEADER_LEN + data_len;
+    let mut j = 0;
+    while j < 3 {
+        if j >= padding {
+            break;
+        }
+        let Some(b) = byte(ctx, opaque(pad_off + j)) else {
+            return NOT_RELAYED;
+        };
+        let b = u64::from(b);
+        removed += if (data_len + j) % 2 == 0 { b << 8 } else { b };
+        j += 1;
+    }
+    let data_sum = minus(sum, removed);
+    // All checks passed; from here on the frame is rewritten. The headers move 4 bytes
+    // forward over the ChannelData header; the data stays where it is.
+    // SAFETY: ctx is the program's context; the helpers check their arguments.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, CHANNEL_DATA_HEADER_LEN as i32) } != 0 {
+        return ABORTED;
+    }
+    let trim = data_end(ctx) - data(ctx) - (d.udp_off + UDP_LEN + data_len);
+    // SAFETY: as above.
+    if trim != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(trim as i32)) } != 0 {
+        return ABORTED;
+    }
+    let ok = match d.family {
+        Family::V4 => write_relayed::<false>(
+            ctx, &nh, &k, &ch.relay_ip, &ch.peer_ip, ch.relay_port, ch.peer_port, data_len,
+            data_sum,
+        ),
+        Family::V6 => write_relayed::<true>(
+            ctx, &nh, &k, &ch.relay_ip, &ch.peer_ip, ch.relay_port, ch.peer_port, data_len,
+            data_sum,
+        ),
+    };
+    if !ok {
+        return ABORTED;
+    }
+    // SAFETY: this CPU's slot of the allocation (XDP programs do not nest on one CPU).
+    unsafe {
+        (*stats).to_peer_packets += 1;
+        (*stats).to_peer_bytes += data_len as u64;
+    }
+    nh.egress
+}
+
+/// Peer data, relayed in the driver as ChannelData to the client (peer -> client): as for
+/// [`relay_channel_data`]. The caller checked the allocation and the permission at
+/// `now`; the peer's channel must be bound and live too (otherwise the client gets a Data
+/// indication, which user space builds).
+#[inline(always)]
+fn relay_peer_data(
+    ctx: &XdpContext,
+    d: &Datagram,
+    alloc: &RelayValue,
+    hop: &Hop,
+    now: u64,
+) -> u32 {
+    let cfg = d.cfg;
+    let key = PeerChannelKey {
+        peer_ip: d.src_ip,
+        peer_port: d.src_port,
+        relay_port: d.dst_port,
+    };
+    // SAFETY: the value is read at once; the map holds plain data.
+    let Some(pc) = (unsafe { XT_PEER_CH.get(&key) }) else {
+        return NOT_RELAYED;
+    };
+    if now >= pc.expires_ns {
+        return NOT_RELAYED;
+    }
+    let channel = pc.channel;
+    if d.payload_len > MAX_RELAY_PAYLOAD {
+        return NOT_RELAYED;
+    }
+    let Some(stats) = XT_ASTATS.get_ptr_mut(alloc.stats_slot) else {
+        return NOT_RELAYED;
+    };
+    let data_len = d.payload_len;
+    let mut k = Kept::default();
+    if !kept(ctx, d.family, &mut k) || k.ttl <= 1 {
+        return NOT_RELAYED;
+    }
+    // SAFETY: ctx.ctx is the kernel's xdp_md.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let sum = verified_payload_sum(ctx, d, generic_mode(ingress));
+    if sum == BAD_SUM {
+        return NOT_RELAYED;
+    }
+    let mut nh = NextHop::default();
+    let ip_len = if d.family == Family::V4 { IPV4_LEN } else { IPV6_LEN };
+    let payload_len = CHANNEL_DATA_HEADER_LEN + data_len;
+    if !next_hop(ctx, hop, now, ingress, &mut nh)
+        || !egress_ok(ctx, ingress, nh.egress, ip_len + UDP_LEN + payload_len)
+    {
+        return NOT_RELAYED;
+    }
+    let data_sum = sum + u64::from(be16(channel)) + data_len as u64;
+    // All checks passed; from here on the frame is rewritten. The frame grows by the
+    // ChannelData header: at the head (the headers move 4 bytes back, the data stays),
+    // or where the driver leaves no headroom for that, at the tail (the data moves).
+    let headers = d.payload_off();
+    let old_len = data_end(ctx) - data(ctx);
+    let new_len = headers + payload_len;
+    // SAFETY: ctx is the program's context; the helpers check their arguments.
+    if cfg & flags::GROW_AT_TAIL == 0
+        && unsafe { bpf_xdp_adjust_head(ctx.ctx, -(CHANNEL_DATA_HEADER_LEN as i32)) } == 0
+    {
+        let trim = old_len + CHANNEL_DATA_HEADER_LEN - new_len;
+        // SAFETY: as above.
+        if trim != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(trim as i32)) } != 0 {
+            return ABORTED;
+        }
+    } else {
+        // The old frame may have a trailer (Ethernet padding) longer than the growth.
+        // SAFETY: as above.
+        if new_len > old_len
+            && unsafe { bpf_xdp_adjust_tail(ctx.ctx, (new_len - old_len) as i32) } != 0
+        {
+            return ABORTED;
+        }
+        if !shift_back(ctx, headers, data_len) {
+            return ABORTED;
+        }
+        // SAFETY: as above.
+        if old_len > new_len
+            && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((old_len - new_len) as i32)) } != 0
+        {
+            return ABORTED;
+        }
+    }
+    let Some(cd) = header::<[u8; CHANNEL_DATA_HEADER_LEN]>(ctx, headers) else {
+        return ABORTED;
+    };
+    let len = (data_len as u16).to_be_bytes();
+    // SAFETY: `header` checked the bounds.
+    unsafe { *cd = [channel[0], channel[1], len[0], len[1]] };
+    let ok = match d.family {
+        Family::V4 => write_relayed::<false>(
+            ctx, &nh, &k, &alloc.server_ip, &alloc.client_ip, alloc.server_port,
+            alloc.client_port, payload_len, data_sum,
+        ),
+        Family::V6 => write_relayed::<true>(
+            ctx, &nh, &k, &alloc.server_ip, &alloc.client_ip, alloc.server_port,
+            alloc.client_port, payload_len, data_sum,
+        ),
+    };
+    if !ok {
+        return ABORTED;
+    }
+    // SAFETY: this CPU's slot of the allocation (XDP programs do not nest on one CPU).
+    unsafe {
+        (*stats).to_client_packets += 1;
+        (*stats).to_client_bytes += data_len as u64;
+    }
+    nh.egress
+}
+
+/// Move the `n` bytes at frame offset `off` 4 bytes towards the end (the frame already
+/// holds them there), last bytes first.
+#[inline(never)]
+fn shift_back(ctx: &XdpContext, off: usize, n: usize) -> bool {
+    let n = opaque(n);
+    if n > MAX_RELAY_PAYLOAD {
+        return false;
+    }
+    let words = n / 4;
+    let (base, rest) = (off + words * 4, n % 4);
+    // The last 0-3 bytes, the last first. Each offset is hidden from the optimiser, which
+    // would otherwise access them through one pointer at negative offsets (the verifier
+    // rejects those).
+    if rest > 2 && !shift_byte_back(ctx, opaque(base + 2)) {
+        return false;
+    }
+    if rest > 1 && !shift_byte_back(ctx, opaque(base + 1)) {
+        return false;
+    }
+    if rest > 0 && !shift_byte_back(ctx, opaque(base)) {
+        return false;
+    }
+    let mut j = 0;
+    while j < MAX_RELAY_PAYLOAD / 4 {
+        if j >= words {
+            break;
+        }
+        // Hidden from the optimiser and bounded again (unsigned, against a constant): a
+        // descending offset computed in the loop loses its lower bound for the verifier.
+        let at = opaque(base - 4 * (j + 1));
+        if at > MAX_RELAY_PAYLOAD + 128 {
+            return false;
+        }
+        let Some(p) = header::<[u8; 8]>(ctx, at) else {
+            return false;
+        };
+        // SAFETY: `header` checked the 8 bytes (the word and its destination); packet
+        // memory may be accessed at any alignment.
+        unsafe {
+            let w = core::ptr::read_unaligned(p.cast::<u32>());
+            core::ptr::write_unaligned(p.cast::<u8>().add(4).cast::<u32>(), w);
+        }
+        j += 1;
+    }
+    true
+}
+
+/// Copy the byte at frame offset `at` 4 bytes further.
+#[inline(always)]
+fn shift_byte_back(ctx: &XdpContext, at: usize) -> bool {
+    let Some(p) = header::<[u8; 5]>(ctx, at) else {
+        return false;
+    };
+    // SAFETY: `header` checked the 5 bytes (the byte and its destination).
+    unsafe { (*p)[4] = (*p)[0] };
+    true
+}
+
+/// Write the relayed frame's Ethernet, IP and UDP headers at the frame start for a UDP
+/// payload of `payload_len` bytes whose (unfolded) sum is `payload_sum`: the next hop's
+/// MACs, `src` -> `dst`, what [`Kept`] keeps, TTL / hop limit decremented, both
+/// checksums. False if the frame is shorter than the headers.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn write_relayed<const V6: bool>(
+    ctx: &XdpContext,
+    nh: &NextHop,
+    k: &Kept,
+    src_ip: &[u8; 16],
+    dst_ip: &[u8; 16],
+    src_port: [u8; 2],
+    dst_port: [u8; 2],
+    payload_len: usize,
+    payload_sum: u64,
+) -> bool {
+    let ip_len = if V6 { IPV6_LEN } else { IPV4_LEN };
+    let udp_off = ETH_LEN + ip_len;
+    let start = data(ctx);
+    if start + udp_off + UDP_LEN > data_end(ctx) {
+        return false;
+    }
+    let p = start as *mut u8;
+    // SAFETY (every access below): inside the header bytes checked just above.
+    let put = |off: usize, b: &[u8]| unsafe {
+        core::ptr::copy_nonoverlapping(b.as_ptr(), p.add(off), b.len());
+    };
+    let put16 = |off: usize, v: u16| unsafe {
+        core::ptr::write_unaligned(p.add(off).cast::<[u8; 2]>(), v.to_be_bytes());
+    };
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_unaligned(p.cast::<[u16; 3]>(), nh.dmac);
+        core::ptr::write_unaligned(p.add(6).cast::<[u16; 3]>(), nh.smac);
+    }
+    let udp_len = UDP_LEN + payload_len;
+    let ttl = k.ttl - 1;
+    let family = if V6 {
+        put16(12, be16(ETHERTYPE_IPV6));
+        put(ETH_LEN, &[0x60 | (k.tos >> 4), k.tos << 4, 0, 0]);
+        put16(ETH_LEN + 4, udp_len as u16);
+        put(ETH_LEN + 6, &[IPPROTO_UDP, ttl]);
+        put(ETH_LEN + 8, src_ip);
+        put(ETH_LEN + 24, dst_ip);
+        Family::V6
+    } else {
+        put16(12, be16(ETHERTYPE_IPV4));
+        put(ETH_LEN, &[0x45, k.tos]);
+        put16(ETH_LEN + 2, (IPV4_LEN + udp_len) as u16);
+        put(ETH_LEN + 4, &k.id);
+        put(ETH_LEN + 6, &[k.df, 0, ttl, IPPROTO_UDP, 0, 0]);
+        put(ETH_LEN + 12, &src_ip[12..]);
+        put(ETH_LEN + 16, &dst_ip[12..]);
+        // SAFETY: as above.
+        let s = sum_ptr_le::<IPV4_LEN>(unsafe { p.add(ETH_LEN) });
+        put16(ETH_LEN + 10, !(swapped(s) as u16));
+        Family::V4
+    };
+    put(udp_off, &src_port);
+    put(udp_off + 2, &dst_port);
+    put16(udp_off + 4, udp_len as u16);
+    let sum = pseudo_sum(family, src_ip, dst_ip, udp_len)
+        + u64::from(be16(src_port))
+        + u64::from(be16(dst_port))
+        + udp_len as u64
+        + payload_sum;
+    let c = !fold(sum);
+    // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
+    put16(udp_off + 6, if c == 0 { 0xffff } else { c });
+    true
+}
 
 // ---------------------------------------------------------------------- STUN Binding
 

@@ -135,12 +135,14 @@ impl MemRings {
         self.inject_with_meta(port, &[], bytes)
     }
 
-    /// [`MemRings::inject`] with XDP metadata (`bpf_xdp_adjust_meta`) placed right before
-    /// the data, as the kernel copies it in copy mode.
+    /// [`MemRings::inject`] of `meta` followed by `bytes`, as one received descriptor: what
+    /// the XDP program hands over (its [`XskMeta`](xturn_xdp_common::XskMeta), then the
+    /// frame).
     pub fn inject_with_meta(&mut self, port: usize, meta: &[u8], bytes: &[u8]) -> bool {
         let fs = self.core.frame_size;
         let k = &mut self.core.driver.ports[port];
-        if bytes.is_empty() || RX_HEADROOM + bytes.len() > fs || meta.len() > RX_HEADROOM {
+        let len = meta.len() + bytes.len();
+        if bytes.is_empty() || RX_HEADROOM + len > fs {
             k.stats.rx_dropped += 1;
             return false;
         }
@@ -156,11 +158,11 @@ impl MemRings {
             return false;
         };
         let data = chunk as usize + RX_HEADROOM;
-        self.core.umem.write(data - meta.len(), meta);
-        self.core.umem.write(data, bytes);
+        self.core.umem.write(data, meta);
+        self.core.umem.write(data + meta.len(), bytes);
         let n = k.rx.produce(1, || RawDesc {
             addr: data as u64,
-            len: bytes.len() as u32,
+            len: len as u32,
             options: 0,
         });
         debug_assert_eq!(n, 1);

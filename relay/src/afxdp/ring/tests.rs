@@ -67,12 +67,14 @@ fn receive_rewrite_send_complete() {
 }
 
 #[test]
-fn metadata_sits_right_before_the_data() {
+fn metadata_comes_first_in_the_data() {
     let mut m = MemRings::new(1, 4096, 16);
     assert!(m.inject_with_meta(0, b"META1234", &frame(9, 60)));
     let d = recv_all(&mut m, 0)[0];
+    assert_eq!(d.len, 68);
     let (chunk, off) = m.chunk_mut(d.addr);
-    assert_eq!(&chunk[off - 8..off], b"META1234");
+    assert_eq!(&chunk[off..off + 8], b"META1234");
+    assert_eq!(&chunk[off + 8..off + 68], &frame(9, 60)[..]);
     m.free(d.addr);
     m.check_accounting().unwrap();
 }
