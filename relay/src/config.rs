@@ -233,6 +233,14 @@ pub struct Args {
     /// still answered in the driver).
     #[arg(long = "no-afxdp")]
     pub no_afxdp: bool,
+    /// With --xdp: what relays TURN data. afxdp (default): the XDP program steers it to
+    /// the AF_XDP forwarder threads. xdp: the XDP program relays in the driver what its
+    /// maps fully describe (ChannelData on a live channel <-> the peer's UDP, XDP_TX or a
+    /// redirect to another attached interface) and steers the rest to AF_XDP (or, with
+    /// --no-afxdp, passes it to the sockets). Not with --max-bps / --user-max-bps: limits
+    /// are kept in user space, so the driver relays nothing then.
+    #[arg(long = "fast-path")]
+    pub fast_path: Option<String>,
     /// Nice value of the AF_XDP forwarder threads, -20 to 19. Below 0 (the default, -10)
     /// a forwarder runs before the NAPI poll that feeds it on a shared core, so under
     /// overload the core drains the frames it already received instead of receiving more
@@ -364,6 +372,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub xdp: Option<Vec<String>>,
     pub afxdp: Option<bool>,
+    pub fast_path: Option<String>,
     pub afxdp_nice: Option<i32>,
     pub xdp_mode: Option<String>,
     pub xdp_max_allocations: Option<u32>,
@@ -400,6 +409,8 @@ pub struct Settings {
     pub xdp: Vec<String>,
     /// With `xdp`: relay TURN data with the AF_XDP forwarder.
     pub afxdp: bool,
+    /// With `xdp`: relay in the driver too (`--fast-path xdp`).
+    pub fast_path: FastPath,
     /// Nice value of the forwarder threads.
     pub afxdp_nice: i32,
     /// How the XDP program is attached.
@@ -432,6 +443,28 @@ pub struct Settings {
 
 /// Default `--drain-timeout`: the default longest allocation lifetime.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What relays TURN data with `--xdp` (`--fast-path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FastPath {
+    /// The XDP program steers it to the AF_XDP forwarder threads.
+    #[default]
+    Afxdp,
+    /// The XDP program relays in the driver what its maps fully describe, and steers the
+    /// rest as with `Afxdp`.
+    Xdp,
+}
+
+impl std::str::FromStr for FastPath {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<FastPath, String> {
+        match s {
+            "afxdp" => Ok(FastPath::Afxdp),
+            "xdp" => Ok(FastPath::Xdp),
+            other => Err(format!("{other:?}: use xdp or afxdp")),
+        }
+    }
+}
 
 /// The forwarder threads' default nice value (see `--afxdp-nice`).
 pub const DEFAULT_AFXDP_NICE: i32 = -10;
@@ -763,6 +796,19 @@ impl Settings {
             }
         }
 
+        let fast_path = match a.fast_path.or(f.fast_path) {
+            Some(p) => {
+                let p = p
+                    .parse::<FastPath>()
+                    .map_err(|e| anyhow::anyhow!("--fast-path {e}"))?;
+                if xdp.is_empty() {
+                    bail!("--fast-path chooses the XDP fast path: it needs --xdp INTERFACES");
+                }
+                p
+            }
+            None => FastPath::Afxdp,
+        };
+
         let xdp_mode = match a.xdp_mode.or(f.xdp_mode) {
             Some(m) => m
                 .parse::<ModeChoice>()
@@ -868,6 +914,13 @@ impl Settings {
         };
         server.max_bps = bps(pick(a.max_bps, f.max_bps, 0), "max-bps")?;
         server.user_max_bps = bps(pick(a.user_max_bps, f.user_max_bps, 0), "user-max-bps")?;
+        if fast_path == FastPath::Xdp && (server.max_bps != 0 || server.user_max_bps != 0) {
+            bail!(
+                "--fast-path xdp relays in the driver, which does not enforce --max-bps or \
+                 --user-max-bps (the AF_XDP and socket paths do): use --fast-path afxdp with \
+                 bandwidth limits"
+            );
+        }
         server.unauth_rate_per_prefix = pick(
             a.unauth_rate_per_prefix,
             f.unauth_rate_per_prefix,
@@ -937,6 +990,7 @@ impl Settings {
             log_level,
             xdp,
             afxdp,
+            fast_path,
             afxdp_nice,
             xdp_mode,
             xdp_maps,
@@ -1042,6 +1096,25 @@ mod tests {
         let f: FileConfig = toml::from_str("xdp = [\"eth0\"]\nafxdp = false").unwrap();
         let a = Args::try_parse_from(["xturn", "--listening-ip", "192.0.2.1"]).unwrap();
         assert!(!Settings::merge(a, f).unwrap().afxdp);
+    }
+
+    #[test]
+    fn fast_path_is_afxdp_unless_asked_and_xdp_refuses_bandwidth_limits() {
+        let base = ["--listening-ip", "192.0.2.1", "--xdp", "eth0"];
+        assert_eq!(parse(&base).unwrap().fast_path, FastPath::Afxdp);
+        let s = parse(&[&base[..], &["--fast-path", "xdp"]].concat()).unwrap();
+        assert_eq!(s.fast_path, FastPath::Xdp);
+        let e = parse(&[&base[..], &["--fast-path", "bpf"]].concat()).unwrap_err();
+        assert!(e.to_string().contains("use xdp or afxdp"), "{e}");
+        let e = parse(&["--listening-ip", "192.0.2.1", "--fast-path", "xdp"]).unwrap_err();
+        assert!(e.to_string().contains("needs --xdp"), "{e}");
+        for limit in ["--max-bps", "--user-max-bps"] {
+            let e =
+                parse(&[&base[..], &["--fast-path", "xdp", limit, "100000"]].concat()).unwrap_err();
+            assert!(e.to_string().contains("does not enforce"), "{limit}: {e}");
+            let ok = parse(&[&base[..], &["--fast-path", "afxdp", limit, "100000"]].concat());
+            assert!(ok.is_ok(), "{limit} with afxdp");
+        }
     }
 
     #[test]

@@ -724,6 +724,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         // The driver's answer has no RESPONSE-ORIGIN or OTHER-ADDRESS: the sockets answer.
         x.set_switches(crate::xdp::Switches {
             stun_responder: false,
+            in_kernel: settings.fast_path == crate::config::FastPath::Xdp,
             ..Default::default()
         })?;
         tracing::info!("--alt-listening-ip: Binding requests are answered by the socket path");
@@ -981,6 +982,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             continue;
         }
         let mut xdp_report = None;
+        let mut in_kernel = None;
         if let Some(x) = &shared.xdp {
             let now_ms = epoch.elapsed().as_millis() as u64;
             for f in &mut forwarders {
@@ -994,6 +996,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                     }
                 }
                 let g = x.lock().expect("xdp lock");
+                in_kernel = Some(g.in_kernel_report());
                 let sizes = g.sizes();
                 xdp_report = Some(XdpReport {
                     interfaces: w.report(),
@@ -1019,7 +1022,13 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         let dropped = shared.dropped(&limits);
         let state = draining.started.is_some();
         notifier.status(&service_status(control.allocations.len(), state));
-        let now_status = status.status(&control, xdp_report.as_ref(), &dropped, state);
+        let now_status = status.status(
+            &control,
+            in_kernel.as_ref(),
+            xdp_report.as_ref(),
+            &dropped,
+            state,
+        );
         let written = status.write(&now_status);
         {
             let xdp_counters = shared
@@ -1055,6 +1064,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                 stun_responder: false,
                 steering: false,
                 ignore_unknown_optional: false,
+                in_kernel: false,
             };
             if let Err(e) = x
                 .lock()

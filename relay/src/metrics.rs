@@ -241,6 +241,7 @@ pub fn render(s: &Snapshot) -> String {
     let rows: Vec<_> = per_direction("sockets", &s.status.relayed.sockets)
         .into_iter()
         .chain(per_direction("afxdp", &s.status.relayed.afxdp))
+        .chain(per_direction("xdp", &s.status.relayed.xdp))
         .collect();
     family(
         &mut r,

@@ -153,6 +153,7 @@ pub fn serve(args: config::Args) -> Result<()> {
             &settings.listen,
             settings.xdp_mode,
             settings.xdp_maps,
+            settings.fast_path == crate::config::FastPath::Xdp,
         )?;
         let watch = probe::Watch::start(plan, &mut x)?;
         Some((x, watch))

@@ -429,7 +429,16 @@ pub fn human_server(v: &Status) -> String {
     out.push_str(&format!("allocations: {}\n", v.allocations.len()));
     for a in &v.allocations {
         out.push_str(&format!("  {} for {}\n", a.relay, a.client));
-        for (path, c) in [("afxdp", &a.afxdp), ("sockets", &a.sockets)] {
+        for (path, c) in [
+            ("xdp", &a.xdp),
+            ("afxdp", &a.afxdp),
+            ("sockets", &a.sockets),
+        ] {
+            let none = xturn_control::dataplane::Counters::default();
+            if path == "xdp" && *c == none && v.relayed.xdp == none {
+                // Not relaying in the driver (`--fast-path afxdp`, or sockets only).
+                continue;
+            }
             out.push_str(&format!(
                 "    {path:<8} to peer {} packets {} bytes, to client {} packets {} bytes\n",
                 c.to_peer_packets, c.to_peer_bytes, c.to_client_packets, c.to_client_bytes

@@ -51,6 +51,8 @@ pub struct CopyReport {
 pub struct Relayed {
     pub afxdp: Counters,
     pub sockets: Counters,
+    /// Relayed in the driver by the XDP program (`--fast-path xdp`).
+    pub xdp: Counters,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,9 @@ pub struct AllocationReport {
     pub afxdp: Counters,
     /// Relayed by the socket workers and the control plane.
     pub sockets: Counters,
+    /// Relayed in the driver by the XDP program (`--fast-path xdp`).
+    #[serde(default)]
+    pub xdp: Counters,
 }
 
 /// One interface the XDP program is attached to, as the server sees it now.
@@ -189,9 +194,16 @@ pub struct Dropped {
 pub fn allocations<'a>(
     afxdp: impl IntoIterator<Item = &'a AllocationCounts>,
     sockets: impl IntoIterator<Item = &'a AllocationCounts>,
+    xdp: Option<&'a AllocationCounts>,
 ) -> Vec<AllocationReport> {
+    #[derive(Clone, Copy)]
+    enum Path {
+        Afxdp,
+        Sockets,
+        Xdp,
+    }
     let mut sums: BTreeMap<SocketAddr, AllocationReport> = BTreeMap::new();
-    let mut add = |list: &AllocationCounts, afxdp: bool| {
+    let mut add = |list: &AllocationCounts, path: Path| {
         for (relay, ft, c) in list {
             let a = sums.entry(relay.0).or_insert(AllocationReport {
                 relay: relay.0,
@@ -199,13 +211,18 @@ pub fn allocations<'a>(
                 server: ft.server,
                 afxdp: Counters::default(),
                 sockets: Counters::default(),
+                xdp: Counters::default(),
             });
-            let sum = if afxdp { &mut a.afxdp } else { &mut a.sockets };
-            sum.add(c);
+            match path {
+                Path::Afxdp => a.afxdp.add(c),
+                Path::Sockets => a.sockets.add(c),
+                Path::Xdp => a.xdp.add(c),
+            }
         }
     };
-    afxdp.into_iter().for_each(|l| add(l, true));
-    sockets.into_iter().for_each(|l| add(l, false));
+    afxdp.into_iter().for_each(|l| add(l, Path::Afxdp));
+    sockets.into_iter().for_each(|l| add(l, Path::Sockets));
+    xdp.into_iter().for_each(|l| add(l, Path::Xdp));
     sums.into_values().collect()
 }
 
@@ -284,10 +301,12 @@ impl StatusWriter {
             .collect()
     }
 
-    /// The status now; `control` is the control plane's own count (Send indications).
+    /// The status now; `control` is the control plane's own count (Send indications),
+    /// `in_kernel` what the XDP program relayed in the driver.
     pub fn status(
         &self,
         control: &CopyReport,
+        in_kernel: Option<&CopyReport>,
         xdp: Option<&XdpReport>,
         dropped: &Dropped,
         draining: bool,
@@ -305,12 +324,16 @@ impl StatusWriter {
         for w in workers.iter().chain(std::iter::once(control)) {
             relayed.sockets.add(&w.totals);
         }
+        if let Some(k) = in_kernel {
+            relayed.xdp.add(&k.totals);
+        }
         let allocations = allocations(
             threads.iter().map(|t| &t.allocations),
             workers
                 .iter()
                 .chain(std::iter::once(control))
                 .map(|w| &w.allocations),
+            in_kernel.map(|k| &k.allocations),
         );
         Status {
             pid: std::process::id(),
@@ -397,7 +420,8 @@ mod tests {
             counts(r1, "192.0.2.2:4000", [0, 0, 1, 7]),
         ];
         let control = vec![counts(r2, "192.0.2.3:4000", [1, 4, 0, 0])];
-        let all = allocations([&fw0, &fw1], [&worker, &control]);
+        let in_kernel = vec![counts(r1, "192.0.2.2:4000", [100, 1000, 50, 500])];
+        let all = allocations([&fw0, &fw1], [&worker, &control], Some(&in_kernel));
         assert_eq!(
             all,
             vec![
@@ -407,6 +431,7 @@ mod tests {
                     server: sa("192.0.2.1:3478"),
                     afxdp: pc([4, 40, 2, 20]),
                     sockets: pc([0, 0, 1, 7]),
+                    xdp: pc([100, 1000, 50, 500]),
                 },
                 AllocationReport {
                     relay: sa(r2),
@@ -414,6 +439,7 @@ mod tests {
                     server: sa("192.0.2.1:3478"),
                     afxdp: pc([0, 0, 0, 0]),
                     sockets: pc([6, 54, 6, 60]),
+                    xdp: pc([0, 0, 0, 0]),
                 },
             ]
         );
@@ -436,9 +462,20 @@ mod tests {
         std::fs::create_dir_all(dir.join("4194305")).unwrap();
         w.prepare(None).unwrap();
         assert!(!dir.join("4194305").exists());
-        let s = w.status(&CopyReport::default(), None, &Dropped::default(), false);
+        let in_kernel = CopyReport {
+            allocations: Vec::new(),
+            totals: pc([7, 70, 0, 0]),
+        };
+        let s = w.status(
+            &CopyReport::default(),
+            Some(&in_kernel),
+            None,
+            &Dropped::default(),
+            false,
+        );
         assert_eq!(s.relayed.sockets, pc([3, 300, 2, 150]));
         assert_eq!(s.relayed.afxdp, Counters::default());
+        assert_eq!(s.relayed.xdp, pc([7, 70, 0, 0]));
         w.write(&s).unwrap();
         let path = status_path(&dir, std::process::id());
         use std::os::unix::fs::PermissionsExt;
@@ -529,6 +566,7 @@ mod schema_tests {
                     ..Default::default()
                 },
                 sockets: Counters::default(),
+                xdp: Counters::default(),
             },
         };
         let text = serde_json::to_string_pretty(&status).unwrap();

@@ -27,7 +27,7 @@
 //! port without a live permission is dropped in the driver.
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
@@ -80,6 +80,9 @@ pub struct Switches {
     pub steering: bool,
     /// Answer Binding requests with unknown comprehension-optional attributes.
     pub ignore_unknown_optional: bool,
+    /// Relay ChannelData and peer data in the driver where the maps fully describe it
+    /// (`--fast-path xdp`); what the program cannot relay is steered as without it.
+    pub in_kernel: bool,
 }
 
 impl Default for Switches {
@@ -88,6 +91,7 @@ impl Default for Switches {
             stun_responder: true,
             steering: true,
             ignore_unknown_optional: true,
+            in_kernel: false,
         }
     }
 }
@@ -103,6 +107,9 @@ impl Switches {
         }
         if self.ignore_unknown_optional {
             f |= flags::IGNORE_UNKNOWN_OPTIONAL;
+        }
+        if self.in_kernel {
+            f |= flags::IN_KERNEL;
         }
         Config {
             flags: f,
@@ -188,6 +195,8 @@ pub struct XdpPath {
     /// What `ifaces` holds for every interface written.
     iface_values: std::collections::HashMap<u32, IfaceValue>,
     xsks: XskMap<MapData>,
+    /// The attached interfaces, for the in-kernel relay's redirects.
+    devs: DevMapHash<MapData>,
     /// Interface index of each XSK slot in use.
     slots: Vec<u32>,
     /// Channels, permissions and allocations, mirrored from the control plane's outputs.
@@ -232,6 +241,8 @@ impl XdpPath {
             .map_max_entries(map_names::RELAYS, sizes.allocations)
             .map_max_entries(map_names::PERMISSIONS, sizes.permissions)
             .map_max_entries(map_names::CHANNELS, sizes.channels)
+            .map_max_entries(map_names::PEER_CHANNELS, sizes.channels)
+            .map_max_entries(map_names::ALLOC_STATS, sizes.allocations)
             .load(OBJECT)
             .context("cannot load the XDP object (root needed)")?;
         xturn_program(&mut ebpf)?
@@ -245,11 +256,15 @@ impl XdpPath {
             ifaces: take(&mut ebpf, map_names::IFACES)?,
             iface_values: Default::default(),
             xsks: take(&mut ebpf, map_names::XSKS)?,
+            devs: take(&mut ebpf, map_names::DEVS)?,
             slots: Vec::new(),
             data_plane: mirror::DataPlaneMaps {
                 channels: take(&mut ebpf, map_names::CHANNELS)?,
                 permissions: take(&mut ebpf, map_names::PERMISSIONS)?,
                 relays: take(&mut ebpf, map_names::RELAYS)?,
+                peer_channels: take(&mut ebpf, map_names::PEER_CHANNELS)?,
+                alloc_stats: take(&mut ebpf, map_names::ALLOC_STATS)?,
+                stats_slots: mirror::StatsSlots::new(sizes.allocations),
                 hops: mirror::HopSlots::new(capacity::HOPS),
                 degraded: Default::default(),
                 stats: MirrorStats::default(),
@@ -269,12 +284,16 @@ impl XdpPath {
         listen: &[SocketAddr],
         mode: ModeChoice,
         sizes: MapSizes,
+        in_kernel: bool,
     ) -> Result<XdpPath> {
         let mut x = XdpPath::load_with(sizes)?;
         for a in listen {
             x.add_listener(*a)?;
         }
-        x.set_switches(Switches::default())?;
+        x.set_switches(Switches {
+            in_kernel,
+            ..Switches::default()
+        })?;
         for i in interfaces {
             let m = x.attach(i, mode)?;
             tracing::info!("XDP program attached to {i} ({} mode)", m.name());
@@ -324,6 +343,14 @@ impl XdpPath {
             mode,
             link,
         });
+        // A redirect target of the in-kernel relay (which also needs the interface's
+        // XDP_TX flag, set once the probe found that XDP-sent frames arrive there).
+        if let Err(e) = self.devs.insert(ifindex, ifindex, None, 0) {
+            tracing::warn!(
+                "{interface}: not in XT_DEVS ({e}): the in-kernel relay does not redirect \
+                 frames to it (AF_XDP or the sockets relay them)"
+            );
+        }
         Ok(mode)
     }
 
@@ -472,6 +499,12 @@ impl XdpPath {
     pub fn apply(&mut self, change: &Change) -> Result<()> {
         self.data_plane.apply(change)
     }
+
+    /// What the in-kernel relay carried: per allocation in the maps, and in total since
+    /// start (removed allocations included).
+    pub fn in_kernel_report(&self) -> crate::status::CopyReport {
+        self.data_plane.in_kernel_report()
+    }
 }
 
 /// Sum a counters map over CPUs.
@@ -493,17 +526,25 @@ mod mirror {
     use super::{endpoint, ip_key};
     use anyhow::Result;
     use aya::maps::{HashMap, MapData, MapError};
+    use aya::maps::{PerCpuArray, PerCpuValues};
     use std::net::IpAddr;
     use std::time::Instant;
+    use xturn_control::dataplane::Counters;
     use xturn_control::{Change, ChannelNumber, FiveTuple, PeerAddr, RelayAddr};
     use xturn_xdp_common::{
-        relay_flags, ChannelKey, ChannelValue, Endpoint, Expiry, HopRef, PermissionKey, RelayValue,
+        relay_flags, AllocStats, ChannelKey, ChannelValue, Endpoint, Expiry, HopRef, PeerChannel,
+        PeerChannelKey, PermissionKey, RelayValue, NO_STATS_SLOT,
     };
 
     pub struct DataPlaneMaps {
         pub channels: HashMap<MapData, ChannelKey, ChannelValue>,
         pub permissions: HashMap<MapData, PermissionKey, Expiry>,
         pub relays: HashMap<MapData, Endpoint, RelayValue>,
+        /// The channel of each (relay port, peer): the in-kernel relay's peer -> client.
+        pub peer_channels: HashMap<MapData, PeerChannelKey, PeerChannel>,
+        /// What the in-kernel relay carried per allocation (per CPU), by stats slot.
+        pub alloc_stats: PerCpuArray<MapData, AllocStats>,
+        pub stats_slots: StatsSlots,
         pub hops: HopSlots,
         /// Allocations some permission of which is not in the map: their entries carry
         /// `PASS_UNPERMITTED` (kept across refreshes) until they are removed.
@@ -642,6 +683,40 @@ mod mirror {
         }
     }
 
+    /// The statistics slots (`XT_ASTATS`) of the allocations in the map: one per
+    /// allocation for as long as it lives (refreshes keep it), zeroed before it is handed
+    /// out; with every slot taken an allocation gets [`NO_STATS_SLOT`], and the program
+    /// leaves its traffic to AF_XDP and the sockets, which count it.
+    pub struct StatsSlots {
+        capacity: u32,
+        fresh: u32,
+        free: Vec<u32>,
+        by_relay: std::collections::HashMap<Endpoint, (u32, RelayAddr, FiveTuple)>,
+        /// What removed allocations' slots held when they were removed.
+        retired: Counters,
+    }
+
+    impl StatsSlots {
+        pub fn new(capacity: u32) -> StatsSlots {
+            StatsSlots {
+                capacity,
+                fresh: 0,
+                free: Vec::new(),
+                by_relay: Default::default(),
+                retired: Counters::default(),
+            }
+        }
+    }
+
+    fn counters(s: &AllocStats) -> Counters {
+        Counters {
+            to_peer_packets: s.to_peer_packets,
+            to_peer_bytes: s.to_peer_bytes,
+            to_client_packets: s.to_client_packets,
+            to_client_bytes: s.to_client_bytes,
+        }
+    }
+
     /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
     pub fn monotonic_ns() -> u64 {
         let mut ts = libc::timespec {
@@ -673,6 +748,14 @@ mod mirror {
             server_port: five_tuple.server.port().to_be_bytes(),
             channel: channel.get().to_be_bytes(),
             _pad: [0; 2],
+        }
+    }
+
+    pub fn peer_channel_key(relay: RelayAddr, peer: std::net::SocketAddr) -> PeerChannelKey {
+        PeerChannelKey {
+            peer_ip: ip_key(peer.ip()),
+            peer_port: peer.port().to_be_bytes(),
+            relay_port: relay.0.port().to_be_bytes(),
         }
     }
 
@@ -754,6 +837,7 @@ mod mirror {
                     } else {
                         0
                     };
+                    let stats_slot = self.stats_slot(key, *relay, five_tuple);
                     let value = RelayValue {
                         expires_ns: expiry(*expires).expires_ns,
                         client_ip,
@@ -762,12 +846,13 @@ mod mirror {
                         server_port,
                         hop,
                         flags,
-                        stats_slot: xturn_xdp_common::NO_STATS_SLOT,
+                        stats_slot,
                         _pad: 0,
                     };
                     if let Err(e) = self.relays.insert(key, value, 0) {
                         self.stats.allocations_not_mirrored += 1;
                         self.hops.remove_relay(&key);
+                        self.release_stats_slot(&key);
                         let _ = self.relays.remove(&key);
                         return Err(anyhow::Error::from(e)
                             .context(format!("allocation {} not in XT_RELAYS", relay.0)));
@@ -776,6 +861,7 @@ mod mirror {
                 Change::RemoveAllocation { relay, .. } => {
                     let key = endpoint(relay.0);
                     self.hops.remove_relay(&key);
+                    self.release_stats_slot(&key);
                     self.degraded.remove(&key);
                     removed(self.relays.remove(&key))?
                 }
@@ -834,8 +920,26 @@ mod mirror {
                         self.stats.channels_not_mirrored += 1;
                         self.hops.remove_channel(&key);
                         let _ = self.channels.remove(&key);
+                        let _ = self.peer_channels.remove(&peer_channel_key(*relay, *peer));
                         return Err(anyhow::Error::from(e).context(format!(
                             "channel {:#06x} of {} not in XT_CHANNELS",
+                            channel.get(),
+                            five_tuple.client.0
+                        )));
+                    }
+                    let pc = PeerChannel {
+                        expires_ns: value.expires_ns,
+                        channel: channel.get().to_be_bytes(),
+                        _pad: [0; 6],
+                    };
+                    let pkey = peer_channel_key(*relay, *peer);
+                    if let Err(e) = self.peer_channels.insert(pkey, pc, 0) {
+                        // Peer data of this channel is then steered or passed (a stale
+                        // entry would relay it after the binding expired).
+                        let _ = self.peer_channels.remove(&pkey);
+                        return Err(anyhow::Error::from(e).context(format!(
+                            "channel {:#06x} of {} not in XT_PEER_CH: its peer data is not \
+                             relayed in the driver",
                             channel.get(),
                             five_tuple.client.0
                         )));
@@ -844,14 +948,81 @@ mod mirror {
                 Change::RemoveChannel {
                     five_tuple,
                     channel,
-                    ..
+                    relay,
+                    peer: PeerAddr(peer),
                 } => {
                     let key = channel_key(five_tuple, *channel);
                     self.hops.remove_channel(&key);
-                    removed(self.channels.remove(&key))?
+                    let peer_removed =
+                        removed(self.peer_channels.remove(&peer_channel_key(*relay, *peer)));
+                    removed(self.channels.remove(&key))?;
+                    peer_removed?
                 }
             }
             Ok(())
+        }
+
+        /// The statistics slot of the allocation on `key` (kept across refreshes), zeroed
+        /// when newly handed out; [`NO_STATS_SLOT`] when none is free or it cannot be
+        /// zeroed.
+        fn stats_slot(&mut self, key: Endpoint, relay: RelayAddr, five_tuple: &FiveTuple) -> u32 {
+            let s = &mut self.stats_slots;
+            if let Some(&(slot, _, _)) = s.by_relay.get(&key) {
+                return slot;
+            }
+            let Some(slot) = s.free.pop().or_else(|| {
+                (s.fresh < s.capacity).then(|| {
+                    s.fresh += 1;
+                    s.fresh - 1
+                })
+            }) else {
+                return NO_STATS_SLOT;
+            };
+            let zeroed = aya::util::nr_cpus()
+                .map_err(|(_, e)| anyhow::Error::from(e))
+                .and_then(|n| Ok(PerCpuValues::try_from(vec![AllocStats::default(); n])?))
+                .and_then(|v| Ok(self.alloc_stats.set(slot, v, 0)?));
+            if let Err(e) = zeroed {
+                tracing::warn!("cannot zero XT_ASTATS slot {slot}: {e:#}");
+                s.free.push(slot);
+                return NO_STATS_SLOT;
+            }
+            s.by_relay.insert(key, (slot, relay, *five_tuple));
+            slot
+        }
+
+        /// The slot's sum over CPUs.
+        fn slot_counters(&self, slot: u32) -> Counters {
+            let mut c = Counters::default();
+            if let Ok(v) = self.alloc_stats.get(&slot, 0) {
+                for s in v.iter() {
+                    c.add(&counters(s));
+                }
+            }
+            c
+        }
+
+        /// Free the allocation's slot, keeping what it counted in the totals.
+        fn release_stats_slot(&mut self, key: &Endpoint) {
+            if let Some((slot, _, _)) = self.stats_slots.by_relay.remove(key) {
+                let c = self.slot_counters(slot);
+                self.stats_slots.retired.add(&c);
+                self.stats_slots.free.push(slot);
+            }
+        }
+
+        /// What the in-kernel relay carried, per allocation and in total.
+        pub fn in_kernel_report(&self) -> crate::status::CopyReport {
+            let mut report = crate::status::CopyReport {
+                totals: self.stats_slots.retired,
+                ..Default::default()
+            };
+            for (slot, relay, five_tuple) in self.stats_slots.by_relay.values() {
+                let c = self.slot_counters(*slot);
+                report.totals.add(&c);
+                report.allocations.push((*relay, *five_tuple, c));
+            }
+            report
         }
 
         /// Mark the allocation on `relay` as having permissions outside the map. An
