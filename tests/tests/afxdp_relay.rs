@@ -69,6 +69,9 @@ struct Lab {
     ns_p: String,
     rc: String,
     rp: String,
+    /// The far ends of the client's and the peer's veths.
+    ca: String,
+    pa: String,
     // Declared last: dropped after the fields above, also on panic.
     _guards: [Netns; 3],
 }
@@ -133,6 +136,8 @@ impl Lab {
             ns_p: p,
             rc,
             rp,
+            ca,
+            pa,
             _guards: guards,
         }
     }
@@ -199,6 +204,9 @@ struct Run {
     rate: u64,
     /// Wait for the permission to expire and check that nothing passes then.
     expiry: bool,
+    /// `--fast-path xdp`, with the XDP_PASS program on the far ends (a tuned lab: frames
+    /// the program sends out of a veth arrive): every datagram is relayed in the driver.
+    in_kernel: bool,
 }
 
 impl Run {
@@ -210,6 +218,7 @@ impl Run {
             mtu: 1500,
             rate: RATE,
             expiry: true,
+            in_kernel: false,
         }
     }
 
@@ -250,8 +259,10 @@ fn stats(bin: &std::path::Path, lab: &Lab) -> serde_json::Value {
 
 /// (XDP redirect_channel, redirect_peer; forwarder to_peer, to_client; per-allocation
 /// to_peer_packets, to_client_packets summed over the AF_XDP path, then over the socket
-/// path; per-thread received) for the server `pid`.
-fn fast_path_counters(v: &serde_json::Value, pid: u32) -> ([u64; 8], Vec<u64>) {
+/// path; per-thread received) for the server `pid`. With `in_kernel` the first two are
+/// the program's in-kernel relay counters (redirect_channel_dev, redirect_peer_dev) and the
+/// per-allocation sums of the AF_XDP path are those of the in-kernel path.
+fn fast_path_counters(v: &serde_json::Value, pid: u32, in_kernel: bool) -> ([u64; 8], Vec<u64>) {
     let c = &v["programs"][0]["counters"];
     let servers = v["servers"].as_array().expect("servers array");
     let me = servers
@@ -267,14 +278,19 @@ fn fast_path_counters(v: &serde_json::Value, pid: u32) -> ([u64; 8], Vec<u64>) {
     };
     let allocs = me["allocations"].as_array().unwrap();
     let per_alloc = |path: &str, k: &str| allocs.iter().map(|a| a[path][k].as_u64().unwrap()).sum();
+    let (channel, peer, path) = if in_kernel {
+        ("redirect_channel_dev", "redirect_peer_dev", "xdp")
+    } else {
+        ("redirect_channel", "redirect_peer", "afxdp")
+    };
     (
         [
-            c["redirect_channel"].as_u64().unwrap(),
-            c["redirect_peer"].as_u64().unwrap(),
+            c[channel].as_u64().unwrap(),
+            c[peer].as_u64().unwrap(),
             sum("to_peer"),
             sum("to_client"),
-            per_alloc("afxdp", "to_peer_packets"),
-            per_alloc("afxdp", "to_client_packets"),
+            per_alloc(path, "to_peer_packets"),
+            per_alloc(path, "to_client_packets"),
             per_alloc("sockets", "to_peer_packets"),
             per_alloc("sockets", "to_client_packets"),
         ],
@@ -344,9 +360,10 @@ fn relay_through_afxdp(run: Run) {
     let Run { queues, v6, .. } = run;
     let datagrams = run.datagrams;
     let test = format!(
-        "afxdp_relay_{queues}_queues{}_mtu{}",
+        "afxdp_relay_{queues}_queues{}_mtu{}{}",
         if v6 { "_ipv6" } else { "" },
-        run.mtu
+        run.mtu,
+        if run.in_kernel { "_in_kernel" } else { "" }
     );
     if !root_or_skip(&test) {
         return;
@@ -356,19 +373,24 @@ fn relay_through_afxdp(run: Run) {
     let bin = xturn_bin();
     let lab = Lab::new(queues, run.mtu);
     let net = net(v6);
-    let xturn = lab.start_xturn(
-        &bin,
-        net,
-        queues,
-        &["--permission-lifetime", &PERMISSION_LIFETIME.to_string()],
-    );
+    let lifetime = PERMISSION_LIFETIME.to_string();
+    let mut extra = vec!["--permission-lifetime", &lifetime];
+    let _far_ends = run.in_kernel.then(|| {
+        extra.extend(["--fast-path", "xdp"]);
+        [
+            xdp_support::attach_pass(&lab.ns_c, &lab.ca),
+            xdp_support::attach_pass(&lab.ns_p, &lab.pa),
+        ]
+    });
+    let xturn = lab.start_xturn(&bin, net, queues, &extra);
     let pid = xturn.child.id();
     let server = net.server;
 
     let t_bind = Instant::now();
     let flows = open_flows(&lab, net, v6);
     warm_up(&flows, server, run);
-    let (before, threads_before) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let k = run.in_kernel;
+    let (before, threads_before) = fast_path_counters(&settled_stats(&bin, &lab), pid, k);
 
     // 100,000 each way, both directions at once, checked on arrival.
     let diag = || format!("{:#}\n{}", settled_stats(&bin, &lab), xturn.output());
@@ -380,15 +402,20 @@ fn relay_through_afxdp(run: Run) {
     );
 
     // Every one of them through AF_XDP: steered by the program, relayed by a forwarder.
+    // With the in-kernel relay: every one relayed by the program, none by a forwarder.
     let v = settled_stats(&bin, &lab);
-    let (after, threads_after) = fast_path_counters(&v, pid);
+    let (after, threads_after) = fast_path_counters(&v, pid, k);
     let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let want = if k {
+        vec![datagrams, datagrams, 0, 0, datagrams, datagrams, 0, 0]
+    } else {
+        [vec![datagrams; 6], vec![0, 0]].concat()
+    };
     assert_eq!(
-        delta,
-        [vec![datagrams; 6], vec![0, 0]].concat(),
-        "deltas of (redirect_channel, redirect_peer, to_peer, to_client, per-allocation \
-         to_peer_packets, to_client_packets through AF_XDP, and through the kernel \
-         sockets): {v:#}"
+        delta, want,
+        "deltas of (program's redirects, forwarders' to_peer, to_client, per-allocation \
+         to_peer_packets, to_client_packets through the fast path (in-kernel: {k}), and \
+         through the kernel sockets): {v:#}"
     );
     let me = v["servers"]
         .as_array()
@@ -402,7 +429,14 @@ fn relay_through_afxdp(run: Run) {
     // With 2 queues the flows are spread: both threads relayed some.
     assert_eq!(threads_after.len(), queues as usize, "{v:#}");
     for (t, (a, b)) in threads_after.iter().zip(&threads_before).enumerate() {
-        assert!(a > b, "forwarder thread {t} relayed nothing: {v:#}");
+        if k {
+            assert_eq!(
+                a, b,
+                "forwarder thread {t} received frames the driver relays: {v:#}"
+            );
+        } else {
+            assert!(a > b, "forwarder thread {t} relayed nothing: {v:#}");
+        }
     }
     if !run.expiry {
         return;
@@ -431,11 +465,11 @@ fn relay_through_afxdp(run: Run) {
             panic!("the peer got {n} bytes from {from} after the permission expired");
         }
     }
-    let (late, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let (late, _) = fast_path_counters(&settled_stats(&bin, &lab), pid, k);
     assert_eq!(
-        (late[2], late[3]),
-        (after[2], after[3]),
-        "the forwarder relayed after expiry"
+        (late[2], late[3], late[4], late[5]),
+        (after[2], after[3], after[4], after[5]),
+        "the fast path relayed after expiry"
     );
     drop(xturn);
 }
@@ -443,6 +477,22 @@ fn relay_through_afxdp(run: Run) {
 #[test]
 fn afxdp_relays_100k_each_way_on_one_queue() {
     relay_through_afxdp(Run::new(1, false));
+}
+
+#[test]
+fn in_kernel_relays_100k_each_way() {
+    relay_through_afxdp(Run {
+        in_kernel: true,
+        ..Run::new(1, false)
+    });
+}
+
+#[test]
+fn in_kernel_relays_100k_each_way_over_ipv6_on_two_queues() {
+    relay_through_afxdp(Run {
+        in_kernel: true,
+        ..Run::new(2, true)
+    });
 }
 
 /// An IPv4 client with an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY) and an IPv6
@@ -599,7 +649,7 @@ fn afxdp_relays_coturn_uclient_to_turnutils_peer() {
     ]);
     let _peer = Proc::spawn("turnutils_peer", peer_cmd);
     std::thread::sleep(Duration::from_millis(300));
-    let (before, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let (before, _) = fast_path_counters(&settled_stats(&bin, &lab), pid, false);
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns_c])
         .args(["timeout", "90", "turnutils_uclient"])
@@ -629,7 +679,7 @@ fn afxdp_relays_coturn_uclient_to_turnutils_peer() {
         "expected {msgs} messages each way:\n{text}"
     );
     let v = settled_stats(&bin, &lab);
-    let (after, _) = fast_path_counters(&v, pid);
+    let (after, _) = fast_path_counters(&v, pid, false);
     // The first datagrams of a flow may take the socket path while the relay's kernel
     // resolves the neighbours; the rest are steered and relayed by the forwarder.
     let (to_peer, to_client) = (after[2] - before[2], after[3] - before[3]);
@@ -670,7 +720,7 @@ fn afxdp_drain_keeps_relaying_and_exits_with_the_last_allocation() {
     };
     let mut flows = open_flows(&lab, net, false);
     warm_up(&flows, net.server, run);
-    let (before, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let (before, _) = fast_path_counters(&settled_stats(&bin, &lab), pid, false);
 
     assert!(Command::new("kill")
         .args(["-USR1", &pid.to_string()])
@@ -701,7 +751,7 @@ fn afxdp_drain_keeps_relaying_and_exits_with_the_last_allocation() {
         &diag,
     );
     let v = settled_stats(&bin, &lab);
-    let (after, _) = fast_path_counters(&v, pid);
+    let (after, _) = fast_path_counters(&v, pid, false);
     let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     assert_eq!(
         delta,
@@ -1049,7 +1099,7 @@ fn xturn_kill_stops_an_allocation_relaying_through_afxdp() {
 
     let said = admin(&["kill", &victim.relay.to_string()]);
     assert!(said.contains("killed the allocation"), "{said}");
-    let (s0, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let (s0, _) = fast_path_counters(&settled_stats(&bin, &lab), pid, false);
     let mut buf = [0u8; 4096];
     victim
         .peer
@@ -1075,7 +1125,7 @@ fn xturn_kill_stops_an_allocation_relaying_through_afxdp() {
         victim.client.sock.recv_from(&mut buf).is_err(),
         "relayed to the client after the kill"
     );
-    let (s1, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let (s1, _) = fast_path_counters(&settled_stats(&bin, &lab), pid, false);
     assert_eq!(
         s1[..4],
         s0[..4],
@@ -1090,7 +1140,7 @@ fn xturn_kill_stops_an_allocation_relaying_through_afxdp() {
         run.data(),
         &diag,
     );
-    let (s2, _) = fast_path_counters(&settled_stats(&bin, &lab), pid);
+    let (s2, _) = fast_path_counters(&settled_stats(&bin, &lab), pid, false);
     let delta: Vec<u64> = s2.iter().zip(s1).map(|(a, b)| a - b).collect();
     assert_eq!(
         delta,

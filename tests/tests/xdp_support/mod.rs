@@ -17,6 +17,25 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The object `xturn --xdp` loads (the same file, included the same way).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../xdp-ebpf/xturn-xdp.bpf.o");
 
+/// The XDP_PASS program (`program_names::PASS`) on `dev` in namespace `ns`, in driver
+/// mode, detached when the returned object drops: on the far end of a veth, it makes
+/// frames XDP_TX'd or redirected into the near end arrive.
+pub fn attach_pass(ns: &str, dev: &str) -> aya::Ebpf {
+    let dev = dev.to_string();
+    in_netns(ns, move || {
+        let mut ebpf = aya::Ebpf::load(OBJECT).expect("load object");
+        let p: &mut aya::programs::Xdp = ebpf
+            .program_mut(xturn_xdp_common::program_names::PASS)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        p.load().expect("load pass program");
+        p.attach(&dev, aya::programs::XdpMode::Driver)
+            .expect("attach pass program");
+        ebpf
+    })
+}
+
 /// True when running as root; otherwise prints why `test` is skipped.
 pub fn root_or_skip(test: &str) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
