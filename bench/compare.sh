@@ -506,7 +506,45 @@ load_bypass_forwarder() { # NAME PID
 load_bypass_reflector() { # NAME PID
     gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --reflector --relay-pid "$2"
 }
+# The in-kernel relay (--fast-path xdp) under the same load: the XDP program rewrites each
+# ChannelData frame to the peer's UDP datagram and redirects it to the peer-side veth,
+# where xdp-drop (an XDP program: what makes a frame redirected into a veth arrive)
+# counts it. Its yardstick is the bare XDP_TX reflector (`xturn-bench xdp-reflect`) on
+# the relay's client-side veth with the reflector's frames: one XDP run and one XDP
+# transmit per frame, as for the relay, without its per-frame work.
+INKERNEL_CMD=("${AFXDP_CMD[@]}" --fast-path xdp)
+XDPTX_CMD=(ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-reflect "${P}rc" --duration 600)
+record "inkernel server" ip netns exec "$NR" taskset -c "$RELAY_CPU" "${INKERNEL_CMD[@]}"
+record "inkernel holder" "${DROP_CMD[@]}"
+record "xdptx-reflector holder" "${XDPTX_CMD[@]}"
+start_inkernel() { # LOG: the peer side's drop program first (the server's probe then finds
+    # that frames sent out of the peer-side veth arrive), then the server as start_afxdp
+    "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
+    DROPPID=$!
+    PIDS+=("$DROPPID")
+    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    local saved=("${AFXDP_CMD[@]}")
+    AFXDP_CMD=("${INKERNEL_CMD[@]}")
+    start_afxdp "$1"
+    AFXDP_CMD=("${saved[@]}")
+    grep -q "${P}rp: XDP_TX arrives" "$1" || { log "in-kernel relay: ${P}rp has no XDP_TX: $(grep XDP_TX "$1")"; exit 1; }
+}
 for k in $(seq 1 "$BYPASS_RUNS"); do
+    start_inkernel "$TMP/xturn-inkernel.out"
+    STATS_HOOK=afxdp_stats
+    measured "afxdp-inkernel-$k" load_bypass_forwarder "afxdp-inkernel-$k" "$AFPID"
+    STATS_HOOK=""
+    stop_pid "$DROPPID"
+    stop_afxdp
+
+    "${XDPTX_CMD[@]}" >"$TMP/xdp-reflect-relay.out" 2>&1 &
+    XTPID=$!
+    PIDS+=("$XTPID")
+    wait_line "$TMP/xdp-reflect-relay.out" "xdp-reflect:"
+    lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
+    measured "afxdp-xdptx-$k" load_bypass_reflector "afxdp-xdptx-$k" "$XTPID"
+    stop_pid "$XTPID"
+
     start_afxdp "$TMP/xturn-afxdp-bypass.out"
     "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
     DROPPID=$!

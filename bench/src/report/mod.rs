@@ -5,7 +5,7 @@
 //! - [`schema`]: the result files and how they load;
 //! - [`format`]: number formats and table rows;
 //! - [`markdown`]: the document;
-//! - [`defaults`], [`xdp`], [`afxdp`]: its sections;
+//! - [`defaults`], [`xdp`], [`afxdp`], [`inkernel`]: its sections;
 //! - [`regress`]: before/after runs of a change compared figure by figure.
 
 use crate::churn::ChurnReport;
@@ -31,6 +31,7 @@ use xturn_xdp_common::Counter;
 mod afxdp;
 mod defaults;
 mod format;
+mod inkernel;
 mod markdown;
 mod regress;
 mod schema;
@@ -41,6 +42,7 @@ mod xdp;
 pub use afxdp::*;
 pub use defaults::*;
 use format::*;
+pub use inkernel::*;
 pub use markdown::*;
 pub use regress::run_regress;
 pub use schema::*;

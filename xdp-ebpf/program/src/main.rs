@@ -288,7 +288,16 @@ pub fn xturn_xdp(ctx: XdpContext) -> u32 {
             fallback,
         } => match XT_XSKS.redirect(index, u64::from(xdp_action::XDP_PASS)) {
             Ok(action) => (ok, action),
-            Err(action) => (fallback, action),
+            Err(action) => {
+                // No socket in the slot (its forwarder died): the frame goes to the
+                // kernel as it came, without the XskMeta put in front of it.
+                // SAFETY: ctx is the program's context; this undoes `set_meta`'s move.
+                if unsafe { bpf_xdp_adjust_head(ctx.ctx, size_of::<XskMeta>() as i32) } == 0 {
+                    (fallback, action)
+                } else {
+                    (Counter::Aborted, xdp_action::XDP_ABORTED)
+                }
+            }
         },
         // Flags 0: a failed redirect (the device left the map since the look-up) aborts
         // the rewritten frame.
@@ -981,7 +990,6 @@ const MAX_RELAY_PAYLOAD: usize = 1500;
 /// What a relayed frame keeps of the received IP header (as the AF_XDP forwarder does,
 /// `relay/src/afxdp/frame.rs`): DSCP/ECN, the IPv4 identification and DF bit, the TTL or
 /// hop limit (decremented). Laid out for the stack like [`Datagram`].
-#[derive(Default)]
 #[repr(C, align(8))]
 struct Kept {
     id: [u8; 2],
@@ -990,7 +998,33 @@ struct Kept {
     tos: u8,
     ttl: u8,
     _pad: [u8; 3],
+    /// Non-zero when the received UDP checksum is a pending offload (CHECKSUM_PARTIAL)
+    /// and the frame keeps its socket buffer (generic mode): then the relayed frame's
+    /// headers stay where they are (the buffer's offload offsets point at them), the
+    /// data moves, and its checksum field is left for the offload too. 4 bytes wide, at
+    /// an aligned offset (see [`Datagram`]).
+    offload: u32,
+    _pad2: u32,
 }
+
+impl Kept {
+    /// All zero, written with aligned 8-byte stores one at a time: left to LLVM, the
+    /// zeroing of the byte fields is merged into misaligned stores, which the verifier
+    /// rejects on the stack (see [`Datagram`]).
+    #[inline(always)]
+    fn zeroed() -> Kept {
+        let mut k = core::mem::MaybeUninit::<Kept>::uninit();
+        let q = k.as_mut_ptr().cast::<u64>();
+        for i in 0..size_of::<Kept>() / 8 {
+            // SAFETY: inside the 8-byte aligned block of a multiple of 8 bytes.
+            unsafe { core::ptr::write_volatile(q.add(i), 0) };
+        }
+        // SAFETY: all-zero is a valid Kept (plain integers).
+        unsafe { k.assume_init() }
+    }
+}
+
+const _: () = assert!(size_of::<Kept>() % 8 == 0);
 
 /// The received IP header's fields a relayed frame keeps.
 #[inline(always)]
@@ -1064,22 +1098,21 @@ fn minus(a: u64, b: u64) -> u64 {
 /// IPv4 header checksum, and a UDP checksum that is right, absent (IPv4 only), or left
 /// to offload (CHECKSUM_PARTIAL: the field holds the pseudo-header sum). Returns the
 /// (unfolded) sum of the UDP payload, from which the relayed frame's checksum is derived.
-/// A pending offload is refused in generic mode: the frame keeps its socket buffer, and
-/// the buffer's stale offload offsets would apply to the rewritten frame.
+/// In generic mode a pending offload sets `k.offload` (see [`Kept`]).
 /// What [`verified_payload_sum`] returns for a datagram that fails the checks (a sum of
 /// at most 1500 bytes never reaches it).
 const BAD_SUM: u64 = u64::MAX;
 
 #[inline(never)]
-fn verified_payload_sum(ctx: &XdpContext, d: &Datagram, generic: bool) -> u64 {
-    match checked_payload_sum(ctx, d, generic) {
+fn verified_payload_sum(ctx: &XdpContext, d: &Datagram, k: &mut Kept) -> u64 {
+    match checked_payload_sum(ctx, d, k) {
         Some(s) => s,
         None => BAD_SUM,
     }
 }
 
 #[inline(always)]
-fn checked_payload_sum(ctx: &XdpContext, d: &Datagram, generic: bool) -> Option<u64> {
+fn checked_payload_sum(ctx: &XdpContext, d: &Datagram, k: &mut Kept) -> Option<u64> {
     if d.family == Family::V4 {
         match sum_frame_le::<IPV4_LEN>(ctx, ETH_LEN, IPV4_LEN) {
             Some(s) if fold(s) == 0xffff => {}
@@ -1098,11 +1131,18 @@ fn checked_payload_sum(ctx: &XdpContext, d: &Datagram, generic: bool) -> Option<
     let udp_len = UDP_LEN + d.payload_len;
     let pseudo = pseudo_sum(d.family, &d.src_ip, &d.dst_ip, udp_len);
     let total = pseudo + u64::from(src) + u64::from(dst) + udp_len as u64 + u64::from(field);
-    if fold(total + sum) == 0xffff || (!generic && field == fold(pseudo)) {
-        Some(sum)
-    } else {
-        None
+    if fold(total + sum) == 0xffff {
+        return Some(sum);
     }
+    if field != fold(pseudo) {
+        return None;
+    }
+    // SAFETY: ctx.ctx is the kernel's xdp_md.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if generic_mode(ingress) {
+        k.offload = 1;
+    }
+    Some(sum)
 }
 
 /// May a relayed frame leave by `egress` (from `ingress`)? XDP_TX back out of the
@@ -1200,13 +1240,13 @@ fn relay_channel_data(
     if padding > 3 {
         return NOT_RELAYED;
     }
-    let mut k = Kept::default();
+    let mut k = Kept::zeroed();
     if !kept(ctx, d.family, &mut k) || k.ttl <= 1 {
         return NOT_RELAYED;
     }
     // SAFETY: ctx.ctx is the kernel's xdp_md.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let sum = verified_payload_sum(ctx, d, generic_mode(ingress));
+    let sum = verified_payload_sum(ctx, d, &mut k);
     if sum == BAD_SUM {
         return NOT_RELAYED;
     }
@@ -1235,9 +1275,14 @@ fn relay_channel_data(
     }
     let data_sum = minus(sum, removed);
     // All checks passed; from here on the frame is rewritten. The headers move 4 bytes
-    // forward over the ChannelData header; the data stays where it is.
+    // forward over the ChannelData header and the data stays where it is; or, with a
+    // pending offload in generic mode, the data moves 4 bytes back over it.
+    if k.offload != 0 {
+        if !shift_front(ctx, d.payload_off(), data_len) {
+            return ABORTED;
+        }
     // SAFETY: ctx is the program's context; the helpers check their arguments.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, CHANNEL_DATA_HEADER_LEN as i32) } != 0 {
+    } else if unsafe { bpf_xdp_adjust_head(ctx.ctx, CHANNEL_DATA_HEADER_LEN as i32) } != 0 {
         return ABORTED;
     }
     let trim = data_end(ctx) - data(ctx) - (d.udp_off + UDP_LEN + data_len);
@@ -1299,13 +1344,13 @@ fn relay_peer_data(
         return NOT_RELAYED;
     };
     let data_len = d.payload_len;
-    let mut k = Kept::default();
+    let mut k = Kept::zeroed();
     if !kept(ctx, d.family, &mut k) || k.ttl <= 1 {
         return NOT_RELAYED;
     }
     // SAFETY: ctx.ctx is the kernel's xdp_md.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let sum = verified_payload_sum(ctx, d, generic_mode(ingress));
+    let sum = verified_payload_sum(ctx, d, &mut k);
     if sum == BAD_SUM {
         return NOT_RELAYED;
     }
@@ -1326,6 +1371,7 @@ fn relay_peer_data(
     let new_len = headers + payload_len;
     // SAFETY: ctx is the program's context; the helpers check their arguments.
     if cfg & flags::GROW_AT_TAIL == 0
+        && k.offload == 0
         && unsafe { bpf_xdp_adjust_head(ctx.ctx, -(CHANNEL_DATA_HEADER_LEN as i32)) } == 0
     {
         let trim = old_len + CHANNEL_DATA_HEADER_LEN - new_len;
@@ -1425,6 +1471,59 @@ fn shift_back(ctx: &XdpContext, off: usize, n: usize) -> bool {
     true
 }
 
+/// Move the `n` bytes at frame offset `off + 4` 4 bytes towards the start (over the
+/// ChannelData header), first bytes first.
+#[inline(never)]
+fn shift_front(ctx: &XdpContext, off: usize, n: usize) -> bool {
+    let n = opaque(n);
+    if n > MAX_RELAY_PAYLOAD {
+        return false;
+    }
+    let words = n / 4;
+    let mut j = 0;
+    while j < MAX_RELAY_PAYLOAD / 4 {
+        if j >= words {
+            break;
+        }
+        let at = opaque(off + 4 * j);
+        if at > MAX_RELAY_PAYLOAD + 128 {
+            return false;
+        }
+        let Some(p) = header::<[u8; 8]>(ctx, at) else {
+            return false;
+        };
+        // SAFETY: `header` checked the 8 bytes (the word and its destination); packet
+        // memory may be accessed at any alignment.
+        unsafe {
+            let w = core::ptr::read_unaligned(p.cast::<u8>().add(4).cast::<u32>());
+            core::ptr::write_unaligned(p.cast::<u32>(), w);
+        }
+        j += 1;
+    }
+    let (base, rest) = (off + words * 4, n % 4);
+    if rest > 0 && !shift_byte_front(ctx, opaque(base)) {
+        return false;
+    }
+    if rest > 1 && !shift_byte_front(ctx, opaque(base + 1)) {
+        return false;
+    }
+    if rest > 2 && !shift_byte_front(ctx, opaque(base + 2)) {
+        return false;
+    }
+    true
+}
+
+/// Copy the byte at frame offset `at + 4` to `at`.
+#[inline(always)]
+fn shift_byte_front(ctx: &XdpContext, at: usize) -> bool {
+    let Some(p) = header::<[u8; 5]>(ctx, at) else {
+        return false;
+    };
+    // SAFETY: `header` checked the 5 bytes (the destination and the byte).
+    unsafe { (*p)[0] = (*p)[4] };
+    true
+}
+
 /// Copy the byte at frame offset `at` 4 bytes further.
 #[inline(always)]
 fn shift_byte_back(ctx: &XdpContext, at: usize) -> bool {
@@ -1503,6 +1602,12 @@ fn write_relayed<const V6: bool>(
         + u64::from(be16(dst_port))
         + udp_len as u64
         + payload_sum;
+    if k.offload != 0 {
+        // Left to the offload like the received one: the pseudo-header sum, as the
+        // kernel's own senders write it (~csum_tcpudp_magic(.., 0)).
+        put16(udp_off + 6, fold(pseudo_sum(family, src_ip, dst_ip, udp_len)));
+        return true;
+    }
     let c = !fold(sum);
     // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
     put16(udp_off + 6, if c == 0 { 0xffff } else { c });

@@ -1,0 +1,155 @@
+//! The in-kernel relay (`xturn --xdp ... --fast-path xdp`) against the bare XDP_TX
+//! reflector, the AF_XDP forwarder and the socket servers, under the kernel-bypass load.
+
+use super::*;
+
+/// The targets of issue 19: the in-kernel relay at least this share of the bare XDP_TX
+/// reflector's rate under the same load...
+pub const INKERNEL_VS_XDPTX_TARGET: f64 = 0.5;
+/// ... and at least this many times coturn 4.6.1 (Debian's) per core...
+pub const INKERNEL_VS_COTURN_TARGET: f64 = 20.0;
+/// ... and coturn upstream.
+pub const INKERNEL_VS_UPSTREAM_TARGET: f64 = 15.0;
+
+/// The section: a run table for the in-kernel relay and the XDP_TX reflector (the same
+/// columns as the forwarder's), the ratios by medians, and the ratios to every socket
+/// server of the run and to the forwarder, by rate and by CPU per packet.
+pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
+    let mut md = String::new();
+    let (Some(k), x, fw) = (
+        bypass(res, "inkernel"),
+        bypass(res, "xdptx"),
+        bypass(res, "forwarder"),
+    ) else {
+        return md;
+    };
+    let warn = |name: &str| {
+        if disturbed.contains_key(name) {
+            " ⚠"
+        } else {
+            ""
+        }
+    };
+    let _ = writeln!(md, "\n## xturn-inkernel: the in-kernel relay\n");
+    let _ = writeln!(
+        md,
+        "`xturn --xdp <client-side veth>,<peer-side veth> --fast-path xdp`: the XDP program relays in the driver the ChannelData its maps fully describe (live channel, permission and allocation; same family; TTL; checksums; MTU): it strips the ChannelData header, rewrites the frame to the relayed-address-to-peer UDP datagram and redirects it to the peer-side veth through a devmap. The load is the forwarder's (the same `xturn-bench xdp-relay-load` frames and `xdp-drop` on the peer's veth, which as an XDP program is also what makes a frame redirected into that veth arrive); its yardstick is the bare XDP_TX reflector (`xturn-bench xdp-reflect`: swap the Ethernet addresses, XDP_TX) on the relay's client-side veth under the reflector's frames, which come back to the client's veth and are counted there. The two took turns with the forwarder and the AF_XDP reflector, {} runs each, a fresh server or reflector every time; the comparison uses the medians. The relay's work is all in the relay veths' NAPI threads (the server's threads only program the maps).\n",
+        k.runs.len()
+    );
+    let _ = writeln!(
+        md,
+        "| relay on one core | offered frames/s | received by the relay veth /s | dropped entering the relay veth (relay behind) | delivered at the far side /s | loss | dropped leaving the relay (far side behind) | relay core busy | relay CPU ns per delivered frame | relay threads' CPU ns per delivered frame | of which the relay process | of which the relay NAPI threads |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let fmts: [fn(f64) -> String; 11] = [f0, f0, f0, f0, pct, f0, pct, f0, f0, f0, f0];
+    for (name, b) in [
+        ("in-kernel relay (xturn-inkernel)", Some(&k)),
+        ("bare XDP_TX reflector (xdp-reflect)", x.as_ref()),
+    ] {
+        let Some(b) = b else { continue };
+        let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| bypass_columns(l)).collect();
+        for ((test, _), c) in b.runs.iter().zip(&cols) {
+            let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, f)).collect();
+            let run = test
+                .rsplit_once('-')
+                .map_or(String::new(), |(_, n)| format!(", run {n}"));
+            let _ = writeln!(
+                md,
+                "| {name}{run}{} | {} |",
+                warn(&format!("{AFXDP}-{test}")),
+                cells.join(" | ")
+            );
+        }
+        if b.runs.len() > 1 {
+            let cells: Vec<String> = (0..fmts.len())
+                .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
+                .collect();
+            let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
+        }
+    }
+    let per_run = |b: &Bypass| {
+        b.runs
+            .iter()
+            .map(|(_, l)| mpps(l.delivered_pps))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(x) = &x {
+        let ratio = if x.delivered > 0.0 {
+            k.delivered / x.delivered
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            md,
+            "\n**In-kernel relay vs bare XDP_TX reflector:** the relay delivered a median {} on one relay core ({} per run), {:.2}× the reflector's median {} ({} per run) under the same load. Target: at least {:.2}× — {}.",
+            mpps(k.delivered),
+            per_run(&k),
+            ratio,
+            mpps(x.delivered),
+            per_run(x),
+            INKERNEL_VS_XDPTX_TARGET,
+            verdict(ratio >= INKERNEL_VS_XDPTX_TARGET)
+        );
+        if let (Some(a), Some(b)) = (k.ns, x.ns) {
+            let _ = writeln!(
+                md,
+                "By CPU cost: the relay's threads spent a median {a:.0} ns per delivered frame with the in-kernel relay and {b:.0} ns with the reflector ({:.2}×).",
+                b / a.max(1e-9)
+            );
+        }
+    }
+    let mut lines = Vec::new();
+    if let Some(f) = &fw {
+        let by_cpu = k.ns.zip(f.ns).map(|(a, b)| b / a.max(1e-9));
+        lines.push(format!(
+            "- vs the AF_XDP forwarder (xturn-afxdp, same load, median {}): {:.2}× by rate, {} by CPU per packet.",
+            mpps(f.delivered),
+            k.delivered / f.delivered.max(1e-9),
+            by_cpu.map_or("–".into(), |r| format!("{r:.2}×")),
+        ));
+    }
+    for s in ["coturn", super::schema::COTURN_UPSTREAM, "xturn"] {
+        let Some(t) = traffic(res, s, "relay-max") else {
+            continue;
+        };
+        let by_rate = (t.received_pps > 0.0).then(|| k.delivered / t.received_pps);
+        let their_ns = t
+            .cpu
+            .as_ref()
+            .and_then(|c| c.attributed_us_per_packet)
+            .map(|u| u * 1000.0);
+        let by_cpu = their_ns.zip(k.ns).map(|(a, b)| a / b.max(1e-9));
+        let target = match s {
+            "coturn" => Some(INKERNEL_VS_COTURN_TARGET),
+            x if x == super::schema::COTURN_UPSTREAM => Some(INKERNEL_VS_UPSTREAM_TARGET),
+            _ => None,
+        }
+        .map_or(String::new(), |goal| {
+            let ok = by_rate.is_some_and(|r| r >= goal) && by_cpu.is_some_and(|r| r >= goal);
+            format!(
+                " Target: at least {goal:.0}× per core, by rate and by CPU — {}.",
+                verdict(ok)
+            )
+        });
+        lines.push(format!(
+            "- vs {s} on sockets (relay-max of this run: {}/s relayed flat out on the same core, {} busy, {} ns of relay threads' CPU per relayed packet): {} by rate, {} by CPU per packet.{target}",
+            f0(t.received_pps),
+            cell(t.cpu.as_ref().map(|c| c.busy), pct),
+            cell(their_ns, f0),
+            by_rate.map_or("–".into(), |r| format!("{r:.2}×")),
+            by_cpu.map_or("–".into(), |r| format!("{r:.2}×")),
+        ));
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n**In-kernel relay vs the other relays, per core:** its median delivered rate under the kernel-bypass load against the forwarder's under the same load and each socket server's flat-out relay rate with the socket generator (which saturates them), and the relay threads' CPU per relayed packet.\n\n{}",
+            lines.join("\n")
+        );
+    }
+    md
+}
