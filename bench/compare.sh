@@ -38,9 +38,9 @@ RATES=(20000 50000)
 ECHO_RATE=20000
 STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
 XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
-WATCHDOG=1800         # seconds for the whole run (about 17 minutes with coturn-upstream, 2026-12-05)
+WATCHDOG=${WATCHDOG:-2400} # seconds for the whole run (about 17 minutes with coturn-upstream, 2026-12-05, before the in-kernel loads)
 AFXDP_NICE=-10        # nice value of the forwarder threads (xturn's default) and of xsk-reflect's
-BYPASS_RUNS=5         # kernel-bypass forwarder and AF_XDP reflector loads, each (medians; the flood is noisy)
+BYPASS_RUNS=${BYPASS_RUNS:-5} # kernel-bypass loads of each relay and reflector (medians; the flood is noisy)
 
 log() { echo "compare.sh: $*" >&2; }
 
@@ -566,6 +566,45 @@ for k in $(seq 1 "$BYPASS_RUNS"); do
 done
 log "xturn-afxdp and xsk-reflect stopped; net.ipv4.conf.all.forwarding=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding) in $NR again"
 sed 's/^/    /' "$TMP/xsk-reflect.out" >&2
+# ---- scale: cost per packet at 16, 1,000 and 10,000 allocations, every xturn mode -------
+# The kernel-bypass load with N allocations (one channel each, the frames of all N flows
+# in turn) against xturn on sockets, with the AF_XDP forwarder, and with the in-kernel
+# relay; xdp-drop on the peer's veth counts what was delivered. The figure that matters
+# is the relay threads' CPU per delivered frame, and how it grows with N.
+SCALE_ALLOCS=${SCALE_ALLOCS:-16 1000 10000}
+SCALE_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --size "$SIZE" --relay-iface "${P}rc" --user bench:bench
+    --peer 198.51.100.2:40000 --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa")
+load_scale() { # NAME PID ALLOCS
+    gen "$1" xdp-relay-load "${SCALE_ARGS[@]}" --allocations "$3" --deliver-pid "$DROPPID" --relay-pid "$2"
+}
+for n in $SCALE_ALLOCS; do
+    "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
+    DROPPID=$!
+    PIDS+=("$DROPPID")
+    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    ip netns exec "$NR" taskset -c "$RELAY_CPU" "${XTURN_CMD[@]}" >"$TMP/xturn-scale.out" 2>&1 &
+    XPID=$!
+    PIDS+=("$XPID")
+    ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+    measured "scale-sockets-$n" load_scale "scale-sockets-$n" "$XPID" "$n"
+    stop_pid "$XPID"
+    stop_pid "$DROPPID"
+
+    start_afxdp "$TMP/xturn-afxdp-scale.out"
+    "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
+    DROPPID=$!
+    PIDS+=("$DROPPID")
+    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    measured "scale-afxdp-$n" load_scale "scale-afxdp-$n" "$AFPID" "$n"
+    stop_pid "$DROPPID"
+    stop_afxdp
+
+    start_inkernel "$TMP/xturn-inkernel-scale.out"
+    measured "scale-inkernel-$n" load_scale "scale-inkernel-$n" "$AFPID" "$n"
+    stop_pid "$DROPPID"
+    stop_afxdp
+done
+
 xdp_cost() { # BPF_PROG_TEST_RUN of the responder, the reflector and XDP_PASS on the relay core
     ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-cost --cpus "$RELAY_CPU" --runs 200000 \
         --json-out "$RES/xdp-cost.json" >"$TMP/xdp-cost.txt"

@@ -335,7 +335,10 @@ pub fn if_counters(pid: Option<u32>, iface: &str) -> Option<IfCounters> {
 pub struct XdpLoadReport {
     #[serde(flatten)]
     pub traffic: TrafficReport,
-    /// Live-frame test runs (syscalls) and frames per run.
+    /// How the frames were sent: "live" or "xsk" (see `XdpRelayLoadReport::inject`).
+    #[serde(default)]
+    pub inject: String,
+    /// Live-frame test runs (syscalls) or AF_XDP batches, and frames per run.
     pub runs: u64,
     pub batch: u32,
     /// Frames the relay's XDP program handled (the relay veth's rx_packets: on veth every
@@ -397,6 +400,80 @@ pub fn live_setup(c: &crate::cli::Common, iface: &str) -> Result<LiveSetup> {
 /// Live-frame BPF_PROG_RUN of `gen` on `frame` out of `ifindex`, `frames_per_run` frames
 /// per run in batches of `batch`, from `start_ns` until `stop_ns` (CLOCK_MONOTONIC), with a
 /// progress line each second if `progress`. Returns (frames sent, runs).
+/// Send `frames` in turn out of `iface` (queue 0) through an AF_XDP socket, flat out,
+/// until `stop_ns`: the kernel-bypass load where live-frame BPF_PROG_RUN is refused (some
+/// kernels do: EPERM). Copy mode on a veth: one skb per frame built and sent by the
+/// kernel on this core, as a live frame's XDP_TX is. Returns (frames queued, batches).
+pub fn xsk_runs(
+    frames: &[Vec<u8>],
+    iface: &str,
+    stop_ns: u64,
+    progress: bool,
+    label: &str,
+) -> Result<(u64, u64)> {
+    use xturn_relay::afxdp::ring::{Desc, Xsk, XskConfig, XskSet};
+    ensure!(!frames.is_empty(), "no frames to send");
+    let mut cfg = XskConfig::new(2048, 4096);
+    // Transmit only: one frame parked in the fill ring.
+    cfg.fill_per_port = 1;
+    let mut set = XskSet::with_config(&[(iface, 0)], cfg)
+        .with_context(|| format!("AF_XDP socket on {iface} queue 0"))?;
+    let (mut sent, mut batches, mut k) = (0u64, 0u64, 0usize);
+    let (mut last_report, mut prev_sent) = (net::now_ns(), 0u64);
+    let mut batch: Vec<Desc> = Vec::with_capacity(64);
+    loop {
+        let now = net::now_ns();
+        if now >= stop_ns {
+            break;
+        }
+        batch.clear();
+        while batch.len() < 64 {
+            let Some(addr) = set.alloc() else { break };
+            let f = &frames[k % frames.len()];
+            let (chunk, off) = set.chunk_mut(addr);
+            chunk[off..off + f.len()].copy_from_slice(f);
+            batch.push(Desc {
+                addr,
+                len: f.len() as u32,
+            });
+            k += 1;
+        }
+        let queued = set.send(0, &batch);
+        for d in &batch[queued..] {
+            set.free(d.addr);
+        }
+        // Frames not queued are sent again, in order.
+        k -= batch.len() - queued;
+        sent += queued as u64;
+        batches += 1;
+        set.service();
+        if progress && now >= last_report + 1_000_000_000 {
+            eprintln!(
+                "{label}: sent {:>9}/s (AF_XDP)",
+                (sent - prev_sent) * 1_000_000_000 / (now - last_report)
+            );
+            (last_report, prev_sent) = (now, sent);
+        }
+    }
+    // The frames still in the TX ring go out; wait for their completions a moment.
+    let end = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < end {
+        set.service();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok((sent, batches))
+}
+
+/// Whether live-frame BPF_PROG_RUN works here: one frame through `gen` out of `ifindex`.
+/// False on EPERM (a kernel that refuses live frames); other errors are returned.
+pub fn live_frames_work(gen: &Prog, frame: &[u8], ifindex: u32) -> Result<bool> {
+    match bpf::test_run(gen.fd(), frame, 1, Mode::Live { ifindex, batch: 1 }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(false),
+        Err(e) => Err(anyhow::Error::from(e).context("live-frame BPF_PROG_RUN")),
+    }
+}
+
 pub fn live_runs(
     gen: &Prog,
     frame: &[u8],
@@ -478,6 +555,13 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
         t.retval == XDP_TX && out == frame,
         "generator self-check failed"
     );
+    let live = live_frames_work(&gen, &frame, ifindex)?;
+    if !live && !c.quiet {
+        eprintln!(
+            "xdp-load: live-frame BPF_PROG_RUN refused here (EPERM): sending through an AF_XDP socket on {}",
+            a.iface
+        );
+    }
     let drop = Prog::load("xtb_drop", &bpf::constant(XDP_DROP))?;
     let _link = bpf::attach_xdp(drop.fd(), ifindex)
         .with_context(|| format!("cannot attach the drop program to {}", a.iface))?;
@@ -502,15 +586,25 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
     let run_a = cpu::runtime_of(&pids).filter(|_| !pids.is_empty());
     let gen_a = net::process_cpu_ns();
     // (Live runs report no return value: the self-check above covers the program.)
-    let (sent, runs) = live_runs(
-        &gen,
-        &frame,
-        (a.frames_per_run, a.batch),
-        ifindex,
-        (start_ns, stop_ns),
-        !c.quiet,
-        "xdp-load",
-    )?;
+    let (sent, runs) = if live {
+        live_runs(
+            &gen,
+            &frame,
+            (a.frames_per_run, a.batch),
+            ifindex,
+            (start_ns, stop_ns),
+            !c.quiet,
+            "xdp-load",
+        )?
+    } else {
+        xsk_runs(
+            std::slice::from_ref(&frame),
+            &a.iface,
+            stop_ns,
+            !c.quiet,
+            "xdp-load",
+        )?
+    };
     let elapsed_s = (net::now_ns() - start_ns) as f64 / 1e9;
     let gen_b = net::process_cpu_ns();
     let cpu_b = relay_cpus.as_ref().map(|r| cpu::sample(r)).transpose()?;
@@ -569,6 +663,7 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
     Ok(XdpLoadReport {
         generator_ns_per_frame: r.generator_us_per_packet.map(|u| u * 1000.0),
         traffic: r,
+        inject: if live { "live" } else { "xsk" }.into(),
         runs,
         batch: a.batch,
         relay_handled: handled,

@@ -119,7 +119,12 @@ pub struct XdpRelayLoadReport {
     pub traffic: TrafficReport,
     /// "relay" (TURN allocations, frames relayed to the peer) or "reflector".
     pub target: String,
-    /// Live-frame test runs (syscalls), frames per batch, 5-tuples, bytes per frame.
+    /// How the frames were sent: "live" (live-frame BPF_PROG_RUN) or "xsk" (an AF_XDP
+    /// socket, where the kernel refuses live frames).
+    #[serde(default)]
+    pub inject: String,
+    /// Live-frame test runs (syscalls) or AF_XDP batches, frames per batch, 5-tuples,
+    /// bytes per frame.
     pub runs: u64,
     pub batch: u32,
     pub flows: usize,
@@ -311,6 +316,8 @@ pub fn run_xdp_relay_load(a: &XdpRelayLoadArgs) -> Result<XdpRelayLoadReport> {
         server,
         bind,
     } = live_setup(c, &a.iface)?;
+    // One UDP socket per allocation during the set-up (10,000 in the scale sweep).
+    crate::net::raise_fd_limit();
     let locals: Vec<SocketAddrV4> = (0..a.allocations)
         .map(|i| SocketAddrV4::new(bind, a.first_port + i as u16))
         .collect();
@@ -392,6 +399,12 @@ fn load(
             "generator self-check failed at frame {k}"
         );
     }
+    // Live frames where the kernel allows them, else an AF_XDP socket (the flow's frames,
+    // the same bytes, in the same turn).
+    let live = crate::xdp_bench::live_frames_work(&gen, template, ifindex)?;
+    if !live && !c.quiet {
+        eprintln!("xdp-relay-load: live-frame BPF_PROG_RUN refused here (EPERM): sending through an AF_XDP socket on {}", a.iface);
+    }
     map.set(n, 0, 0)?;
     // Frames that come back (from a reflector) are dropped where they arrive.
     let drop = Prog::load("xtb_drop", &bpf::constant(XDP_DROP))?;
@@ -434,15 +447,19 @@ fn load(
     let gen_a = net::process_cpu_ns();
     let start_ns = net::now_ns();
     let stop_ns = start_ns + (c.duration * 1e9) as u64;
-    let (sent, runs) = live_runs(
-        &gen,
-        template,
-        (a.frames_per_run, a.batch),
-        ifindex,
-        (start_ns, stop_ns),
-        !c.quiet,
-        "xdp-relay-load",
-    )?;
+    let (sent, runs) = if live {
+        live_runs(
+            &gen,
+            template,
+            (a.frames_per_run, a.batch),
+            ifindex,
+            (start_ns, stop_ns),
+            !c.quiet,
+            "xdp-relay-load",
+        )?
+    } else {
+        crate::xdp_bench::xsk_runs(&frames, &a.iface, stop_ns, !c.quiet, "xdp-relay-load")?
+    };
     let elapsed_s = (net::now_ns() - start_ns) as f64 / 1e9;
     let gen_b = net::process_cpu_ns();
     // The relay drains its rings for a moment after the last run: count that work too.
@@ -508,6 +525,7 @@ fn load(
         generator_ns_per_frame: r.generator_us_per_packet.map(|u| u * 1000.0),
         traffic: r,
         target: if a.reflector { "reflector" } else { "relay" }.into(),
+        inject: if live { "live" } else { "xsk" }.into(),
         runs,
         batch: a.batch,
         flows: flows.len(),

@@ -9,6 +9,9 @@ pub(super) fn afxdp_counters<'a>(res: &'a Results, test: &str) -> Option<&'a Afx
     }
 }
 
+/// What the report says when the generator could not use live frames.
+pub(super) const XSK_INJECT_NOTE: &str = "**This machine's kernel refuses live-frame BPF_PROG_RUN (EPERM)**, so the generator sent the same frames, in the same turn, through an AF_XDP socket on the client's veth instead (`xturn-bench` falls back by itself; `\"inject\": \"xsk\"` in the result files): copy mode, in which the kernel builds and sends one socket buffer per frame on the generator's core, where a live frame skips the socket buffer. The generator's own ceiling is therefore lower than with live frames, and a relay that keeps up with it shows less than 100 % of its core busy: compare the CPU per delivered frame as well as the rates.";
+
 /// The target of issue 3: the forwarder at least this share of the bare AF_XDP
 /// reflector's rate under the same kernel-bypass load...
 pub const AFXDP_VS_REFLECTOR_TARGET: f64 = 0.8;
@@ -259,6 +262,9 @@ pub fn afxdp_section(
         any.batch,
         fw.as_ref().or(refl.as_ref()).map_or(0, |b| b.runs.len())
     );
+    if any.inject == "xsk" {
+        let _ = writeln!(md, "{XSK_INJECT_NOTE}\n");
+    }
     let _ = writeln!(
         md,
         "| relay on one core | offered frames/s | received by the relay veth /s | dropped entering the relay veth (relay behind) | delivered at the far side /s | loss | dropped leaving the relay (far side behind) | relay core busy | relay CPU ns per delivered frame | relay threads' CPU ns per delivered frame | of which the relay process | of which the relay NAPI threads |"

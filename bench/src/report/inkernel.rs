@@ -36,6 +36,9 @@ pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
         "`xturn --xdp <client-side veth>,<peer-side veth> --fast-path xdp`: the XDP program relays in the driver the ChannelData its maps fully describe (live channel, permission and allocation; same family; TTL; checksums; MTU): it strips the ChannelData header, rewrites the frame to the relayed-address-to-peer UDP datagram and redirects it to the peer-side veth through a devmap. The load is the forwarder's (the same `xturn-bench xdp-relay-load` frames and `xdp-drop` on the peer's veth, which as an XDP program is also what makes a frame redirected into that veth arrive); its yardstick is the bare XDP_TX reflector (`xturn-bench xdp-reflect`: swap the Ethernet addresses, XDP_TX) on the relay's client-side veth under the reflector's frames, which come back to the client's veth and are counted there. The two took turns with the forwarder and the AF_XDP reflector, {} runs each, a fresh server or reflector every time; the comparison uses the medians. The relay's work is all in the relay veths' NAPI threads (the server's threads only program the maps).\n",
         k.runs.len()
     );
+    if k.runs.iter().any(|(_, l)| l.inject == "xsk") {
+        let _ = writeln!(md, "{}\n", super::afxdp::XSK_INJECT_NOTE);
+    }
     let _ = writeln!(
         md,
         "| relay on one core | offered frames/s | received by the relay veth /s | dropped entering the relay veth (relay behind) | delivered at the far side /s | loss | dropped leaving the relay (far side behind) | relay core busy | relay CPU ns per delivered frame | relay threads' CPU ns per delivered frame | of which the relay process | of which the relay NAPI threads |"
@@ -149,6 +152,104 @@ pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
             md,
             "\n**In-kernel relay vs the other relays, per core:** its median delivered rate under the kernel-bypass load against the forwarder's under the same load and each socket server's flat-out relay rate with the socket generator (which saturates them), and the relay threads' CPU per relayed packet.\n\n{}",
             lines.join("\n")
+        );
+    }
+    md
+}
+
+/// The target of issue 19 for the scale sweep: CPU per packet at 10,000 allocations at
+/// most this many times that at 16, for every xturn mode.
+pub const SCALE_TARGET: f64 = 1.5;
+
+/// Results of the scale sweep (`scale-<mode>-<allocations>.json`).
+pub const SCALE: &str = "scale";
+
+/// The scale sweep: per xturn mode and allocation count, the kernel-bypass load's
+/// delivered rate and the relay threads' CPU per delivered frame, and the growth of the
+/// latter from the fewest to the most allocations.
+pub fn scale_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
+    let mut md = String::new();
+    let Some(runs) = res.get(SCALE) else {
+        return md;
+    };
+    // (mode, allocations) -> report
+    let mut by: BTreeMap<(usize, usize), (&str, &XdpRelayLoadReport)> = BTreeMap::new();
+    let modes = [
+        ("sockets", "xturn on sockets"),
+        ("afxdp", "xturn-afxdp (AF_XDP forwarder)"),
+        ("inkernel", "xturn-inkernel (in-kernel relay)"),
+    ];
+    for (test, r) in runs {
+        let RunResult::XdpRelayLoad(l) = r else {
+            continue;
+        };
+        let Some((mode, n)) = test.rsplit_once('-') else {
+            continue;
+        };
+        let (Some(m), Ok(n)) = (modes.iter().position(|(k, _)| *k == mode), n.parse()) else {
+            continue;
+        };
+        by.insert((m, n), (test.as_str(), l.as_ref()));
+    }
+    if by.is_empty() {
+        return md;
+    }
+    let _ = writeln!(md, "\n## Scale: 16 to 10,000 allocations\n");
+    let _ = writeln!(
+        md,
+        "The kernel-bypass ChannelData load of the sections above with N allocations, one channel each, the frames of all N flows sent in turn (so every frame looks up another flow), against each xturn mode on one relay core; `xdp-drop` on the peer's veth counts what was delivered. The cost per packet is the relay threads' CPU (the server's threads and the relay veths' NAPI threads) per delivered frame. Target: at most {SCALE_TARGET:.1}× the cost at the fewest allocations, for every mode.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| mode | allocations | offered frames/s | delivered /s | loss | relay core busy | relay threads' CPU ns per delivered frame | vs the fewest allocations |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut verdicts = Vec::new();
+    for (m, (_, label)) in modes.iter().enumerate() {
+        let rows: Vec<(usize, &str, &XdpRelayLoadReport)> = by
+            .iter()
+            .filter(|((mm, _), _)| *mm == m)
+            .map(|((_, n), (t, l))| (*n, *t, *l))
+            .collect();
+        let base = rows.first().and_then(|(_, _, l)| attributed_ns(l));
+        for (n, test, l) in &rows {
+            let ns = attributed_ns(l);
+            let growth = ns.zip(base).map(|(a, b)| a / b.max(1e-9));
+            let _ = writeln!(
+                md,
+                "| {label}{} | {} | {} | {} | {} | {} | {} | {} |",
+                if disturbed.contains_key(&format!("{SCALE}-{test}")) {
+                    " ⚠"
+                } else {
+                    ""
+                },
+                f0(*n as f64),
+                f0(l.traffic.sent_pps),
+                f0(l.delivered_pps),
+                cell(l.traffic.loss, pct),
+                cell(l.traffic.cpu.as_ref().map(|c| c.busy), pct),
+                cell(ns, f0),
+                growth.map_or("–".into(), |g| format!("{g:.2}×")),
+            );
+        }
+        if let (Some((n0, _, _)), Some((n1, _, l1))) = (rows.first(), rows.last()) {
+            if n1 > n0 {
+                let g = attributed_ns(l1).zip(base).map(|(a, b)| a / b.max(1e-9));
+                verdicts.push(format!(
+                    "{label}: {} at {} allocations vs {} — {}",
+                    g.map_or("–".into(), |g| format!("{g:.2}×")),
+                    f0(*n1 as f64),
+                    f0(*n0 as f64),
+                    verdict(g.is_some_and(|g| g <= SCALE_TARGET))
+                ));
+            }
+        }
+    }
+    if !verdicts.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n**Cost per packet, most vs fewest allocations:** {}.",
+            verdicts.join("; ")
         );
     }
     md

@@ -227,6 +227,7 @@ fn xdp_load(handled_pps: f64, ns: f64, dropped: u64) -> RunResult {
     };
     RunResult::XdpLoad(Box::new(XdpLoadReport {
         traffic: t,
+        inject: "live".into(),
         runs: 30,
         batch: 64,
         relay_handled: Some((handled_pps * 6.0) as u64),
@@ -466,6 +467,7 @@ fn relay_load(delivered_pps: f64, ns: f64, target: &str) -> RunResult {
     RunResult::XdpRelayLoad(Box::new(XdpRelayLoadReport {
         traffic: t,
         target: target.into(),
+        inject: "live".into(),
         runs: 7,
         batch: 64,
         flows: 64,

@@ -321,6 +321,15 @@ impl Frames {
         Some(a)
     }
 
+    /// A free frame handed straight to the caller (a frame to transmit that was not
+    /// received: a traffic generator's).
+    fn take_for_user(&mut self) -> Option<u64> {
+        let a = self.free.pop()?;
+        self.set(a, Owner::Free, Owner::User, "alloc");
+        self.user += 1;
+        Some(a)
+    }
+
     /// The kernel delivered `addr` on `port`'s RX ring.
     fn received(&mut self, port: usize, addr: u64) {
         self.set(
@@ -702,6 +711,12 @@ macro_rules! delegate_xsk {
         }
 
         impl $t {
+            /// A free frame for the caller to fill and send (or free), as if received:
+            /// for a sender that transmits frames of its own (the benchmark's
+            /// generator). `None` when every frame is in a ring or held.
+            pub fn alloc(&mut self) -> Option<u64> {
+                self.core.frames.take_for_user()
+            }
             /// Frames in the UMEM (constant).
             pub fn frames(&self) -> usize {
                 self.core.frames.total()
