@@ -527,7 +527,19 @@ start_inkernel() { # LOG: the peer side's drop program first (the server's probe
     AFXDP_CMD=("${INKERNEL_CMD[@]}")
     start_afxdp "$1"
     AFXDP_CMD=("${saved[@]}")
-    grep -q "${P}rp: XDP_TX arrives" "$1" || { log "in-kernel relay: ${P}rp has no XDP_TX: $(grep XDP_TX "$1")"; exit 1; }
+    # The server's status file says what its probe found (it re-reads it every second).
+    local _
+    for _ in $(seq 1 30); do
+        ip netns exec "$NR" "$XT" stats --xdp "${P}rc" --json 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+ok = any(i.get("name") == sys.argv[1] and i.get("xdp_tx")
+         for s in v.get("servers", []) for i in ((s.get("xdp") or {}).get("interfaces") or []))
+sys.exit(0 if ok else 1)' "${P}rp" && return 0
+        sleep 0.2
+    done
+    log "in-kernel relay: the server did not find that frames sent out of ${P}rp arrive"
+    exit 1
 }
 for k in $(seq 1 "$BYPASS_RUNS"); do
     start_inkernel "$TMP/xturn-inkernel.out"

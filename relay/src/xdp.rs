@@ -1378,6 +1378,26 @@ mod tests {
         })
         .unwrap();
         assert_eq!(x.data_plane.channels.get(&ckey, 0).unwrap().hop, chop);
+        // The in-kernel relay's entries: the peer's channel (number, the binding's
+        // expiry, refreshed with it) and a statistics slot of the allocation, zeroed.
+        let pkey = mirror::peer_channel_key(relay, peer);
+        let pc = x.data_plane.peer_channels.get(&pkey, 0).unwrap();
+        assert_eq!(pc.channel, 0x4001u16.to_be_bytes());
+        assert_eq!(
+            pc.expires_ns,
+            x.data_plane.channels.get(&ckey, 0).unwrap().expires_ns
+        );
+        let slot = x
+            .data_plane
+            .relays
+            .get(&endpoint(relay.0), 0)
+            .unwrap()
+            .stats_slot;
+        assert_eq!(slot, 0, "the first allocation gets the first slot");
+        let report = x.in_kernel_report();
+        assert_eq!(report.allocations.len(), 1);
+        assert_eq!(report.allocations[0].0, relay);
+        assert_eq!(report.totals, Default::default());
 
         // A permission refreshed into the past (as the control plane's expiry would be
         // once it passes) drops peer data in the driver; ChannelData on the live channel
@@ -1412,5 +1432,17 @@ mod tests {
         }
         assert_eq!(run(&x, &from_peer), (XDP_PASS, vec![PassNotOurs]));
         assert_eq!(run(&x, &cd), (XDP_PASS, vec![PassChannelUnbound]));
+        assert!(x.data_plane.peer_channels.get(&pkey, 0).is_err());
+        assert!(x.in_kernel_report().allocations.is_empty());
+        // The slot is free again: the next allocation gets it back, zeroed.
+        x.apply(&Change::InstallAllocation {
+            five_tuple,
+            relay,
+            expires: live,
+            user: 0,
+        })
+        .unwrap();
+        let v = x.data_plane.relays.get(&endpoint(relay.0), 0).unwrap();
+        assert_eq!(v.stats_slot, slot);
     }
 }
