@@ -497,7 +497,29 @@ XSK_CMD=(ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xsk-reflect "${P}rc" -
     --json-out "$RES/afxdp-xsk-reflect.json")
 record "afxdp-forwarder holder" "${DROP_CMD[@]}"
 record "afxdp-reflector holder" "${XSK_CMD[@]}"
-BYPASS_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --allocations "$ALLOCS" --size "$SIZE" --relay-iface "${P}rc")
+# Where the kernel refuses live-frame BPF_PROG_RUN, xdp-relay-load pumps its frames
+# through a spare veth pair of the client namespace (an AF_XDP socket sends them into
+# ${P}g0, an XDP program on ${P}g1 redirects them to ${P}ca as XDP frames); its NAPI
+# thread runs on the generator's core.
+ip -n "$NC" link add "${P}g0" type veth peer name "${P}g1"
+for d in "${P}g0" "${P}g1"; do
+    ip -n "$NC" link set "$d" up
+    ip netns exec "$NC" ethtool -K "$d" tx off gro on >/dev/null
+    ip netns exec "$NC" sh -c "echo 1 > /sys/class/net/$d/threaded"
+done
+pin_pump_napi() {
+    local f comm pid
+    for f in /proc/[0-9]*/comm; do
+        read -r comm <"$f" 2>/dev/null || continue
+        case "$comm" in "napi/${P}g"*)
+            pid=${f#/proc/}
+            taskset -pc "$GEN_CPU" "${pid%/comm}" >/dev/null ;;
+        esac
+    done
+}
+pin_pump_napi
+BYPASS_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --allocations "$ALLOCS" --size "$SIZE" --relay-iface "${P}rc"
+    --pump "${P}g0:${P}g1")
 load_bypass_forwarder() { # NAME PID
     gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --user bench:bench --peer 198.51.100.2:40000 \
         --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa" \
@@ -584,7 +606,7 @@ sed 's/^/    /' "$TMP/xsk-reflect.out" >&2
 # relay; xdp-drop on the peer's veth counts what was delivered. The figure that matters
 # is the relay threads' CPU per delivered frame, and how it grows with N.
 SCALE_ALLOCS=${SCALE_ALLOCS:-16 1000 10000}
-SCALE_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --size "$SIZE" --relay-iface "${P}rc" --user bench:bench
+SCALE_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --size "$SIZE" --relay-iface "${P}rc" --pump "${P}g0:${P}g1" --user bench:bench
     --peer 198.51.100.2:40000 --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa")
 load_scale() { # NAME PID ALLOCS
     gen "$1" xdp-relay-load "${SCALE_ARGS[@]}" --allocations "$3" --deliver-pid "$DROPPID" --relay-pid "$2"

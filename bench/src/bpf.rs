@@ -153,6 +153,17 @@ fn finish(mut p: Vec<Insn>, jump: usize, ok: u32, fail: u32) -> Vec<Insn> {
     p
 }
 
+/// `return bpf_redirect(ifindex, 0);`: every frame to interface `ifindex`, as an XDP
+/// frame (its `ndo_xdp_xmit`).
+pub fn redirect_all(ifindex: u32) -> Vec<Insn> {
+    vec![
+        Insn::mov_imm(reg::R1, ifindex as i32),
+        Insn::mov_imm(reg::R2, 0),
+        Insn::new(0x85, 0, 0, 0, 23), // call bpf_redirect
+        Insn::exit(),
+    ]
+}
+
 /// `return action;`
 pub fn constant(action: u32) -> Vec<Insn> {
     vec![Insn::mov_imm(reg::R0, action as i32), Insn::exit()]

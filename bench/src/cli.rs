@@ -375,6 +375,13 @@ pub struct XdpRelayLoadArgs {
     /// back is what is counted as delivered (unless --deliver-iface says otherwise).
     #[arg(long)]
     pub reflector: bool,
+    /// Where live-frame BPF_PROG_RUN is refused: a veth pair NEAR:FAR in this namespace
+    /// through which the frames are pumped. They are sent by an AF_XDP socket on NEAR, and
+    /// an XDP program on FAR redirects them to --iface, so they reach the relay as XDP
+    /// frames (as live frames do) rather than as socket buffers. Without it they are sent
+    /// by an AF_XDP socket on --iface itself.
+    #[arg(long)]
+    pub pump: Option<String>,
     /// The relay-side interface frames arrive on, in the namespace of --relay-pid: its
     /// receive counter (frames handled) and receive drops (ring full) are reported.
     #[arg(long = "relay-iface")]

@@ -407,12 +407,29 @@ pub fn live_setup(c: &crate::cli::Common, iface: &str) -> Result<LiveSetup> {
 pub fn xsk_runs(
     frames: &[Vec<u8>],
     iface: &str,
+    pump: Option<&str>,
     stop_ns: u64,
     progress: bool,
     label: &str,
 ) -> Result<(u64, u64)> {
     use xturn_relay::afxdp::ring::{Desc, Xsk, XskConfig, XskSet};
     ensure!(!frames.is_empty(), "no frames to send");
+    // With a pump NEAR:FAR the socket sends on NEAR and FAR redirects to `iface`.
+    let (iface, _pump) = match pump {
+        None => (iface.to_string(), None),
+        Some(p) => {
+            let (near, far) = p
+                .split_once(':')
+                .with_context(|| format!("--pump {p}: want NEAR:FAR"))?;
+            let target = bpf::ifindex(iface)?;
+            let prog = Prog::load("xtb_pump", &bpf::redirect_all(target))?;
+            let link = bpf::attach_xdp(prog.fd(), bpf::ifindex(far)?)
+                .with_context(|| format!("cannot attach the pump's redirect to {far}"))?;
+            pin_napi_here(far);
+            (near.to_string(), Some((prog, link)))
+        }
+    };
+    let iface = iface.as_str();
     let mut cfg = XskConfig::new(2048, 4096);
     // Transmit only: one frame parked in the fill ring.
     cfg.fill_per_port = 1;
@@ -462,6 +479,32 @@ pub fn xsk_runs(
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok((sent, batches))
+}
+
+/// Pin the NAPI kthreads of interface `dev` (threaded NAPI: `napi/<dev>-<id>`) to this
+/// thread's CPUs: attaching an XDP program may give the interface a new NAPI instance,
+/// whose kthread would run anywhere (on the relay core, too).
+fn pin_napi_here(dev: &str) {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let prefix = format!("napi/{dev}-");
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if comm.trim_end().starts_with(&prefix) {
+                libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+        }
+    }
 }
 
 /// Whether live-frame BPF_PROG_RUN works here: one frame through `gen` out of `ifindex`.
@@ -600,6 +643,7 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
         xsk_runs(
             std::slice::from_ref(&frame),
             &a.iface,
+            None,
             stop_ns,
             !c.quiet,
             "xdp-load",

@@ -458,7 +458,14 @@ fn load(
             "xdp-relay-load",
         )?
     } else {
-        crate::xdp_bench::xsk_runs(&frames, &a.iface, stop_ns, !c.quiet, "xdp-relay-load")?
+        crate::xdp_bench::xsk_runs(
+            &frames,
+            &a.iface,
+            a.pump.as_deref(),
+            stop_ns,
+            !c.quiet,
+            "xdp-relay-load",
+        )?
     };
     let elapsed_s = (net::now_ns() - start_ns) as f64 / 1e9;
     let gen_b = net::process_cpu_ns();
@@ -525,7 +532,12 @@ fn load(
         generator_ns_per_frame: r.generator_us_per_packet.map(|u| u * 1000.0),
         traffic: r,
         target: if a.reflector { "reflector" } else { "relay" }.into(),
-        inject: if live { "live" } else { "xsk" }.into(),
+        inject: match (live, &a.pump) {
+            (true, _) => "live",
+            (false, None) => "xsk",
+            (false, Some(_)) => "xsk-pump",
+        }
+        .into(),
         runs,
         batch: a.batch,
         flows: flows.len(),

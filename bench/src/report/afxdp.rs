@@ -10,7 +10,13 @@ pub(super) fn afxdp_counters<'a>(res: &'a Results, test: &str) -> Option<&'a Afx
 }
 
 /// What the report says when the generator could not use live frames.
-pub(super) const XSK_INJECT_NOTE: &str = "**This machine's kernel refuses live-frame BPF_PROG_RUN (EPERM)**, so the generator sent the same frames, in the same turn, through an AF_XDP socket on the client's veth instead (`xturn-bench` falls back by itself; `\"inject\": \"xsk\"` in the result files): copy mode, in which the kernel builds and sends one socket buffer per frame on the generator's core, where a live frame skips the socket buffer. The generator's own ceiling is therefore lower than with live frames, and a relay that keeps up with it shows less than 100 % of its core busy: compare the CPU per delivered frame as well as the rates.";
+pub(super) fn inject_note(inject: &str) -> Option<&'static str> {
+    match inject {
+        "xsk" => Some("**This machine's kernel refuses live-frame BPF_PROG_RUN (EPERM)**, so the generator sent the same frames, in the same turn, through an AF_XDP socket on the client's veth instead (`\"inject\": \"xsk\"` in the result files): copy mode, so each frame reaches the relay's veth as a socket buffer, which its XDP program first converts, on the relay core. That costs every XDP-based relay and reflector alike; the generator's ceiling is also lower than with live frames."),
+        "xsk-pump" => Some("**This machine's kernel refuses live-frame BPF_PROG_RUN (EPERM)**, so the generator pumps the same frames, in the same turn, through a spare veth pair in the client namespace instead (`--pump`; `\"inject\": \"xsk-pump\"` in the result files): an AF_XDP socket sends them into one end, and an XDP program on the other end redirects them to the client's veth, so they reach the relay as XDP frames, as live frames do, with the conversion from socket buffers done on the generator's core. The generator's ceiling is lower than with live frames: where a relay keeps up with it, its core is less than fully busy, and the CPU per delivered frame is the figure to compare."),
+        _ => None,
+    }
+}
 
 /// The target of issue 3: the forwarder at least this share of the bare AF_XDP
 /// reflector's rate under the same kernel-bypass load...
@@ -262,8 +268,8 @@ pub fn afxdp_section(
         any.batch,
         fw.as_ref().or(refl.as_ref()).map_or(0, |b| b.runs.len())
     );
-    if any.inject == "xsk" {
-        let _ = writeln!(md, "{XSK_INJECT_NOTE}\n");
+    if let Some(note) = inject_note(&any.inject) {
+        let _ = writeln!(md, "{note}\n");
     }
     let _ = writeln!(
         md,

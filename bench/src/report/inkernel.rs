@@ -36,8 +36,8 @@ pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
         "`xturn --xdp <client-side veth>,<peer-side veth> --fast-path xdp`: the XDP program relays in the driver the ChannelData its maps fully describe (live channel, permission and allocation; same family; TTL; checksums; MTU): it strips the ChannelData header, rewrites the frame to the relayed-address-to-peer UDP datagram and redirects it to the peer-side veth through a devmap. The load is the forwarder's (the same `xturn-bench xdp-relay-load` frames and `xdp-drop` on the peer's veth, which as an XDP program is also what makes a frame redirected into that veth arrive); its yardstick is the bare XDP_TX reflector (`xturn-bench xdp-reflect`: swap the Ethernet addresses, XDP_TX) on the relay's client-side veth under the reflector's frames, which come back to the client's veth and are counted there. The two took turns with the forwarder and the AF_XDP reflector, {} runs each, a fresh server or reflector every time; the comparison uses the medians. The relay's work is all in the relay veths' NAPI threads (the server's threads only program the maps).\n",
         k.runs.len()
     );
-    if k.runs.iter().any(|(_, l)| l.inject == "xsk") {
-        let _ = writeln!(md, "{}\n", super::afxdp::XSK_INJECT_NOTE);
+    if let Some(note) = super::afxdp::inject_note(&k.runs[0].1.inject) {
+        let _ = writeln!(md, "{note}\n");
     }
     let _ = writeln!(
         md,
