@@ -608,8 +608,9 @@ sed 's/^/    /' "$TMP/xsk-reflect.out" >&2
 SCALE_ALLOCS=${SCALE_ALLOCS:-16 1000 10000}
 SCALE_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --size "$SIZE" --relay-iface "${P}rc" --pump "${P}g0:${P}g1" --user bench:bench
     --peer 198.51.100.2:40000 --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa")
-load_scale() { # NAME PID ALLOCS
-    gen "$1" xdp-relay-load "${SCALE_ARGS[@]}" --allocations "$3" --deliver-pid "$DROPPID" --relay-pid "$2"
+load_scale() { # NAME PID ALLOCS (a failed load is logged and left out of the report)
+    gen "$1" xdp-relay-load "${SCALE_ARGS[@]}" --allocations "$3" --deliver-pid "$DROPPID" --relay-pid "$2" ||
+        log "$1 failed: $(tail -1 "$TMP/$1.txt" 2>/dev/null)"
 }
 for n in $SCALE_ALLOCS; do
     "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &

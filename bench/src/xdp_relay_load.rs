@@ -285,9 +285,11 @@ pub fn run_xdp_relay_load(a: &XdpRelayLoadArgs) -> Result<XdpRelayLoadReport> {
         (a.batch..=16 << 20).contains(&a.frames_per_run),
         "--frames-per-run must be --batch..=16777216"
     );
+    // Up to what xturn's default port range and allocation quota hold (channel numbers
+    // repeat every 4096 allocations: each allocation has its own channels).
     ensure!(
-        (1..=4096).contains(&a.allocations),
-        "--allocations must be 1..=4096"
+        (1..=16384).contains(&a.allocations),
+        "--allocations must be 1..=16384"
     );
     ensure!(
         a.first_port >= 1024 && a.first_port as usize + a.allocations <= 65_536,
