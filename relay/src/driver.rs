@@ -996,7 +996,11 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
                     }
                 }
                 let g = x.lock().expect("xdp lock");
-                in_kernel = Some(g.in_kernel_report());
+                let k = g.in_kernel_report();
+                in_kernel = Some(CopyReport {
+                    allocations: k.allocations,
+                    totals: k.totals,
+                });
                 let sizes = g.sizes();
                 xdp_report = Some(XdpReport {
                     interfaces: w.report(),

@@ -183,6 +183,18 @@ fn xturn_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
         .try_into()?)
 }
 
+/// What the in-kernel relay carried (`XT_ASTATS`): per allocation in the maps (relayed
+/// address, 5-tuple, counts), and in total since start, removed allocations included.
+#[derive(Debug, Clone, Default)]
+pub struct InKernelReport {
+    pub allocations: Vec<(
+        xturn_control::RelayAddr,
+        xturn_control::FiveTuple,
+        xturn_control::dataplane::Counters,
+    )>,
+    pub totals: xturn_control::dataplane::Counters,
+}
+
 /// The loaded program and its maps. Detaches from every interface when dropped.
 pub struct XdpPath {
     ebpf: Ebpf,
@@ -502,7 +514,7 @@ impl XdpPath {
 
     /// What the in-kernel relay carried: per allocation in the maps, and in total since
     /// start (removed allocations included).
-    pub fn in_kernel_report(&self) -> crate::status::CopyReport {
+    pub fn in_kernel_report(&self) -> InKernelReport {
         self.data_plane.in_kernel_report()
     }
 }
@@ -1012,8 +1024,8 @@ mod mirror {
         }
 
         /// What the in-kernel relay carried, per allocation and in total.
-        pub fn in_kernel_report(&self) -> crate::status::CopyReport {
-            let mut report = crate::status::CopyReport {
+        pub fn in_kernel_report(&self) -> super::InKernelReport {
+            let mut report = super::InKernelReport {
                 totals: self.stats_slots.retired,
                 ..Default::default()
             };
