@@ -1041,6 +1041,27 @@ fn set_peer_mac(mac: [u8; 6]) {
     ]);
 }
 
+/// `ip -n NS <cmd>` (words separated by single spaces).
+fn ip_in(ns: &str, cmd: &str) {
+    let args: Vec<&str> = cmd.split(' ').collect();
+    xdp_support::run(&[&["ip", "-n", ns][..], &args[..]].concat());
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The relay's two sides inside namespace `ns`: a veth pair `c` (client side, MAC_C) and
+/// `p` (peer side, MAC_P), not yet addressed or up.
+fn relay_veths(ns: &str) {
+    ip_in(ns, "link add c type veth peer name p");
+    ip_in(ns, &format!("link set c address {}", mac_text(MAC_C)));
+    ip_in(ns, &format!("link set p address {}", mac_text(MAC_P)));
+}
+
 /// With an AF_XDP socket in the XSK map slot of the receive interface and queue, live
 /// ChannelData and permitted peer data are redirected to it (XDP_REDIRECT) with the next
 /// hop from the kernel's FIB and neighbour tables in the metadata; without a usable next
@@ -1056,19 +1077,9 @@ fn xdp_redirects_to_a_bound_xsk() {
     // Two interfaces, the relay's two sides: `c` (192.0.2.1, client side) and `p`
     // (198.51.100.1, peer side), a veth pair inside the namespace, with static neighbours
     // for the client and the peer. 198.51.100.3 (OTHER_PEER4) has no neighbour entry.
-    let sh = |cmd: &str| {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        xdp_support::run(&[&["ip", "-n", &name][..], &args[..]].concat());
-    };
-    let mac = |m: [u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    sh("link add c type veth peer name p");
-    sh(&format!("link set c address {}", mac(MAC_C)));
-    sh(&format!("link set p address {}", mac(MAC_P)));
+    let sh = |cmd: &str| ip_in(&name, cmd);
+    let mac = mac_text;
+    relay_veths(&name);
     sh("addr add 192.0.2.1/24 dev c");
     sh("addr add 198.51.100.1/24 dev p");
     sh("link set c up");
@@ -1085,11 +1096,6 @@ fn xdp_redirects_to_a_bound_xsk() {
     in_netns(&name, || {
         // One CPU for every run: the program caches next hops per CPU.
         pin_to_current_cpu();
-        let ifindex = |n: &str| {
-            let c = std::ffi::CString::new(n).unwrap();
-            // SAFETY: a valid C string.
-            unsafe { libc::if_nametoindex(c.as_ptr()) }
-        };
         let (c, p) = (ifindex("c"), ifindex("p"));
         assert!(c != 0 && p != 0);
         let xsk_c = Xsk::bind("c", 0).expect("AF_XDP socket on c");
@@ -1530,19 +1536,9 @@ fn xdp_relays_in_the_kernel() {
     }
     let ns = Netns::new(format!("{}k", unique_tag()));
     let name = ns.name.clone();
-    let sh = |cmd: &str| {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        xdp_support::run(&[&["ip", "-n", &name][..], &args[..]].concat());
-    };
-    let mac = |m: [u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    sh("link add c type veth peer name p");
-    sh(&format!("link set c address {}", mac(MAC_C)));
-    sh(&format!("link set p address {}", mac(MAC_P)));
+    let sh = |cmd: &str| ip_in(&name, cmd);
+    let mac = mac_text;
+    relay_veths(&name);
     sh("link set p mtu 1400");
     sh("addr add 192.0.2.1/24 dev c");
     sh("addr add 2001:db8::1/64 dev c nodad");

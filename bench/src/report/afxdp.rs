@@ -134,6 +134,46 @@ pub(super) fn bypass_columns(l: &XdpRelayLoadReport) -> Vec<Option<f64>> {
     ]
 }
 
+/// The capacity table of kernel-bypass runs: a row per run of each named side, and its
+/// medians when it has several runs.
+pub(super) fn bypass_table(
+    md: &mut String,
+    disturbed: &BTreeMap<String, u64>,
+    sides: &[(&str, Option<&Bypass>)],
+) {
+    let _ = writeln!(
+        md,
+        "| relay on one core | offered frames/s | received by the relay veth /s | dropped entering the relay veth (relay behind) | delivered at the far side /s | loss | dropped leaving the relay (far side behind) | relay core busy | relay CPU ns per delivered frame | relay threads' CPU ns per delivered frame | of which the relay process | of which the relay NAPI threads |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let fmts: [fn(f64) -> String; 11] = [f0, f0, f0, f0, pct, f0, pct, f0, f0, f0, f0];
+    for (name, b) in sides {
+        let Some(b) = b else { continue };
+        let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| bypass_columns(l)).collect();
+        for ((test, _), c) in b.runs.iter().zip(&cols) {
+            let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, f)).collect();
+            let run = test
+                .rsplit_once('-')
+                .map_or(String::new(), |(_, n)| format!(", run {n}"));
+            let warn = if disturbed.contains_key(&format!("{AFXDP}-{test}")) {
+                " ⚠"
+            } else {
+                ""
+            };
+            let _ = writeln!(md, "| {name}{run}{warn} | {} |", cells.join(" | "));
+        }
+        if b.runs.len() > 1 {
+            let cells: Vec<String> = (0..fmts.len())
+                .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
+                .collect();
+            let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
+        }
+    }
+}
+
 /// The AF_XDP section: which path xturn-afxdp's data took under the socket loads (its
 /// counters), and the forwarder's capacity against a bare AF_XDP reflector under a
 /// kernel-bypass ChannelData load, with the two targets. Every figure and verdict
@@ -271,40 +311,14 @@ pub fn afxdp_section(
     if let Some(note) = inject_note(&any.inject) {
         let _ = writeln!(md, "{note}\n");
     }
-    let _ = writeln!(
-        md,
-        "| relay on one core | offered frames/s | received by the relay veth /s | dropped entering the relay veth (relay behind) | delivered at the far side /s | loss | dropped leaving the relay (far side behind) | relay core busy | relay CPU ns per delivered frame | relay threads' CPU ns per delivered frame | of which the relay process | of which the relay NAPI threads |"
+    bypass_table(
+        &mut md,
+        disturbed,
+        &[
+            ("AF_XDP forwarder (xturn-afxdp)", fw.as_ref()),
+            ("bare AF_XDP reflector (xsk-reflect)", refl.as_ref()),
+        ],
     );
-    let _ = writeln!(
-        md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    let fmts: [fn(f64) -> String; 11] = [f0, f0, f0, f0, pct, f0, pct, f0, f0, f0, f0];
-    for (name, b) in [
-        ("AF_XDP forwarder (xturn-afxdp)", &fw),
-        ("bare AF_XDP reflector (xsk-reflect)", &refl),
-    ] {
-        let Some(b) = b else { continue };
-        let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| bypass_columns(l)).collect();
-        for ((test, _), c) in b.runs.iter().zip(&cols) {
-            let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, f)).collect();
-            let run = test
-                .rsplit_once('-')
-                .map_or(String::new(), |(_, n)| format!(", run {n}"));
-            let _ = writeln!(
-                md,
-                "| {name}{run}{} | {} |",
-                warn(&format!("{AFXDP}-{test}")),
-                cells.join(" | ")
-            );
-        }
-        if b.runs.len() > 1 {
-            let cells: Vec<String> = (0..fmts.len())
-                .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
-                .collect();
-            let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
-        }
-    }
     let list =
         |b: &Bypass, f: &dyn Fn(&XdpRelayLoadReport) -> Option<f64>, fmt: fn(f64) -> String| {
             b.runs

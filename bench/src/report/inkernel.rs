@@ -23,13 +23,6 @@ pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
     ) else {
         return md;
     };
-    let warn = |name: &str| {
-        if disturbed.contains_key(name) {
-            " ⚠"
-        } else {
-            ""
-        }
-    };
     let _ = writeln!(md, "\n## xturn-inkernel: the in-kernel relay\n");
     let _ = writeln!(
         md,
@@ -39,40 +32,14 @@ pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
     if let Some(note) = super::afxdp::inject_note(&k.runs[0].1.inject) {
         let _ = writeln!(md, "{note}\n");
     }
-    let _ = writeln!(
-        md,
-        "| relay on one core | offered frames/s | received by the relay veth /s | dropped entering the relay veth (relay behind) | delivered at the far side /s | loss | dropped leaving the relay (far side behind) | relay core busy | relay CPU ns per delivered frame | relay threads' CPU ns per delivered frame | of which the relay process | of which the relay NAPI threads |"
+    bypass_table(
+        &mut md,
+        disturbed,
+        &[
+            ("in-kernel relay (xturn-inkernel)", Some(&k)),
+            ("bare XDP_TX reflector (xdp-reflect)", x.as_ref()),
+        ],
     );
-    let _ = writeln!(
-        md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    let fmts: [fn(f64) -> String; 11] = [f0, f0, f0, f0, pct, f0, pct, f0, f0, f0, f0];
-    for (name, b) in [
-        ("in-kernel relay (xturn-inkernel)", Some(&k)),
-        ("bare XDP_TX reflector (xdp-reflect)", x.as_ref()),
-    ] {
-        let Some(b) = b else { continue };
-        let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| bypass_columns(l)).collect();
-        for ((test, _), c) in b.runs.iter().zip(&cols) {
-            let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, f)).collect();
-            let run = test
-                .rsplit_once('-')
-                .map_or(String::new(), |(_, n)| format!(", run {n}"));
-            let _ = writeln!(
-                md,
-                "| {name}{run}{} | {} |",
-                warn(&format!("{AFXDP}-{test}")),
-                cells.join(" | ")
-            );
-        }
-        if b.runs.len() > 1 {
-            let cells: Vec<String> = (0..fmts.len())
-                .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
-                .collect();
-            let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
-        }
-    }
     let per_run = |b: &Bypass| {
         b.runs
             .iter()
