@@ -3,7 +3,8 @@
 //! on the far ends, so XDP_TX'd frames would not arrive), IP forwarding on in the relay
 //! namespace and nothing else tuned. The rule under test: whatever the socket path would
 //! relay is relayed with `--xdp` too, on the fast path where it can be carried, on the
-//! socket path where not, and the counters say which.
+//! socket path where not, and the counters say which. With the in-kernel relay
+//! (`--fast-path xdp`), once the permissions expire nothing passes by any path.
 //!
 //! ```text
 //!  (a) standard:  ns c 192.0.2.2 ──veth── ns r (xturn --xdp rc,rp) ──veth── ns p 198.51.100.2
@@ -24,8 +25,8 @@ use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
-use xdp_support::traffic::{channel_data, relay_each_way, socket_in, Flow};
+use std::time::{Duration, Instant};
+use xdp_support::traffic::{channel_data, nothing_passes, relay_each_way, socket_in, Flow};
 use xdp_support::{root_or_skip, run, unique_tag, Netns, OBJECT};
 use xturn_control::client::Answer;
 use xturn_tests::{have, payload, xturn_bin, Proc, TestClient};
@@ -354,6 +355,8 @@ fn stun_answered(lab: &Lab) {
 }
 
 const RUN: u64 = 10_000;
+/// `--permission-lifetime` (seconds) of the in-kernel runs.
+const PERMISSION_LIFETIME: u64 = 25;
 const RATE: u64 = 5_000;
 
 /// 10,000 ChannelData datagrams each way through an untuned topology: every one arrives,
@@ -387,8 +390,10 @@ fn relay_untuned(topo: Topo, generic: bool, in_kernel: bool) {
     if generic {
         mode.extend(["--xdp-mode", "generic"]);
     }
+    // With the in-kernel relay, the permissions expire after the run: nothing passes then.
+    let lifetime = PERMISSION_LIFETIME.to_string();
     if in_kernel {
-        mode.extend(["--fast-path", "xdp"]);
+        mode.extend(["--fast-path", "xdp", "--permission-lifetime", &lifetime]);
     }
     let (run, rate) = if in_kernel {
         (100_000, 20_000)
@@ -409,10 +414,16 @@ fn relay_untuned(topo: Topo, generic: bool, in_kernel: bool) {
         "start-up lines: {log}"
     );
 
+    let t_bind = Instant::now();
     let flows = flows(&lab);
     let before = Snapshot::of(&lab.stats(), pid);
     let diag = || format!("{:#}\n{}", lab.stats(), xturn.output());
     relay_each_way(&flows, run, rate, server(), data, &diag);
+    let sent_by = t_bind.elapsed();
+    assert!(
+        !in_kernel || sent_by < Duration::from_secs(PERMISSION_LIFETIME),
+        "the run outlived the permission ({sent_by:?}): the machine is too slow for this test"
+    );
     stun_answered(&lab);
     let after = Snapshot::of(&lab.stats(), pid);
     let d = |f: &dyn Fn(&Snapshot) -> u64| f(&after) - f(&before);
@@ -478,6 +489,30 @@ fn relay_untuned(topo: Topo, generic: bool, in_kernel: bool) {
     // The Binding request: passed to the socket path, never XDP_TX'd into the void.
     assert!(d(&|s| s.xdp("pass_no_xdp_tx")) >= 1, "{ctx}");
     assert_eq!(d(&|s| s.xdp("tx_binding_ipv4")), 0, "{ctx}");
+    if in_kernel {
+        // The permissions expire (the channels, 600 s, live on): nothing passes any more,
+        // by any path.
+        let expired =
+            t_bind + Duration::from_secs(PERMISSION_LIFETIME) + Duration::from_millis(1500);
+        if let Some(d) = expired.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let b = Snapshot::of(&lab.stats(), pid);
+        nothing_passes(&flows[0], server());
+        // The status file is rewritten every 0.5 s.
+        std::thread::sleep(Duration::from_millis(1200));
+        let a = Snapshot::of(&lab.stats(), pid);
+        for path in ["xdp", "afxdp", "sockets"] {
+            for name in ["to_peer_packets", "to_client_packets"] {
+                assert_eq!(
+                    a.allocs(path, name),
+                    b.allocs(path, name),
+                    "{test}: {path} {name} after the permission expired\n{}",
+                    diag()
+                );
+            }
+        }
+    }
     let tx_report = &after.server["xdp"]["interfaces"];
     assert_eq!(
         tx_report[0]["xdp_tx"].as_bool(),

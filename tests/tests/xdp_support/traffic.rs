@@ -209,3 +209,27 @@ pub fn relay_each_way(
         );
     }
 }
+
+/// After the permission of flow `f` expired (its channel lives on): 50 datagrams each
+/// way, from the peer to the relayed address and as ChannelData from the client, and none
+/// arrives within a second.
+pub fn nothing_passes(f: &Flow, server: SocketAddr) {
+    let mut buf = [0u8; 4096];
+    for k in 0..50u8 {
+        let d = vec![k; 100];
+        f.peer.send_to(&d, f.relay).unwrap();
+        f.client
+            .sock
+            .send_to(&channel_data(f.channel, &d), server)
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        if let Ok((n, from)) = f.client.sock.recv_from(&mut buf) {
+            panic!("the client got {n} bytes from {from} after the permission expired");
+        }
+        if let Ok((n, from)) = f.peer.recv_from(&mut buf) {
+            panic!("the peer got {n} bytes from {from} after the permission expired");
+        }
+    }
+}
