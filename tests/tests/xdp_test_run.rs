@@ -1412,12 +1412,8 @@ fn in_kernel_harness(c: u32, p: u32) -> Harness {
     h.set(flags::ALL | flags::IN_KERNEL);
     h.set_iface(c, iface_flags::XDP_TX);
     h.set_iface(p, iface_flags::XDP_TX);
-    {
-        let mut devs: aya::maps::DevMapHash<&mut MapData> =
-            aya::maps::DevMapHash::try_from(h.ebpf.map_mut(map_names::DEVS).unwrap()).unwrap();
-        devs.insert(c, c, None, 0).unwrap();
-        devs.insert(p, p, None, 0).unwrap();
-    }
+    h.set_dev(c, true);
+    h.set_dev(p, true);
     let mut relays: HashMap<&mut MapData, Endpoint, RelayValue> =
         HashMap::try_from(h.ebpf.map_mut(map_names::RELAYS).unwrap()).unwrap();
     let v4 = RelayValue {
@@ -1479,7 +1475,29 @@ fn in_kernel_harness(c: u32, p: u32) -> Harness {
     h
 }
 
+/// One relayed datagram of `n` bytes of data in the expected statistics of its allocation.
+fn count_relayed(s: &mut AllocStats, to_client: bool, n: usize) {
+    if to_client {
+        s.to_client_packets += 1;
+        s.to_client_bytes += n as u64;
+    } else {
+        s.to_peer_packets += 1;
+        s.to_peer_bytes += n as u64;
+    }
+}
+
 impl Harness {
+    /// Put interface `ifindex` in XT_DEVS (a redirect target), or take it out.
+    fn set_dev(&mut self, ifindex: u32, present: bool) {
+        let mut devs: aya::maps::DevMapHash<&mut MapData> =
+            aya::maps::DevMapHash::try_from(self.ebpf.map_mut(map_names::DEVS).unwrap()).unwrap();
+        if present {
+            devs.insert(ifindex, ifindex, None, 0).unwrap();
+        } else {
+            devs.remove(ifindex).unwrap();
+        }
+    }
+
     /// The in-kernel relay's statistics of slot `slot`, summed over CPUs.
     fn alloc_stats(&self, slot: u32) -> AllocStats {
         let m: PerCpuArray<&MapData, AllocStats> =
@@ -1614,6 +1632,16 @@ fn xdp_relays_in_the_kernel() {
             dst: sa(CLIENT6),
             ..to_client4
         };
+        // Per family: IPv6?, client, server, peer, relayed address, channel, statistics
+        // slot, and the rewrites to the peer and to the client.
+        let families = [
+            (
+                false, CLIENT4, SERVER4, PEER4, RELAY4, 0x4001u16, 0usize, to_peer4, to_client4,
+            ),
+            (
+                true, CLIENT6, SERVER6, PEER6, RELAY6K, 0x4005, 1, to_peer6, to_client6,
+            ),
+        ];
 
         // Runs one relayed fixture; returns false (and records why) on a mismatch.
         let mut relayed = |h: &Harness,
@@ -1659,29 +1687,14 @@ fn xdp_relays_in_the_kernel() {
             }
             let parsed = parse_checked(&out, &desc);
             assert_eq!((parsed.src, parsed.dst), (rw.src, rw.dst), "{desc}");
-            let s = &mut want_stats[slot];
-            if channel.is_none() {
-                s.to_peer_packets += 1;
-                s.to_peer_bytes += data_len as u64;
-            } else {
-                s.to_client_packets += 1;
-                s.to_client_bytes += data_len as u64;
-            }
+            count_relayed(&mut want_stats[slot], channel.is_some(), data_len);
         };
 
         // Up to what the 1400-byte MTU of `p` takes over IPv6 (40 + 8 + 1352).
         let lengths = [
             0usize, 1, 2, 3, 4, 5, 6, 7, 8, 61, 100, 255, 1000, 1351, 1352,
         ];
-        for (v6, client, server, peer, relay, channel, slot) in [
-            (false, CLIENT4, SERVER4, PEER4, RELAY4, 0x4001u16, 0usize),
-            (true, CLIENT6, SERVER6, PEER6, RELAY6K, 0x4005, 1),
-        ] {
-            let (to_peer, to_client) = if v6 {
-                (to_peer6, to_client6)
-            } else {
-                (to_peer4, to_client4)
-            };
+        for (v6, client, server, peer, relay, channel, slot, to_peer, to_client) in families {
             let fam = if v6 { "IPv6" } else { "IPv4" };
             for &n in &lengths {
                 let app = data(n, n as u8);
@@ -1829,15 +1842,7 @@ fn xdp_relays_in_the_kernel() {
         // pseudo-header sum). Otherwise the same bytes as the forwarder's rewrite.
         h.set_iface(c, iface_flags::XDP_TX | iface_flags::GENERIC);
         h.set_iface(p, iface_flags::XDP_TX | iface_flags::GENERIC);
-        for (v6, client, server, peer, relay, channel, slot) in [
-            (false, CLIENT4, SERVER4, PEER4, RELAY4, 0x4001u16, 0usize),
-            (true, CLIENT6, SERVER6, PEER6, RELAY6K, 0x4005, 1),
-        ] {
-            let (to_peer, to_client) = if v6 {
-                (to_peer6, to_client6)
-            } else {
-                (to_peer4, to_client4)
-            };
+        for (v6, client, server, peer, relay, channel, slot, to_peer, to_client) in families {
             for n in [0usize, 1, 2, 3, 4, 5, 6, 7, 250, 1203] {
                 let app = data(n, 77);
                 for (desc, ifx, input, ch, rw, counter, payload) in [
@@ -1897,14 +1902,7 @@ fn xdp_relays_in_the_kernel() {
                         ));
                         continue;
                     }
-                    let st = &mut want_stats[slot];
-                    if ch.is_none() {
-                        st.to_peer_packets += 1;
-                        st.to_peer_bytes += n as u64;
-                    } else {
-                        st.to_client_packets += 1;
-                        st.to_client_bytes += n as u64;
-                    }
+                    count_relayed(&mut want_stats[slot], ch.is_some(), n);
                 }
             }
         }
@@ -2023,11 +2021,7 @@ fn xdp_relays_in_the_kernel() {
             Counter::PassNoXskChannel,
         );
         h.set_iface(p, iface_flags::XDP_TX);
-        {
-            let mut devs: aya::maps::DevMapHash<&mut MapData> =
-                aya::maps::DevMapHash::try_from(h.ebpf.map_mut(map_names::DEVS).unwrap()).unwrap();
-            devs.remove(p).unwrap();
-        }
+        h.set_dev(p, false);
         not_relayed(
             &h,
             "egress not in XT_DEVS",
@@ -2057,20 +2051,8 @@ fn xdp_relays_in_the_kernel() {
         // wrong (its receiver drops it), and otherwise as the forwarder relays the right
         // one.
         h.set(flags::ALL | flags::IN_KERNEL);
-        {
-            let mut devs: aya::maps::DevMapHash<&mut MapData> =
-                aya::maps::DevMapHash::try_from(h.ebpf.map_mut(map_names::DEVS).unwrap()).unwrap();
-            devs.insert(p, p, None, 0).unwrap();
-        }
-        for (v6, client, server, peer, relay, channel, slot) in [
-            (false, CLIENT4, SERVER4, PEER4, RELAY4, 0x4001u16, 0usize),
-            (true, CLIENT6, SERVER6, PEER6, RELAY6K, 0x4005, 1),
-        ] {
-            let (to_peer, to_client) = if v6 {
-                (to_peer6, to_client6)
-            } else {
-                (to_peer4, to_client4)
-            };
+        h.set_dev(p, true);
+        for (v6, client, server, peer, relay, channel, slot, to_peer, to_client) in families {
             for n in [0usize, 1, 100, 1001] {
                 let app = data(n, 7);
                 for (dir, ifx, spec, payload, ch, rw, counter) in [
@@ -2114,14 +2096,7 @@ fn xdp_relays_in_the_kernel() {
                     let mut fixed = out.clone();
                     fixed[field..field + 2].copy_from_slice(&right[field..field + 2]);
                     assert_eq!(hex(&fixed), hex(&right), "{desc}: all but the checksum");
-                    let s = &mut want_stats[slot];
-                    if ch.is_none() {
-                        s.to_peer_packets += 1;
-                        s.to_peer_bytes += n as u64;
-                    } else {
-                        s.to_client_packets += 1;
-                        s.to_client_bytes += n as u64;
-                    }
+                    count_relayed(&mut want_stats[slot], ch.is_some(), n);
                 }
             }
         }
