@@ -77,6 +77,11 @@ struct Lab {
 }
 
 impl Lab {
+    /// The client's, the relay's and the peer's namespace.
+    fn namespaces(&self) -> [&str; 3] {
+        [&self.ns_c, &self.ns_r, &self.ns_p]
+    }
+
     fn new(queues: u32, mtu: u32) -> Lab {
         let tag = unique_tag();
         let guards = [
@@ -394,7 +399,15 @@ fn relay_through_afxdp(run: Run) {
 
     // 100,000 each way, both directions at once, checked on arrival.
     let diag = || format!("{:#}\n{}", settled_stats(&bin, &lab), xturn.output());
-    relay_each_way(&flows, datagrams, run.rate, server, run.data(), &diag);
+    relay_each_way(
+        &flows,
+        datagrams,
+        run.rate,
+        server,
+        run.data(),
+        &lab.namespaces(),
+        &diag,
+    );
     let sent_by = t_bind.elapsed();
     assert!(
         !run.expiry || sent_by < Duration::from_secs(PERMISSION_LIFETIME),
@@ -730,6 +743,7 @@ fn afxdp_drain_keeps_relaying_and_exits_with_the_last_allocation() {
         run.rate,
         net.server,
         run.data(),
+        &lab.namespaces(),
         &diag,
     );
     let v = settled_stats(&bin, &lab);
@@ -905,6 +919,7 @@ fn relays_through_afxdp_under(wrapper: &[String], metrics_port: u16) {
         run.rate,
         net.server,
         run.data(),
+        &lab.namespaces(),
         &diag,
     );
     let want: Vec<u64> = before
@@ -1045,6 +1060,7 @@ fn xturn_kill_stops_an_allocation_relaying_through_afxdp() {
         run.rate,
         net.server,
         run.data(),
+        &lab.namespaces(),
         &diag,
     );
     let admin = |args: &[&str]| {
@@ -1120,6 +1136,7 @@ fn xturn_kill_stops_an_allocation_relaying_through_afxdp() {
         run.rate,
         net.server,
         run.data(),
+        &lab.namespaces(),
         &diag,
     );
     let (s2, _) = fast_path_counters(&settled_stats(&bin, &lab), pid, false);

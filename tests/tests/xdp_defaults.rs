@@ -68,6 +68,11 @@ struct Lab {
 }
 
 impl Lab {
+    /// The client's, the relay's and the peer's namespace.
+    fn namespaces(&self) -> [&str; 3] {
+        [&self.ns_c, &self.ns_r, &self.ns_p]
+    }
+
     /// The topology with veth defaults: no ethtool, no XDP program on any far end.
     fn new(topo: Topo) -> Lab {
         Lab::with_queues(topo, 1)
@@ -418,7 +423,7 @@ fn relay_untuned(topo: Topo, generic: bool, in_kernel: bool) {
     let flows = flows(&lab);
     let before = Snapshot::of(&lab.stats(), pid);
     let diag = || format!("{:#}\n{}", lab.stats(), xturn.output());
-    relay_each_way(&flows, run, rate, server(), data, &diag);
+    relay_each_way(&flows, run, rate, server(), data, &lab.namespaces(), &diag);
     let sent_by = t_bind.elapsed();
     assert!(
         !in_kernel || sent_by < Duration::from_secs(PERMISSION_LIFETIME),
@@ -590,7 +595,7 @@ fn full_permission_map_degrades_to_the_socket_path() {
     let before = Snapshot::of(&lab.stats(), pid);
     let n = 4_000;
     let diag = || format!("{:#}\n{}", lab.stats(), xturn.output());
-    relay_each_way(&flows, n, RATE, server(), data, &diag);
+    relay_each_way(&flows, n, RATE, server(), data, &lab.namespaces(), &diag);
     let v = lab.stats();
     let after = Snapshot::of(&v, pid);
     let d = |f: &dyn Fn(&Snapshot) -> u64| f(&after) - f(&before);
@@ -675,7 +680,15 @@ fn forwarder_fault(fault: &str, after: u64, reason: &str) {
         "{t0:#}"
     );
     let diag = || format!("{:#}\n{}", lab.stats(), xturn.output());
-    relay_each_way(&flows, 2_000, 2_000, server(), data, &diag);
+    relay_each_way(
+        &flows,
+        2_000,
+        2_000,
+        server(),
+        data,
+        &lab.namespaces(),
+        &diag,
+    );
     let after_run = Snapshot::of(&lab.stats(), pid);
     let d = |f: &dyn Fn(&Snapshot) -> u64| f(&after_run) - f(&before);
     assert_eq!(d(&|s| s.allocs("sockets", "to_peer_packets")), 2_000);

@@ -114,15 +114,18 @@ pub fn seq_of(d: &[u8], count: u64, data: fn(u64, u64) -> Vec<u8>) -> Result<u64
 /// once: datagram `n` (0..count to the peers, count..2*count to the clients) carries
 /// `data(n, count)` on flow `n % flows.len()`. Asserts that every one arrived exactly
 /// once, byte-exact, from the relayed address (at the peer) or as ChannelData on the
-/// flow's channel from `server` (at the client); `diag` is added to a failure.
+/// flow's channel from `server` (at the client). A failure shows the kernel drop counters
+/// of `namespaces` that moved during the run ([`KernelDrops`]), then `diag`.
 pub fn relay_each_way(
     flows: &[Flow],
     count: u64,
     rate: u64,
     server: SocketAddr,
     data: fn(u64, u64) -> Vec<u8>,
+    namespaces: &[&str],
     diag: &dyn Fn() -> String,
 ) {
+    let drops = KernelDrops::of(namespaces);
     let deadline = Instant::now() + Duration::from_secs(60);
     let stop = Arc::new(AtomicBool::new(false));
     let n_flows = flows.len() as u64;
@@ -202,9 +205,10 @@ pub fn relay_each_way(
         let dups = got.iter().filter(|&&c| c > 1).count();
         assert!(
             bad.is_empty() && missing.is_empty() && dups == 0,
-            "at the {what}: {} missing (first {:?}), {dups} duplicated, wrong: {bad:?}\n{}",
+            "at the {what}: {} missing (first {:?}), {dups} duplicated, wrong: {bad:?}\n{}\n{}",
             missing.len(),
             &missing[..missing.len().min(10)],
+            drops.moved(),
             diag()
         );
     }
@@ -232,4 +236,92 @@ pub fn nothing_passes(f: &Flow, server: SocketAddr) {
             panic!("the peer got {n} bytes from {from} after the permission expired");
         }
     }
+}
+
+/// The kernel's drop and error counters of some namespaces (every interface's dropped and
+/// errors, the IP/UDP MIB counters that count a discarded datagram) and of every CPU's
+/// backlog, so that a datagram missing after a run can be placed: lost in a queue or
+/// stack outside the relay, or not sent on by the relay at all.
+pub struct KernelDrops {
+    namespaces: Vec<String>,
+    before: std::collections::BTreeMap<String, u64>,
+}
+
+impl KernelDrops {
+    /// A snapshot of the counters of `namespaces` now.
+    pub fn of(namespaces: &[&str]) -> KernelDrops {
+        let namespaces: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
+        let before = drop_counters(&namespaces);
+        KernelDrops { namespaces, before }
+    }
+
+    /// The counters that moved since the snapshot, one `name +delta` per line.
+    pub fn moved(&self) -> String {
+        let now = drop_counters(&self.namespaces);
+        let moved: Vec<String> = now
+            .iter()
+            .filter_map(|(k, &v)| {
+                let d = v.saturating_sub(self.before.get(k).copied().unwrap_or(0));
+                (d > 0).then(|| format!("  {k} +{d}"))
+            })
+            .collect();
+        if moved.is_empty() {
+            "kernel drop counters: none moved".to_string()
+        } else {
+            format!("kernel drop counters that moved:\n{}", moved.join("\n"))
+        }
+    }
+}
+
+fn drop_counters(namespaces: &[String]) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+    for (cpu, line) in softnet.lines().enumerate() {
+        // The second column: frames dropped because the CPU's backlog was full.
+        if let Some(v) = line.split_whitespace().nth(1) {
+            let v = u64::from_str_radix(v, 16).unwrap_or(0);
+            out.insert(format!("cpu{cpu}/backlog_dropped"), v);
+        }
+    }
+    for ns in namespaces {
+        let links = std::process::Command::new("ip")
+            .args(["-n", ns, "-j", "-s", "link", "show"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let links: serde_json::Value = serde_json::from_slice(&links).unwrap_or_default();
+        for l in links.as_array().into_iter().flatten() {
+            let name = l["ifname"].as_str().unwrap_or("?");
+            for dir in ["rx", "tx"] {
+                for what in ["dropped", "errors"] {
+                    if let Some(v) = l["stats64"][dir][what].as_u64() {
+                        out.insert(format!("{ns}/{name}/{dir}_{what}"), v);
+                    }
+                }
+            }
+        }
+        // nstat: -a absolute values, -s without touching its history file, -z zeros too.
+        let mib = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "nstat", "-asz"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for line in mib.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(name), Some(v)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let dropping = [
+                "Err", "Discard", "Drop", "NoPorts", "NoRoutes", "Csum", "Fail",
+            ]
+            .iter()
+            .any(|s| name.contains(s));
+            if dropping && (name.starts_with("Ip") || name.starts_with("Udp")) {
+                if let Ok(v) = v.parse::<u64>() {
+                    out.insert(format!("{ns}/{name}"), v);
+                }
+            }
+        }
+    }
+    out
 }
