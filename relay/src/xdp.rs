@@ -279,6 +279,7 @@ impl XdpPath {
                 stats_slots: mirror::StatsSlots::new(sizes.allocations),
                 hops: mirror::HopSlots::new(capacity::HOPS),
                 degraded: Default::default(),
+                copies: Default::default(),
                 stats: MirrorStats::default(),
             },
             sizes,
@@ -561,7 +562,57 @@ mod mirror {
         /// Allocations some permission of which is not in the map: their entries carry
         /// `PASS_UNPERMITTED` (kept across refreshes) until they are removed.
         pub degraded: std::collections::HashSet<Endpoint>,
+        pub copies: ChannelCopies,
         pub stats: MirrorStats,
+    }
+
+    /// What the channel entries carry of their allocation and their peer's permission
+    /// (see `ChannelValue`): the allocations' expiries and statistics slots as in
+    /// XT_RELAYS, the permissions' expiries as in XT_PERMS, and every channel in
+    /// XT_CHANNELS by relay port, so that a change to an allocation or a permission
+    /// rewrites the copies of exactly the channels it concerns. It mirrors the maps, so
+    /// the control plane's quotas bound it.
+    #[derive(Default)]
+    pub struct ChannelCopies {
+        relays: std::collections::HashMap<Endpoint, (u64, u32)>,
+        permissions: std::collections::HashMap<PermissionKey, u64>,
+        channels:
+            std::collections::HashMap<[u8; 2], std::collections::HashMap<ChannelKey, ChannelValue>>,
+    }
+
+    impl ChannelCopies {
+        /// `v` with the copies of its allocation and its peer's permission as they are in
+        /// the maps now (expiry 0 for what is not there).
+        fn fill(&self, mut v: ChannelValue) -> ChannelValue {
+            let relay = Endpoint {
+                ip: v.relay_ip,
+                port: v.relay_port,
+                _pad: [0; 2],
+            };
+            let (expires_ns, slot) = self
+                .relays
+                .get(&relay)
+                .copied()
+                .unwrap_or((0, NO_STATS_SLOT));
+            v.relay_expires_ns = expires_ns;
+            v.stats_slot = slot;
+            let permission = PermissionKey {
+                peer_ip: v.peer_ip,
+                relay_port: v.relay_port,
+                _pad: [0; 2],
+            };
+            v.permission_expires_ns = self.permissions.get(&permission).copied().unwrap_or(0);
+            v
+        }
+
+        fn forget(&mut self, key: &ChannelKey, relay_port: [u8; 2]) {
+            if let Some(m) = self.channels.get_mut(&relay_port) {
+                m.remove(key);
+                if m.is_empty() {
+                    self.channels.remove(&relay_port);
+                }
+            }
+        }
     }
 
     /// Data-plane outputs the maps could not take (full, or another error): that traffic
@@ -866,16 +917,25 @@ mod mirror {
                         self.hops.remove_relay(&key);
                         self.release_stats_slot(&key);
                         let _ = self.relays.remove(&key);
+                        self.copies.relays.remove(&key);
+                        let _ = self.rewrite_copies(key.port, |v| v.relay_ip == key.ip);
                         return Err(anyhow::Error::from(e)
                             .context(format!("allocation {} not in XT_RELAYS", relay.0)));
                     }
+                    self.copies
+                        .relays
+                        .insert(key, (value.expires_ns, value.stats_slot));
+                    self.rewrite_copies(key.port, |v| v.relay_ip == key.ip)?;
                 }
                 Change::RemoveAllocation { relay, .. } => {
                     let key = endpoint(relay.0);
                     self.hops.remove_relay(&key);
                     self.release_stats_slot(&key);
                     self.degraded.remove(&key);
-                    removed(self.relays.remove(&key))?
+                    self.copies.relays.remove(&key);
+                    let copies = self.rewrite_copies(key.port, |v| v.relay_ip == key.ip);
+                    removed(self.relays.remove(&key))?;
+                    copies?
                 }
                 Change::InstallPermission {
                     relay,
@@ -883,10 +943,13 @@ mod mirror {
                     expires,
                 } => {
                     let key = permission_key(*relay, *peer);
-                    if let Err(e) = self.permissions.insert(key, expiry(*expires), 0) {
+                    let value = expiry(*expires);
+                    if let Err(e) = self.permissions.insert(key, value, 0) {
                         self.stats.permissions_not_mirrored += 1;
                         // An entry left from before would expire too early.
                         let _ = self.permissions.remove(&key);
+                        self.copies.permissions.remove(&key);
+                        let _ = self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip);
                         self.degrade(endpoint(relay.0));
                         return Err(anyhow::Error::from(e).context(format!(
                             "permission of {} for {peer} not in XT_PERMS: peer data to that \
@@ -895,9 +958,15 @@ mod mirror {
                             relay.0
                         )));
                     }
+                    self.copies.permissions.insert(key, value.expires_ns);
+                    self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip)?;
                 }
                 Change::RemovePermission { relay, peer } => {
-                    removed(self.permissions.remove(&permission_key(*relay, *peer)))?
+                    let key = permission_key(*relay, *peer);
+                    self.copies.permissions.remove(&key);
+                    let copies = self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip);
+                    removed(self.permissions.remove(&key))?;
+                    copies?
                 }
                 Change::InstallChannel {
                     five_tuple,
@@ -919,19 +988,20 @@ mod mirror {
                             dst_port: peer_port,
                         },
                     );
-                    let value = ChannelValue {
+                    let value = self.copies.fill(ChannelValue {
                         peer_ip,
                         relay_ip,
                         peer_port,
                         relay_port,
-                        _pad: [0; 4],
                         expires_ns: expiry(*expires).expires_ns,
                         hop,
-                    };
+                        ..Default::default()
+                    });
                     if let Err(e) = self.channels.insert(key, value, 0) {
                         self.stats.channels_not_mirrored += 1;
                         self.hops.remove_channel(&key);
                         let _ = self.channels.remove(&key);
+                        self.copies.forget(&key, relay_port);
                         let _ = self.peer_channels.remove(&peer_channel_key(*relay, *peer));
                         return Err(anyhow::Error::from(e).context(format!(
                             "channel {:#06x} of {} not in XT_CHANNELS",
@@ -939,6 +1009,11 @@ mod mirror {
                             five_tuple.client.0
                         )));
                     }
+                    self.copies
+                        .channels
+                        .entry(relay_port)
+                        .or_default()
+                        .insert(key, value);
                     let pc = PeerChannel {
                         expires_ns: value.expires_ns,
                         channel: channel.get().to_be_bytes(),
@@ -965,6 +1040,7 @@ mod mirror {
                 } => {
                     let key = channel_key(five_tuple, *channel);
                     self.hops.remove_channel(&key);
+                    self.copies.forget(&key, relay.0.port().to_be_bytes());
                     let peer_removed =
                         removed(self.peer_channels.remove(&peer_channel_key(*relay, *peer)));
                     removed(self.channels.remove(&key))?;
@@ -1037,6 +1113,49 @@ mod mirror {
             report
         }
 
+        /// Bring the copies in the entries of the channels on relay port `port` that
+        /// `which` selects up to date with [`ChannelCopies`]. An entry that cannot be
+        /// rewritten is removed, with the first error returned: a stale copy could outlive
+        /// what it copies, while without its entry the channel's data takes the socket
+        /// path.
+        fn rewrite_copies(
+            &mut self,
+            port: [u8; 2],
+            which: impl Fn(&ChannelValue) -> bool,
+        ) -> Result<()> {
+            let Some(channels) = self.copies.channels.get(&port) else {
+                return Ok(());
+            };
+            let changed: Vec<(ChannelKey, ChannelValue)> = channels
+                .iter()
+                .filter(|(_, v)| which(v))
+                .map(|(k, v)| (*k, self.copies.fill(*v)))
+                .filter(|(k, v)| channels.get(k) != Some(v))
+                .collect();
+            let mut first_error = None;
+            for (key, value) in changed {
+                match self.channels.insert(key, value, 0) {
+                    Ok(()) => {
+                        if let Some(m) = self.copies.channels.get_mut(&port) {
+                            m.insert(key, value);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = self.channels.remove(&key);
+                        self.hops.remove_channel(&key);
+                        self.copies.forget(&key, port);
+                        first_error.get_or_insert(anyhow::Error::from(e).context(format!(
+                            "channel {:#06x} on relay port {} not rewritten in XT_CHANNELS: \
+                             its data now takes the socket path",
+                            u16::from_be_bytes(key.channel),
+                            u16::from_be_bytes(port)
+                        )));
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        }
+
         /// Mark the allocation on `relay` as having permissions outside the map. An
         /// allocation not in the map needs nothing: its peer data is passed anyway.
         fn degrade(&mut self, relay: Endpoint) {
@@ -1049,6 +1168,8 @@ mod mirror {
                         // it the program passes all of it.
                         let _ = self.relays.remove(&relay);
                         self.hops.remove_relay(&relay);
+                        self.copies.relays.remove(&relay);
+                        let _ = self.rewrite_copies(relay.port, |c| c.relay_ip == relay.ip);
                     }
                 }
             }
@@ -1079,6 +1200,7 @@ mod tests {
     use aya::TestRunOptions;
     use std::time::{Duration, Instant};
     use xturn_control::{ChannelNumber, ClientAddr, FiveTuple, PeerAddr, RelayAddr};
+    use xturn_xdp_common::NO_STATS_SLOT;
 
     const XDP_DROP: u32 = 1;
     const XDP_PASS: u32 = 2;
@@ -1201,6 +1323,134 @@ mod tests {
     /// whose permission did not fit passes what it has no map permission for, also after a
     /// refresh of the allocation, while its mirrored permissions are still steered; full
     /// channel and allocation maps leave their traffic unsteered (passed).
+    /// The copies a channel entry carries of its allocation (expiry, statistics slot) and
+    /// of its peer's permission follow every change to either, and only for the channels
+    /// they concern.
+    #[test]
+    fn channel_entries_carry_their_allocation_and_permission() {
+        if !is_root() {
+            return;
+        }
+        let mut x = XdpPath::load().unwrap();
+        let t = Instant::now() + Duration::from_secs(60);
+        // An expiry in the map, against the instant it was made from (the conversion to
+        // CLOCK_MONOTONIC reads two clocks: within a millisecond); None: 0.
+        let ns = |t: Instant| Some(t);
+        let same = |got: (u64, u64, u32), want: (Option<Instant>, Option<Instant>, u32)| {
+            let close = |g: u64, w: Option<Instant>| match w {
+                None => g == 0,
+                Some(w) => instant_to_monotonic_ns(w).abs_diff(g) < 1_000_000,
+            };
+            assert!(
+                close(got.0, want.0) && close(got.1, want.1) && got.2 == want.2,
+                "{got:?} vs {want:?}"
+            );
+        };
+        let client = |port: u16| {
+            FiveTuple::udp(
+                ClientAddr(sa(&format!("192.0.2.2:{port}"))),
+                sa("192.0.2.1:3478"),
+            )
+        };
+        let (a, b) = (
+            RelayAddr(sa("198.51.100.1:50000")),
+            RelayAddr(sa("198.51.100.1:50002")),
+        );
+        let (p1, p2, p3) = (
+            sa("198.51.100.2:6000"),
+            sa("198.51.100.3:6000"),
+            sa("198.51.100.4:6000"),
+        );
+        let alloc = |x: &mut XdpPath, relay, port, expires| {
+            x.apply(&Change::InstallAllocation {
+                five_tuple: client(port),
+                relay,
+                expires,
+                user: 0,
+            })
+            .unwrap()
+        };
+        let permit = |x: &mut XdpPath, relay, peer: SocketAddr, expires| {
+            x.apply(&Change::InstallPermission {
+                relay,
+                peer: peer.ip(),
+                expires,
+            })
+            .unwrap()
+        };
+        let bind = |x: &mut XdpPath, relay, port, n, peer| {
+            x.apply(&Change::InstallChannel {
+                five_tuple: client(port),
+                relay,
+                channel: ChannelNumber::new(n).unwrap(),
+                peer: PeerAddr(peer),
+                expires: t,
+            })
+            .unwrap()
+        };
+        let key =
+            |port: u16, n: u16| mirror::channel_key(&client(port), ChannelNumber::new(n).unwrap());
+        // (allocation expiry, permission expiry, statistics slot) in the map.
+        let copies = |x: &XdpPath, port: u16, n: u16| {
+            let v = x.data_plane.channels.get(&key(port, n), 0).unwrap();
+            (v.relay_expires_ns, v.permission_expires_ns, v.stats_slot)
+        };
+        alloc(&mut x, a, 40000, t);
+        alloc(&mut x, b, 40001, t);
+        permit(&mut x, a, p1, t);
+        permit(&mut x, a, p2, t);
+        permit(&mut x, b, p1, t);
+        bind(&mut x, a, 40000, 0x4001, p1);
+        bind(&mut x, a, 40000, 0x4002, p2);
+        bind(&mut x, b, 40001, 0x4001, p1);
+        // A channel bound before its peer's permission is installed.
+        bind(&mut x, a, 40000, 0x4003, p3);
+        let (_, _, slot_a) = copies(&x, 40000, 0x4001);
+        let (_, _, slot_b) = copies(&x, 40001, 0x4001);
+        assert!(slot_a != NO_STATS_SLOT && slot_b != NO_STATS_SLOT && slot_a != slot_b);
+        same(copies(&x, 40000, 0x4001), (ns(t), ns(t), slot_a));
+        same(copies(&x, 40000, 0x4003), (ns(t), None, slot_a));
+
+        // A refresh of allocation a: its channels only.
+        let t2 = t + Duration::from_secs(5);
+        alloc(&mut x, a, 40000, t2);
+        same(copies(&x, 40000, 0x4001), (ns(t2), ns(t), slot_a));
+        same(copies(&x, 40000, 0x4002), (ns(t2), ns(t), slot_a));
+        same(copies(&x, 40001, 0x4001), (ns(t), ns(t), slot_b));
+        // A refreshed permission: the channels of that allocation to that peer only.
+        let t3 = t + Duration::from_secs(7);
+        permit(&mut x, a, p1, t3);
+        same(copies(&x, 40000, 0x4001), (ns(t2), ns(t3), slot_a));
+        same(copies(&x, 40000, 0x4002), (ns(t2), ns(t), slot_a));
+        same(copies(&x, 40001, 0x4001), (ns(t), ns(t), slot_b));
+        permit(&mut x, a, p3, t3);
+        same(copies(&x, 40000, 0x4003), (ns(t2), ns(t3), slot_a));
+        // A removed permission, then a removed allocation: expiry 0 in their copies.
+        x.apply(&Change::RemovePermission {
+            relay: a,
+            peer: p2.ip(),
+        })
+        .unwrap();
+        same(copies(&x, 40000, 0x4002), (ns(t2), None, slot_a));
+        x.apply(&Change::RemoveAllocation {
+            five_tuple: client(40000),
+            relay: a,
+        })
+        .unwrap();
+        same(copies(&x, 40000, 0x4001), (None, ns(t3), NO_STATS_SLOT));
+        same(copies(&x, 40001, 0x4001), (ns(t), ns(t), slot_b));
+        // A removed channel is forgotten: a later change does not put it back.
+        x.apply(&Change::RemoveChannel {
+            five_tuple: client(40001),
+            channel: ChannelNumber::new(0x4001).unwrap(),
+            relay: b,
+            peer: PeerAddr(p1),
+        })
+        .unwrap();
+        alloc(&mut x, b, 40001, t2);
+        assert!(x.data_plane.channels.get(&key(40001, 0x4001), 0).is_err());
+    }
+
     #[test]
     fn full_maps_pass_instead_of_dropping() {
         if !is_root() {

@@ -333,7 +333,11 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 relay_port,
                 _pad,
                 expires_ns,
-                hop
+                hop,
+                relay_expires_ns,
+                permission_expires_ns,
+                stats_slot,
+                _pad2
             }),
             capacity::CHANNELS,
         ),

@@ -136,12 +136,14 @@ impl Harness {
         for (ch, peer, exp) in [
             (0x4001u16, PEER4, LIVE),
             (0x4002, PEER4, EXPIRED),
-            // Live channel whose peer's permission has expired.
+            // Live channel whose peer's permission has expired (as its copy says).
             (0x4003, OTHER_PEER4, LIVE),
         ] {
-            chans
-                .insert(channel_key(ch), channel_value(peer, exp, u32::from(ch)), 0)
-                .unwrap();
+            let mut v = channel_value(peer, exp, u32::from(ch));
+            if ch == 0x4003 {
+                v.permission_expires_ns = EXPIRED;
+            }
+            chans.insert(channel_key(ch), v, 0).unwrap();
         }
         // Live channel of the IPv4 client's IPv6 allocation.
         let mut v6 = channel_value(PEER6, LIVE, 0x4004);
@@ -273,7 +275,8 @@ fn channel_key(ch: u16) -> ChannelKey {
     }
 }
 
-/// `slot`: its next-hop cache slot (and id `slot + 1000`).
+/// `slot`: its next-hop cache slot (and id `slot + 1000`). Its copies of the allocation
+/// and the permission: both live, statistics slot 0 (RELAY4's in [`in_kernel_harness`]).
 fn channel_value(peer: &str, expires_ns: u64, slot: u32) -> ChannelValue {
     let (p, r) = (sa(peer), sa(RELAY4));
     ChannelValue {
@@ -284,6 +287,10 @@ fn channel_value(peer: &str, expires_ns: u64, slot: u32) -> ChannelValue {
         _pad: [0; 4],
         expires_ns,
         hop: hop_ref(slot),
+        relay_expires_ns: LIVE,
+        permission_expires_ns: LIVE,
+        stats_slot: 0,
+        _pad2: 0,
     }
 }
 
@@ -1452,11 +1459,18 @@ fn in_kernel_harness(c: u32, p: u32) -> Harness {
     let mut ch6 = channel_value(PEER6, LIVE, 21);
     ch6.relay_ip = key_ip(sa(RELAY6K));
     ch6.relay_port = sa(RELAY6K).port().to_be_bytes();
+    ch6.stats_slot = 1;
     chans.insert(key6, ch6, 0).unwrap();
-    // A live channel of the expired allocation (its permission is live).
+    // A live channel of the expired allocation (its permission is live), as its copy
+    // says.
     let mut exp = channel_value(PEER4, LIVE, 22);
     exp.relay_port = sa(EXPIRED_RELAY4).port().to_be_bytes();
+    exp.relay_expires_ns = EXPIRED;
     chans.insert(channel_key(0x4006), exp, 0).unwrap();
+    // A live channel to the reachable peer whose copy of the permission has expired.
+    let mut unpermitted = channel_value(PEER4, LIVE, 23);
+    unpermitted.permission_expires_ns = EXPIRED;
+    chans.insert(channel_key(0x4008), unpermitted, 0).unwrap();
     let mut pch: HashMap<&mut MapData, PeerChannelKey, PeerChannel> =
         HashMap::try_from(h.ebpf.map_mut(map_names::PEER_CHANNELS).unwrap()).unwrap();
     for (peer, relay, ch, exp) in [
@@ -1939,7 +1953,7 @@ fn xdp_relays_in_the_kernel() {
             &h,
             "channel whose permission expired",
             c,
-            cd4(0x4003, from_client()),
+            cd4(0x4008, from_client()),
             XDP_PASS,
             Counter::PassNoXskChannel,
         );

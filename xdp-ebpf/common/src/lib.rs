@@ -384,7 +384,12 @@ pub struct ChannelKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of [`map_names::CHANNELS`]: where the channel leads and until when.
+/// Value of [`map_names::CHANNELS`]: where the channel leads and until when, and copies
+/// of what the in-kernel relay needs of its allocation and of its peer's permission, so
+/// that a ChannelData frame costs one hash look-up, not three (each one cache lines no
+/// other frame warmed). User space rewrites the copies of every channel of an allocation
+/// when [`map_names::RELAYS`] or [`map_names::PERMISSIONS`] change for it; an entry
+/// that is absent there has expiry 0 here.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelValue {
@@ -396,6 +401,13 @@ pub struct ChannelValue {
     pub expires_ns: u64,
     /// Where the next hop to the peer is cached ([`HopRef`]).
     pub hop: HopRef,
+    /// The allocation's `expires_ns` in [`map_names::RELAYS`] (0: not there).
+    pub relay_expires_ns: u64,
+    /// The expiry of the peer's permission in [`map_names::PERMISSIONS`] (0: not there).
+    pub permission_expires_ns: u64,
+    /// The allocation's [`RelayValue::stats_slot`] ([`NO_STATS_SLOT`]: none).
+    pub stats_slot: u32,
+    pub _pad2: u32,
 }
 
 /// A steered flow direction's place in the next-hop cache [`map_names::HOPS`]: the slot,
@@ -687,7 +699,7 @@ const _: () = {
     assert!(core::mem::size_of::<ListenValue>() == 4);
     assert!(core::mem::size_of::<Expiry>() == 8);
     assert!(core::mem::size_of::<ChannelKey>() == 40);
-    assert!(core::mem::size_of::<ChannelValue>() == 56);
+    assert!(core::mem::size_of::<ChannelValue>() == 80);
     assert!(core::mem::size_of::<PermissionKey>() == 20);
     assert!(core::mem::size_of::<XskMeta>() == 24);
     assert!(core::mem::size_of::<ListenPort>() == 24);

@@ -1234,19 +1234,12 @@ fn relay_channel_data(
     if data_len > MAX_RELAY_PAYLOAD {
         return NOT_RELAYED;
     }
-    let relay = Endpoint {
-        ip: ch.relay_ip,
-        port: ch.relay_port,
-        _pad: [0; 2],
-    };
-    // SAFETY: the value is read at once; the map holds plain data.
-    let Some(alloc) = (unsafe { XT_RELAYS.get(&relay) }) else {
-        return NOT_RELAYED;
-    };
-    if now >= alloc.expires_ns || !permitted(ch.relay_port, ch.peer_ip, now) {
+    // The allocation's and the permission's expiries and the statistics slot, as user
+    // space copied them from XT_RELAYS and XT_PERMS into the channel's entry.
+    if now >= ch.relay_expires_ns || now >= ch.permission_expires_ns {
         return NOT_RELAYED;
     }
-    let Some(stats) = XT_ASTATS.get_ptr_mut(alloc.stats_slot) else {
+    let Some(stats) = XT_ASTATS.get_ptr_mut(ch.stats_slot) else {
         return NOT_RELAYED;
     };
     let padding = d.payload_len - CHANNEL_DATA_HEADER_LEN - data_len;
