@@ -917,23 +917,18 @@ mod mirror {
                         self.hops.remove_relay(&key);
                         self.release_stats_slot(&key);
                         let _ = self.relays.remove(&key);
-                        self.copies.relays.remove(&key);
-                        let _ = self.rewrite_copies(key.port, |v| v.relay_ip == key.ip);
+                        let _ = self.copy_relay(key, None);
                         return Err(anyhow::Error::from(e)
                             .context(format!("allocation {} not in XT_RELAYS", relay.0)));
                     }
-                    self.copies
-                        .relays
-                        .insert(key, (value.expires_ns, value.stats_slot));
-                    self.rewrite_copies(key.port, |v| v.relay_ip == key.ip)?;
+                    self.copy_relay(key, Some((value.expires_ns, value.stats_slot)))?;
                 }
                 Change::RemoveAllocation { relay, .. } => {
                     let key = endpoint(relay.0);
                     self.hops.remove_relay(&key);
                     self.release_stats_slot(&key);
                     self.degraded.remove(&key);
-                    self.copies.relays.remove(&key);
-                    let copies = self.rewrite_copies(key.port, |v| v.relay_ip == key.ip);
+                    let copies = self.copy_relay(key, None);
                     removed(self.relays.remove(&key))?;
                     copies?
                 }
@@ -948,8 +943,7 @@ mod mirror {
                         self.stats.permissions_not_mirrored += 1;
                         // An entry left from before would expire too early.
                         let _ = self.permissions.remove(&key);
-                        self.copies.permissions.remove(&key);
-                        let _ = self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip);
+                        let _ = self.copy_permission(key, None);
                         self.degrade(endpoint(relay.0));
                         return Err(anyhow::Error::from(e).context(format!(
                             "permission of {} for {peer} not in XT_PERMS: peer data to that \
@@ -958,13 +952,11 @@ mod mirror {
                             relay.0
                         )));
                     }
-                    self.copies.permissions.insert(key, value.expires_ns);
-                    self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip)?;
+                    self.copy_permission(key, Some(value.expires_ns))?;
                 }
                 Change::RemovePermission { relay, peer } => {
                     let key = permission_key(*relay, *peer);
-                    self.copies.permissions.remove(&key);
-                    let copies = self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip);
+                    let copies = self.copy_permission(key, None);
                     removed(self.permissions.remove(&key))?;
                     copies?
                 }
@@ -1113,6 +1105,25 @@ mod mirror {
             report
         }
 
+        /// Record what XT_RELAYS now holds for the allocation on `key` (its expiry and
+        /// statistics slot; None: nothing) and rewrite its channels' copies.
+        fn copy_relay(&mut self, key: Endpoint, entry: Option<(u64, u32)>) -> Result<()> {
+            match entry {
+                Some(e) => self.copies.relays.insert(key, e),
+                None => self.copies.relays.remove(&key),
+            };
+            self.rewrite_copies(key.port, |v| v.relay_ip == key.ip)
+        }
+
+        /// The same for the permission `key` in XT_PERMS (its expiry; None: nothing).
+        fn copy_permission(&mut self, key: PermissionKey, expires_ns: Option<u64>) -> Result<()> {
+            match expires_ns {
+                Some(e) => self.copies.permissions.insert(key, e),
+                None => self.copies.permissions.remove(&key),
+            };
+            self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip)
+        }
+
         /// Bring the copies in the entries of the channels on relay port `port` that
         /// `which` selects up to date with [`ChannelCopies`]. An entry that cannot be
         /// rewritten is removed, with the first error returned: a stale copy could outlive
@@ -1168,8 +1179,7 @@ mod mirror {
                         // it the program passes all of it.
                         let _ = self.relays.remove(&relay);
                         self.hops.remove_relay(&relay);
-                        self.copies.relays.remove(&relay);
-                        let _ = self.rewrite_copies(relay.port, |c| c.relay_ip == relay.ip);
+                        let _ = self.copy_relay(relay, None);
                     }
                 }
             }
