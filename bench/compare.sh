@@ -608,9 +608,14 @@ sed 's/^/    /' "$TMP/xsk-reflect.out" >&2
 SCALE_ALLOCS=${SCALE_ALLOCS:-16 1000 10000}
 SCALE_ARGS=(--iface "${P}ca" --dst-mac "$RC_MAC" --size "$SIZE" --relay-iface "${P}rc" --pump "${P}g0:${P}g1" --user bench:bench
     --peer 198.51.100.2:40000 --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa")
-load_scale() { # NAME PID ALLOCS (a failed load is logged and left out of the report)
-    gen "$1" xdp-relay-load "${SCALE_ARGS[@]}" --allocations "$3" --deliver-pid "$DROPPID" --relay-pid "$2" ||
-        log "$1 failed: $(tail -1 "$TMP/$1.txt" 2>/dev/null)"
+# Then each load again at one fixed rate for the mode at every N (about half of what
+# the mode relays flat out at 16 allocations): flat out the pump's rate itself moves from
+# run to run, and the cost per frame with it.
+SCALE_RATE_SOCKETS=${SCALE_RATE_SOCKETS:-40000}
+SCALE_RATE_BYPASS=${SCALE_RATE_BYPASS:-100000}
+load_scale() { # NAME PID ALLOCS [RATE] (a failed load is logged and left out of the report)
+    gen "$1" xdp-relay-load "${SCALE_ARGS[@]}" --allocations "$3" --deliver-pid "$DROPPID" --relay-pid "$2" \
+        --rate "${4:-0}" || log "$1 failed: $(tail -1 "$TMP/$1.txt" 2>/dev/null)"
 }
 for n in $SCALE_ALLOCS; do
     "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
@@ -622,6 +627,7 @@ for n in $SCALE_ALLOCS; do
     PIDS+=("$XPID")
     ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
     measured "scale-sockets-$n" load_scale "scale-sockets-$n" "$XPID" "$n"
+    measured "scalerate-sockets-$n" load_scale "scalerate-sockets-$n" "$XPID" "$n" "$SCALE_RATE_SOCKETS"
     stop_pid "$XPID"
     stop_pid "$DROPPID"
 
@@ -631,11 +637,13 @@ for n in $SCALE_ALLOCS; do
     PIDS+=("$DROPPID")
     wait_line "$TMP/xdp-drop.out" "xdp-drop:"
     measured "scale-afxdp-$n" load_scale "scale-afxdp-$n" "$AFPID" "$n"
+    measured "scalerate-afxdp-$n" load_scale "scalerate-afxdp-$n" "$AFPID" "$n" "$SCALE_RATE_BYPASS"
     stop_pid "$DROPPID"
     stop_afxdp
 
     start_inkernel "$TMP/xturn-inkernel-scale.out"
     measured "scale-inkernel-$n" load_scale "scale-inkernel-$n" "$AFPID" "$n"
+    measured "scalerate-inkernel-$n" load_scale "scalerate-inkernel-$n" "$AFPID" "$n" "$SCALE_RATE_BYPASS"
     stop_pid "$DROPPID"
     stop_afxdp
 done

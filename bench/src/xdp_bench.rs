@@ -400,18 +400,20 @@ pub fn live_setup(c: &crate::cli::Common, iface: &str) -> Result<LiveSetup> {
 /// Live-frame BPF_PROG_RUN of `gen` on `frame` out of `ifindex`, `frames_per_run` frames
 /// per run in batches of `batch`, from `start_ns` until `stop_ns` (CLOCK_MONOTONIC), with a
 /// progress line each second if `progress`. Returns (frames sent, runs).
-/// Send `frames` in turn out of `iface` (queue 0) through an AF_XDP socket, flat out,
-/// until `stop_ns`: the kernel-bypass load where live-frame BPF_PROG_RUN is refused (some
-/// kernels do: EPERM). Copy mode on a veth: one skb per frame built and sent by the
-/// kernel on this core, as a live frame's XDP_TX is. Returns (frames queued, batches).
+/// Send `frames` in turn out of `iface` (queue 0) through an AF_XDP socket until
+/// `stop_ns`, flat out (`rate` 0) or `rate` frames per second: the kernel-bypass load
+/// where live-frame BPF_PROG_RUN is refused (some kernels do: EPERM). Copy mode on a
+/// veth: one skb per frame built and sent by the kernel on this core, as a live frame's
+/// XDP_TX is. Returns (frames queued, batches, frames the schedule skipped because the
+/// sender fell behind it).
 pub fn xsk_runs(
     frames: &[Vec<u8>],
     iface: &str,
     pump: Option<&str>,
-    stop_ns: u64,
+    (rate, stop_ns): (u64, u64),
     progress: bool,
     label: &str,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, u64)> {
     use xturn_relay::afxdp::ring::{Desc, Xsk, XskConfig, XskSet};
     ensure!(!frames.is_empty(), "no frames to send");
     // With a pump NEAR:FAR the socket sends on NEAR and FAR redirects to `iface`.
@@ -438,13 +440,22 @@ pub fn xsk_runs(
     let (mut sent, mut batches, mut k) = (0u64, 0u64, 0usize);
     let (mut last_report, mut prev_sent) = (net::now_ns(), 0u64);
     let mut batch: Vec<Desc> = Vec::with_capacity(64);
+    let mut pacer = crate::pacing::Pacer::new(rate, net::now_ns());
     loop {
         let now = net::now_ns();
         if now >= stop_ns {
             break;
         }
+        let due = pacer.due_now(now, sent).min(64) as usize;
+        if due == 0 {
+            // Ahead of the schedule: sleep, so that the NAPI threads sharing this core
+            // (the pump's far end among them) run rather than drop what is sent.
+            set.service();
+            std::thread::sleep(Duration::from_micros(20));
+            continue;
+        }
         batch.clear();
-        while batch.len() < 64 {
+        while batch.len() < due {
             let Some(addr) = set.alloc() else { break };
             let f = &frames[k % frames.len()];
             let (chunk, off) = set.chunk_mut(addr);
@@ -478,7 +489,7 @@ pub fn xsk_runs(
         set.service();
         std::thread::sleep(Duration::from_millis(1));
     }
-    Ok((sent, batches))
+    Ok((sent, batches, pacer.skipped()))
 }
 
 /// Pin the NAPI kthreads of interface `dev` (threaded NAPI: `napi/<dev>-<id>`) to this
@@ -640,14 +651,15 @@ pub fn run_xdp_load(a: &XdpLoadArgs) -> Result<XdpLoadReport> {
             "xdp-load",
         )?
     } else {
-        xsk_runs(
+        let (sent, runs, _) = xsk_runs(
             std::slice::from_ref(&frame),
             &a.iface,
             None,
-            stop_ns,
+            (0, stop_ns),
             !c.quiet,
             "xdp-load",
-        )?
+        )?;
+        (sent, runs)
     };
     let elapsed_s = (net::now_ns() - start_ns) as f64 / 1e9;
     let gen_b = net::process_cpu_ns();

@@ -276,10 +276,6 @@ fn warm_up(sessions: &[Session], size: usize, rounds: u32, gap: Duration) -> u64
 pub fn run_xdp_relay_load(a: &XdpRelayLoadArgs) -> Result<XdpRelayLoadReport> {
     let c = &a.common;
     c.validate()?;
-    ensure!(
-        c.rate == 0,
-        "xdp-relay-load runs flat out only (--rate 0): live-frame runs cannot be paced"
-    );
     ensure!((1..=256).contains(&a.batch), "--batch must be 1..=256");
     ensure!(
         (a.batch..=16 << 20).contains(&a.frames_per_run),
@@ -403,9 +399,18 @@ fn load(
     }
     // Live frames where the kernel allows them, else an AF_XDP socket (the flow's frames,
     // the same bytes, in the same turn).
-    let live = crate::xdp_bench::live_frames_work(&gen, template, ifindex)?;
+    // A fixed rate (--rate) needs the socket: live-frame runs cannot be paced.
+    let live = c.rate == 0 && crate::xdp_bench::live_frames_work(&gen, template, ifindex)?;
     if !live && !c.quiet {
-        eprintln!("xdp-relay-load: live-frame BPF_PROG_RUN refused here (EPERM): sending through an AF_XDP socket on {}", a.iface);
+        let why = if c.rate > 0 {
+            "--rate"
+        } else {
+            "live-frame BPF_PROG_RUN refused here (EPERM)"
+        };
+        eprintln!(
+            "xdp-relay-load: {why}: sending through an AF_XDP socket on {}",
+            a.pump.as_deref().unwrap_or(&a.iface)
+        );
     }
     map.set(n, 0, 0)?;
     // Frames that come back (from a reflector) are dropped where they arrive.
@@ -449,8 +454,8 @@ fn load(
     let gen_a = net::process_cpu_ns();
     let start_ns = net::now_ns();
     let stop_ns = start_ns + (c.duration * 1e9) as u64;
-    let (sent, runs) = if live {
-        live_runs(
+    let (sent, runs, skipped) = if live {
+        let (sent, runs) = live_runs(
             &gen,
             template,
             (a.frames_per_run, a.batch),
@@ -458,13 +463,14 @@ fn load(
             (start_ns, stop_ns),
             !c.quiet,
             "xdp-relay-load",
-        )?
+        )?;
+        (sent, runs, 0)
     } else {
         crate::xdp_bench::xsk_runs(
             &frames,
             &a.iface,
             a.pump.as_deref(),
-            stop_ns,
+            (c.rate, stop_ns),
             !c.quiet,
             "xdp-relay-load",
         )?
@@ -493,13 +499,14 @@ fn load(
             flows: flows.len(),
             threads: 1,
             cpus: cpus.to_vec(),
-            rate: 0,
+            rate: c.rate,
             size: a.size,
             duration_s: c.duration,
         },
         elapsed_s,
         sent,
         sent_pps: stats::per_second(sent, elapsed_s),
+        pacing_skipped: skipped,
         received: delivered,
         received_pps: stats::per_second(delivered, elapsed_s),
         received_basis: format!(

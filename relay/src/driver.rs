@@ -70,6 +70,13 @@ const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// How often the main thread looks at its workers: a dead one stops the process within
 /// this (plus the join of the others).
 const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
+/// The supervisor's status report takes at most 1/STATUS_DUTY of its core (see its loop).
+const STATUS_DUTY: u32 = 100;
+
+/// When the status report that began at `began` and took `took` may run again.
+fn next_status_at(began: Instant, took: Duration) -> Instant {
+    began + REPORT_EVERY.max(took * STATUS_DUTY)
+}
 const REPORT_TURNS: u64 = (REPORT_EVERY.as_millis() / SUPERVISE_EVERY.as_millis()) as u64;
 /// How often the host's addresses are listed again for the peer filter.
 const HOST_ADDRESSES_TURNS: u64 = 50;
@@ -924,6 +931,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
     notifier.ready(&service_status(0, false));
     let mut warned = false;
     let mut turn = 0u64;
+    let mut next_status = Instant::now();
     let mut fatal = None;
     while !shared.shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(SUPERVISE_EVERY);
@@ -981,20 +989,33 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         if !turn.is_multiple_of(REPORT_TURNS) {
             continue;
         }
-        let mut xdp_report = None;
-        let mut in_kernel = None;
         if let Some(x) = &shared.xdp {
             let now_ms = epoch.elapsed().as_millis() as u64;
             for f in &mut forwarders {
                 f.check(x, now_ms);
             }
-            if let Some(w) = watch.as_mut() {
-                // Once a second: a veth peer's program may come or go, an MTU change.
-                if turn.is_multiple_of(2 * REPORT_TURNS) {
-                    for (ifindex, mtu) in w.recheck(x) {
-                        shared.broadcast(|| Update::Mtu(ifindex, mtu));
-                    }
+            // Once a second: a veth peer's program may come or go, an MTU change.
+            if let Some(w) = watch
+                .as_mut()
+                .filter(|_| turn.is_multiple_of(2 * REPORT_TURNS))
+            {
+                for (ifindex, mtu) in w.recheck(x) {
+                    shared.broadcast(|| Update::Mtu(ifindex, mtu));
                 }
+            }
+        }
+        // The status walks every allocation (several copies of each): with ten thousand
+        // it takes tens of milliseconds. It is written every REPORT_EVERY, but never
+        // takes more than 1/STATUS_DUTY of a core: after a report that took T, the next
+        // one waits at least STATUS_DUTY * T.
+        let began = Instant::now();
+        if began < next_status {
+            continue;
+        }
+        let mut xdp_report = None;
+        let mut in_kernel = None;
+        if let Some(x) = &shared.xdp {
+            if let Some(w) = watch.as_mut() {
                 let g = x.lock().expect("xdp lock");
                 let k = g.in_kernel_report();
                 in_kernel = Some(CopyReport {
@@ -1034,6 +1055,7 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
             state,
         );
         let written = status.write(&now_status);
+        next_status = next_status_at(began, began.elapsed());
         {
             let xdp_counters = shared
                 .xdp
@@ -1382,4 +1404,24 @@ fn drop_privileges(settings: &Settings, status: &StatusWriter) -> Result<Option<
     }
     tracing::info!("{}", privileges::drop_to(&target, &keep)?);
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_status_report_is_spaced_out_to_one_percent_of_a_core() {
+        let t = Instant::now();
+        // A quick report: the regular interval.
+        assert_eq!(
+            next_status_at(t, Duration::from_millis(1)),
+            t + REPORT_EVERY
+        );
+        // Ten thousand allocations' worth (35 ms): 3.5 s until the next.
+        assert_eq!(
+            next_status_at(t, Duration::from_millis(35)),
+            t + Duration::from_millis(3500)
+        );
+    }
 }

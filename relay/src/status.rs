@@ -360,7 +360,7 @@ impl StatusWriter {
                 .mode(0o640)
                 .open(&tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(&serde_json::to_vec_pretty(status)?)
+            f.write_all(&serde_json::to_vec(status)?)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
         }
         std::fs::rename(&tmp, &self.path)

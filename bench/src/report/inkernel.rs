@@ -128,15 +128,45 @@ pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
 /// most this many times that at 16, for every xturn mode.
 pub const SCALE_TARGET: f64 = 1.5;
 
-/// Results of the scale sweep (`scale-<mode>-<allocations>.json`).
+/// Results of the scale sweep flat out (`scale-<mode>-<allocations>.json`).
 pub const SCALE: &str = "scale";
+/// And at a fixed offered rate per mode (`scalerate-<mode>-<allocations>.json`).
+pub const SCALE_RATE: &str = "scalerate";
 
 /// The scale sweep: per xturn mode and allocation count, the kernel-bypass load's
 /// delivered rate and the relay threads' CPU per delivered frame, and the growth of the
-/// latter from the fewest to the most allocations.
+/// latter from the fewest to the most allocations; at a fixed rate, then flat out.
 pub fn scale_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
+    let paced = scale_table(res, SCALE_RATE, disturbed);
+    let flat = scale_table(res, SCALE, disturbed);
+    if paced.is_empty() && flat.is_empty() {
+        return String::new();
+    }
     let mut md = String::new();
-    let Some(runs) = res.get(SCALE) else {
+    let _ = writeln!(md, "\n## Scale: 16 to 10,000 allocations\n");
+    let _ = writeln!(
+        md,
+        "The kernel-bypass ChannelData load of the sections above with N allocations, one channel each, the frames of all N flows sent in turn (so every frame looks up another flow), against each xturn mode on one relay core; `xdp-drop` on the peer's veth counts what was delivered. The cost per packet is the relay threads' CPU (the server's threads and the relay veths' NAPI threads) per delivered frame. Target: at most {SCALE_TARGET:.1}× the cost at the fewest allocations, for every mode."
+    );
+    if !paced.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### At a fixed offered rate\n\nEach mode at one offered rate for every N (the pump paced by `--rate`; about half of what the mode relays flat out at 16 allocations), so that N is the only thing that changes: flat out, the pump's own rate moves from run to run (its core also runs the far ends' NAPI threads), and the cost per frame moves with it (how many frames each NAPI poll finds). At a moderate rate part of each frame's cost is the wake-ups, the same at every N.\n\n{paced}"
+        );
+    }
+    if !flat.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### Flat out\n\nThe pump as fast as it goes; where a mode loses frames its core is saturated (or its rings overflowed in bursts), and the socket path's figure then includes the work done on frames dropped at its sockets.\n\n{flat}"
+        );
+    }
+    md
+}
+
+/// One table of the scale sweep (results group `group`), with its verdicts.
+fn scale_table(res: &Results, group: &str, disturbed: &BTreeMap<String, u64>) -> String {
+    let mut md = String::new();
+    let Some(runs) = res.get(group) else {
         return md;
     };
     // (mode, allocations) -> report
@@ -161,16 +191,11 @@ pub fn scale_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String
     if by.is_empty() {
         return md;
     }
-    let _ = writeln!(md, "\n## Scale: 16 to 10,000 allocations\n");
     let _ = writeln!(
         md,
-        "The kernel-bypass ChannelData load of the sections above with N allocations, one channel each, the frames of all N flows sent in turn (so every frame looks up another flow), against each xturn mode on one relay core; `xdp-drop` on the peer's veth counts what was delivered. The cost per packet is the relay threads' CPU (the server's threads and the relay veths' NAPI threads) per delivered frame. Target: at most {SCALE_TARGET:.1}× the cost at the fewest allocations, for every mode.\n"
+        "| mode | allocations | offered rate | sent frames/s | delivered /s | loss | relay core busy | relay threads' CPU ns per delivered frame | vs the fewest allocations |"
     );
-    let _ = writeln!(
-        md,
-        "| mode | allocations | offered frames/s | delivered /s | loss | relay core busy | relay threads' CPU ns per delivered frame | vs the fewest allocations |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut verdicts = Vec::new();
     for (m, (_, label)) in modes.iter().enumerate() {
         let rows: Vec<(usize, &str, &XdpRelayLoadReport)> = by
@@ -182,15 +207,21 @@ pub fn scale_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String
         for (n, test, l) in &rows {
             let ns = attributed_ns(l);
             let growth = ns.zip(base).map(|(a, b)| a / b.max(1e-9));
+            let rate = l.traffic.params.rate;
             let _ = writeln!(
                 md,
-                "| {label}{} | {} | {} | {} | {} | {} | {} | {} |",
-                if disturbed.contains_key(&format!("{SCALE}-{test}")) {
+                "| {label}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                if disturbed.contains_key(&format!("{group}-{test}")) {
                     " ⚠"
                 } else {
                     ""
                 },
                 f0(*n as f64),
+                if rate == 0 {
+                    "flat out".to_string()
+                } else {
+                    f0(rate as f64)
+                },
                 f0(l.traffic.sent_pps),
                 f0(l.delivered_pps),
                 cell(l.traffic.loss, pct),
