@@ -324,11 +324,128 @@ pub fn send_all(fd: RawFd, hdrs: &mut [libc::mmsghdr], attempts: u32) -> usize {
     sent
 }
 
+/// One [`SendBatch`] per destination socket (a relay's), and which of them have
+/// something queued: flushing walks those only, not every socket ever used (at ten
+/// thousand allocations, walking them all after each received batch cost more than the
+/// relaying).
+pub struct SocketBatches<K> {
+    batches: std::collections::HashMap<K, SendBatch>,
+    queued: Vec<K>,
+}
+
+impl<K> Default for SocketBatches<K> {
+    fn default() -> Self {
+        SocketBatches {
+            batches: std::collections::HashMap::new(),
+            queued: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> SocketBatches<K> {
+    /// The batch of `key`, to push to.
+    pub fn batch(&mut self, key: K) -> &mut SendBatch {
+        let b = self.batches.entry(key).or_default();
+        if b.is_empty() {
+            self.queued.push(key);
+        }
+        b
+    }
+
+    /// Send every queued batch on the socket `fd_of` gives for its key (none: the batch is
+    /// dropped, its socket is gone). Returns the datagrams sent.
+    pub fn flush(&mut self, mut fd_of: impl FnMut(&K) -> Option<RawFd>) -> usize {
+        let mut sent = 0;
+        for key in self.queued.drain(..) {
+            let Some(b) = self.batches.get_mut(&key) else {
+                continue;
+            };
+            if b.is_empty() {
+                continue;
+            }
+            match fd_of(&key) {
+                Some(fd) => sent += b.flush(fd),
+                None => b.clear(),
+            }
+        }
+        sent
+    }
+
+    /// Forget the batch of `key` (its socket closed).
+    pub fn remove(&mut self, key: &K) {
+        self.batches.remove(key);
+    }
+
+    /// Keep the batches of the keys `keep` selects.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.batches.retain(|k, _| keep(k));
+    }
+
+    /// Return memory a peak of sockets used.
+    pub fn shrink(&mut self) {
+        xturn_control::dataplane::shrink_map(&mut self.batches);
+        self.queued.shrink_to(64);
+    }
+
+    /// Keys with something queued (for tests).
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.queued.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn socket_batches_flush_only_what_was_queued() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        let to = rx.local_addr().unwrap();
+        let mut m: SocketBatches<u16> = SocketBatches::default();
+        m.batch(1).push(to, b"one");
+        m.batch(1).push(to, b"two");
+        m.batch(2).push(to, b"three");
+        m.batch(3).push(to, b"socket gone");
+        assert_eq!(m.queued(), 3, "each key once");
+        let fd = |k: &u16| match k {
+            1 => Some(a.as_raw_fd()),
+            2 => Some(b.as_raw_fd()),
+            _ => None,
+        };
+        assert_eq!(m.flush(fd), 3);
+        assert_eq!(m.queued(), 0);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        while let Ok((n, from)) = rx.recv_from(&mut buf) {
+            got.push((from, buf[..n].to_vec()));
+        }
+        got.sort();
+        let mut want = vec![
+            (a.local_addr().unwrap(), b"one".to_vec()),
+            (a.local_addr().unwrap(), b"two".to_vec()),
+            (b.local_addr().unwrap(), b"three".to_vec()),
+        ];
+        want.sort();
+        assert_eq!(
+            got, want,
+            "the batch without a socket was dropped, not sent"
+        );
+        // Nothing queued: nothing sent, the batches stay for reuse.
+        assert_eq!(m.flush(fd), 0);
+        m.batch(2).push(to, b"again");
+        assert_eq!(m.queued(), 1);
+        m.remove(&2);
+        assert_eq!(m.flush(fd), 0, "a removed key's batch is gone");
+    }
 
     #[test]
     fn receives_a_batch_flags_truncation_and_echoes_the_selected() {

@@ -91,7 +91,7 @@ pub fn recv_batch() -> RecvBatch {
     RecvBatch::with_slot(SLOT)
 }
 
-pub use crate::mmsg::SendBatch;
+pub use crate::mmsg::{SendBatch, SocketBatches};
 
 /// A minimal epoll wrapper; tokens are u64 chosen by the caller. Registration works from
 /// any thread (epoll_ctl is thread-safe), so one thread may add sockets to another's.
