@@ -578,6 +578,11 @@ mod mirror {
         permissions: std::collections::HashMap<PermissionKey, u64>,
         channels:
             std::collections::HashMap<[u8; 2], std::collections::HashMap<ChannelKey, ChannelValue>>,
+        /// Every channel in XT_PEER_CH by relay port.
+        peer_channels: std::collections::HashMap<
+            [u8; 2],
+            std::collections::HashMap<PeerChannelKey, PeerChannel>,
+        >,
     }
 
     impl ChannelCopies {
@@ -603,6 +608,26 @@ mod mirror {
             };
             v.permission_expires_ns = self.permissions.get(&permission).copied().unwrap_or(0);
             v
+        }
+
+        /// `pc` (the peer channel on `key`) with the copy of its peer's permission.
+        fn fill_peer(&self, key: &PeerChannelKey, mut pc: PeerChannel) -> PeerChannel {
+            let permission = PermissionKey {
+                peer_ip: key.peer_ip,
+                relay_port: key.relay_port,
+                _pad: [0; 2],
+            };
+            pc.permission_expires_ns = self.permissions.get(&permission).copied().unwrap_or(0);
+            pc
+        }
+
+        fn forget_peer(&mut self, key: &PeerChannelKey) {
+            if let Some(m) = self.peer_channels.get_mut(&key.relay_port) {
+                m.remove(key);
+                if m.is_empty() {
+                    self.peer_channels.remove(&key.relay_port);
+                }
+            }
         }
 
         fn forget(&mut self, key: &ChannelKey, relay_port: [u8; 2]) {
@@ -994,7 +1019,9 @@ mod mirror {
                         self.hops.remove_channel(&key);
                         let _ = self.channels.remove(&key);
                         self.copies.forget(&key, relay_port);
-                        let _ = self.peer_channels.remove(&peer_channel_key(*relay, *peer));
+                        let pkey = peer_channel_key(*relay, *peer);
+                        let _ = self.peer_channels.remove(&pkey);
+                        self.copies.forget_peer(&pkey);
                         return Err(anyhow::Error::from(e).context(format!(
                             "channel {:#06x} of {} not in XT_CHANNELS",
                             channel.get(),
@@ -1006,16 +1033,20 @@ mod mirror {
                         .entry(relay_port)
                         .or_default()
                         .insert(key, value);
-                    let pc = PeerChannel {
-                        expires_ns: value.expires_ns,
-                        channel: channel.get().to_be_bytes(),
-                        _pad: [0; 6],
-                    };
                     let pkey = peer_channel_key(*relay, *peer);
+                    let pc = self.copies.fill_peer(
+                        &pkey,
+                        PeerChannel {
+                            expires_ns: value.expires_ns,
+                            channel: channel.get().to_be_bytes(),
+                            ..Default::default()
+                        },
+                    );
                     if let Err(e) = self.peer_channels.insert(pkey, pc, 0) {
                         // Peer data of this channel is then steered or passed (a stale
                         // entry would relay it after the binding expired).
                         let _ = self.peer_channels.remove(&pkey);
+                        self.copies.forget_peer(&pkey);
                         return Err(anyhow::Error::from(e).context(format!(
                             "channel {:#06x} of {} not in XT_PEER_CH: its peer data is not \
                              relayed in the driver",
@@ -1023,6 +1054,11 @@ mod mirror {
                             five_tuple.client.0
                         )));
                     }
+                    self.copies
+                        .peer_channels
+                        .entry(pkey.relay_port)
+                        .or_default()
+                        .insert(pkey, pc);
                 }
                 Change::RemoveChannel {
                     five_tuple,
@@ -1033,8 +1069,9 @@ mod mirror {
                     let key = channel_key(five_tuple, *channel);
                     self.hops.remove_channel(&key);
                     self.copies.forget(&key, relay.0.port().to_be_bytes());
-                    let peer_removed =
-                        removed(self.peer_channels.remove(&peer_channel_key(*relay, *peer)));
+                    let pkey = peer_channel_key(*relay, *peer);
+                    self.copies.forget_peer(&pkey);
+                    let peer_removed = removed(self.peer_channels.remove(&pkey));
                     removed(self.channels.remove(&key))?;
                     peer_removed?
                 }
@@ -1121,7 +1158,46 @@ mod mirror {
                 Some(e) => self.copies.permissions.insert(key, e),
                 None => self.copies.permissions.remove(&key),
             };
-            self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip)
+            let channels = self.rewrite_copies(key.relay_port, |v| v.peer_ip == key.peer_ip);
+            let peers = self.rewrite_peer_copies(key);
+            channels.and(peers)
+        }
+
+        /// Bring the permission copies of the peer channels of permission `key` (its relay
+        /// port and peer address, every peer port) up to date, as [`Self::rewrite_copies`]
+        /// does for the channels: an entry that cannot be rewritten is removed (the peer's
+        /// data is then steered or passed, never relayed on a stale copy).
+        fn rewrite_peer_copies(&mut self, key: PermissionKey) -> Result<()> {
+            let Some(peers) = self.copies.peer_channels.get(&key.relay_port) else {
+                return Ok(());
+            };
+            let changed: Vec<(PeerChannelKey, PeerChannel)> = peers
+                .iter()
+                .filter(|(k, _)| k.peer_ip == key.peer_ip)
+                .map(|(k, v)| (*k, self.copies.fill_peer(k, *v)))
+                .filter(|(k, v)| peers.get(k) != Some(v))
+                .collect();
+            let mut first_error = None;
+            for (pkey, pc) in changed {
+                match self.peer_channels.insert(pkey, pc, 0) {
+                    Ok(()) => {
+                        if let Some(m) = self.copies.peer_channels.get_mut(&key.relay_port) {
+                            m.insert(pkey, pc);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = self.peer_channels.remove(&pkey);
+                        self.copies.forget_peer(&pkey);
+                        first_error.get_or_insert(anyhow::Error::from(e).context(format!(
+                            "channel {:#06x} on relay port {} not rewritten in XT_PEER_CH: \
+                             its peer's data is no longer relayed in the driver",
+                            u16::from_be_bytes(pc.channel),
+                            u16::from_be_bytes(key.relay_port)
+                        )));
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
         }
 
         /// Bring the copies in the entries of the channels on relay port `port` that
@@ -1405,6 +1481,15 @@ mod tests {
             let v = x.data_plane.channels.get(&key(port, n), 0).unwrap();
             (v.relay_expires_ns, v.permission_expires_ns, v.stats_slot)
         };
+        // The peer channel's permission copy (XT_PEER_CH), in the same shape.
+        let peer_copy = |x: &XdpPath, relay, peer| {
+            let pc = x
+                .data_plane
+                .peer_channels
+                .get(&mirror::peer_channel_key(relay, peer), 0)
+                .unwrap();
+            (pc.expires_ns, pc.permission_expires_ns, 0)
+        };
         alloc(&mut x, a, 40000, t);
         alloc(&mut x, b, 40001, t);
         permit(&mut x, a, p1, t);
@@ -1420,6 +1505,8 @@ mod tests {
         assert!(slot_a != NO_STATS_SLOT && slot_b != NO_STATS_SLOT && slot_a != slot_b);
         same(copies(&x, 40000, 0x4001), (ns(t), ns(t), slot_a));
         same(copies(&x, 40000, 0x4003), (ns(t), None, slot_a));
+        same(peer_copy(&x, a, p1), (ns(t), ns(t), 0));
+        same(peer_copy(&x, a, p3), (ns(t), None, 0));
 
         // A refresh of allocation a: its channels only.
         let t2 = t + Duration::from_secs(5);
@@ -1433,8 +1520,12 @@ mod tests {
         same(copies(&x, 40000, 0x4001), (ns(t2), ns(t3), slot_a));
         same(copies(&x, 40000, 0x4002), (ns(t2), ns(t), slot_a));
         same(copies(&x, 40001, 0x4001), (ns(t), ns(t), slot_b));
+        same(peer_copy(&x, a, p1), (ns(t), ns(t3), 0));
+        same(peer_copy(&x, a, p2), (ns(t), ns(t), 0));
+        same(peer_copy(&x, b, p1), (ns(t), ns(t), 0));
         permit(&mut x, a, p3, t3);
         same(copies(&x, 40000, 0x4003), (ns(t2), ns(t3), slot_a));
+        same(peer_copy(&x, a, p3), (ns(t), ns(t3), 0));
         // A removed permission, then a removed allocation: expiry 0 in their copies.
         x.apply(&Change::RemovePermission {
             relay: a,
@@ -1442,6 +1533,7 @@ mod tests {
         })
         .unwrap();
         same(copies(&x, 40000, 0x4002), (ns(t2), None, slot_a));
+        same(peer_copy(&x, a, p2), (ns(t), None, 0));
         x.apply(&Change::RemoveAllocation {
             five_tuple: client(40000),
             relay: a,
@@ -1459,6 +1551,9 @@ mod tests {
         .unwrap();
         alloc(&mut x, b, 40001, t2);
         assert!(x.data_plane.channels.get(&key(40001, 0x4001), 0).is_err());
+        permit(&mut x, b, p1, t3);
+        let pkey = mirror::peer_channel_key(b, p1);
+        assert!(x.data_plane.peer_channels.get(&pkey, 0).is_err());
     }
 
     #[test]

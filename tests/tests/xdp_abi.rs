@@ -414,6 +414,7 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             }),
             layout!(PeerChannel {
                 expires_ns,
+                permission_expires_ns,
                 channel,
                 _pad
             }),

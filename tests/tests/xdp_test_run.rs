@@ -1396,6 +1396,8 @@ const PEER6_OTHER_PORT: &str = "[2001:db8:51::2]:6001";
 /// Peer transport addresses with a live permission (PEER4's IP) but no live channel.
 const PEER4_NO_CHANNEL: &str = "198.51.100.2:6001";
 const PEER4_EXPIRED_CHANNEL: &str = "198.51.100.2:6002";
+/// ... and one with a live channel whose entry's copy of that permission has expired.
+const PEER4_EXPIRED_COPY: &str = "198.51.100.2:6003";
 
 fn peer_channel_key(peer: &str, relay: &str) -> PeerChannelKey {
     PeerChannelKey {
@@ -1473,14 +1475,17 @@ fn in_kernel_harness(c: u32, p: u32) -> Harness {
     chans.insert(channel_key(0x4008), unpermitted, 0).unwrap();
     let mut pch: HashMap<&mut MapData, PeerChannelKey, PeerChannel> =
         HashMap::try_from(h.ebpf.map_mut(map_names::PEER_CHANNELS).unwrap()).unwrap();
-    for (peer, relay, ch, exp) in [
-        (PEER4, RELAY4, 0x4001u16, LIVE),
-        (PEER6, RELAY6K, 0x4005, LIVE),
-        (PEER4_EXPIRED_CHANNEL, RELAY4, 0x4007, EXPIRED),
-        (PEER4, EXPIRED_RELAY4, 0x4006, LIVE),
+    // (peer, relay, channel, the channel's expiry, its copy of the permission's)
+    for (peer, relay, ch, exp, perm) in [
+        (PEER4, RELAY4, 0x4001u16, LIVE, LIVE),
+        (PEER6, RELAY6K, 0x4005, LIVE, LIVE),
+        (PEER4_EXPIRED_CHANNEL, RELAY4, 0x4007, EXPIRED, LIVE),
+        (PEER4, EXPIRED_RELAY4, 0x4006, LIVE, LIVE),
+        (PEER4_EXPIRED_COPY, RELAY4, 0x4009, LIVE, EXPIRED),
     ] {
         let v = PeerChannel {
             expires_ns: exp,
+            permission_expires_ns: perm,
             channel: ch.to_be_bytes(),
             _pad: [0; 6],
         };
@@ -2012,6 +2017,16 @@ fn xdp_relays_in_the_kernel() {
             "permitted peer whose channel expired",
             p,
             peer_to(PEER4_EXPIRED_CHANNEL, RELAY4, b"x"),
+            XDP_PASS,
+            Counter::PassNoXskPeer,
+        );
+        // XT_PERMS has the permission (the socket path would relay it), but the copy the
+        // in-kernel relay reads says it expired: not relayed in the driver.
+        not_relayed(
+            &h,
+            "peer whose channel's copy of the permission expired",
+            p,
+            peer_to(PEER4_EXPIRED_COPY, RELAY4, b"x"),
             XDP_PASS,
             Counter::PassNoXskPeer,
         );

@@ -361,12 +361,17 @@ pub struct PeerChannelKey {
     pub relay_port: [u8; 2],
 }
 
-/// Value of [`map_names::PEER_CHANNELS`]: the channel number (network byte order) and
-/// the binding's expiry.
+/// Value of [`map_names::PEER_CHANNELS`]: the channel number (network byte order), the
+/// binding's expiry, and a copy of the expiry of the peer's permission, so that the
+/// in-kernel relay checks peer data against one entry, not two (as [`ChannelValue`]
+/// does for ChannelData). User space rewrites the copy when [`map_names::PERMISSIONS`]
+/// changes for it; a permission that is absent there has expiry 0 here.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerChannel {
     pub expires_ns: u64,
+    /// The expiry of the peer's permission in [`map_names::PERMISSIONS`] (0: not there).
+    pub permission_expires_ns: u64,
     pub channel: [u8; 2],
     pub _pad: [u8; 6],
 }
@@ -706,7 +711,7 @@ const _: () = {
     assert!(core::mem::size_of::<RelayValue>() == 64);
     assert!(core::mem::size_of::<AllocStats>() == 32);
     assert!(core::mem::size_of::<PeerChannelKey>() == 20);
-    assert!(core::mem::size_of::<PeerChannel>() == 16);
+    assert!(core::mem::size_of::<PeerChannel>() == 24);
     assert!(core::mem::size_of::<HopRef>() == 8);
     assert!(core::mem::size_of::<IfaceValue>() == 8);
     assert!(core::mem::size_of::<HopEntry>() == 32);

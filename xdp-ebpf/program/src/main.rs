@@ -658,7 +658,24 @@ fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
     if now >= alloc.expires_ns {
         return Verdict::Drop(Counter::DropNoPermission);
     }
-    if !permitted(d.dst_port, d.src_ip, now) {
+    // The in-kernel relay needs the peer's channel, whose entry carries the permission's
+    // expiry as user space copied it from XT_PERMS: with both live, XT_PERMS is not
+    // looked up. Without the in-kernel relay the channel is not looked up at all.
+    let mut channel = NO_CHANNEL;
+    if cfg & flags::IN_KERNEL != 0 {
+        let key = PeerChannelKey {
+            peer_ip: d.src_ip,
+            peer_port: d.src_port,
+            relay_port: d.dst_port,
+        };
+        // SAFETY: the value is read at once; the map holds plain data.
+        if let Some(pc) = unsafe { XT_PEER_CH.get(&key) } {
+            if now < pc.expires_ns && now < pc.permission_expires_ns {
+                channel = pc.channel;
+            }
+        }
+    }
+    if channel == NO_CHANNEL && !permitted(d.dst_port, d.src_ip, now) {
         // A permission user space could not put in the map may exist: let it decide.
         if alloc.flags & relay_flags::PASS_UNPERMITTED != 0 {
             return Verdict::Pass(Counter::PassPermissionNotMirrored);
@@ -678,8 +695,8 @@ fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
         dst_port: alloc.client_port,
         cache: alloc.hop,
     };
-    if cfg & flags::IN_KERNEL != 0 {
-        match relay_peer_data(ctx, d, alloc, &hop, now) {
+    if channel != NO_CHANNEL {
+        match relay_peer_data(ctx, d, alloc, &hop, now, channel) {
             NOT_RELAYED => {}
             ABORTED => return Verdict::Aborted,
             egress => return relayed(ctx, egress, Counter::TxPeer, Counter::RedirectPeerDev),
@@ -1192,6 +1209,8 @@ fn generic_mode(ingress: u32) -> bool {
 /// What [`relay_channel_data`] and [`relay_peer_data`] return when they leave the frame
 /// untouched (else the egress interface index of the relayed frame).
 const NOT_RELAYED: u32 = 0;
+/// No live channel for the in-kernel relay (channel numbers start at 0x4000).
+const NO_CHANNEL: [u8; 2] = [0, 0];
 /// ... when a helper failed after the rewrite began (abort the frame).
 const ABORTED: u32 = u32::MAX;
 
@@ -1318,9 +1337,9 @@ fn relay_channel_data(
 }
 
 /// Peer data, relayed in the driver as ChannelData to the client (peer -> client): as for
-/// [`relay_channel_data`]. The caller checked the allocation and the permission at
-/// `now`; the peer's channel must be bound and live too (otherwise the client gets a Data
-/// indication, which user space builds).
+/// [`relay_channel_data`]. The caller checked at `now` the allocation, and the peer's
+/// `channel` and its permission (the copy in the channel's entry): without a live channel
+/// the client gets a Data indication, which user space builds.
 #[inline(always)]
 fn relay_peer_data(
     ctx: &XdpContext,
@@ -1328,21 +1347,9 @@ fn relay_peer_data(
     alloc: &RelayValue,
     hop: &Hop,
     now: u64,
+    channel: [u8; 2],
 ) -> u32 {
     let cfg = d.cfg;
-    let key = PeerChannelKey {
-        peer_ip: d.src_ip,
-        peer_port: d.src_port,
-        relay_port: d.dst_port,
-    };
-    // SAFETY: the value is read at once; the map holds plain data.
-    let Some(pc) = (unsafe { XT_PEER_CH.get(&key) }) else {
-        return NOT_RELAYED;
-    };
-    if now >= pc.expires_ns {
-        return NOT_RELAYED;
-    }
-    let channel = pc.channel;
     if d.payload_len > MAX_RELAY_PAYLOAD {
         return NOT_RELAYED;
     }
