@@ -280,6 +280,14 @@ impl Snapshot {
             .sum()
     }
 
+    /// A counter of everything `path` (afxdp, sockets, xdp) relayed since the start, the
+    /// allocations that are gone included.
+    fn relayed(&self, path: &str, name: &str) -> u64 {
+        self.server["relayed"][path][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no relayed.{path}.{name}: {:#}", self.server))
+    }
+
     /// A per-allocation counter summed over allocations, for `path` (afxdp, sockets).
     fn allocs(&self, path: &str, name: &str) -> u64 {
         self.server["allocations"]
@@ -873,7 +881,22 @@ fn xturn_check_verdicts() {
 /// `xturn --xdp` in topology (a): no loss; the uclient's channel data took AF_XDP.
 #[test]
 fn coturn_and_aioice_clients_through_untuned_xdp() {
-    if !root_or_skip("coturn_and_aioice_clients_through_untuned_xdp") {
+    third_party_clients("coturn_and_aioice_clients_through_untuned_xdp", false);
+}
+
+/// The same with the in-kernel relay (`--fast-path xdp`) in generic mode, where a frame
+/// the driver relays arrives without an XDP program on the far end: the uclient's channel
+/// data and the peer's echoes were relayed in the driver, each way.
+#[test]
+fn coturn_and_aioice_clients_through_the_in_kernel_relay() {
+    third_party_clients(
+        "coturn_and_aioice_clients_through_the_in_kernel_relay",
+        true,
+    );
+}
+
+fn third_party_clients(test: &str, in_kernel: bool) {
+    if !root_or_skip(test) {
         return;
     }
     assert!(
@@ -888,7 +911,11 @@ fn coturn_and_aioice_clients_through_untuned_xdp() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::new(Topo::Standard);
     // turnutils_uclient picks channel numbers from RFC 5766's 0x4000-0x7FFE.
-    let xturn = lab.start_xturn(&["--rfc5766-channels"], &[]);
+    let mut args = vec!["--rfc5766-channels"];
+    if in_kernel {
+        args.extend(["--xdp-mode", "generic", "--fast-path", "xdp"]);
+    }
+    let xturn = lab.start_xturn(&args, &[]);
     let pid = xturn.child.id();
     let mut peer_cmd = Command::new("ip");
     peer_cmd.args(["netns", "exec", &lab.ns_p]).args([
@@ -940,8 +967,20 @@ fn coturn_and_aioice_clients_through_untuned_xdp() {
         );
         let after = Snapshot::of(&lab.stats(), pid);
         let fast = after.fw("to_peer") - before.fw("to_peer");
-        if flag.is_none() {
-            assert!(fast >= 2_000 - 50, "channel data on AF_XDP: {fast} of 2000");
+        let d = |name: &str| after.relayed("xdp", name) - before.relayed("xdp", name);
+        let (driver_peer, driver_client) = (d("to_peer_packets"), d("to_client_packets"));
+        match (flag, in_kernel) {
+            (None, false) => {
+                assert!(fast >= 2_000 - 50, "channel data on AF_XDP: {fast} of 2000")
+            }
+            (None, true) => assert!(
+                driver_peer >= 2_000 - 50 && driver_client >= 2_000 - 50,
+                "relayed in the driver: {driver_peer} to the peer, {driver_client} to the \
+                 client, of 2000 each way\n{:#}",
+                after.server
+            ),
+            // Send and Data indications are the control plane's, whatever the fast path.
+            (Some(_), _) => assert_eq!((driver_peer, driver_client), (0, 0)),
         }
     }
 
