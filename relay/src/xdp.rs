@@ -601,41 +601,45 @@ mod mirror {
                 .unwrap_or((0, NO_STATS_SLOT));
             v.relay_expires_ns = expires_ns;
             v.stats_slot = slot;
-            let permission = PermissionKey {
-                peer_ip: v.peer_ip,
-                relay_port: v.relay_port,
-                _pad: [0; 2],
-            };
-            v.permission_expires_ns = self.permissions.get(&permission).copied().unwrap_or(0);
+            v.permission_expires_ns = self.permission_expiry(v.peer_ip, v.relay_port);
             v
         }
 
         /// `pc` (the peer channel on `key`) with the copy of its peer's permission.
         fn fill_peer(&self, key: &PeerChannelKey, mut pc: PeerChannel) -> PeerChannel {
-            let permission = PermissionKey {
-                peer_ip: key.peer_ip,
-                relay_port: key.relay_port,
-                _pad: [0; 2],
-            };
-            pc.permission_expires_ns = self.permissions.get(&permission).copied().unwrap_or(0);
+            pc.permission_expires_ns = self.permission_expiry(key.peer_ip, key.relay_port);
             pc
         }
 
+        /// The expiry of the permission for `peer_ip` on `relay_port` in XT_PERMS (0: none).
+        fn permission_expiry(&self, peer_ip: [u8; 16], relay_port: [u8; 2]) -> u64 {
+            let key = PermissionKey {
+                peer_ip,
+                relay_port,
+                _pad: [0; 2],
+            };
+            self.permissions.get(&key).copied().unwrap_or(0)
+        }
+
         fn forget_peer(&mut self, key: &PeerChannelKey) {
-            if let Some(m) = self.peer_channels.get_mut(&key.relay_port) {
-                m.remove(key);
-                if m.is_empty() {
-                    self.peer_channels.remove(&key.relay_port);
-                }
-            }
+            forget_in(&mut self.peer_channels, key.relay_port, key);
         }
 
         fn forget(&mut self, key: &ChannelKey, relay_port: [u8; 2]) {
-            if let Some(m) = self.channels.get_mut(&relay_port) {
-                m.remove(key);
-                if m.is_empty() {
-                    self.channels.remove(&relay_port);
-                }
+            forget_in(&mut self.channels, relay_port, key);
+        }
+    }
+
+    /// Remove `key` from the entries of relay port `port`, and the port once it has none.
+    fn forget_in<K: std::hash::Hash + Eq, V>(
+        by_port: &mut std::collections::HashMap<[u8; 2], std::collections::HashMap<K, V>>,
+        port: [u8; 2],
+        key: &K,
+    ) {
+        if let Some(m) = by_port.get_mut(&port) {
+            m.remove(key);
+            if m.is_empty() {
+                by_port.remove(&port);
             }
         }
     }
