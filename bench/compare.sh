@@ -38,9 +38,10 @@ RATES=(20000 50000)
 ECHO_RATE=20000
 STUN_RATE=20000       # fixed-rate Binding load for every server: CPU per answer
 XDP_STUN_RATE=100000  # and one xturn-xdp alone can carry
-WATCHDOG=${WATCHDOG:-2400} # seconds for the whole run (about 17 minutes with coturn-upstream, 2026-12-05, before the in-kernel loads)
+WATCHDOG=${WATCHDOG:-3000} # seconds for the whole run (about 17 minutes with coturn-upstream, 2026-12-05, before the in-kernel and closed-loop loads)
 AFXDP_NICE=-10        # nice value of the forwarder threads (xturn's default) and of xsk-reflect's
 BYPASS_RUNS=${BYPASS_RUNS:-5} # kernel-bypass loads of each relay and reflector (medians; the flood is noisy)
+LOOP_RUNS=${LOOP_RUNS:-3}     # closed-loop loads of each relay and reflector (medians)
 
 log() { echo "compare.sh: $*" >&2; }
 
@@ -291,6 +292,7 @@ UPSTREAM_NOTE=""
 if [ -n "${COTURN_UPSTREAM:-}" ]; then
     [ -x "$COTURN_UPSTREAM" ] || { log "COTURN_UPSTREAM=$COTURN_UPSTREAM is not an executable"; exit 1; }
     coturn_cmd "$COTURN_UPSTREAM"
+    UPSTREAM_CMD=("${COTURN_CMD[@]}")
     UP_VERSION=$("$COTURN_UPSTREAM" --version 2>/dev/null | head -1 || echo unknown)
     run_coturn coturn-upstream
     UPSTREAM_NOTE="
@@ -544,7 +546,7 @@ start_inkernel() { # LOG: the peer side's drop program first (the server's probe
     "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
     DROPPID=$!
     PIDS+=("$DROPPID")
-    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    wait_line "$TMP/xdp-drop.out" "${FAR_READY:-xdp-drop:}"
     local saved=("${AFXDP_CMD[@]}")
     AFXDP_CMD=("${INKERNEL_CMD[@]}")
     start_afxdp "$1"
@@ -600,6 +602,108 @@ for k in $(seq 1 "$BYPASS_RUNS"); do
 done
 log "xturn-afxdp and xsk-reflect stopped; net.ipv4.conf.all.forwarding=$(ip netns exec "$NR" sysctl -n net.ipv4.conf.all.forwarding) in $NR again"
 sed 's/^/    /' "$TMP/xsk-reflect.out" >&2
+
+# ---- closed loop: every relay at saturation ------------------------------------------------
+# The pump alone cannot saturate the in-kernel relay (its core stays mostly idle), so the
+# load closes the loop: `xdp-echo` on the peer's veth sends every relayed datagram back
+# to its relayed address as the peer's answer, and xdp-relay-load's echo on the client's
+# veth sends every datagram relayed back to the client to the server again as the
+# client's next ChannelData (addresses and ports swapped, TTL 64: checksums stay right).
+# The pump only fills the loop and makes up for what the relay drops (LOOP_RATE); the
+# relay then runs flat out in both directions, and delivered counts both. Each echo stops
+# after LOOP_BUDGET frames (the loop is bounded in count) and is detached at the end of
+# the load (and in time). The bare reflectors take the same loop on the client's side.
+# Socket servers get xturn's XDP_PASS program on both relay veths for the load: frames an
+# XDP program sends (XDP_TX) into a veth without one were dropped here (peer side) or left
+# the client veth's transmit queue stopped after the load (client side).
+LOOP_RATE=${LOOP_RATE:-20000}
+LOOP_BUDGET=${LOOP_BUDGET:-200000000}
+ECHO_CMD=(ip netns exec "$NP" taskset -c "$GEN_CPU" "$B" xdp-echo "${P}pa" --duration 600 --budget "$LOOP_BUDGET")
+record "loop holder" "${ECHO_CMD[@]}"
+start_echo() {
+    "${ECHO_CMD[@]}" >"$TMP/xdp-echo.out" 2>&1 &
+    DROPPID=$!
+    PIDS+=("$DROPPID")
+    wait_line "$TMP/xdp-echo.out" "xdp-echo:"
+}
+load_loop() { # NAME PID: a relay in the closed loop (xdp-echo on the peer's veth: DROPPID)
+    gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --user bench:bench --peer 198.51.100.2:40000 \
+        --peer-ports "$PEER_PORTS" --relay-egress "${P}rp" --deliver-iface "${P}pa" \
+        --deliver-pid "$DROPPID" --relay-pid "$2" --rate "$LOOP_RATE" --loop "$LOOP_BUDGET"
+}
+load_loop_reflector() { # NAME PID
+    gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --reflector --relay-pid "$2" --rate "$LOOP_RATE" --loop "$LOOP_BUDGET"
+}
+PASS_RC=(ip netns exec "$NR" "$B" xdp-pass "${P}rc" --duration 600)
+PASS_RP=(ip netns exec "$NR" "$B" xdp-pass "${P}rp" --duration 600)
+record "loop socket servers" "${PASS_RC[@]}"
+record "loop socket servers" "${PASS_RP[@]}"
+loop_socket_server() { # NAME CMD...: a socket server in the closed loop
+    local name=$1
+    shift
+    record "$name server" ip netns exec "$NR" taskset -c "$RELAY_CPU" "$@"
+    ip netns exec "$NR" taskset -c "$RELAY_CPU" "$@" >"$TMP/$name.out" 2>&1 &
+    local spid=$!
+    PIDS+=("$spid")
+    ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+    "${PASS_RC[@]}" >"$TMP/pass-rc.out" 2>&1 &
+    local prc=$!
+    "${PASS_RP[@]}" >"$TMP/pass-rp.out" 2>&1 &
+    local prp=$!
+    PIDS+=("$prc" "$prp")
+    wait_line "$TMP/pass-rc.out" "xdp-pass:"
+    wait_line "$TMP/pass-rp.out" "xdp-pass:"
+    start_echo
+    lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
+    measured "afxdp-$name" load_loop "afxdp-$name" "$spid"
+    stop_pid "$DROPPID"
+    stop_pid "$prc"
+    stop_pid "$prp"
+    stop_pid "$spid"
+}
+for k in $(seq 1 "$LOOP_RUNS"); do
+    saved_far=("${DROP_CMD[@]}")
+    DROP_CMD=("${ECHO_CMD[@]}")
+    FAR_READY="xdp-echo:"
+    start_inkernel "$TMP/xturn-inkernel-loop.out"
+    DROP_CMD=("${saved_far[@]}")
+    FAR_READY="xdp-drop:"
+    STATS_HOOK=afxdp_stats
+    measured "afxdp-loop-inkernel-$k" load_loop "afxdp-loop-inkernel-$k" "$AFPID"
+    STATS_HOOK=""
+    stop_pid "$DROPPID"
+    stop_afxdp
+
+    "${XDPTX_CMD[@]}" >"$TMP/xdp-reflect-loop.out" 2>&1 &
+    XTPID=$!
+    PIDS+=("$XTPID")
+    wait_line "$TMP/xdp-reflect-loop.out" "xdp-reflect:"
+    lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
+    measured "afxdp-loop-xdptx-$k" load_loop_reflector "afxdp-loop-xdptx-$k" "$XTPID"
+    stop_pid "$XTPID"
+
+    start_afxdp "$TMP/xturn-afxdp-loop.out"
+    start_echo
+    STATS_HOOK=afxdp_stats
+    measured "afxdp-loop-forwarder-$k" load_loop "afxdp-loop-forwarder-$k" "$AFPID"
+    STATS_HOOK=""
+    stop_pid "$DROPPID"
+    stop_afxdp
+
+    "${XSK_CMD[@]/#$RES\/afxdp-xsk-reflect.json/$TMP/xsk-reflect-loop.json}" >"$TMP/xsk-reflect-loop.out" 2>&1 &
+    XSPID=$!
+    PIDS+=("$XSPID")
+    wait_line "$TMP/xsk-reflect-loop.out" "xsk-reflect:"
+    lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
+    measured "afxdp-loop-xsk-$k" load_loop_reflector "afxdp-loop-xsk-$k" "$XSPID"
+    stop_pid "$XSPID"
+
+    loop_socket_server "loop-sockets-$k" "${XTURN_CMD[@]}"
+    if [ -n "${COTURN_UPSTREAM:-}" ]; then
+        loop_socket_server "loop-upstream-$k" "${UPSTREAM_CMD[@]}"
+    fi
+    loop_socket_server "loop-coturn-$k" "${COTURN_CMD[@]}"
+done
 # ---- scale: cost per packet at 16, 1,000 and 10,000 allocations, every xturn mode -------
 # The kernel-bypass load with N allocations (one channel each, the frames of all N flows
 # in turn) against xturn on sockets, with the AF_XDP forwarder, and with the in-kernel

@@ -119,6 +119,39 @@ impl Insn {
     pub const fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
         Insn::new(0x15, dst, 0, off, imm)
     }
+    /// dst = *(u8 *)(src + off)
+    pub const fn ldx_b(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x71, dst, src, off, 0)
+    }
+    /// if dst != imm goto pc + 1 + off
+    pub const fn jne_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        Insn::new(0x55, dst, 0, off, imm)
+    }
+    /// if dst >= imm (unsigned) goto pc + 1 + off
+    pub const fn jge_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        Insn::new(0x35, dst, 0, off, imm)
+    }
+    /// dst &= imm, dst |= imm, dst ^= imm, dst >>= imm (64-bit; imm sign-extended)
+    pub const fn and_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0x57, dst, 0, 0, imm)
+    }
+    pub const fn or_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0x47, dst, 0, 0, imm)
+    }
+    pub const fn xor_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0xa7, dst, 0, 0, imm)
+    }
+    pub const fn rsh_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0x77, dst, 0, 0, imm)
+    }
+    /// dst += src (64-bit)
+    pub const fn add(dst: u8, src: u8) -> Insn {
+        Insn::new(0x0f, dst, src, 0, 0)
+    }
+    /// lock *(u64 *)(dst + off) += src (BPF_ATOMIC | BPF_DW, BPF_ADD)
+    pub const fn atomic_add_dw(dst: u8, off: i16, src: u8) -> Insn {
+        Insn::new(0xdb, dst, src, off, 0)
+    }
     /// call helper `id`
     pub const fn call(id: i32) -> Insn {
         Insn::new(0x85, 0, 0, 0, id)
@@ -307,6 +340,140 @@ pub fn drop_but_arp() -> Vec<Insn> {
     p.push(Insn::mov_imm(R0, XDP_PASS as i32));
     p.push(Insn::exit());
     p
+}
+
+/// The TTL the echo program gives every frame it sends back (a fresh datagram's).
+pub const ECHO_TTL: u8 = 64;
+
+/// The far end of a closed-loop load: every IPv4/UDP frame without IP options is sent
+/// back as the answer of a peer that echoes (Ethernet, IP and UDP source and destination
+/// swapped, which leaves both checksums right; the TTL set to [`ECHO_TTL`], the IP
+/// checksum updated for it as RFC 1624 does), XDP_TX. ARP, IPv6 and anything shorter
+/// pass. The loop is bounded in count: the program counts what it sends back in the
+/// 8-byte value at key 0 of the array map `map_fd`, and drops once that reaches `budget`.
+///
+/// ```text
+///  bounds 42; if ethertype != IPv4 || ip[0] != 0x45 || protocol != UDP goto pass
+///  r0 = lookup(map, &0); if !r0 goto pass; if *r0 >= budget goto drop; lock *r0 += 1
+///  swap MACs, IP addresses, UDP ports; ttl = ECHO_TTL; fix the IP checksum
+///  return XDP_TX;  drop: return XDP_DROP;  pass: return XDP_PASS
+/// ```
+pub fn udp_echo_tx(map_fd: i32, budget: u32) -> Vec<Insn> {
+    use reg::*;
+    let budget = i32::try_from(budget).unwrap_or(i32::MAX);
+    let mut p = Vec::new();
+    let bounds = bounds_check(&mut p, 14 + 20 + 8);
+    let mut to_pass = vec![bounds];
+    p.push(Insn::mov(R7, R2));
+    p.push(Insn::ldx_h(R5, R7, 12)); // ethertype as loaded (little-endian)
+    to_pass.push(p.len());
+    p.push(Insn::jne_imm(R5, 0x0008, 0));
+    p.push(Insn::ldx_b(R5, R7, 14)); // version 4, IHL 5: no options
+    to_pass.push(p.len());
+    p.push(Insn::jne_imm(R5, 0x45, 0));
+    p.push(Insn::ldx_b(R5, R7, 23));
+    to_pass.push(p.len());
+    p.push(Insn::jne_imm(R5, 17, 0));
+    // The budget.
+    p.push(Insn::st_w(R10, -4, 0));
+    p.extend(Insn::ld_map_fd(R1, map_fd));
+    p.push(Insn::mov(R2, R10));
+    p.push(Insn::add_imm(R2, -4));
+    p.push(Insn::call(HELPER_MAP_LOOKUP_ELEM));
+    to_pass.push(p.len());
+    p.push(Insn::jeq_imm(R0, 0, 0));
+    p.push(Insn::ldx_dw(R1, R0, 0));
+    let to_drop = p.len();
+    p.push(Insn::jge_imm(R1, budget, 0));
+    p.push(Insn::mov_imm(R1, 1));
+    p.push(Insn::atomic_add_dw(R0, 0, R1));
+    // Ethernet addresses.
+    p.push(Insn::ldx_w(R3, R7, 0));
+    p.push(Insn::ldx_h(R4, R7, 4));
+    p.push(Insn::ldx_w(R5, R7, 6));
+    p.push(Insn::ldx_h(R6, R7, 10));
+    p.push(Insn::stx_w(R7, 0, R5));
+    p.push(Insn::stx_h(R7, 4, R6));
+    p.push(Insn::stx_w(R7, 6, R3));
+    p.push(Insn::stx_h(R7, 10, R4));
+    // IP addresses and UDP ports.
+    p.push(Insn::ldx_w(R3, R7, 26));
+    p.push(Insn::ldx_w(R4, R7, 30));
+    p.push(Insn::stx_w(R7, 26, R4));
+    p.push(Insn::stx_w(R7, 30, R3));
+    p.push(Insn::ldx_h(R3, R7, 34));
+    p.push(Insn::ldx_h(R4, R7, 36));
+    p.push(Insn::stx_h(R7, 34, R4));
+    p.push(Insn::stx_h(R7, 36, R3));
+    // TTL: the 16-bit word TTL|protocol as loaded (little-endian: ttl | protocol << 8),
+    // m' = (m & 0xff00) | ECHO_TTL, HC' = ~(~HC + ~m + m'), folded twice. One's
+    // complement sums are the same in either byte order.
+    p.push(Insn::ldx_h(R3, R7, 22)); // m
+    p.push(Insn::ldx_h(R4, R7, 24)); // HC
+    p.push(Insn::mov(R5, R3));
+    p.push(Insn::and_imm(R5, 0xff00));
+    p.push(Insn::or_imm(R5, ECHO_TTL as i32)); // m'
+    p.push(Insn::xor_imm(R4, 0xffff));
+    p.push(Insn::xor_imm(R3, 0xffff));
+    p.push(Insn::add(R4, R3));
+    p.push(Insn::add(R4, R5));
+    for _ in 0..2 {
+        p.push(Insn::mov(R3, R4));
+        p.push(Insn::rsh_imm(R3, 16));
+        p.push(Insn::and_imm(R4, 0xffff));
+        p.push(Insn::add(R4, R3));
+    }
+    p.push(Insn::xor_imm(R4, 0xffff));
+    p.push(Insn::stx_h(R7, 22, R5));
+    p.push(Insn::stx_h(R7, 24, R4));
+    p.push(Insn::mov_imm(R0, XDP_TX as i32));
+    p.push(Insn::exit());
+    let patch = |p: &mut Vec<Insn>, j: usize, to: usize| {
+        let off = (to - j - 1) as i16;
+        p[j].0[2..4].copy_from_slice(&off.to_le_bytes());
+    };
+    let drop = p.len();
+    patch(&mut p, to_drop, drop);
+    p.push(Insn::mov_imm(R0, XDP_DROP as i32));
+    p.push(Insn::exit());
+    let pass = p.len();
+    for j in to_pass {
+        patch(&mut p, j, pass);
+    }
+    p.push(Insn::mov_imm(R0, XDP_PASS as i32));
+    p.push(Insn::exit());
+    p
+}
+
+/// The counter map of [`udp_echo_tx`]: an array of one 8-byte value (0).
+pub fn echo_counter() -> io::Result<EchoCounter> {
+    let map = aya::maps::MapData::create(
+        aya_obj::Map::new_from_params(2, 4, 8, 1, 0),
+        "xtb_echo",
+        None,
+    )
+    .map_err(|e| io::Error::other(format!("cannot create the echo counter map: {e}")))?;
+    let fd = {
+        use std::os::fd::AsFd;
+        map.fd().as_fd().as_raw_fd()
+    };
+    let mut a: aya::maps::Array<aya::maps::MapData, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(map)).map_err(io::Error::other)?;
+    a.set(0, 0, 0).map_err(io::Error::other)?;
+    Ok(EchoCounter { map: a, fd })
+}
+
+/// The echo program's counter: what it sent back.
+pub struct EchoCounter {
+    map: aya::maps::Array<aya::maps::MapData, u64>,
+    /// The map's descriptor, for [`udp_echo_tx`] (valid while this lives).
+    pub fd: i32,
+}
+
+impl EchoCounter {
+    pub fn get(&self) -> u64 {
+        self.map.get(&0, 0).unwrap_or(0)
+    }
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<libc::c_long> {
@@ -510,6 +677,93 @@ mod tests {
         let w = write_frame_tx(&[7u8; 70]);
         assert_eq!(w.iter().filter(|i| i.0[0] == 0x62).count(), 17);
         assert_eq!(w.iter().filter(|i| i.0[0] == 0x6a).count(), 1);
+    }
+
+    /// An IPv4 header checksum computed here, independently of the bench's.
+    fn ip_checksum(h: &[u8]) -> u16 {
+        let mut sum: u32 = h
+            .chunks(2)
+            .enumerate()
+            .filter(|(i, _)| *i != 5)
+            .map(|(_, w)| u16::from_be_bytes([w[0], w[1]]) as u32)
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn echo_sends_every_udp_frame_back_as_its_answer_within_its_budget() {
+        if !root() {
+            return;
+        }
+        use crate::xdp_bench::{ipv4_udp_checksums_ok, udp_frame};
+        let src = "198.51.100.1:50000".parse().unwrap();
+        let dst = "198.51.100.2:40001".parse().unwrap();
+        let payload: Vec<u8> = (0..101u8).collect();
+        let base = udp_frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst, &payload);
+        let counter = echo_counter().unwrap();
+        let budget = 9;
+        let prog = Prog::load("xtb_test_echo", &udp_echo_tx(counter.fd, budget)).unwrap();
+        let run = |f: &[u8]| {
+            let mut out = vec![0u8; f.len()];
+            let t = test_run(
+                prog.fd(),
+                f,
+                1,
+                Mode::Plain {
+                    out: Some(&mut out),
+                },
+            )
+            .unwrap();
+            (t.retval, out)
+        };
+        // Every TTL (and so every checksum the update starts from) comes back as 64.
+        for ttl in [1u8, 2, 3, 63, 64, 65, 128, 200, 255] {
+            let mut f = base.clone();
+            f[22] = ttl;
+            let c = ip_checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            assert!(ipv4_udp_checksums_ok(&f));
+            let (rv, out) = run(&f);
+            assert_eq!(rv, XDP_TX, "ttl {ttl}");
+            assert_eq!(&out[0..6], &f[6..12]);
+            assert_eq!(&out[6..12], &f[0..6]);
+            assert_eq!(&out[26..30], &f[30..34]);
+            assert_eq!(&out[30..34], &f[26..30]);
+            assert_eq!(&out[34..36], &f[36..38]);
+            assert_eq!(&out[36..38], &f[34..36]);
+            assert_eq!(out[22], ECHO_TTL);
+            assert_eq!(
+                u16::from_be_bytes([out[24], out[25]]),
+                ip_checksum(&out[14..34]),
+                "ttl {ttl}"
+            );
+            assert!(ipv4_udp_checksums_ok(&out), "ttl {ttl}");
+            assert_eq!(
+                &out[38..],
+                &f[38..],
+                "UDP length, checksum and payload kept"
+            );
+        }
+        assert_eq!(counter.get(), 9);
+        // ARP, IPv6, IP options, TCP pass (and are not counted).
+        let mut arp = base.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut v6 = base.clone();
+        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let mut opts = base.clone();
+        opts[14] = 0x46;
+        let mut tcp = base.clone();
+        tcp[23] = 6;
+        for f in [&arp, &v6, &opts, &tcp] {
+            assert_eq!(run(f).0, XDP_PASS);
+        }
+        assert_eq!(run(&base[..40]).0, XDP_PASS, "shorter than its headers");
+        // The budget is spent: UDP is dropped from now on, and no longer counted.
+        assert_eq!(run(&base).0, XDP_DROP);
+        assert_eq!(counter.get(), 9);
     }
 
     #[test]

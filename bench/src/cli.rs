@@ -58,6 +58,11 @@ pub enum Cmd {
     /// Hold an XDP program that drops every frame but ARP on IFACE until SIGINT/SIGTERM or
     /// --duration: the peer's veth under `xdp-relay-load`.
     XdpDrop(XdpHoldArgs),
+    /// Hold the closed-loop echo on IFACE until SIGINT/SIGTERM or --duration: every
+    /// IPv4/UDP frame is sent back with XDP_TX as a peer's answer (addresses and ports
+    /// swapped, TTL 64), ARP passes, at most --budget frames (then UDP is dropped): the
+    /// peer's veth under `xdp-relay-load --loop`.
+    XdpEcho(XdpEchoArgs),
     /// Micro-benchmark: BPF_PROG_TEST_RUN of xturn's responder, a bare XDP_TX reflector
     /// and XDP_PASS on one Binding request (kernel-timed single runs).
     XdpCost(XdpCostArgs),
@@ -321,6 +326,15 @@ pub struct XdpHoldArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct XdpEchoArgs {
+    #[command(flatten)]
+    pub hold: XdpHoldArgs,
+    /// Frames to send back at most (1..=2147483647); after that UDP frames are dropped.
+    #[arg(long, default_value_t = 200_000_000)]
+    pub budget: u32,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct XdpLoadArgs {
     #[command(flatten)]
     pub common: Common,
@@ -403,6 +417,14 @@ pub struct XdpRelayLoadArgs {
     /// Frames per live-frame run (one BPF_PROG_RUN call).
     #[arg(long = "frames-per-run", default_value_t = 1 << 22)]
     pub frames_per_run: u32,
+    /// Closed loop, to saturate a relay the generator alone cannot: an echo program on
+    /// --iface (`xdp-echo`'s) sends every relayed or reflected frame that comes back
+    /// there to the relay again as the client's next datagram, at most BUDGET times;
+    /// with a relay, `xdp-echo` on --deliver-iface does the same for the peer. The
+    /// generator's frames only fill the loop and make up for what the relay drops;
+    /// delivered is then what arrived at --deliver-iface plus what came back to --iface.
+    #[arg(long = "loop", value_name = "BUDGET")]
+    pub loop_budget: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -606,6 +628,27 @@ mod tests {
             Cli::try_parse_from(["xturn-bench", "echo", "--reflector", "--size", "10"]).unwrap();
         let Cmd::Echo(a) = c.cmd else { panic!() };
         assert!(a.validate().is_err(), "size below the payload header");
+        // The closed loop: the echo holder's budget, and the load's --loop.
+        let c = Cli::try_parse_from(["xturn-bench", "xdp-echo", "pa", "--budget", "5"]).unwrap();
+        let Cmd::XdpEcho(a) = c.cmd else { panic!() };
+        assert_eq!((a.hold.iface.as_str(), a.budget), ("pa", 5));
+        let c = Cli::try_parse_from([
+            "xturn-bench",
+            "xdp-relay-load",
+            "--iface",
+            "ca",
+            "--dst-mac",
+            "02:00:00:00:00:01",
+            "--reflector",
+            "--loop",
+            "1000",
+        ])
+        .unwrap();
+        let Cmd::XdpRelayLoad(a) = c.cmd else {
+            panic!()
+        };
+        assert_eq!(a.loop_budget, Some(1000));
+        assert!(Cli::try_parse_from(["xturn-bench", "xdp-echo", "pa", "--budget", "-1"]).is_err());
     }
 }
 

@@ -99,6 +99,7 @@ fn real_main() -> Result<()> {
             emit(&r, r.human(), a.common.json, a.common.json_out.as_deref())
         }
         Cmd::XdpDrop(a) => xdp_bench::run_xdp_drop(a),
+        Cmd::XdpEcho(a) => xdp_bench::run_xdp_echo(a),
         Cmd::XdpCost(a) => {
             let r = xdp_bench::run_xdp_cost(a)?;
             emit(&r, r.human(), a.json, a.json_out.as_deref())

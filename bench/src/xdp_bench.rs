@@ -18,7 +18,7 @@
 //!   in one call would feed the responder its own answer from the second run on.)
 
 use crate::bpf::{self, Mode, Prog, XDP_DROP, XDP_PASS, XDP_TX};
-use crate::cli::{XdpCostArgs, XdpHoldArgs, XdpLoadArgs};
+use crate::cli::{XdpCostArgs, XdpEchoArgs, XdpHoldArgs, XdpLoadArgs};
 use crate::cpu::{self, CpuReport};
 use crate::net;
 use crate::stats::{self, Params, TrafficReport};
@@ -278,6 +278,27 @@ pub fn run_xdp_drop(a: &XdpHoldArgs) -> Result<()> {
         a.iface
     );
     hold(a.duration)
+}
+
+/// `xdp-echo IFACE`: the closed-loop echo ([`bpf::udp_echo_tx`]) on IFACE until
+/// signalled, `--duration` or `--budget` frames; says how many it sent back.
+pub fn run_xdp_echo(a: &XdpEchoArgs) -> Result<()> {
+    let ifindex = check_hold(&a.hold)?;
+    ensure!(
+        (1..=i32::MAX as u32).contains(&a.budget),
+        "--budget must be 1..=2147483647"
+    );
+    let counter = bpf::echo_counter()?;
+    let p = Prog::load("xtb_echo", &bpf::udp_echo_tx(counter.fd, a.budget))?;
+    let _link = bpf::attach_xdp(p.fd(), ifindex)
+        .with_context(|| format!("cannot attach the echo to {} in driver mode", a.hold.iface))?;
+    eprintln!(
+        "xdp-echo: sending every IPv4/UDP frame on {} back, at most {} (driver mode)",
+        a.hold.iface, a.budget
+    );
+    hold(a.hold.duration)?;
+    eprintln!("xdp-echo: sent back {}", counter.get());
+    Ok(())
 }
 
 /// Packet and drop counters of one interface from /proc/net/dev text.

@@ -154,6 +154,15 @@ pub struct XdpRelayLoadReport {
     pub relay_napi_cpu_s: Option<f64>,
     /// Allocations whose deletion failed at the end.
     pub teardown_failed: usize,
+    /// `--loop`: the echo's budget on --iface, what it sent back to the relay, and (with
+    /// a relay) what came back to --iface from it (the peer-to-client direction, part of
+    /// `delivered`).
+    #[serde(default)]
+    pub loop_budget: Option<u32>,
+    #[serde(default)]
+    pub echoed: Option<u64>,
+    #[serde(default)]
+    pub delivered_back: Option<u64>,
 }
 
 impl XdpRelayLoadReport {
@@ -203,6 +212,14 @@ impl XdpRelayLoadReport {
                 "  relay process {p:.2} s CPU ({} per delivered frame), relay NAPI threads {n:.2} s ({})\n",
                 per(p),
                 per(n)
+            );
+        }
+        if let (Some(b), Some(e)) = (self.loop_budget, self.echoed) {
+            s += &format!(
+                "  closed loop: the echo on the client's side sent {e} back (budget {b}); \
+                 delivered {} to the far side and {} back\n",
+                self.delivered - self.delivered_back.unwrap_or(0),
+                self.delivered_back.map_or("–".into(), |v| v.to_string())
             );
         }
         if self.target == "relay" {
@@ -296,6 +313,12 @@ pub fn run_xdp_relay_load(a: &XdpRelayLoadArgs) -> Result<XdpRelayLoadReport> {
         "--size must be 24..=1400 bytes"
     );
     ensure!(a.peer_ports >= 1, "--peer-ports must be at least 1");
+    if let Some(b) = a.loop_budget {
+        ensure!(
+            (1..=i32::MAX as u32).contains(&b),
+            "--loop must be 1..=2147483647 frames"
+        );
+    }
     if !a.reflector {
         ensure!(
             a.peer.is_some(),
@@ -340,6 +363,11 @@ pub fn run_xdp_relay_load(a: &XdpRelayLoadArgs) -> Result<XdpRelayLoadReport> {
         server,
         &locals,
     );
+    // After a closed loop, what was in flight reaches the client's sockets and the
+    // relay's queues: let that settle before the deletions.
+    if a.loop_budget.is_some() && !sessions.is_empty() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let teardown_failed = tear_down(&mut sessions);
     let mut r = result?;
     r.turn_setup_s = turn_setup_s;
@@ -413,15 +441,31 @@ fn load(
         );
     }
     map.set(n, 0, 0)?;
-    // Frames that come back (from a reflector) are dropped where they arrive.
+    // Frames that come back (from a reflector) are dropped where they arrive; in a
+    // closed loop every frame that comes back is sent to the relay again.
+    let echo = a.loop_budget.map(|b| -> Result<_> {
+        let counter = bpf::echo_counter()?;
+        let prog = Prog::load("xtb_echo", &bpf::udp_echo_tx(counter.fd, b))?;
+        Ok((counter, prog))
+    });
+    let echo = echo.transpose()?;
     let drop = Prog::load("xtb_drop", &bpf::constant(XDP_DROP))?;
-    let _link = if a.reflector {
-        Some(
+    let _link = match (&echo, a.reflector) {
+        (Some((_, prog)), _) => Some(
+            bpf::attach_xdp(prog.fd(), ifindex)
+                .with_context(|| format!("cannot attach the echo program to {}", a.iface))?,
+        ),
+        (None, true) => Some(
             bpf::attach_xdp(drop.fd(), ifindex)
                 .with_context(|| format!("cannot attach the drop program to {}", a.iface))?,
-        )
-    } else {
-        None
+        ),
+        (None, false) => None,
+    };
+    // What comes back to --iface from a relay in a closed loop is delivered too.
+    let back_now = || {
+        (echo.is_some() && a.deliver_iface.is_some())
+            .then(|| if_counters(None, &a.iface))
+            .flatten()
     };
     let deliver_iface = a.deliver_iface.clone().unwrap_or_else(|| a.iface.clone());
     let deliver_pid = if a.deliver_iface.is_some() {
@@ -444,6 +488,7 @@ fn load(
         .collect();
 
     let deliver_a = delivered_now();
+    let back_a = back_now();
     let in_a = relay_if(a.relay_iface.as_deref());
     let out_a = relay_if(egress);
     let cpu_a = relay_cpus.map(cpu::sample).transpose()?;
@@ -477,19 +522,26 @@ fn load(
     };
     let elapsed_s = (net::now_ns() - start_ns) as f64 / 1e9;
     let gen_b = net::process_cpu_ns();
-    // The relay drains its rings for a moment after the last run: count that work too.
-    std::thread::sleep(Duration::from_millis(200));
+    // The relay drains its rings for a moment after the last run: count that work too
+    // (not in a closed loop, which goes on until the echo is detached: it is counted
+    // over the load's time exactly).
+    if echo.is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every "after" reading together, right after that.
+    let (deliver_b, back_b) = (delivered_now(), back_now());
+    let (in_b, out_b) = (relay_if(a.relay_iface.as_deref()), relay_if(egress));
     let cpu_b = relay_cpus.map(cpu::sample).transpose()?;
     let run_b = cpu::runtime_of(&pids).filter(|_| !pids.is_empty());
     let (proc_b, napi_b) = (process(c.relay_pid), napi());
+    let echoed = echo.as_ref().map(|(counter, _)| counter.get());
     let secs =
         |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9);
     let d = |b: Option<IfCounters>, a: Option<IfCounters>| b.zip(a).map(|(b, a)| b.delta(a));
-    let delivered = d(delivered_now(), deliver_a)
-        .map(|x| x.rx_packets)
-        .unwrap_or(0);
-    let inbound = d(relay_if(a.relay_iface.as_deref()), in_a);
-    let outbound = d(relay_if(egress), out_a);
+    let back = d(back_b, back_a).map(|x| x.rx_packets);
+    let delivered = d(deliver_b, deliver_a).map(|x| x.rx_packets).unwrap_or(0) + back.unwrap_or(0);
+    let inbound = d(in_b, in_a);
+    let outbound = d(out_b, out_a);
     let handled = inbound.map(|x| x.rx_packets);
     let mut r = TrafficReport {
         mode: "xdp-relay-load".into(),
@@ -560,6 +612,9 @@ fn load(
         delivered_pps: stats::per_second(delivered, elapsed_s),
         relay_process_cpu_s: secs(proc_a, proc_b),
         relay_napi_cpu_s: secs(napi_a, napi_b),
+        loop_budget: a.loop_budget,
+        echoed,
+        delivered_back: back,
         ..Default::default()
     })
 }

@@ -181,6 +181,7 @@ pub fn render_markdown(
     md.push_str(&xdp_section(res, disturbed));
     md.push_str(&afxdp_section(res, disturbed, &a.commands));
     md.push_str(&inkernel_section(res, disturbed));
+    md.push_str(&closed_loop_section(res, disturbed));
     md.push_str(&scale_section(res, disturbed));
     md.push_str(&defaults_section(res, disturbed));
     (md, svg)

@@ -5,7 +5,7 @@
 //! - [`schema`]: the result files and how they load;
 //! - [`format`]: number formats and table rows;
 //! - [`markdown`]: the document;
-//! - [`defaults`], [`xdp`], [`afxdp`], [`inkernel`]: its sections;
+//! - [`defaults`], [`xdp`], [`afxdp`], [`inkernel`], [`closed_loop`]: its sections;
 //! - [`regress`]: before/after runs of a change compared figure by figure.
 
 use crate::churn::ChurnReport;
@@ -29,6 +29,7 @@ use xturn_relay::xdp::Counters as XdpCounters;
 use xturn_xdp_common::Counter;
 
 mod afxdp;
+mod closed_loop;
 mod defaults;
 mod format;
 mod inkernel;
@@ -40,6 +41,7 @@ mod tests;
 mod xdp;
 
 pub use afxdp::*;
+pub use closed_loop::*;
 pub use defaults::*;
 use format::*;
 pub use inkernel::*;

@@ -683,3 +683,104 @@ fn afxdp_section_paths_ratios_and_verdicts() {
         "{md}"
     );
 }
+
+/// A closed-loop run: `pps` relayed in both directions (`back` of them to the client),
+/// `ns` of relay threads' CPU per datagram, the relay core `busy`.
+fn loop_load(pps: f64, ns: f64, back: f64, busy: f64, target: &str) -> RunResult {
+    let mut r = relay_load(pps, ns, target);
+    if let RunResult::XdpRelayLoad(l) = &mut r {
+        l.traffic.elapsed_s = 6.0;
+        l.traffic.sent_pps = 20_000.0;
+        if let Some(c) = &mut l.traffic.cpu {
+            c.busy = busy;
+            c.attributed_seconds = Some(busy * 6.0);
+        }
+        l.loop_budget = Some(200_000_000);
+        l.echoed = Some((back * 6.0) as u64);
+        l.delivered_back = (target == "relay").then_some((back * 6.0) as u64);
+    }
+    r
+}
+
+#[test]
+fn closed_loop_section_judges_every_target_by_rate_and_by_cpu() {
+    let mut res: Results = BTreeMap::new();
+    assert_eq!(closed_loop_section(&res, &BTreeMap::new()), "");
+    let x = res.entry(AFXDP.into()).or_default();
+    for k in 1..=3 {
+        let d = (k as f64 - 2.0) * 10_000.0;
+        // In-kernel: 2.6 M/s at 370 ns; XDP_TX reflector 7.6 M/s at 100 ns, 74 % busy.
+        x.insert(
+            format!("loop-inkernel-{k}"),
+            loop_load(2_600_000.0 + d, 370.0, 1_300_000.0, 0.99, "relay"),
+        );
+        x.insert(
+            format!("loop-xdptx-{k}"),
+            loop_load(7_600_000.0 + d, 100.0, 0.0, 0.74, "reflector"),
+        );
+        x.insert(
+            format!("loop-forwarder-{k}"),
+            loop_load(600_000.0 + d, 1_600.0, 300_000.0, 0.99, "relay"),
+        );
+        x.insert(
+            format!("loop-xsk-{k}"),
+            loop_load(700_000.0 + d, 1_400.0, 0.0, 0.99, "reflector"),
+        );
+        x.insert(
+            format!("loop-sockets-{k}"),
+            loop_load(160_000.0 + d / 10.0, 6_000.0, 80_000.0, 0.97, "relay"),
+        );
+        x.insert(
+            format!("loop-upstream-{k}"),
+            loop_load(130_000.0 + d / 10.0, 7_400.0, 65_000.0, 0.97, "relay"),
+        );
+        x.insert(
+            format!("loop-coturn-{k}"),
+            loop_load(110_000.0 + d / 10.0, 9_000.0, 55_000.0, 0.97, "relay"),
+        );
+    }
+    let mut disturbed = BTreeMap::new();
+    disturbed.insert("afxdp-loop-coturn-2".to_string(), 40);
+    let md = closed_loop_section(&res, &disturbed);
+    assert!(
+        md.contains("## Closed loop: every relay at saturation"),
+        "{md}"
+    );
+    // Runs, medians, directions.
+    assert!(md.contains("| in-kernel relay (xturn-inkernel), run 2 | 2,600,000 | 1,300,000 | 1,300,000 | 20,000 |"), "{md}");
+    assert!(
+        md.contains("| **coturn (Debian's package), median** | 110,000 | 55,000 | 55,000 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| coturn (Debian's package), run 2 ⚠ |"),
+        "{md}"
+    );
+    // A reflector has no peer-to-client direction.
+    assert!(
+        md.contains("| bare XDP_TX reflector (xdp-reflect), run 1 | 7,590,000 | – | – |"),
+        "{md}"
+    );
+    // Only the XDP_TX reflector had time left, and is named so.
+    assert!(md.contains("Not saturated (relay core median busy below 90.000 %): bare XDP_TX reflector (xdp-reflect) (74.000 %)."), "{md}");
+    // Per core against the coturns: 2.6 M / 110 k = 23.64×, 9000 / 370 = 24.32×.
+    assert!(
+        md.contains("| in-kernel relay (xturn-inkernel) | 23.64× | 24.32× | 20.00× | 20.00× |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| xturn on sockets | 1.45× | 1.50× | 1.23× | 1.23× |"),
+        "{md}"
+    );
+    // The targets: 2.6/7.6 = 0.34× by rate, 100/370 = 0.27× by CPU: not met; the coturn
+    // targets met both ways; the forwarder 0.86× / 0.88× of its reflector (met), 5.45× /
+    // 5.62× coturn (met).
+    assert!(md.contains("- In-kernel relay vs the bare XDP_TX reflector (target at least 0.50×): by rate 0.34× — **not met**; by CPU per datagram 0.27× — **not met**."), "{md}");
+    assert!(md.contains("- In-kernel relay vs coturn (Debian) per core (target at least 20×): by rate 23.64× — met; by CPU per datagram 24.32× — met."), "{md}");
+    assert!(md.contains("- In-kernel relay vs coturn upstream per core (target at least 15×): by rate 20.00× — met; by CPU per datagram 20.00× — met."), "{md}");
+    assert!(md.contains("- AF_XDP forwarder vs the bare AF_XDP reflector (issue 3, target at least 0.80×): by rate 0.86× — met; by CPU per datagram 0.88× — met."), "{md}");
+    assert!(md.contains("- AF_XDP forwarder vs coturn (Debian) per core (issue 3, target at least 5×): by rate 5.45× — met; by CPU per datagram 5.62× — met."), "{md}");
+    // And it is part of the document.
+    let doc = render_markdown(&res, &BTreeMap::new(), &Meta::default(), "l.svg", "m").0;
+    assert!(doc.contains("## Closed loop: every relay at saturation"));
+}
