@@ -751,6 +751,48 @@ for n in $SCALE_ALLOCS; do
     stop_pid "$DROPPID"
     stop_afxdp
 done
+# And each mode in the closed loop (as in the section above), at saturation in both
+# directions: the cost per relayed datagram with the relay core kept busy at every N.
+load_scale_loop() { # NAME PID ALLOCS (xdp-echo on the peer's veth: DROPPID)
+    gen "$1" xdp-relay-load "${SCALE_ARGS[@]}" --allocations "$3" --deliver-pid "$DROPPID" --relay-pid "$2" \
+        --rate "$LOOP_RATE" --loop "$LOOP_BUDGET" || log "$1 failed: $(tail -1 "$TMP/$1.txt" 2>/dev/null)"
+}
+for n in $SCALE_ALLOCS; do
+    ip netns exec "$NR" taskset -c "$RELAY_CPU" "${XTURN_CMD[@]}" >"$TMP/xturn-scale.out" 2>&1 &
+    XPID=$!
+    PIDS+=("$XPID")
+    ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
+    "${PASS_RC[@]}" >"$TMP/pass-rc.out" 2>&1 &
+    PRC=$!
+    "${PASS_RP[@]}" >"$TMP/pass-rp.out" 2>&1 &
+    PRP=$!
+    PIDS+=("$PRC" "$PRP")
+    wait_line "$TMP/pass-rc.out" "xdp-pass:"
+    wait_line "$TMP/pass-rp.out" "xdp-pass:"
+    start_echo
+    lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
+    measured "scaleloop-sockets-$n" load_scale_loop "scaleloop-sockets-$n" "$XPID" "$n"
+    stop_pid "$DROPPID"
+    stop_pid "$PRC"
+    stop_pid "$PRP"
+    stop_pid "$XPID"
+
+    start_afxdp "$TMP/xturn-afxdp-scale.out"
+    start_echo
+    measured "scaleloop-afxdp-$n" load_scale_loop "scaleloop-afxdp-$n" "$AFPID" "$n"
+    stop_pid "$DROPPID"
+    stop_afxdp
+
+    saved_far=("${DROP_CMD[@]}")
+    DROP_CMD=("${ECHO_CMD[@]}")
+    FAR_READY="xdp-echo:"
+    start_inkernel "$TMP/xturn-inkernel-scale.out"
+    DROP_CMD=("${saved_far[@]}")
+    FAR_READY="xdp-drop:"
+    measured "scaleloop-inkernel-$n" load_scale_loop "scaleloop-inkernel-$n" "$AFPID" "$n"
+    stop_pid "$DROPPID"
+    stop_afxdp
+done
 
 xdp_cost() { # BPF_PROG_TEST_RUN of the responder, the reflector and XDP_PASS on the relay core
     ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-cost --cpus "$RELAY_CPU" --runs 200000 \

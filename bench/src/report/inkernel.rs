@@ -160,6 +160,8 @@ pub const SCALE_TARGET: f64 = 1.5;
 pub const SCALE: &str = "scale";
 /// And at a fixed offered rate per mode (`scalerate-<mode>-<allocations>.json`).
 pub const SCALE_RATE: &str = "scalerate";
+/// And in the closed loop, at saturation (`scaleloop-<mode>-<allocations>.json`).
+pub const SCALE_LOOP: &str = "scaleloop";
 
 /// The scale sweep: per xturn mode and allocation count, the kernel-bypass load's
 /// delivered rate and the relay threads' CPU per delivered frame, and the growth of the
@@ -167,7 +169,8 @@ pub const SCALE_RATE: &str = "scalerate";
 pub fn scale_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String {
     let paced = scale_table(res, SCALE_RATE, disturbed);
     let flat = scale_table(res, SCALE, disturbed);
-    if paced.is_empty() && flat.is_empty() {
+    let closed = scale_table(res, SCALE_LOOP, disturbed);
+    if paced.is_empty() && flat.is_empty() && closed.is_empty() {
         return String::new();
     }
     let mut md = String::new();
@@ -186,6 +189,12 @@ pub fn scale_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> String
         let _ = writeln!(
             md,
             "\n### Flat out\n\nThe pump as fast as it goes; where a mode loses frames its core is saturated (or its rings overflowed in bursts), and the socket path's figure then includes the work done on frames dropped at its sockets.\n\n{flat}"
+        );
+    }
+    if !closed.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### In the closed loop\n\nThe load of the section \"Closed loop\" with N allocations: the echoes on both far ends send every relayed datagram back, so the relay runs flat out in both directions and its core stays busy at every N; the pump (the offered rate) only fills the loop, and \"delivered\" counts both directions (loss does not apply). The socket server had xturn's XDP_PASS program on both relay veths, as there.\n\n{closed}"
         );
     }
     md
@@ -252,7 +261,8 @@ fn scale_table(res: &Results, group: &str, disturbed: &BTreeMap<String, u64>) ->
                 },
                 f0(l.traffic.sent_pps),
                 f0(l.delivered_pps),
-                cell(l.traffic.loss, pct),
+                // In a closed loop more is delivered than sent: loss does not apply.
+                cell(l.traffic.loss.filter(|_| l.loop_budget.is_none()), pct),
                 cell(l.traffic.cpu.as_ref().map(|c| c.busy), pct),
                 cell(ns, f0),
                 growth.map_or("–".into(), |g| format!("{g:.2}×")),

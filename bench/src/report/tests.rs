@@ -784,3 +784,52 @@ fn closed_loop_section_judges_every_target_by_rate_and_by_cpu() {
     let doc = render_markdown(&res, &BTreeMap::new(), &Meta::default(), "l.svg", "m").0;
     assert!(doc.contains("## Closed loop: every relay at saturation"));
 }
+
+#[test]
+fn scale_section_judges_each_mode_in_each_table() {
+    let mut res: Results = BTreeMap::new();
+    assert_eq!(scale_section(&res, &BTreeMap::new()), "");
+    for (group, paced) in [(SCALE_RATE, true), (SCALE_LOOP, false)] {
+        let g = res.entry(group.into()).or_default();
+        for (mode, ns16, ns10k) in [
+            ("sockets", 6_000.0, 8_000.0),
+            ("afxdp", 1_600.0, 2_600.0),
+            ("inkernel", 370.0, 500.0),
+        ] {
+            for (n, ns) in [(16, ns16), (1000, ns16), (10000, ns10k)] {
+                let mut r = if paced {
+                    relay_load(100_000.0, ns, "relay")
+                } else {
+                    loop_load(1_000_000.0, ns, 500_000.0, 0.99, "relay")
+                };
+                if let RunResult::XdpRelayLoad(l) = &mut r {
+                    l.traffic.params.rate = if paced { 100_000 } else { 20_000 };
+                }
+                g.insert(format!("{mode}-{n}"), r);
+            }
+        }
+    }
+    let mut disturbed = BTreeMap::new();
+    disturbed.insert("scaleloop-afxdp-1000".to_string(), 40);
+    let md = scale_section(&res, &disturbed);
+    assert!(md.contains("### At a fixed offered rate"), "{md}");
+    assert!(md.contains("### In the closed loop"), "{md}");
+    assert!(!md.contains("### Flat out"), "{md}");
+    // 8000/6000 = 1.33× (met), 2600/1600 = 1.62× (not met), 500/370 = 1.35× (met), in
+    // both tables.
+    let verdicts = "xturn on sockets: 1.33× at 10,000 allocations vs 16 — met; xturn-afxdp (AF_XDP forwarder): 1.62× at 10,000 allocations vs 16 — **not met**; xturn-inkernel (in-kernel relay): 1.35× at 10,000 allocations vs 16 — met.";
+    assert_eq!(md.matches(verdicts).count(), 2, "{md}");
+    // The paced table shows the loss; the loop's does not (more delivered than sent).
+    assert!(
+        md.contains("| xturn on sockets | 16 | 100,000 | 5,000,000 | 100,000 | 90.000 % |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| xturn on sockets | 16 | 20,000 | 20,000 | 1,000,000 | – |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| xturn-afxdp (AF_XDP forwarder) ⚠ | 1,000 | 20,000 |"),
+        "{md}"
+    );
+}
