@@ -1398,6 +1398,28 @@ const PEER4_NO_CHANNEL: &str = "198.51.100.2:6001";
 const PEER4_EXPIRED_CHANNEL: &str = "198.51.100.2:6002";
 /// ... and one with a live channel whose entry's copy of that permission has expired.
 const PEER4_EXPIRED_COPY: &str = "198.51.100.2:6003";
+/// ... and ones whose channel's copy of the permission expires soon (within and beyond
+/// the in-kernel relay's margin on the coarse clock).
+const PEER4_SOON: &str = "198.51.100.2:6004";
+const PEER4_LATER: &str = "198.51.100.2:6005";
+
+/// `CLOCK_MONOTONIC` now, ns: the clock of the map entries' expiry times.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The in-kernel relay reads the coarse clock and stops relaying this long before an
+/// expiry (the program's RELAY_MARGIN_NS).
+const RELAY_MARGIN_NS: u64 = 50_000_000;
 
 fn peer_channel_key(peer: &str, relay: &str) -> PeerChannelKey {
     PeerChannelKey {
@@ -2038,6 +2060,107 @@ fn xdp_relays_in_the_kernel() {
             XDP_PASS,
             Counter::PassNoXskPeer,
         );
+        // The coarse clock lags by up to a tick, so the in-kernel relay leaves an entry
+        // with less than its margin left to the forwarder (which checks the exact clock):
+        // live by the exact clock, 30 ms left, not relayed in the driver, but steered as
+        // without the in-kernel relay; with a second left, relayed. (Inserted just
+        // before the runs; a stall past the 30 ms gives the same verdicts.)
+        let (soon, later) = {
+            let now = monotonic_ns();
+            (now + RELAY_MARGIN_NS * 3 / 5, now + 1_000_000_000)
+        };
+        {
+            let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
+                HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
+            // Statistics slot 2: the relayed one must not move slot 0's counts.
+            let mut v = channel_value(PEER4, LIVE, 24);
+            v.stats_slot = 2;
+            v.relay_expires_ns = soon;
+            chans.insert(channel_key(0x400a), v, 0).unwrap();
+            v.relay_expires_ns = LIVE;
+            v.permission_expires_ns = soon;
+            chans.insert(channel_key(0x400b), v, 0).unwrap();
+            v.permission_expires_ns = LIVE;
+            v.expires_ns = soon;
+            chans.insert(channel_key(0x400c), v, 0).unwrap();
+            v.expires_ns = later;
+            v.relay_expires_ns = later;
+            v.permission_expires_ns = later;
+            chans.insert(channel_key(0x400d), v, 0).unwrap();
+            let mut pch: HashMap<&mut MapData, PeerChannelKey, PeerChannel> =
+                HashMap::try_from(h.ebpf.map_mut(map_names::PEER_CHANNELS).unwrap()).unwrap();
+            for (peer, exp, perm) in [(PEER4_SOON, LIVE, soon), (PEER4_LATER, later, later)] {
+                let v = PeerChannel {
+                    expires_ns: exp,
+                    permission_expires_ns: perm,
+                    channel: 0x4001u16.to_be_bytes(),
+                    _pad: [0; 6],
+                };
+                pch.insert(peer_channel_key(peer, RELAY4), v, 0).unwrap();
+            }
+        }
+        for (ch, what) in [
+            (0x400a, "allocation"),
+            (0x400b, "permission"),
+            (0x400c, "channel"),
+        ] {
+            not_relayed(
+                &h,
+                &format!("ChannelData whose {what} expires within the margin"),
+                c,
+                cd4(ch, from_client()),
+                XDP_PASS,
+                Counter::PassNoXskChannel,
+            );
+        }
+        not_relayed(
+            &h,
+            "peer whose channel's permission expires within the margin",
+            p,
+            peer_to(PEER4_SOON, RELAY4, b"x"),
+            XDP_PASS,
+            Counter::PassNoXskPeer,
+        );
+        // (The peer's datagram is counted in slot 0: check the cases above first.)
+        assert_eq!(
+            (h.alloc_stats(0), h.alloc_stats(1)),
+            stats_before,
+            "nothing not relayed is counted"
+        );
+        for (desc, ifx, input, counter) in [
+            (
+                "ChannelData with a second left",
+                c,
+                cd4(0x400d, from_client()),
+                Counter::RedirectChannelDev,
+            ),
+            (
+                "peer data with a second left",
+                p,
+                peer_to(PEER4_LATER, RELAY4, b"x"),
+                Counter::RedirectPeerDev,
+            ),
+        ] {
+            let before = h.counters();
+            let (a, _, out) = h.run_on(ifx, &input);
+            let after = h.counters();
+            let moved: Vec<Counter> = Counter::ALL
+                .iter()
+                .copied()
+                .filter(|c| after[*c as usize] != before[*c as usize])
+                .collect();
+            assert_eq!((a, moved), (XDP_REDIRECT, vec![counter]), "{desc}");
+            assert_ne!(out, input, "{desc}: rewritten");
+        }
+        // Counted exactly: the ChannelData in slot 2 (8 bytes of data), the peer's
+        // datagram (1 byte) in slot 0 with the others.
+        let s2 = h.alloc_stats(2);
+        assert_eq!(
+            (s2.to_peer_packets, s2.to_peer_bytes, s2.to_client_packets),
+            (1, 8, 0)
+        );
+        count_relayed(&mut want_stats[0], true, 1);
+        let stats_before = (h.alloc_stats(0), h.alloc_stats(1));
         // An egress where an XDP-sent frame does not arrive (a veth whose peer has no
         // XDP program), or that is not in XT_DEVS.
         h.set_iface(p, 0);

@@ -10,8 +10,9 @@
 //!   addresses and ports in network byte order as byte arrays, so the program can copy
 //!   them straight from packet headers. IPv4 addresses are stored IPv4-mapped
 //!   (`::ffff:a.b.c.d`) in 16 bytes, so one key type serves both families.
-//! - Expiry times are `CLOCK_MONOTONIC` nanoseconds, the clock of `bpf_ktime_get_ns()`.
-//!   An entry is live while `now < expires_ns`.
+//! - Expiry times are `CLOCK_MONOTONIC` nanoseconds, the clock of `bpf_ktime_get_ns()`
+//!   (the program reads its coarse form, `bpf_ktime_get_coarse_ns()`, which lags by at
+//!   most a tick). An entry is live while `now < expires_ns`.
 //! - `tests/tests/xdp_abi.rs` reads the compiled object and checks the map names, key and
 //!   value sizes and struct layouts against these types; the program checks at compile
 //!   time that its map statics carry the names below.
@@ -309,7 +310,8 @@ pub struct ListenValue {
     pub reserved: u32,
 }
 
-/// An absolute expiry time: live while `bpf_ktime_get_ns() < expires_ns`.
+/// An absolute expiry time: live while `CLOCK_MONOTONIC < expires_ns` (the program reads
+/// the coarse clock; the in-kernel relay wants 50 ms left by it).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Expiry {

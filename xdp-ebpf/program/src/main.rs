@@ -44,8 +44,8 @@ use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
     btf_maps::{Array, DevMapHash, HashMap, PerCpuArray, XskMap},
     helpers::{
-        bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail,
     },
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -551,21 +551,31 @@ fn to_listener(ctx: &XdpContext, d: &Datagram, server_ip: &Ip16, cfg: u32) -> Ve
 
 // ------------------------------------------------------------------------- steering
 
-/// CLOCK_MONOTONIC at jiffy resolution when the program only steers: the expiry checks
-/// then only pre-filter (the forwarder checks every frame against its exact copy of the
-/// data plane), and the coarse clock is a load where `bpf_ktime_get_ns` reads the clock
-/// source (`read_tsc` alone was 2.5 % of the relay core under the kernel-bypass flood).
-/// With the in-kernel relay the program decides itself, so it reads the exact clock: no
-/// frame is relayed after its channel, permission or allocation expired.
+/// CLOCK_MONOTONIC at jiffy resolution: a load where `bpf_ktime_get_ns` reads the clock
+/// source (`read_tsc` and its caller were 8 % of the relay core with the in-kernel relay
+/// at saturation). It lags the exact clock by at most one tick (4 ms at HZ=250, 10 ms at
+/// HZ=100) and is never ahead of it, so an entry it finds expired has expired: the drop
+/// and pass decisions taken with it are never early. Where the program only steers, its
+/// expiry checks only pre-filter (the forwarder checks every frame against its exact copy
+/// of the data plane). The in-kernel relay decides itself, so it judges with
+/// [`RELAY_MARGIN_NS`] added: an entry with less than that left goes the way it would
+/// without the in-kernel relay (to the forwarder, which checks the exact clock).
 #[inline(always)]
-fn now_ns(cfg: u32) -> u64 {
-    if cfg & flags::IN_KERNEL != 0 {
-        // SAFETY: a helper without arguments; CLOCK_MONOTONIC nanoseconds.
-        unsafe { bpf_ktime_get_ns() }
-    } else {
-        // SAFETY: a helper without arguments; CLOCK_MONOTONIC_COARSE nanoseconds.
-        unsafe { bpf_ktime_get_coarse_ns() }
-    }
+fn now_ns(_cfg: u32) -> u64 {
+    // SAFETY: a helper without arguments; CLOCK_MONOTONIC_COARSE nanoseconds.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// How long before its expiry (by the coarse clock) the in-kernel relay stops relaying
+/// on a channel, permission or allocation, and leaves the frame to the forwarder: more
+/// than the coarse clock's lag (one tick), so that no frame is relayed in the driver after
+/// its channel, permission or allocation expired while the lag is under 50 ms.
+const RELAY_MARGIN_NS: u64 = 50_000_000;
+
+/// `now` as the in-kernel relay judges expiry: [`RELAY_MARGIN_NS`] ahead.
+#[inline(always)]
+fn relay_deadline(now: u64) -> u64 {
+    now.saturating_add(RELAY_MARGIN_NS)
 }
 
 /// Is the permission for `peer_ip` on relay port `relay_port` live?
@@ -632,7 +642,7 @@ fn channel_data(
         dst_port: ch.peer_port,
         cache: ch.hop,
     };
-    if cfg & flags::IN_KERNEL != 0 {
+    if cfg & flags::IN_KERNEL != 0 && relay_deadline(now) < ch.expires_ns {
         match relay_channel_data(ctx, d, ch, &hop, now, header) {
             NOT_RELAYED => {}
             ABORTED => return Verdict::Aborted,
@@ -670,7 +680,11 @@ fn from_peer(ctx: &XdpContext, d: &Datagram, alloc: &RelayValue) -> Verdict {
         };
         // SAFETY: the value is read at once; the map holds plain data.
         if let Some(pc) = unsafe { XT_PEER_CH.get(&key) } {
-            if now < pc.expires_ns && now < pc.permission_expires_ns {
+            let deadline = relay_deadline(now);
+            if deadline < pc.expires_ns
+                && deadline < pc.permission_expires_ns
+                && deadline < alloc.expires_ns
+            {
                 channel = pc.channel;
             }
         }
@@ -1235,7 +1249,8 @@ fn relayed(ctx: &XdpContext, egress: u32, tx: Counter, redirect: Counter) -> Ver
 /// interface, [`ABORTED`], or [`NOT_RELAYED`] when the
 /// maps do not fully describe it or it cannot be sent from here, and the frame is
 /// untouched (steered or passed as without the in-kernel relay). Relayed only when the
-/// channel, the peer's permission and the allocation are live at `now` (the exact clock),
+/// channel, the peer's permission and the allocation have [`RELAY_MARGIN_NS`] left at
+/// `now` (the coarse clock),
 /// the allocation has a statistics slot, the checksums are right, the TTL allows a hop,
 /// the padding is 0-3 bytes, and the next hop and MTU allow it.
 #[inline(always)]
@@ -1255,7 +1270,8 @@ fn relay_channel_data(
     }
     // The allocation's and the permission's expiries and the statistics slot, as user
     // space copied them from XT_RELAYS and XT_PERMS into the channel's entry.
-    if now >= ch.relay_expires_ns || now >= ch.permission_expires_ns {
+    let deadline = relay_deadline(now);
+    if deadline >= ch.relay_expires_ns || deadline >= ch.permission_expires_ns {
         return NOT_RELAYED;
     }
     let Some(stats) = XT_ASTATS.get_ptr_mut(ch.stats_slot) else {
@@ -1337,8 +1353,9 @@ fn relay_channel_data(
 }
 
 /// Peer data, relayed in the driver as ChannelData to the client (peer -> client): as for
-/// [`relay_channel_data`]. The caller checked at `now` the allocation, and the peer's
-/// `channel` and its permission (the copy in the channel's entry): without a live channel
+/// [`relay_channel_data`]. The caller checked that the allocation, the peer's `channel`
+/// and its permission (the copy in the channel's entry) have [`RELAY_MARGIN_NS`] left at
+/// `now` (the coarse clock): without a live channel
 /// the client gets a Data indication, which user space builds.
 #[inline(always)]
 fn relay_peer_data(
