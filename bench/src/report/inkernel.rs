@@ -142,6 +142,9 @@ pub fn inkernel_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> Str
             by_cpu.map_or("–".into(), |r| format!("{r:.2}×")),
         ));
     }
+    if bypass(res, "loop-inkernel").is_some() {
+        lines.push("- These are at the pump's rate; the targets at saturation, every relay flat out in both directions, are judged in the section \"Closed loop\" below.".into());
+    }
     if !lines.is_empty() {
         let _ = writeln!(
             md,
