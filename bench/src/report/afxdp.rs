@@ -152,25 +152,38 @@ pub(super) fn bypass_table(
     let fmts: [fn(f64) -> String; 11] = [f0, f0, f0, f0, pct, f0, pct, f0, f0, f0, f0];
     for (name, b) in sides {
         let Some(b) = b else { continue };
-        let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| bypass_columns(l)).collect();
-        for ((test, _), c) in b.runs.iter().zip(&cols) {
-            let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, f)).collect();
-            let run = test
-                .rsplit_once('-')
-                .map_or(String::new(), |(_, n)| format!(", run {n}"));
-            let warn = if disturbed.contains_key(&format!("{AFXDP}-{test}")) {
-                " ⚠"
-            } else {
-                ""
-            };
-            let _ = writeln!(md, "| {name}{run}{warn} | {} |", cells.join(" | "));
-        }
-        if b.runs.len() > 1 {
-            let cells: Vec<String> = (0..fmts.len())
-                .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
-                .collect();
-            let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
-        }
+        run_rows(md, disturbed, name, b, bypass_columns, &fmts);
+    }
+}
+
+/// A row per run of side `name` (its `columns`, each in its format; runs the interference
+/// check flagged marked ⚠) and, with several runs, the row of their medians.
+pub(super) fn run_rows(
+    md: &mut String,
+    disturbed: &BTreeMap<String, u64>,
+    name: &str,
+    b: &Bypass,
+    columns: fn(&XdpRelayLoadReport) -> Vec<Option<f64>>,
+    fmts: &[fn(f64) -> String],
+) {
+    let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| columns(l)).collect();
+    for ((test, _), c) in b.runs.iter().zip(&cols) {
+        let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, *f)).collect();
+        let run = test
+            .rsplit_once('-')
+            .map_or(String::new(), |(_, n)| format!(", run {n}"));
+        let warn = if disturbed.contains_key(&format!("{AFXDP}-{test}")) {
+            " ⚠"
+        } else {
+            ""
+        };
+        let _ = writeln!(md, "| {name}{run}{warn} | {} |", cells.join(" | "));
+    }
+    if b.runs.len() > 1 {
+        let cells: Vec<String> = (0..fmts.len())
+            .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
+            .collect();
+        let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
     }
 }
 

@@ -86,25 +86,7 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let fmts: [fn(f64) -> String; 8] = [f0, f0, f0, f0, f0, pct, f0, f0];
     for (_, name, b) in &sides {
-        let cols: Vec<Vec<Option<f64>>> = b.runs.iter().map(|(_, l)| columns(l)).collect();
-        for ((test, _), c) in b.runs.iter().zip(&cols) {
-            let cells: Vec<String> = c.iter().zip(fmts).map(|(v, f)| cell(*v, f)).collect();
-            let run = test
-                .rsplit_once('-')
-                .map_or(String::new(), |(_, n)| format!(", run {n}"));
-            let warn = if disturbed.contains_key(&format!("{AFXDP}-{test}")) {
-                " ⚠"
-            } else {
-                ""
-            };
-            let _ = writeln!(md, "| {name}{run}{warn} | {} |", cells.join(" | "));
-        }
-        if b.runs.len() > 1 {
-            let cells: Vec<String> = (0..fmts.len())
-                .map(|i| cell(median(cols.iter().filter_map(|c| c[i]).collect()), fmts[i]))
-                .collect();
-            let _ = writeln!(md, "| **{name}, median** | {} |", cells.join(" | "));
-        }
+        run_rows(&mut md, disturbed, name, b, columns, &fmts);
     }
     let busy_of = |b: &Bypass| median(b.runs.iter().filter_map(|(_, l)| busy(l)).collect());
     let unsaturated: Vec<String> = sides
