@@ -194,6 +194,20 @@ impl Harness {
             .collect()
     }
 
+    /// Run one frame on interface `ifindex`: (action, metadata bytes, frame bytes, the
+    /// counters that moved).
+    fn run_moved(&self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>, Vec<Counter>) {
+        let before = self.counters();
+        let (action, meta, out) = self.run_on(ifindex, frame);
+        let after = self.counters();
+        let moved = Counter::ALL
+            .iter()
+            .copied()
+            .filter(|c| after[*c as usize] != before[*c as usize])
+            .collect();
+        (action, meta, out, moved)
+    }
+
     /// Run one frame: (action, metadata bytes, frame bytes).
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
         self.run_on(0, frame)
@@ -1924,14 +1938,7 @@ fn xdp_relays_in_the_kernel() {
                     let field = left.build(&payload);
                     let at = if v6 { 14 + 40 + 6 } else { 14 + 20 + 6 };
                     want[at..at + 2].copy_from_slice(&field[at..at + 2]);
-                    let before = h.counters();
-                    let (action, meta, out) = h.run_on(ifx, &input);
-                    let after = h.counters();
-                    let moved: Vec<Counter> = Counter::ALL
-                        .iter()
-                        .copied()
-                        .filter(|c| after[*c as usize] != before[*c as usize])
-                        .collect();
+                    let (action, meta, out, moved) = h.run_moved(ifx, &input);
                     if (action, meta.is_empty(), moved.as_slice())
                         != (XDP_REDIRECT, true, &[counter][..])
                         || out != want
@@ -1953,14 +1960,7 @@ fn xdp_relays_in_the_kernel() {
         // Not relayed in the kernel: passed, steered (here: no AF_XDP socket, so passed
         // as PassNoXsk*) or dropped exactly as without the in-kernel relay.
         let not_relayed = |h: &Harness, desc: &str, ifx: u32, input: Vec<u8>, action, counter| {
-            let before = h.counters();
-            let (a, m, out) = h.run_on(ifx, &input);
-            let after = h.counters();
-            let moved: Vec<Counter> = Counter::ALL
-                .iter()
-                .copied()
-                .filter(|c| after[*c as usize] != before[*c as usize])
-                .collect();
+            let (a, m, out, moved) = h.run_moved(ifx, &input);
             assert_eq!((a, moved), (action, vec![counter]), "{desc}");
             assert!(m.is_empty(), "{desc}: metadata");
             assert_eq!(out, input, "{desc}: the frame must be left untouched");
@@ -2141,14 +2141,7 @@ fn xdp_relays_in_the_kernel() {
                 Counter::RedirectPeerDev,
             ),
         ] {
-            let before = h.counters();
-            let (a, _, out) = h.run_on(ifx, &input);
-            let after = h.counters();
-            let moved: Vec<Counter> = Counter::ALL
-                .iter()
-                .copied()
-                .filter(|c| after[*c as usize] != before[*c as usize])
-                .collect();
+            let (a, _, out, moved) = h.run_moved(ifx, &input);
             assert_eq!((a, moved), (XDP_REDIRECT, vec![counter]), "{desc}");
             assert_ne!(out, input, "{desc}: rewritten");
         }
