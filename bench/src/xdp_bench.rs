@@ -893,7 +893,7 @@ pub fn run_xdp_cost(a: &XdpCostArgs) -> Result<XdpCostReport> {
         0,
         Config {
             flags: flags::ALL,
-            max_steer_len: 0,
+            ..Config::default()
         },
         0,
     )?;

@@ -3,28 +3,31 @@
 //!
 //! Every thread that relays data keeps its own [`crate::DataPlane`] copy, and one
 //! allocation's packets may be relayed by several of them (the socket worker of the
-//! client's flow, the one owning the relay socket, an AF_XDP forwarder per queue). So the
-//! token buckets live in one shared table of atomics, [`Limits`], that every copy holds:
-//! a limit holds whatever path and thread carries the traffic. Buckets are indexed, never
-//! hashed: an allocation's by its relayed port (one relay address per family), a user's
-//! by the slot the server gives it while it has allocations.
+//! client's flow, the one owning the relay socket, an AF_XDP forwarder per queue, the XDP
+//! program's in-kernel relay). So the token buckets live in one shared table of atomics,
+//! [`Limits`], that every copy holds: a limit holds whatever path and thread carries the
+//! traffic. With the in-kernel relay the table is the XDP program's `XT_LIMITS` map,
+//! mapped into the process ([`Limits::with_memory`]). Buckets are indexed, never hashed,
+//! as `xturn_xdp_common::limits` lays them out: an allocation's by its relayed port (one
+//! relay address per family), a user's by the slot the server gives it while it has
+//! allocations.
 
 use crate::limit::AtomicBucket;
 use crate::types::RelayAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use xturn_xdp_common::limits;
 
 /// How much a bucket holds beyond the steady rate: 200 ms of traffic (at least two
 /// full-size datagrams), so that packet spacing jitter is not punished and a measurement
 /// over a few seconds stays within a few per cent of the limit.
-pub const BURST: Duration = Duration::from_millis(200);
-const MIN_BURST: u64 = 3000;
+pub const BURST: Duration = Duration::from_millis(limits::BURST_MS);
 
 /// Direction of relayed data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    ToPeer = 0,
-    ToClient = 1,
+    ToPeer = limits::TO_PEER as isize,
+    ToClient = limits::TO_CLIENT as isize,
 }
 
 /// What was dropped for being over a limit.
@@ -34,13 +37,24 @@ pub struct Dropped {
     pub bytes: u64,
 }
 
+/// Memory holding the buckets, one `u64` each, laid out as `xturn_xdp_common::limits`
+/// says: this process's own, or memory it shares with the XDP program.
+pub trait BucketMemory: Send + Sync {
+    fn words(&self) -> &[AtomicU64];
+}
+
+impl BucketMemory for Box<[AtomicU64]> {
+    fn words(&self) -> &[AtomicU64] {
+        self
+    }
+}
+
 pub struct Limits {
     per_allocation: u64,
     per_user: u64,
+    users: u32,
     epoch: Instant,
-    /// `[family * 65536 + port][direction]`, in bytes.
-    allocations: Box<[[AtomicBucket; 2]]>,
-    users: Box<[[AtomicBucket; 2]]>,
+    memory: Box<dyn BucketMemory>,
     dropped_packets: AtomicU64,
     dropped_bytes: AtomicU64,
 }
@@ -50,51 +64,71 @@ impl core::fmt::Debug for Limits {
         f.debug_struct("Limits")
             .field("per_allocation", &self.per_allocation)
             .field("per_user", &self.per_user)
+            .field("users", &self.users)
             .finish()
     }
 }
 
-fn burst(rate: u64) -> u64 {
-    (rate * BURST.as_millis() as u64 / 1000).max(MIN_BURST)
-}
-
-fn table(n: usize, rate: u64) -> Box<[[AtomicBucket; 2]]> {
-    if rate == 0 {
-        return Box::new([]);
-    }
-    (0..n)
-        .map(|_| {
-            [
-                AtomicBucket::full(burst(rate)),
-                AtomicBucket::full(burst(rate)),
-            ]
-        })
-        .collect()
-}
-
 fn take(b: &AtomicBucket, rate: u64, now_ms: u32, bytes: u64) -> bool {
-    b.take(now_ms, rate, burst(rate), bytes)
-}
-
-fn refill(b: &[AtomicBucket; 2], rate: u64) {
-    for d in b {
-        d.fill(burst(rate));
-    }
+    b.take(now_ms, rate, limits::burst(rate), bytes)
 }
 
 impl Limits {
     /// `per_allocation` and `per_user` in bytes per second each way (0: no limit); up to
     /// `users` users with allocations at once (the server's total quota bounds it).
     pub fn new(per_allocation: u64, per_user: u64, users: usize, epoch: Instant) -> Self {
-        Limits {
+        let users = (users as u64).min(limits::MAX_USERS as u64) as u32;
+        let n = if per_allocation == 0 && per_user == 0 {
+            0
+        } else {
+            limits::entries(users) as usize
+        };
+        let memory: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        Self::with_memory(per_allocation, per_user, users, epoch, Box::new(memory))
+            .expect("memory of the size the limits need")
+    }
+
+    /// The same with the buckets in `memory` (at least `limits::entries(users)` words when
+    /// any limit is set), which this fills: the XDP program's `XT_LIMITS` map, mapped into
+    /// the process, whose program then takes from the same buckets. Its clock is
+    /// `CLOCK_MONOTONIC` less `epoch`, in ms.
+    pub fn with_memory(
+        per_allocation: u64,
+        per_user: u64,
+        users: u32,
+        epoch: Instant,
+        memory: Box<dyn BucketMemory>,
+    ) -> Result<Self, String> {
+        let users = users.min(limits::MAX_USERS);
+        let l = Limits {
             per_allocation,
             per_user,
+            users,
             epoch,
-            allocations: table(2 * 65536, per_allocation),
-            users: table(users, per_user),
+            memory,
             dropped_packets: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
+        };
+        if l.is_unlimited() {
+            return Ok(l);
         }
+        let have = l.memory.words().len();
+        let need = limits::entries(users) as usize;
+        if have < need {
+            return Err(format!(
+                "bandwidth limits for {users} users need {need} buckets, the memory holds {have}"
+            ));
+        }
+        let buckets = AtomicBucket::in_words(l.memory.words());
+        let cap = |rate| limits::burst(rate);
+        for (i, b) in buckets[..need].iter().enumerate() {
+            b.fill(cap(if (i as u32) < limits::ALLOCATION_BUCKETS {
+                per_allocation
+            } else {
+                per_user
+            }));
+        }
+        Ok(l)
     }
 
     /// No limits at all.
@@ -106,22 +140,59 @@ impl Limits {
         self.per_allocation == 0 && self.per_user == 0
     }
 
-    fn alloc_index(relay: RelayAddr) -> usize {
-        (relay.0.is_ipv6() as usize) << 16 | relay.0.port() as usize
+    /// Bytes per second each way per allocation (0: none).
+    pub fn per_allocation(&self) -> u64 {
+        self.per_allocation
+    }
+
+    /// Bytes per second each way per user (0: none).
+    pub fn per_user(&self) -> u64 {
+        self.per_user
+    }
+
+    /// User slots the table holds.
+    pub fn users(&self) -> u32 {
+        self.users
+    }
+
+    /// The instant the buckets' millisecond clock counts from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    fn bucket(&self, index: u32) -> Option<&AtomicBucket> {
+        AtomicBucket::in_words(self.memory.words()).get(index as usize)
+    }
+
+    fn allocation_bucket(&self, relay: RelayAddr, d: Direction) -> Option<&AtomicBucket> {
+        let index = limits::allocation_bucket(relay.0.is_ipv6(), relay.0.port(), d as u32);
+        self.bucket(index)
+    }
+
+    fn user_bucket(&self, slot: u32, d: Direction) -> Option<&AtomicBucket> {
+        limits::user_bucket(slot, d as u32, self.users).and_then(|i| self.bucket(i))
     }
 
     /// A new allocation on `relay`: its buckets start full (the port may have served
     /// another allocation before).
     pub fn reset_allocation(&self, relay: RelayAddr) {
-        if let Some(b) = self.allocations.get(Self::alloc_index(relay)) {
-            refill(b, self.per_allocation);
+        if self.per_allocation != 0 {
+            for d in [Direction::ToPeer, Direction::ToClient] {
+                if let Some(b) = self.allocation_bucket(relay, d) {
+                    b.fill(limits::burst(self.per_allocation));
+                }
+            }
         }
     }
 
     /// A user who had no allocation has one again in `slot`.
     pub fn reset_user(&self, slot: u32) {
-        if let Some(b) = self.users.get(slot as usize) {
-            refill(b, self.per_user);
+        if self.per_user != 0 {
+            for d in [Direction::ToPeer, Direction::ToClient] {
+                if let Some(b) = self.user_bucket(slot, d) {
+                    b.fill(limits::burst(self.per_user));
+                }
+            }
         }
     }
 
@@ -140,14 +211,14 @@ impl Limits {
         }
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u32;
         let bytes = bytes as u64;
-        let ok = self
-            .allocations
-            .get(Self::alloc_index(relay))
-            .is_none_or(|b| take(&b[d as usize], self.per_allocation, now_ms, bytes))
-            && self
-                .users
-                .get(user as usize)
-                .is_none_or(|b| take(&b[d as usize], self.per_user, now_ms, bytes));
+        let ok = (self.per_allocation == 0
+            || self
+                .allocation_bucket(relay, d)
+                .is_none_or(|b| take(b, self.per_allocation, now_ms, bytes)))
+            && (self.per_user == 0
+                || self
+                    .user_bucket(user, d)
+                    .is_none_or(|b| take(b, self.per_user, now_ms, bytes)));
         if !ok {
             self.dropped_packets.fetch_add(1, Ordering::Relaxed);
             self.dropped_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -225,6 +296,55 @@ mod tests {
             Direction::ToPeer,
             500
         ));
+    }
+
+    struct Shared(std::sync::Arc<[AtomicU64]>);
+    impl BucketMemory for Shared {
+        fn words(&self) -> &[AtomicU64] {
+            &self.0
+        }
+    }
+
+    /// The buckets in memory shared with another taker (the XDP program, whose coarse
+    /// clock runs up to a tick behind): datagrams alternate between user space and it, one
+    /// per ms, ten times the limit, for 10 s; what both admitted together is the limit
+    /// within 10 %, because a lagging clock never refills a bucket twice.
+    #[test]
+    fn a_limit_holds_across_user_space_and_a_lagging_program_sharing_the_buckets() {
+        let t0 = Instant::now();
+        let words: std::sync::Arc<[AtomicU64]> =
+            (0..limits::entries(2)).map(|_| AtomicU64::new(0)).collect();
+        assert!(Limits::with_memory(100_000, 0, 4, t0, Box::new(Shared(words.clone()))).is_err());
+        let l = Limits::with_memory(100_000, 0, 2, t0, Box::new(Shared(words.clone()))).unwrap();
+        let index = limits::allocation_bucket(false, 50000, limits::TO_PEER) as usize;
+        assert_eq!(words[index].load(Ordering::Relaxed), 20_000, "filled");
+        let program = |now_ms: u32, cost: u64| {
+            let w = &words[index];
+            let old = w.load(Ordering::Relaxed);
+            match limits::take(old, now_ms, 100_000, limits::burst(100_000), cost) {
+                Some(new) => w
+                    .compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok(),
+                None => false,
+            }
+        };
+        let mut admitted = 0u64;
+        for ms in 0..10_000u64 {
+            let ok = if ms % 2 == 0 {
+                l.admit(
+                    t0 + Duration::from_millis(ms),
+                    relay(50000),
+                    0,
+                    Direction::ToPeer,
+                    1000,
+                )
+            } else {
+                program((ms as u32).saturating_sub(4), 1000)
+            };
+            admitted += if ok { 1000 } else { 0 };
+        }
+        let rate = admitted as f64 / 10.0;
+        assert!((90_000.0..=110_000.0).contains(&rate), "{rate} B/s");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use xturn_xdp_common::limits;
 
 /// Fixed-point scale of the token count (1/16 token).
 const SCALE: u64 = 16;
@@ -35,38 +36,44 @@ pub fn source_prefix(ip: IpAddr) -> (bool, u64) {
 }
 
 /// A token bucket in one `AtomicU64`: the time of its last refill (ms since some epoch,
-/// upper 32 bits) and the tokens left then (lower 32 bits). Shared by threads without a
-/// lock; [`PrefixBudget`] and the bandwidth limits ([`crate::bandwidth`]) are tables of
-/// these.
+/// upper 32 bits) and the tokens left then (lower 32 bits), updated with
+/// [`xturn_xdp_common::limits::take`], the arithmetic the XDP program shares. Shared by
+/// threads without a lock; [`PrefixBudget`] and the bandwidth limits
+/// ([`crate::bandwidth`]) are tables of these.
 #[derive(Debug)]
+#[repr(transparent)]
 pub struct AtomicBucket(AtomicU64);
 
 impl AtomicBucket {
     /// A full bucket of `cap` tokens (at most `u32::MAX`).
     pub fn full(cap: u64) -> Self {
-        AtomicBucket(AtomicU64::new(cap.min(u32::MAX as u64)))
+        AtomicBucket(AtomicU64::new(limits::full(cap)))
+    }
+
+    /// The buckets in `words` (memory shared with the XDP program, for example).
+    pub fn in_words(words: &[AtomicU64]) -> &[AtomicBucket] {
+        // SAFETY: AtomicBucket is a transparent wrapper of AtomicU64.
+        unsafe { &*(words as *const [AtomicU64] as *const [AtomicBucket]) }
     }
 
     /// Fill it up again (at time 0: the next refill only adds up to `cap`).
     pub fn fill(&self, cap: u64) {
-        self.0.store(cap.min(u32::MAX as u64), Ordering::Relaxed);
+        self.0.store(limits::full(cap), Ordering::Relaxed);
+    }
+
+    /// What it holds now (time and tokens), for tests and diagnostics.
+    pub fn load(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 
     /// Refill at `rate` tokens per second up to `cap`, then take `cost`; false (nothing
-    /// taken, nothing stored) when fewer than `cost` are left. The clock field wraps after
-    /// 49 days: an idle bucket then refills less than it could, never more.
+    /// taken, nothing stored) when fewer than `cost` are left.
     pub fn take(&self, now_ms: u32, rate: u64, cap: u64, cost: u64) -> bool {
-        let cap = cap.min(u32::MAX as u64);
         let mut old = self.0.load(Ordering::Relaxed);
         loop {
-            let (ms, left) = ((old >> 32) as u32, old & u32::MAX as u64);
-            let elapsed = (now_ms.wrapping_sub(ms) as u64).min(1 << 22);
-            let left = (left + elapsed * rate / 1000).min(cap);
-            if left < cost {
-                // Not storing keeps the refill exact: it is computed from the last take.
+            let Some(new) = limits::take(old, now_ms, rate, cap, cost) else {
                 return false;
-            }
-            let new = ((now_ms as u64) << 32) | (left - cost);
+            };
             match self
                 .0
                 .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)

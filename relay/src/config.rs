@@ -237,8 +237,8 @@ pub struct Args {
     /// the AF_XDP forwarder threads. xdp: the XDP program relays in the driver what its
     /// maps fully describe (ChannelData on a live channel <-> the peer's UDP, XDP_TX or a
     /// redirect to another attached interface) and steers the rest to AF_XDP (or, with
-    /// --no-afxdp, passes it to the sockets). Not with --max-bps / --user-max-bps: limits
-    /// are kept in user space, so the driver relays nothing then.
+    /// --no-afxdp, passes it to the sockets). --max-bps and --user-max-bps hold there too:
+    /// the program takes from the same buckets as user space.
     #[arg(long = "fast-path")]
     pub fast_path: Option<String>,
     /// Nice value of the AF_XDP forwarder threads, -20 to 19. Below 0 (the default, -10)
@@ -491,6 +491,17 @@ fn ranges(list: &[String], what: &str) -> Result<Vec<IpRange>> {
 }
 
 impl Settings {
+    /// User slots of the XDP program's bandwidth buckets: the total quota when the
+    /// in-kernel relay has limits to honour, else 0 (no buckets in the program).
+    pub fn xdp_limit_users(&self) -> u32 {
+        let limited = self.server.max_bps != 0 || self.server.user_max_bps != 0;
+        if self.fast_path == FastPath::Xdp && limited {
+            self.server.total_quota
+        } else {
+            0
+        }
+    }
+
     pub fn load(args: Args) -> Result<Settings> {
         let file = match &args.config {
             Some(p) => {
@@ -914,13 +925,6 @@ impl Settings {
         };
         server.max_bps = bps(pick(a.max_bps, f.max_bps, 0), "max-bps")?;
         server.user_max_bps = bps(pick(a.user_max_bps, f.user_max_bps, 0), "user-max-bps")?;
-        if fast_path == FastPath::Xdp && (server.max_bps != 0 || server.user_max_bps != 0) {
-            bail!(
-                "--fast-path xdp relays in the driver, which does not enforce --max-bps or \
-                 --user-max-bps (the AF_XDP and socket paths do): use --fast-path afxdp with \
-                 bandwidth limits"
-            );
-        }
         server.unauth_rate_per_prefix = pick(
             a.unauth_rate_per_prefix,
             f.unauth_rate_per_prefix,
@@ -1099,7 +1103,7 @@ mod tests {
     }
 
     #[test]
-    fn fast_path_is_afxdp_unless_asked_and_xdp_refuses_bandwidth_limits() {
+    fn fast_path_is_afxdp_unless_asked_and_xdp_sizes_buckets_for_bandwidth_limits() {
         let base = ["--listening-ip", "192.0.2.1", "--xdp", "eth0"];
         assert_eq!(parse(&base).unwrap().fast_path, FastPath::Afxdp);
         let s = parse(&[&base[..], &["--fast-path", "xdp"]].concat()).unwrap();
@@ -1108,12 +1112,20 @@ mod tests {
         assert!(e.to_string().contains("use xdp or afxdp"), "{e}");
         let e = parse(&["--listening-ip", "192.0.2.1", "--fast-path", "xdp"]).unwrap_err();
         assert!(e.to_string().contains("needs --xdp"), "{e}");
+        assert_eq!(
+            s.xdp_limit_users(),
+            0,
+            "no limits, no buckets in the program"
+        );
         for limit in ["--max-bps", "--user-max-bps"] {
-            let e =
-                parse(&[&base[..], &["--fast-path", "xdp", limit, "100000"]].concat()).unwrap_err();
-            assert!(e.to_string().contains("does not enforce"), "{limit}: {e}");
-            let ok = parse(&[&base[..], &["--fast-path", "afxdp", limit, "100000"]].concat());
-            assert!(ok.is_ok(), "{limit} with afxdp");
+            let s = parse(&[&base[..], &["--fast-path", "xdp", limit, "100000"]].concat()).unwrap();
+            assert_eq!(s.xdp_limit_users(), s.server.total_quota, "{limit}");
+            let s = parse(&[&base[..], &["--fast-path", "afxdp", limit, "100000"]].concat());
+            assert_eq!(
+                s.unwrap().xdp_limit_users(),
+                0,
+                "{limit} with afxdp: user space only"
+            );
         }
     }
 

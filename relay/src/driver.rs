@@ -679,6 +679,21 @@ pub fn run(settings: Settings, signals: Signals, xdp: Option<(XdpPath, Watch)>) 
         Vec::new()
     });
     server.set_host_ips(host_ips.clone());
+    // The in-kernel relay honours the bandwidth limits with the buckets of every other
+    // path: they live in the program's map.
+    let mut xdp = xdp;
+    if let Some((x, _)) = xdp.as_mut() {
+        if settings.xdp_limit_users() != 0 {
+            let cfg = &settings.server;
+            let shared = x.share_limits(cfg.max_bps, cfg.user_max_bps)?;
+            server.set_limits(Arc::new(shared));
+            tracing::info!(
+                "bandwidth limits ({} B/s per allocation, {} B/s per user) held in the driver too",
+                cfg.max_bps,
+                cfg.user_max_bps
+            );
+        }
+    }
     let limits = server.limits();
     let mut stateless = Stateless::new(
         settings.server.software.clone(),

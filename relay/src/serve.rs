@@ -154,6 +154,7 @@ pub fn serve(args: config::Args) -> Result<()> {
             settings.xdp_mode,
             settings.xdp_maps,
             settings.fast_path == crate::config::FastPath::Xdp,
+            settings.xdp_limit_users(),
         )?;
         let watch = probe::Watch::start(plan, &mut x)?;
         Some((x, watch))

@@ -35,8 +35,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use xturn_control::Change;
 use xturn_xdp_common::{
-    capacity, flags, ipv4_mapped, map_names, program_names, xsk_index, Config, Counter, Endpoint,
-    IfaceValue, ListenPort, ListenValue,
+    capacity, flags, ipv4_mapped, limits, map_names, program_names, xsk_index, Config, Counter,
+    Endpoint, IfaceValue, ListenPort, ListenValue,
 };
 
 pub use mirror::MirrorStats;
@@ -113,7 +113,7 @@ impl Switches {
         }
         Config {
             flags: f,
-            max_steer_len: 0,
+            ..Config::default()
         }
     }
 }
@@ -216,6 +216,99 @@ pub struct XdpPath {
     sizes: MapSizes,
     counters: PerCpuArray<MapData, u64>,
     attached: Vec<Attached>,
+    /// The bandwidth limits' buckets (XT_LIMITS), until [`XdpPath::share_limits`] maps
+    /// them, and the user slots they were sized for (0: one unused entry).
+    limits: Option<MapData>,
+    limit_users: u32,
+}
+
+/// The map `name` as plain map data (for maps used through their file descriptor).
+fn take_data(ebpf: &mut Ebpf, name: &str) -> Result<MapData> {
+    use aya::maps::Map;
+    match ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from the XDP object"))?
+    {
+        Map::Array(m) => Ok(m),
+        _ => bail!("map {name} is not an array"),
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the program's expiries and buckets.
+fn monotonic_ns() -> Result<u64> {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("clock_gettime");
+    }
+    Ok(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+}
+
+/// XT_LIMITS mapped into this process (`BPF_F_MMAPABLE`): the buckets user space and the
+/// program share. Unmapped when the limits that hold it are dropped.
+struct SharedBuckets {
+    words: *mut std::sync::atomic::AtomicU64,
+    len: usize,
+    bytes: usize,
+    _map: MapData,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for SharedBuckets {}
+// SAFETY: as above.
+unsafe impl Sync for SharedBuckets {}
+
+impl SharedBuckets {
+    fn map(map: MapData, len: usize) -> Result<SharedBuckets> {
+        use std::os::fd::{AsFd, AsRawFd};
+        // SAFETY: sysconf has no memory effects.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as usize,
+            _ => 4096,
+        };
+        let bytes = (len * 8).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a shared mapping of the map's value area, which is at least `len` u64
+        // (its max_entries) and page-aligned; unmapped in Drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot map the XDP program's bandwidth buckets (XT_LIMITS)");
+        }
+        Ok(SharedBuckets {
+            words: p.cast(),
+            len,
+            bytes,
+            _map: map,
+        })
+    }
+}
+
+impl xturn_control::bandwidth::BucketMemory for SharedBuckets {
+    fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: `len` u64 of the mapping, alive as long as self; AtomicU64 has u64's
+        // layout.
+        unsafe { std::slice::from_raw_parts(self.words, self.len) }
+    }
+}
+
+impl Drop for SharedBuckets {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, no longer borrowed (self is going).
+        unsafe { libc::munmap(self.words.cast(), self.bytes) };
+    }
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -239,7 +332,19 @@ impl XdpPath {
 
     /// [`XdpPath::load`] with the control-plane maps sized `sizes`.
     pub fn load_with(sizes: MapSizes) -> Result<XdpPath> {
+        XdpPath::load_limited(sizes, 0)
+    }
+
+    /// [`XdpPath::load_with`], and the bandwidth limits' buckets sized for `limit_users`
+    /// user slots (0: no limits; [`XdpPath::share_limits`] then fails).
+    pub fn load_limited(sizes: MapSizes, limit_users: u32) -> Result<XdpPath> {
         raise_memlock_limit();
+        let limit_users = limit_users.min(limits::MAX_USERS);
+        let limit_entries = if limit_users == 0 {
+            1
+        } else {
+            limits::entries(limit_users)
+        };
         for (what, n) in [
             ("allocations", sizes.allocations),
             ("permissions", sizes.permissions),
@@ -255,6 +360,7 @@ impl XdpPath {
             .map_max_entries(map_names::CHANNELS, sizes.channels)
             .map_max_entries(map_names::PEER_CHANNELS, sizes.channels)
             .map_max_entries(map_names::ALLOC_STATS, sizes.allocations)
+            .map_max_entries(map_names::LIMITS, limit_entries)
             .load(OBJECT)
             .context("cannot load the XDP object (root needed)")?;
         xturn_program(&mut ebpf)?
@@ -284,13 +390,60 @@ impl XdpPath {
             },
             sizes,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
+            limits: Some(take_data(&mut ebpf, map_names::LIMITS)?),
+            limit_users,
             ebpf,
             attached: Vec::new(),
         })
     }
 
-    /// Load with `sizes`, configure for `listen` with every switch on, and attach to
-    /// `interfaces` as `mode` asks. Each interface's flags ([`XdpPath::set_iface_flags`])
+    /// Bandwidth limits of `per_allocation` and `per_user` bytes per second each way
+    /// whose buckets are the program's (XT_LIMITS, mapped into this process): every path
+    /// that takes from the returned limits and the in-kernel relay take from the same
+    /// buckets. Turns the program's limits on. Once, after [`XdpPath::load_limited`] with
+    /// user slots.
+    pub fn share_limits(
+        &mut self,
+        per_allocation: u64,
+        per_user: u64,
+    ) -> Result<xturn_control::bandwidth::Limits> {
+        if self.limit_users == 0 {
+            bail!("the XDP program was loaded without bandwidth limits");
+        }
+        let (Ok(allocation_bps), Ok(user_bps)) =
+            (u32::try_from(per_allocation), u32::try_from(per_user))
+        else {
+            bail!("bandwidth limits above {} bytes per second", u32::MAX);
+        };
+        let map = self
+            .limits
+            .take()
+            .context("the XDP program's bandwidth limits are shared already")?;
+        let memory = SharedBuckets::map(map, limits::entries(self.limit_users) as usize)?;
+        // The same moment on both clocks (`Instant` is CLOCK_MONOTONIC on Linux).
+        let epoch = std::time::Instant::now();
+        let epoch_ns = monotonic_ns()?;
+        let shared = xturn_control::bandwidth::Limits::with_memory(
+            per_allocation,
+            per_user,
+            self.limit_users,
+            epoch,
+            Box::new(memory),
+        )
+        .map_err(anyhow::Error::msg)?;
+        self.write_config(Config {
+            flags: self.current.flags | flags::LIMITED,
+            allocation_bps,
+            user_bps,
+            limits_epoch_ns: epoch_ns,
+            ..self.current
+        })?;
+        Ok(shared)
+    }
+
+    /// Load with `sizes` (and buckets for `limit_users`, as [`XdpPath::load_limited`]),
+    /// configure for `listen` with every switch on, and attach to `interfaces` as `mode`
+    /// asks. Each interface's flags ([`XdpPath::set_iface_flags`])
     /// are still zero: the caller probes them, and until then no Binding is answered here.
     pub fn start(
         interfaces: &[String],
@@ -298,8 +451,9 @@ impl XdpPath {
         mode: ModeChoice,
         sizes: MapSizes,
         in_kernel: bool,
+        limit_users: u32,
     ) -> Result<XdpPath> {
-        let mut x = XdpPath::load_with(sizes)?;
+        let mut x = XdpPath::load_limited(sizes, limit_users)?;
         for a in listen {
             x.add_listener(*a)?;
         }
@@ -380,9 +534,10 @@ impl XdpPath {
         self.sizes
     }
 
+    /// Set the switches; the bandwidth limits ([`XdpPath::share_limits`]) stay as they are.
     pub fn set_switches(&mut self, s: Switches) -> Result<()> {
         self.write_config(Config {
-            flags: s.config().flags,
+            flags: s.config().flags | (self.current.flags & flags::LIMITED),
             ..self.current
         })
     }
@@ -574,7 +729,8 @@ mod mirror {
     /// the control plane's quotas bound it.
     #[derive(Default)]
     pub struct ChannelCopies {
-        relays: std::collections::HashMap<Endpoint, (u64, u32)>,
+        /// Expiry, statistics slot and user slot of each allocation in XT_RELAYS.
+        relays: std::collections::HashMap<Endpoint, (u64, u32, u32)>,
         permissions: std::collections::HashMap<PermissionKey, u64>,
         channels:
             std::collections::HashMap<[u8; 2], std::collections::HashMap<ChannelKey, ChannelValue>>,
@@ -594,13 +750,14 @@ mod mirror {
                 port: v.relay_port,
                 _pad: [0; 2],
             };
-            let (expires_ns, slot) = self
-                .relays
-                .get(&relay)
-                .copied()
-                .unwrap_or((0, NO_STATS_SLOT));
+            let (expires_ns, slot, user) =
+                self.relays
+                    .get(&relay)
+                    .copied()
+                    .unwrap_or((0, NO_STATS_SLOT, u32::MAX));
             v.relay_expires_ns = expires_ns;
             v.stats_slot = slot;
+            v.user_slot = user;
             v.permission_expires_ns = self.permission_expiry(v.peer_ip, v.relay_port);
             v
         }
@@ -904,7 +1061,7 @@ mod mirror {
                     five_tuple,
                     relay,
                     expires,
-                    ..
+                    user,
                 } => {
                     let key = endpoint(relay.0);
                     let (client_ip, server_ip) = (
@@ -939,7 +1096,7 @@ mod mirror {
                         hop,
                         flags,
                         stats_slot,
-                        _pad: 0,
+                        user_slot: *user,
                     };
                     if let Err(e) = self.relays.insert(key, value, 0) {
                         self.stats.allocations_not_mirrored += 1;
@@ -950,7 +1107,8 @@ mod mirror {
                         return Err(anyhow::Error::from(e)
                             .context(format!("allocation {} not in XT_RELAYS", relay.0)));
                     }
-                    self.copy_relay(key, Some((value.expires_ns, value.stats_slot)))?;
+                    let copy = (value.expires_ns, value.stats_slot, value.user_slot);
+                    self.copy_relay(key, Some(copy))?;
                 }
                 Change::RemoveAllocation { relay, .. } => {
                     let key = endpoint(relay.0);
@@ -1146,9 +1304,9 @@ mod mirror {
             report
         }
 
-        /// Record what XT_RELAYS now holds for the allocation on `key` (its expiry and
-        /// statistics slot; None: nothing) and rewrite its channels' copies.
-        fn copy_relay(&mut self, key: Endpoint, entry: Option<(u64, u32)>) -> Result<()> {
+        /// Record what XT_RELAYS now holds for the allocation on `key` (its expiry,
+        /// statistics slot and user slot; None: nothing) and rewrite its channels' copies.
+        fn copy_relay(&mut self, key: Endpoint, entry: Option<(u64, u32, u32)>) -> Result<()> {
             match entry {
                 Some(e) => self.copies.relays.insert(key, e),
                 None => self.copies.relays.remove(&key),

@@ -297,7 +297,10 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             layout!(scalar u32),
             layout!(Config {
                 flags,
-                max_steer_len
+                max_steer_len,
+                allocation_bps,
+                user_bps,
+                limits_epoch_ns
             }),
             1,
         ),
@@ -337,7 +340,7 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 relay_expires_ns,
                 permission_expires_ns,
                 stats_slot,
-                _pad2
+                user_slot
             }),
             capacity::CHANNELS,
         ),
@@ -365,7 +368,7 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
                 hop,
                 flags,
                 stats_slot,
-                _pad
+                user_slot
             }),
             capacity::RELAYS,
         ),
@@ -444,6 +447,14 @@ fn expected_maps() -> Vec<(&'static str, u32, Layout, Layout, u32)> {
             }),
             capacity::RELAYS,
         ),
+        // Sized by user space when limits apply (limits::entries).
+        (
+            map_names::LIMITS,
+            BPF_MAP_TYPE_ARRAY,
+            layout!(scalar u32),
+            layout!(scalar u64),
+            1,
+        ),
     ]
 }
 
@@ -478,6 +489,14 @@ fn xdp_object_as_aya_sees_it() {
         assert_eq!(m.value_size(), value.size, "{name}: value size");
         assert_eq!(m.max_entries(), max_entries, "{name}: max entries");
     }
+    // User space maps the bandwidth buckets into its memory.
+    const BPF_F_MMAPABLE: u32 = 1 << 10;
+    let limits = &obj.maps[map_names::LIMITS];
+    assert_eq!(
+        limits.map_flags() & BPF_F_MMAPABLE,
+        BPF_F_MMAPABLE,
+        "XT_LIMITS mmapable"
+    );
     // Besides the named maps only global data (.rodata: the CRC-32 table).
     let mut others: Vec<&str> = obj
         .maps

@@ -18,10 +18,10 @@ use xdp_support::{
 use xturn_control::wire::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use xturn_relay::afxdp::frame::{self, Rewrite};
 use xturn_xdp_common::{
-    direction, flags, iface_flags, ipv4_mapped, map_names, program_names, relay_flags, xsk_index,
-    AllocStats, ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopRef, IfaceValue,
-    ListenPort, ListenValue, PeerChannel, PeerChannelKey, PermissionKey, RelayValue, XskMeta,
-    HOP_CACHE_NS, NO_STATS_SLOT, XSK_META_MAGIC,
+    direction, flags, iface_flags, ipv4_mapped, limits, map_names, program_names, relay_flags,
+    xsk_index, AllocStats, ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopRef,
+    IfaceValue, ListenPort, ListenValue, PeerChannel, PeerChannelKey, PermissionKey, RelayValue,
+    XskMeta, HOP_CACHE_NS, NO_STATS_SLOT, XSK_META_MAGIC,
 };
 
 const XDP_DROP: u32 = 1;
@@ -68,6 +68,9 @@ fn ep(a: SocketAddr) -> Endpoint {
     }
 }
 
+/// User slots of the harness's bandwidth buckets.
+const LIMIT_USERS: u32 = 4;
+
 /// The loaded program with its maps.
 struct Harness {
     ebpf: Ebpf,
@@ -75,7 +78,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let mut ebpf = Ebpf::load(OBJECT).expect("load the XDP object");
+        // Bandwidth buckets for LIMIT_USERS user slots, as the relay sizes them with limits.
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(map_names::LIMITS, limits::entries(LIMIT_USERS))
+            .load(OBJECT)
+            .expect("load the XDP object");
         let p: &mut Xdp = ebpf
             .program_mut(program_names::XTURN)
             .expect("program")
@@ -266,7 +273,7 @@ fn relay_value(expires_ns: u64, slot: u32) -> RelayValue {
         hop: hop_ref(slot),
         flags: 0,
         stats_slot: NO_STATS_SLOT,
-        _pad: 0,
+        user_slot: u32::MAX,
     }
 }
 
@@ -304,7 +311,7 @@ fn channel_value(peer: &str, expires_ns: u64, slot: u32) -> ChannelValue {
         relay_expires_ns: LIVE,
         permission_expires_ns: LIVE,
         stats_slot: 0,
-        _pad2: 0,
+        user_slot: u32::MAX,
     }
 }
 
@@ -1530,6 +1537,39 @@ fn in_kernel_harness(c: u32, p: u32) -> Harness {
     h
 }
 
+/// A namespace for the in-kernel relay's fixtures: the relay veths `c` (client side) and
+/// `p` (peer side, MTU 1400) addressed in both families, the far ends' MACs as permanent
+/// neighbours (the next hops), and forwarding on (which `bpf_fib_lookup` wants).
+fn in_kernel_netns() -> Netns {
+    let ns = Netns::new(format!("{}k", unique_tag()));
+    let name = ns.name.clone();
+    let sh = |cmd: &str| ip_in(&name, cmd);
+    relay_veths(&name);
+    sh("link set p mtu 1400");
+    sh("addr add 192.0.2.1/24 dev c");
+    sh("addr add 2001:db8::1/64 dev c nodad");
+    sh("addr add 198.51.100.1/24 dev p");
+    sh("addr add 2001:db8:51::1/64 dev p nodad");
+    sh("link set c up");
+    sh("link set p up");
+    for (ip, m, dev) in [
+        ("192.0.2.2", MAC_CLIENT, "c"),
+        ("2001:db8::2", MAC_CLIENT, "c"),
+        ("198.51.100.2", MAC_PEER, "p"),
+        ("2001:db8:51::2", MAC_PEER, "p"),
+    ] {
+        sh(&format!(
+            "neigh replace {ip} lladdr {} dev {dev} nud permanent",
+            mac_text(m)
+        ));
+    }
+    in_netns(&name, || {
+        xdp_support::run(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
+        xdp_support::run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    });
+    ns
+}
+
 /// One relayed datagram of `n` bytes of data in the expected statistics of its allocation.
 fn count_relayed(s: &mut AllocStats, to_client: bool, n: usize) {
     if to_client {
@@ -1631,32 +1671,9 @@ fn xdp_relays_in_the_kernel() {
     if !root_or_skip("xdp_relays_in_the_kernel") {
         return;
     }
-    let ns = Netns::new(format!("{}k", unique_tag()));
+    let ns = in_kernel_netns();
     let name = ns.name.clone();
-    let sh = |cmd: &str| ip_in(&name, cmd);
-    let mac = mac_text;
-    relay_veths(&name);
-    sh("link set p mtu 1400");
-    sh("addr add 192.0.2.1/24 dev c");
-    sh("addr add 2001:db8::1/64 dev c nodad");
-    sh("addr add 198.51.100.1/24 dev p");
-    sh("addr add 2001:db8:51::1/64 dev p nodad");
-    sh("link set c up");
-    sh("link set p up");
-    for (ip, m, dev) in [
-        ("192.0.2.2", MAC_CLIENT, "c"),
-        ("2001:db8::2", MAC_CLIENT, "c"),
-        ("198.51.100.2", MAC_PEER, "p"),
-        ("2001:db8:51::2", MAC_PEER, "p"),
-    ] {
-        sh(&format!(
-            "neigh replace {ip} lladdr {} dev {dev} nud permanent",
-            mac(m)
-        ));
-    }
     in_netns(&name, || {
-        xdp_support::run(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
-        xdp_support::run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         pin_to_current_cpu();
         let (c, p) = (ifindex("c"), ifindex("p"));
         assert!(c != 0 && p != 0);
@@ -2257,6 +2274,210 @@ fn xdp_relays_in_the_kernel() {
             want_stats[1],
             "IPv6 allocation statistics"
         );
+    });
+    drop(ns);
+}
+
+impl Harness {
+    /// Turn the bandwidth limits on (`flags::LIMITED` with the in-kernel relay) at these
+    /// rates, with the buckets' clock at 0 `epoch_ago_ns` ago.
+    fn set_limits(&mut self, allocation_bps: u32, user_bps: u32, epoch_ago_ns: u64) {
+        let mut cfg: Array<&mut MapData, Config> =
+            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+        let c = Config {
+            flags: flags::ALL | flags::IN_KERNEL | flags::LIMITED,
+            allocation_bps,
+            user_bps,
+            limits_epoch_ns: monotonic_ns() - epoch_ago_ns,
+            ..cfg.get(&0, 0).unwrap()
+        };
+        cfg.set(0, c, 0).unwrap();
+    }
+
+    fn bucket(&self, index: u32) -> u64 {
+        let m: Array<&MapData, u64> =
+            Array::try_from(self.ebpf.map(map_names::LIMITS).unwrap()).unwrap();
+        m.get(&index, 0).unwrap()
+    }
+
+    fn set_bucket(&mut self, index: u32, ms: u32, tokens: u32) {
+        let mut m: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut(map_names::LIMITS).unwrap()).unwrap();
+        m.set(index, (u64::from(ms) << 32) | u64::from(tokens), 0)
+            .unwrap();
+    }
+}
+
+/// The in-kernel relay under bandwidth limits (`flags::LIMITED`), BPF_PROG_TEST_RUN: a
+/// datagram is relayed in the driver only when its allocation's bucket (and its user's,
+/// where it has a user slot) holds its application data, which is then taken from it
+/// exactly; otherwise the frame is left untouched and steered as without the in-kernel
+/// relay (the forwarder and the socket path take from the same buckets and drop it),
+/// and nothing is counted as relayed. Each direction has its own bucket. A bucket whose
+/// time is ahead of the program's clock (user space's exact clock wrote it; the program
+/// reads the coarse one) keeps its time. The rates are 1 B/s, so that no bucket refills
+/// a byte during the test.
+#[test]
+fn xdp_in_kernel_relay_takes_from_the_shared_buckets() {
+    if !root_or_skip("xdp_in_kernel_relay_takes_from_the_shared_buckets") {
+        return;
+    }
+    let ns = in_kernel_netns();
+    let name = ns.name.clone();
+    in_netns(&name, || {
+        pin_to_current_cpu();
+        let (c, p) = (ifindex("c"), ifindex("p"));
+        assert!(c != 0 && p != 0);
+        let mut h = in_kernel_harness(c, p);
+        // The buckets' clock at 100 s, so that times ahead of and behind it fit.
+        const EPOCH_AGO_NS: u64 = 100_000_000_000;
+        h.set_limits(1, 0, EPOCH_AGO_NS);
+        let relay4 = sa(RELAY4).port();
+        let to_peer = limits::allocation_bucket(false, relay4, limits::TO_PEER);
+        let to_client = limits::allocation_bucket(false, relay4, limits::TO_CLIENT);
+        // 8 bytes of application data client -> peer on channel 0x4001 (statistics slot
+        // 0), 1 byte peer -> client.
+        let cd = FrameSpec::new(sa(CLIENT4), sa(SERVER4)).build(&channel_data(0x4001, b"8 bytes!"));
+        let pd = peer_to(PEER4, RELAY4, b"x");
+        let mut stats = h.alloc_stats(0);
+        let run = |h: &Harness, desc: &str, ifx: u32, input: &[u8], want: Counter| {
+            let (a, _, out, moved) = h.run_moved(ifx, input);
+            let relayed = matches!(want, Counter::RedirectChannelDev | Counter::RedirectPeerDev);
+            let action = if relayed { XDP_REDIRECT } else { XDP_PASS };
+            assert_eq!((a, moved), (action, vec![want]), "{desc}");
+            assert_eq!(out != input, relayed, "{desc}: rewritten only when relayed");
+        };
+
+        // Client -> peer. A bucket behind the clock (written at 50 s) with 100 bytes:
+        // relayed, refilled at 1 B/s for the time since, 8 taken, its time now the
+        // program's clock.
+        h.set_bucket(to_peer, 50_000, 100);
+        let before_ms = ((EPOCH_AGO_NS - 1_000_000_000) / 1_000_000) as u32;
+        run(
+            &h,
+            "ChannelData within the limit",
+            c,
+            &cd,
+            Counter::RedirectChannelDev,
+        );
+        let b = h.bucket(to_peer);
+        let at = (b >> 32) as u32;
+        assert!(
+            (before_ms..=before_ms + 2_000).contains(&at),
+            "bucket time {at} ms: the program's clock (about 100,000)"
+        );
+        let refilled = u64::from(at - 50_000) / 1000;
+        assert_eq!(b & 0xffff_ffff, 100 + refilled - 8, "8 bytes taken");
+        count_relayed(&mut stats, false, 8);
+        // 5 bytes left: not relayed, nothing taken, nothing counted.
+        h.set_bucket(to_peer, at, 5);
+        run(
+            &h,
+            "ChannelData over the limit",
+            c,
+            &cd,
+            Counter::PassNoXskChannel,
+        );
+        assert_eq!(h.bucket(to_peer), (u64::from(at) << 32) | 5, "untouched");
+        // A bucket 5 s ahead of the program's clock (user space's time): the time stays.
+        let ahead = at + 5_000;
+        h.set_bucket(to_peer, ahead, 8);
+        run(
+            &h,
+            "ChannelData, bucket time ahead",
+            c,
+            &cd,
+            Counter::RedirectChannelDev,
+        );
+        assert_eq!(
+            h.bucket(to_peer),
+            u64::from(ahead) << 32,
+            "8 taken, time kept"
+        );
+        count_relayed(&mut stats, false, 8);
+        assert_eq!(
+            h.bucket(to_client) & 0xffff_ffff,
+            0,
+            "the other direction untouched"
+        );
+
+        // Peer -> client: its own bucket.
+        h.set_bucket(to_client, ahead, 1);
+        run(
+            &h,
+            "peer data within the limit",
+            p,
+            &pd,
+            Counter::RedirectPeerDev,
+        );
+        assert_eq!(h.bucket(to_client), u64::from(ahead) << 32, "1 byte taken");
+        count_relayed(&mut stats, true, 1);
+        run(
+            &h,
+            "peer data over the limit",
+            p,
+            &pd,
+            Counter::PassNoXskPeer,
+        );
+        assert_eq!(
+            h.alloc_stats(0),
+            stats,
+            "exactly what was relayed is counted"
+        );
+
+        // A per-user limit only: the channel's and the allocation's user slot 1. Channel
+        // 0x400e of RELAY4 (statistics slot 2) and user slot 1; the peer channel of
+        // PEER4 (0x4001) via RELAY4's allocation entry.
+        h.set_limits(0, 1, EPOCH_AGO_NS);
+        {
+            let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
+                HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
+            let mut v = channel_value(PEER4, LIVE, 25);
+            v.stats_slot = 2;
+            v.user_slot = 1;
+            chans.insert(channel_key(0x400e), v, 0).unwrap();
+        }
+        let user_to_peer = limits::user_bucket(1, limits::TO_PEER, LIMIT_USERS).unwrap();
+        let cd_user =
+            FrameSpec::new(sa(CLIENT4), sa(SERVER4)).build(&channel_data(0x400e, b"8 bytes!"));
+        h.set_bucket(user_to_peer, ahead, 7);
+        run(
+            &h,
+            "ChannelData over its user's limit",
+            c,
+            &cd_user,
+            Counter::PassNoXskChannel,
+        );
+        h.set_bucket(user_to_peer, ahead, 8);
+        run(
+            &h,
+            "ChannelData within its user's limit",
+            c,
+            &cd_user,
+            Counter::RedirectChannelDev,
+        );
+        assert_eq!(h.bucket(user_to_peer), u64::from(ahead) << 32);
+        let s2 = h.alloc_stats(2);
+        assert_eq!((s2.to_peer_packets, s2.to_peer_bytes), (1, 8));
+        // Without a user slot (channel 0x4001): no per-user limit, as in user space;
+        // the empty bucket of the allocation is not read with the allocation limit off.
+        h.set_bucket(to_peer, ahead, 0);
+        run(
+            &h,
+            "ChannelData without a user slot",
+            c,
+            &cd,
+            Counter::RedirectChannelDev,
+        );
+        assert_eq!(
+            h.bucket(to_peer),
+            u64::from(ahead) << 32,
+            "allocation bucket unread"
+        );
+        // Limits off: relayed whatever the buckets hold.
+        h.set(flags::ALL | flags::IN_KERNEL);
+        h.set_bucket(user_to_peer, ahead, 0);
+        run(&h, "limits off", c, &cd_user, Counter::RedirectChannelDev);
     });
     drop(ns);
 }

@@ -415,6 +415,13 @@ impl Server {
 
     /// The bandwidth limits: every data-plane copy of a driver must share them
     /// ([`DataPlane::with_limits`]) for a limit to hold whatever thread relays the data.
+    /// Take the bandwidth limits' buckets from `limits` (the XDP program's, shared) from
+    /// now on. Before the first allocation: buckets in use are not carried over.
+    pub fn set_limits(&mut self, limits: Arc<Limits>) {
+        self.data.set_limits(limits.clone());
+        self.limits = limits;
+    }
+
     pub fn limits(&self) -> Arc<Limits> {
         self.limits.clone()
     }

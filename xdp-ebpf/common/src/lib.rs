@@ -64,9 +64,13 @@ pub mod map_names {
     /// `PerCpuArray<AllocStats>` indexed by [`RelayValue::stats_slot`](crate::RelayValue):
     /// what the in-kernel relay carried for each allocation.
     pub const ALLOC_STATS: &str = "XT_ASTATS";
+    /// `Array<u64>`, memory-mapped into user space (`BPF_F_MMAPABLE`): the token buckets
+    /// of the bandwidth limits, shared by the in-kernel relay and every user-space path
+    /// ([`limits`](crate::limits) gives the layout and the bucket arithmetic).
+    pub const LIMITS: &str = "XT_LIMITS";
 
     /// Every map of the object, for tests and diagnostics.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         CONFIG,
         LISTEN,
         LISTEN_PORTS,
@@ -80,6 +84,7 @@ pub mod map_names {
         PEER_CHANNELS,
         DEVS,
         ALLOC_STATS,
+        LIMITS,
     ];
 }
 
@@ -179,6 +184,13 @@ pub mod flags {
     /// as the relay does on drivers that leave fewer than 4 bytes of headroom. Lets
     /// `BPF_PROG_TEST_RUN`, which always gives 256 bytes of headroom, exercise that path.
     pub const GROW_AT_TAIL: u32 = 1 << 4;
+    /// Bandwidth limits apply ([`Config::allocation_bps`](crate::Config),
+    /// [`Config::user_bps`](crate::Config)): the in-kernel relay takes each datagram's
+    /// application data from its allocation's and its user's buckets in
+    /// [`map_names::LIMITS`](crate::map_names::LIMITS), and leaves a datagram it cannot
+    /// take to the forwarder or the socket path (which drop and count it, or relay it if
+    /// the bucket refilled meanwhile).
+    pub const LIMITED: u32 = 1 << 5;
     /// The default: everything on but the in-kernel relay.
     pub const ALL: u32 = STUN_RESPONDER | STEERING | IGNORE_UNKNOWN_OPTIONAL;
 }
@@ -194,6 +206,14 @@ pub struct Config {
     /// AF_XDP socket: what a UMEM frame holds. Longer frames go to the socket path (an
     /// AF_XDP socket would drop them). 0: no limit.
     pub max_steer_len: u32,
+    /// With [`flags::LIMITED`]: bytes per second each way per allocation (`--max-bps`),
+    /// 0: none.
+    pub allocation_bps: u32,
+    /// With [`flags::LIMITED`]: bytes per second each way per user (`--user-max-bps`),
+    /// 0: none.
+    pub user_bps: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds at which the buckets' millisecond clock is 0.
+    pub limits_epoch_ns: u64,
 }
 
 /// An IP address (IPv4-mapped for IPv4) and a UDP port, network byte order.
@@ -335,7 +355,9 @@ pub struct RelayValue {
     /// Index in [`map_names::ALLOC_STATS`], or [`NO_STATS_SLOT`]: then the in-kernel relay
     /// leaves this allocation's traffic to the AF_XDP and socket paths, which count it.
     pub stats_slot: u32,
-    pub _pad: u32,
+    /// The allocation's user's slot of the per-user buckets ([`limits::user_bucket`]);
+    /// beyond the map: no per-user limit, as in user space.
+    pub user_slot: u32,
 }
 
 /// An allocation without a statistics slot ([`RelayValue::stats_slot`]).
@@ -414,7 +436,8 @@ pub struct ChannelValue {
     pub permission_expires_ns: u64,
     /// The allocation's [`RelayValue::stats_slot`] ([`NO_STATS_SLOT`]: none).
     pub stats_slot: u32,
-    pub _pad2: u32,
+    /// The allocation's [`RelayValue::user_slot`].
+    pub user_slot: u32,
 }
 
 /// A steered flow direction's place in the next-hop cache [`map_names::HOPS`]: the slot,
@@ -621,6 +644,116 @@ pub mod direction {
     pub const PEER_TO_CLIENT: u8 = 2;
 }
 
+/// The bandwidth limits' token buckets (`--max-bps`, `--user-max-bps`: bytes per second,
+/// each direction on its own), shared by the in-kernel relay and user space
+/// (`xturn_control::bandwidth::Limits`) in [`map_names::LIMITS`], so that a limit holds
+/// whichever path and thread carries an allocation's traffic.
+///
+/// A bucket is one `u64`: the time of its last refill in milliseconds since
+/// [`Config::limits_epoch_ns`] (upper 32 bits) and the tokens (bytes) left then (lower 32
+/// bits). Both sides update it with compare-and-swap, computing the new value with
+/// [`limits::take`]. The program reads the coarse clock, up to a tick behind user
+/// space's: a bucket never goes back in time, so the two clocks never refill it twice.
+///
+/// Layout: the allocations' buckets first, indexed by relayed address family and port
+/// ([`limits::allocation_bucket`]), then two per user slot ([`limits::user_bucket`]).
+pub mod limits {
+    /// Direction of relayed data: client to peer.
+    pub const TO_PEER: u32 = 0;
+    /// Direction of relayed data: peer to client.
+    pub const TO_CLIENT: u32 = 1;
+    /// Buckets of the allocations: both families, every port, both directions.
+    pub const ALLOCATION_BUCKETS: u32 = 2 * 65536 * 2;
+    /// How much a bucket holds beyond the steady rate: 200 ms of traffic, at least
+    /// [`MIN_BURST`] bytes (two full-size datagrams), so that packet spacing jitter is not
+    /// punished.
+    pub const BURST_MS: u64 = 200;
+    pub const MIN_BURST: u64 = 3000;
+    /// The longest idle time a refill counts (over an hour): beyond it the bucket is full
+    /// at any rate that fits in it.
+    pub const MAX_ELAPSED_MS: u64 = 1 << 22;
+
+    /// The bucket of the allocation on relayed `port` (`v6`: an IPv6 relayed address) in
+    /// `direction`.
+    pub const fn allocation_bucket(v6: bool, port: u16, direction: u32) -> u32 {
+        ((v6 as u32) << 17) | ((port as u32) << 1) | (direction & 1)
+    }
+
+    /// Most user slots a table holds (the total quota bounds the users with allocations).
+    pub const MAX_USERS: u32 = 1 << 24;
+
+    /// The bucket of user `slot` in `direction`; `None` beyond `users` slots (at most
+    /// [`MAX_USERS`]).
+    pub const fn user_bucket(slot: u32, direction: u32, users: u32) -> Option<u32> {
+        if slot < users && slot < MAX_USERS {
+            Some(ALLOCATION_BUCKETS + slot * 2 + (direction & 1))
+        } else {
+            None
+        }
+    }
+
+    /// Entries of [`map_names::LIMITS`](crate::map_names::LIMITS) for `users` user slots.
+    pub const fn entries(users: u32) -> u32 {
+        ALLOCATION_BUCKETS + users * 2
+    }
+
+    /// What a bucket of `rate` bytes per second holds.
+    pub const fn burst(rate: u64) -> u64 {
+        let b = rate * BURST_MS / 1000;
+        if b < MIN_BURST {
+            MIN_BURST
+        } else {
+            b
+        }
+    }
+
+    /// A full bucket of `cap` tokens at time 0.
+    pub const fn full(cap: u64) -> u64 {
+        if cap > u32::MAX as u64 {
+            u32::MAX as u64
+        } else {
+            cap
+        }
+    }
+
+    /// How far behind a bucket's time a clock may be and still count as behind it (the
+    /// coarse clock after user space's exact one: a few ms). Further behind is a clock
+    /// that wrapped past the bucket's time.
+    pub const BEHIND_MS: u32 = 1 << 16;
+
+    /// The bucket `old` at `now_ms` refilled at `rate` tokens per second up to `cap`,
+    /// less `cost`; `None` when fewer than `cost` are left (then nothing is to be stored,
+    /// which keeps the refill exact: it is computed from the last take). A clock less than
+    /// [`BEHIND_MS`] behind the bucket's (the coarse clock after user space's) refills
+    /// nothing and keeps the bucket's time. The clock field wraps after 49 days: an idle
+    /// bucket then refills less than it could, never more.
+    #[inline(always)]
+    pub const fn take(old: u64, now_ms: u32, rate: u64, cap: u64, cost: u64) -> Option<u64> {
+        let cap = full(cap);
+        let (ms, left) = ((old >> 32) as u32, old & u32::MAX as u64);
+        let ahead = now_ms.wrapping_sub(ms);
+        let (elapsed, at) = if ahead > u32::MAX - BEHIND_MS {
+            (0, ms)
+        } else {
+            let e = ahead as u64;
+            (
+                if e > MAX_ELAPSED_MS {
+                    MAX_ELAPSED_MS
+                } else {
+                    e
+                },
+                now_ms,
+            )
+        };
+        let refilled = left + elapsed * rate / 1000;
+        let left = if refilled > cap { cap } else { refilled };
+        if left < cost {
+            return None;
+        }
+        Some(((at as u64) << 32) | (left - cost))
+    }
+}
+
 /// Magic value of [`XskMeta::magic`] ("XTM1"): tells the forwarder the metadata is there.
 pub const XSK_META_MAGIC: [u8; 4] = *b"XTM2";
 
@@ -657,6 +790,56 @@ pub const fn ipv4_mapped(v4: [u8; 4]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_up_to_its_cap_and_never_twice_for_a_lagging_clock() {
+        let (rate, cap) = (10_000, limits::burst(10_000));
+        assert_eq!(
+            cap, 3000,
+            "200 ms of 10 kB/s is less than the minimum burst"
+        );
+        assert_eq!(limits::burst(1_000_000), 200_000);
+        let b = limits::full(cap);
+        // Take all but 100 bytes at 1,000 ms: the bucket was full (cap) at time 0.
+        let b = limits::take(b, 1000, rate, cap, 2900).unwrap();
+        assert_eq!((b >> 32, b & 0xffff_ffff), (1000, 100));
+        assert_eq!(limits::take(b, 1000, rate, cap, 101), None);
+        // 5 ms later: 50 bytes more.
+        let b = limits::take(b, 1005, rate, cap, 150).unwrap();
+        assert_eq!((b >> 32, b & 0xffff_ffff), (1005, 0));
+        // A clock 4 ms behind (the coarse one) refills nothing and keeps the time, so the
+        // next exact reading refills from 1005, not from 1001.
+        let b = limits::take(b | 40, 1001, rate, cap, 10).unwrap();
+        assert_eq!((b >> 32, b & 0xffff_ffff), (1005, 30));
+        let b = limits::take(b, 1006, rate, cap, 0).unwrap();
+        assert_eq!(b & 0xffff_ffff, 40);
+        // Idle for an hour: full, not more.
+        let b = limits::take(b, 3_601_006, rate, cap, 0).unwrap();
+        assert_eq!(b & 0xffff_ffff, cap);
+        // A bucket filled at time 0 is full 30 days later (not taken for a clock behind).
+        let day = 86_400_000u32;
+        let b = limits::take(limits::full(cap), 30 * day, rate, cap, 1).unwrap();
+        assert_eq!((b >> 32, b & 0xffff_ffff), (30 * day as u64, cap - 1));
+        // The clock wraps after 49.7 days: refills less, never more.
+        let b = limits::take(((u32::MAX - 10) as u64) << 32, 20, rate, cap, 0).unwrap();
+        assert_eq!(b & 0xffff_ffff, 31 * rate / 1000);
+    }
+
+    #[test]
+    fn bucket_indices_do_not_overlap() {
+        use limits::*;
+        let last = allocation_bucket(true, u16::MAX, TO_CLIENT);
+        assert_eq!(last, ALLOCATION_BUCKETS - 1);
+        assert_eq!(allocation_bucket(false, 0, TO_PEER), 0);
+        assert_ne!(
+            allocation_bucket(false, 5, TO_CLIENT),
+            allocation_bucket(true, 5, TO_CLIENT)
+        );
+        assert_eq!(user_bucket(0, TO_PEER, 4), Some(ALLOCATION_BUCKETS));
+        assert_eq!(user_bucket(3, TO_CLIENT, 4), Some(entries(4) - 1));
+        assert_eq!(user_bucket(4, TO_PEER, 4), None);
+        assert_eq!(user_bucket(u32::MAX, TO_PEER, 4), None);
+    }
 
     #[test]
     fn listen_ports_record_one_address_per_family_then_defer_to_the_hash() {
@@ -701,7 +884,7 @@ mod tests {
 
 // Sizes are part of the ABI; a change here is a change on both sides.
 const _: () = {
-    assert!(core::mem::size_of::<Config>() == 8);
+    assert!(core::mem::size_of::<Config>() == 24);
     assert!(core::mem::size_of::<Endpoint>() == 20);
     assert!(core::mem::size_of::<ListenValue>() == 4);
     assert!(core::mem::size_of::<Expiry>() == 8);

@@ -39,23 +39,28 @@
 
 #![no_std]
 #![no_main]
+// The target has no atomics in `core` (no `target_has_atomic`), but the BPF ISA v3 the
+// object is built for has compare-and-swap: the intrinsic emits it.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
+    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS, BPF_F_MMAPABLE},
     btf_maps::{Array, DevMapHash, HashMap, PerCpuArray, XskMap},
     helpers::{
-        bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail,
+        bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 use core::mem::size_of;
 use xturn_xdp_common::{
-    capacity, direction, flags, iface_flags, listen_flags, map_names, program_names, relay_flags,
-    xsk_index, AllocStats, ChannelKey, ChannelValue, Config, Counter, Endpoint, Expiry, HopEntry,
-    HopRef, IfaceValue, ListenPort, ListenValue, PeerChannel, PeerChannelKey, PermissionKey,
-    RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
+    capacity, direction, flags, iface_flags, limits, listen_flags, map_names, program_names,
+    relay_flags, xsk_index, AllocStats, ChannelKey, ChannelValue, Config, Counter, Endpoint,
+    Expiry, HopEntry, HopRef, IfaceValue, ListenPort, ListenValue, PeerChannel, PeerChannelKey,
+    PermissionKey, RelayValue, XskMeta, HOP_CACHE_NS, XSK_META_MAGIC,
 };
 
 // ------------------------------------------------------------------------------ maps
@@ -92,6 +97,9 @@ static XT_PEER_CH: HashMap<PeerChannelKey, PeerChannel, { capacity::CHANNELS as 
 static XT_DEVS: DevMapHash<{ capacity::DEVS as usize }> = DevMapHash::new();
 #[btf_map]
 static XT_ASTATS: PerCpuArray<AllocStats, { capacity::RELAYS as usize }> = PerCpuArray::new();
+/// One entry in the object: user space sizes it (`limits::entries`) when limits apply.
+#[btf_map]
+static XT_LIMITS: Array<u64, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -129,6 +137,7 @@ assert_named!(
     XT_PEER_CH => map_names::PEER_CHANNELS,
     XT_DEVS => map_names::DEVS,
     XT_ASTATS => map_names::ALLOC_STATS,
+    XT_LIMITS => map_names::LIMITS,
     xturn_xdp => program_names::XTURN,
     xturn_xdp_pass => program_names::PASS,
 );
@@ -1245,6 +1254,69 @@ fn relayed(ctx: &XdpContext, egress: u32, tx: Counter, redirect: Counter) -> Ver
     }
 }
 
+/// With [`flags::LIMITED`]: take `bytes` of application data from the allocation's and
+/// its user's buckets in `XT_LIMITS`, which user space shares (`limits`). False when a
+/// bucket holds too few, when another CPU or user space changed it since it was read, or
+/// when the allocation's bucket is missing: the frame then goes the way it goes without
+/// the in-kernel relay, to paths that take from the same buckets. A user slot beyond the
+/// map has no per-user limit, as in user space.
+#[inline(always)]
+fn within_limits(
+    cfg: u32,
+    family: Family,
+    relay_port: [u8; 2],
+    user_slot: u32,
+    direction: u32,
+    bytes: usize,
+) -> bool {
+    if cfg & flags::LIMITED == 0 {
+        return true;
+    }
+    let Some(c) = XT_CONFIG.get(0) else {
+        return false;
+    };
+    // The exact clock, as user space's: with the coarse one the program would see up to a
+    // tick less refill than the forwarder and leave it the datagrams at the limit.
+    // SAFETY: a helper without arguments; CLOCK_MONOTONIC nanoseconds.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let now_ms = (now.saturating_sub(c.limits_epoch_ns) / 1_000_000) as u32;
+    let bytes = bytes as u64;
+    if c.allocation_bps != 0 {
+        let i = limits::allocation_bucket(family == Family::V6, be16(relay_port), direction);
+        if take_bucket(i, now_ms, u64::from(c.allocation_bps), bytes) != Some(true) {
+            return false;
+        }
+    }
+    if c.user_bps != 0 {
+        if let Some(i) = limits::user_bucket(user_slot, direction, limits::MAX_USERS) {
+            if take_bucket(i, now_ms, u64::from(c.user_bps), bytes) == Some(false) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Take `cost` from bucket `index` at `now_ms` (`limits::take`, one compare-and-swap):
+/// `None` when the map has no such bucket.
+#[inline(always)]
+fn take_bucket(index: u32, now_ms: u32, rate: u64, cost: u64) -> Option<bool> {
+    let p = XT_LIMITS.get_ptr_mut(index)?;
+    // SAFETY: an 8-byte aligned u64 of a live map value (array values are 8-byte aligned),
+    // changed only by compare-and-swap, here and in user space. An aligned 8-byte load is
+    // a single access (LLVM's BPF back end has no relaxed atomic load before ISA v4); a
+    // stale value only makes the swap fail.
+    let old = unsafe { core::ptr::read_volatile(p) };
+    let Some(new) = limits::take(old, now_ms, rate, limits::burst(rate), cost) else {
+        return Some(false);
+    };
+    // SAFETY: as above.
+    let (_, swapped) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(p, old, new)
+    };
+    Some(swapped)
+}
+
 /// ChannelData from a client, relayed in the driver (client -> peer): the egress
 /// interface, [`ABORTED`], or [`NOT_RELAYED`] when the
 /// maps do not fully describe it or it cannot be sent from here, and the frame is
@@ -1295,6 +1367,14 @@ fn relay_channel_data(
     let ip_len = if d.family == Family::V4 { IPV4_LEN } else { IPV6_LEN };
     if !next_hop(ctx, hop, now, ingress, &mut nh)
         || !egress_ok(ctx, ingress, nh.egress, ip_len + UDP_LEN + data_len)
+        || !within_limits(
+            d.cfg,
+            d.family,
+            ch.relay_port,
+            ch.user_slot,
+            limits::TO_PEER,
+            data_len,
+        )
     {
         return NOT_RELAYED;
     }
@@ -1389,6 +1469,14 @@ fn relay_peer_data(
     let payload_len = CHANNEL_DATA_HEADER_LEN + data_len;
     if !next_hop(ctx, hop, now, ingress, &mut nh)
         || !egress_ok(ctx, ingress, nh.egress, ip_len + UDP_LEN + payload_len)
+        || !within_limits(
+            cfg,
+            d.family,
+            d.dst_port,
+            alloc.user_slot,
+            limits::TO_CLIENT,
+            data_len,
+        )
     {
         return NOT_RELAYED;
     }
