@@ -1570,6 +1570,22 @@ fn in_kernel_netns() -> Netns {
     ns
 }
 
+/// Run `body` (as root; else the test `name` is skipped) with [`in_kernel_harness`] in a
+/// fresh [`in_kernel_netns`], on one CPU, given the indices of `c` and `p`.
+fn in_kernel_case(name: &str, body: impl FnOnce(Harness, u32, u32) + Send + 'static) {
+    if !root_or_skip(name) {
+        return;
+    }
+    let ns = in_kernel_netns();
+    in_netns(&ns.name.clone(), move || {
+        pin_to_current_cpu();
+        let (c, p) = (ifindex("c"), ifindex("p"));
+        assert!(c != 0 && p != 0);
+        body(in_kernel_harness(c, p), c, p);
+    });
+    drop(ns);
+}
+
 /// One relayed datagram of `n` bytes of data in the expected statistics of its allocation.
 fn count_relayed(s: &mut AllocStats, to_client: bool, n: usize) {
     if to_client {
@@ -1668,16 +1684,7 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
 /// statistics count exactly what was relayed.
 #[test]
 fn xdp_relays_in_the_kernel() {
-    if !root_or_skip("xdp_relays_in_the_kernel") {
-        return;
-    }
-    let ns = in_kernel_netns();
-    let name = ns.name.clone();
-    in_netns(&name, || {
-        pin_to_current_cpu();
-        let (c, p) = (ifindex("c"), ifindex("p"));
-        assert!(c != 0 && p != 0);
-        let mut h = in_kernel_harness(c, p);
+    in_kernel_case("xdp_relays_in_the_kernel", |mut h, c, p| {
         let mut failures = Vec::new();
         // (packets, bytes) each way per allocation slot, as the fixtures relay them.
         let mut want_stats = [AllocStats::default(); 2];
@@ -2275,7 +2282,6 @@ fn xdp_relays_in_the_kernel() {
             "IPv6 allocation statistics"
         );
     });
-    drop(ns);
 }
 
 impl Harness {
@@ -2314,170 +2320,165 @@ impl Harness {
 /// exactly; otherwise the frame is left untouched and steered as without the in-kernel
 /// relay (the forwarder and the socket path take from the same buckets and drop it),
 /// and nothing is counted as relayed. Each direction has its own bucket. A bucket whose
-/// time is ahead of the program's clock (user space's exact clock wrote it; the program
-/// reads the coarse one) keeps its time. The rates are 1 B/s, so that no bucket refills
+/// time is ahead of the program's clock (another CPU or user space read a later clock
+/// and stored first) keeps its time. The rates are 1 B/s, so that no bucket refills
 /// a byte during the test.
 #[test]
 fn xdp_in_kernel_relay_takes_from_the_shared_buckets() {
-    if !root_or_skip("xdp_in_kernel_relay_takes_from_the_shared_buckets") {
-        return;
-    }
-    let ns = in_kernel_netns();
-    let name = ns.name.clone();
-    in_netns(&name, || {
-        pin_to_current_cpu();
-        let (c, p) = (ifindex("c"), ifindex("p"));
-        assert!(c != 0 && p != 0);
-        let mut h = in_kernel_harness(c, p);
-        // The buckets' clock at 100 s, so that times ahead of and behind it fit.
-        const EPOCH_AGO_NS: u64 = 100_000_000_000;
-        h.set_limits(1, 0, EPOCH_AGO_NS);
-        let relay4 = sa(RELAY4).port();
-        let to_peer = limits::allocation_bucket(false, relay4, limits::TO_PEER);
-        let to_client = limits::allocation_bucket(false, relay4, limits::TO_CLIENT);
-        // 8 bytes of application data client -> peer on channel 0x4001 (statistics slot
-        // 0), 1 byte peer -> client.
-        let cd = FrameSpec::new(sa(CLIENT4), sa(SERVER4)).build(&channel_data(0x4001, b"8 bytes!"));
-        let pd = peer_to(PEER4, RELAY4, b"x");
-        let mut stats = h.alloc_stats(0);
-        let run = |h: &Harness, desc: &str, ifx: u32, input: &[u8], want: Counter| {
-            let (a, _, out, moved) = h.run_moved(ifx, input);
-            let relayed = matches!(want, Counter::RedirectChannelDev | Counter::RedirectPeerDev);
-            let action = if relayed { XDP_REDIRECT } else { XDP_PASS };
-            assert_eq!((a, moved), (action, vec![want]), "{desc}");
-            assert_eq!(out != input, relayed, "{desc}: rewritten only when relayed");
-        };
+    in_kernel_case(
+        "xdp_in_kernel_relay_takes_from_the_shared_buckets",
+        |mut h, c, p| {
+            // The buckets' clock at 100 s, so that times ahead of and behind it fit.
+            const EPOCH_AGO_NS: u64 = 100_000_000_000;
+            h.set_limits(1, 0, EPOCH_AGO_NS);
+            let relay4 = sa(RELAY4).port();
+            let to_peer = limits::allocation_bucket(false, relay4, limits::TO_PEER);
+            let to_client = limits::allocation_bucket(false, relay4, limits::TO_CLIENT);
+            // 8 bytes of application data client -> peer on channel 0x4001 (statistics slot
+            // 0), 1 byte peer -> client.
+            let cd =
+                FrameSpec::new(sa(CLIENT4), sa(SERVER4)).build(&channel_data(0x4001, b"8 bytes!"));
+            let pd = peer_to(PEER4, RELAY4, b"x");
+            let mut stats = h.alloc_stats(0);
+            let run = |h: &Harness, desc: &str, ifx: u32, input: &[u8], want: Counter| {
+                let (a, _, out, moved) = h.run_moved(ifx, input);
+                let relayed =
+                    matches!(want, Counter::RedirectChannelDev | Counter::RedirectPeerDev);
+                let action = if relayed { XDP_REDIRECT } else { XDP_PASS };
+                assert_eq!((a, moved), (action, vec![want]), "{desc}");
+                assert_eq!(out != input, relayed, "{desc}: rewritten only when relayed");
+            };
 
-        // Client -> peer. A bucket behind the clock (written at 50 s) with 100 bytes:
-        // relayed, refilled at 1 B/s for the time since, 8 taken, its time now the
-        // program's clock.
-        h.set_bucket(to_peer, 50_000, 100);
-        let before_ms = ((EPOCH_AGO_NS - 1_000_000_000) / 1_000_000) as u32;
-        run(
-            &h,
-            "ChannelData within the limit",
-            c,
-            &cd,
-            Counter::RedirectChannelDev,
-        );
-        let b = h.bucket(to_peer);
-        let at = (b >> 32) as u32;
-        assert!(
-            (before_ms..=before_ms + 2_000).contains(&at),
-            "bucket time {at} ms: the program's clock (about 100,000)"
-        );
-        let refilled = u64::from(at - 50_000) / 1000;
-        assert_eq!(b & 0xffff_ffff, 100 + refilled - 8, "8 bytes taken");
-        count_relayed(&mut stats, false, 8);
-        // 5 bytes left: not relayed, nothing taken, nothing counted.
-        h.set_bucket(to_peer, at, 5);
-        run(
-            &h,
-            "ChannelData over the limit",
-            c,
-            &cd,
-            Counter::PassNoXskChannel,
-        );
-        assert_eq!(h.bucket(to_peer), (u64::from(at) << 32) | 5, "untouched");
-        // A bucket 5 s ahead of the program's clock (user space's time): the time stays.
-        let ahead = at + 5_000;
-        h.set_bucket(to_peer, ahead, 8);
-        run(
-            &h,
-            "ChannelData, bucket time ahead",
-            c,
-            &cd,
-            Counter::RedirectChannelDev,
-        );
-        assert_eq!(
-            h.bucket(to_peer),
-            u64::from(ahead) << 32,
-            "8 taken, time kept"
-        );
-        count_relayed(&mut stats, false, 8);
-        assert_eq!(
-            h.bucket(to_client) & 0xffff_ffff,
-            0,
-            "the other direction untouched"
-        );
+            // Client -> peer. A bucket behind the clock (written at 50 s) with 100 bytes:
+            // relayed, refilled at 1 B/s for the time since, 8 taken, its time now the
+            // program's clock.
+            h.set_bucket(to_peer, 50_000, 100);
+            let before_ms = ((EPOCH_AGO_NS - 1_000_000_000) / 1_000_000) as u32;
+            run(
+                &h,
+                "ChannelData within the limit",
+                c,
+                &cd,
+                Counter::RedirectChannelDev,
+            );
+            let b = h.bucket(to_peer);
+            let at = (b >> 32) as u32;
+            assert!(
+                (before_ms..=before_ms + 2_000).contains(&at),
+                "bucket time {at} ms: the program's clock (about 100,000)"
+            );
+            let refilled = u64::from(at - 50_000) / 1000;
+            assert_eq!(b & 0xffff_ffff, 100 + refilled - 8, "8 bytes taken");
+            count_relayed(&mut stats, false, 8);
+            // 5 bytes left: not relayed, nothing taken, nothing counted.
+            h.set_bucket(to_peer, at, 5);
+            run(
+                &h,
+                "ChannelData over the limit",
+                c,
+                &cd,
+                Counter::PassNoXskChannel,
+            );
+            assert_eq!(h.bucket(to_peer), (u64::from(at) << 32) | 5, "untouched");
+            // A bucket 5 s ahead of the program's clock (user space's time): the time stays.
+            let ahead = at + 5_000;
+            h.set_bucket(to_peer, ahead, 8);
+            run(
+                &h,
+                "ChannelData, bucket time ahead",
+                c,
+                &cd,
+                Counter::RedirectChannelDev,
+            );
+            assert_eq!(
+                h.bucket(to_peer),
+                u64::from(ahead) << 32,
+                "8 taken, time kept"
+            );
+            count_relayed(&mut stats, false, 8);
+            assert_eq!(
+                h.bucket(to_client) & 0xffff_ffff,
+                0,
+                "the other direction untouched"
+            );
 
-        // Peer -> client: its own bucket.
-        h.set_bucket(to_client, ahead, 1);
-        run(
-            &h,
-            "peer data within the limit",
-            p,
-            &pd,
-            Counter::RedirectPeerDev,
-        );
-        assert_eq!(h.bucket(to_client), u64::from(ahead) << 32, "1 byte taken");
-        count_relayed(&mut stats, true, 1);
-        run(
-            &h,
-            "peer data over the limit",
-            p,
-            &pd,
-            Counter::PassNoXskPeer,
-        );
-        assert_eq!(
-            h.alloc_stats(0),
-            stats,
-            "exactly what was relayed is counted"
-        );
+            // Peer -> client: its own bucket.
+            h.set_bucket(to_client, ahead, 1);
+            run(
+                &h,
+                "peer data within the limit",
+                p,
+                &pd,
+                Counter::RedirectPeerDev,
+            );
+            assert_eq!(h.bucket(to_client), u64::from(ahead) << 32, "1 byte taken");
+            count_relayed(&mut stats, true, 1);
+            run(
+                &h,
+                "peer data over the limit",
+                p,
+                &pd,
+                Counter::PassNoXskPeer,
+            );
+            assert_eq!(
+                h.alloc_stats(0),
+                stats,
+                "exactly what was relayed is counted"
+            );
 
-        // A per-user limit only: the channel's and the allocation's user slot 1. Channel
-        // 0x400e of RELAY4 (statistics slot 2) and user slot 1; the peer channel of
-        // PEER4 (0x4001) via RELAY4's allocation entry.
-        h.set_limits(0, 1, EPOCH_AGO_NS);
-        {
-            let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
-                HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
-            let mut v = channel_value(PEER4, LIVE, 25);
-            v.stats_slot = 2;
-            v.user_slot = 1;
-            chans.insert(channel_key(0x400e), v, 0).unwrap();
-        }
-        let user_to_peer = limits::user_bucket(1, limits::TO_PEER, LIMIT_USERS).unwrap();
-        let cd_user =
-            FrameSpec::new(sa(CLIENT4), sa(SERVER4)).build(&channel_data(0x400e, b"8 bytes!"));
-        h.set_bucket(user_to_peer, ahead, 7);
-        run(
-            &h,
-            "ChannelData over its user's limit",
-            c,
-            &cd_user,
-            Counter::PassNoXskChannel,
-        );
-        h.set_bucket(user_to_peer, ahead, 8);
-        run(
-            &h,
-            "ChannelData within its user's limit",
-            c,
-            &cd_user,
-            Counter::RedirectChannelDev,
-        );
-        assert_eq!(h.bucket(user_to_peer), u64::from(ahead) << 32);
-        let s2 = h.alloc_stats(2);
-        assert_eq!((s2.to_peer_packets, s2.to_peer_bytes), (1, 8));
-        // Without a user slot (channel 0x4001): no per-user limit, as in user space;
-        // the empty bucket of the allocation is not read with the allocation limit off.
-        h.set_bucket(to_peer, ahead, 0);
-        run(
-            &h,
-            "ChannelData without a user slot",
-            c,
-            &cd,
-            Counter::RedirectChannelDev,
-        );
-        assert_eq!(
-            h.bucket(to_peer),
-            u64::from(ahead) << 32,
-            "allocation bucket unread"
-        );
-        // Limits off: relayed whatever the buckets hold.
-        h.set(flags::ALL | flags::IN_KERNEL);
-        h.set_bucket(user_to_peer, ahead, 0);
-        run(&h, "limits off", c, &cd_user, Counter::RedirectChannelDev);
-    });
-    drop(ns);
+            // A per-user limit only: the channel's and the allocation's user slot 1. Channel
+            // 0x400e of RELAY4 (statistics slot 2) and user slot 1; the peer channel of
+            // PEER4 (0x4001) via RELAY4's allocation entry.
+            h.set_limits(0, 1, EPOCH_AGO_NS);
+            {
+                let mut chans: HashMap<&mut MapData, ChannelKey, ChannelValue> =
+                    HashMap::try_from(h.ebpf.map_mut(map_names::CHANNELS).unwrap()).unwrap();
+                let mut v = channel_value(PEER4, LIVE, 25);
+                v.stats_slot = 2;
+                v.user_slot = 1;
+                chans.insert(channel_key(0x400e), v, 0).unwrap();
+            }
+            let user_to_peer = limits::user_bucket(1, limits::TO_PEER, LIMIT_USERS).unwrap();
+            let cd_user =
+                FrameSpec::new(sa(CLIENT4), sa(SERVER4)).build(&channel_data(0x400e, b"8 bytes!"));
+            h.set_bucket(user_to_peer, ahead, 7);
+            run(
+                &h,
+                "ChannelData over its user's limit",
+                c,
+                &cd_user,
+                Counter::PassNoXskChannel,
+            );
+            h.set_bucket(user_to_peer, ahead, 8);
+            run(
+                &h,
+                "ChannelData within its user's limit",
+                c,
+                &cd_user,
+                Counter::RedirectChannelDev,
+            );
+            assert_eq!(h.bucket(user_to_peer), u64::from(ahead) << 32);
+            let s2 = h.alloc_stats(2);
+            assert_eq!((s2.to_peer_packets, s2.to_peer_bytes), (1, 8));
+            // Without a user slot (channel 0x4001): no per-user limit, as in user space;
+            // the empty bucket of the allocation is not read with the allocation limit off.
+            h.set_bucket(to_peer, ahead, 0);
+            run(
+                &h,
+                "ChannelData without a user slot",
+                c,
+                &cd,
+                Counter::RedirectChannelDev,
+            );
+            assert_eq!(
+                h.bucket(to_peer),
+                u64::from(ahead) << 32,
+                "allocation bucket unread"
+            );
+            // Limits off: relayed whatever the buckets hold.
+            h.set(flags::ALL | flags::IN_KERNEL);
+            h.set_bucket(user_to_peer, ahead, 0);
+            run(&h, "limits off", c, &cd_user, Counter::RedirectChannelDev);
+        },
+    );
 }
