@@ -541,12 +541,20 @@ XDPTX_CMD=(ip netns exec "$NR" taskset -c "$RELAY_CPU" "$B" xdp-reflect "${P}rc"
 record "inkernel server" ip netns exec "$NR" taskset -c "$RELAY_CPU" "${INKERNEL_CMD[@]}"
 record "inkernel holder" "${DROP_CMD[@]}"
 record "xdptx-reflector holder" "${XDPTX_CMD[@]}"
-start_inkernel() { # LOG: the peer side's drop program first (the server's probe then finds
-    # that frames sent out of the peer-side veth arrive), then the server as start_afxdp
+start_drop() { # xdp-drop on the peer's veth (DROPPID): it counts what was delivered
     "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
     DROPPID=$!
     PIDS+=("$DROPPID")
-    wait_line "$TMP/xdp-drop.out" "${FAR_READY:-xdp-drop:}"
+    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+}
+start_inkernel() { # LOG [echo]: the peer side's program first, xdp-drop (with `echo`: the
+    # closed loop's xdp-echo, start_echo), so that the server's probe finds that frames
+    # sent out of the peer-side veth arrive; then the server as start_afxdp
+    if [ "${2:-}" = echo ]; then
+        start_echo
+    else
+        start_drop
+    fi
     local saved=("${AFXDP_CMD[@]}")
     AFXDP_CMD=("${INKERNEL_CMD[@]}")
     start_afxdp "$1"
@@ -582,10 +590,7 @@ for k in $(seq 1 "$BYPASS_RUNS"); do
     stop_pid "$XTPID"
 
     start_afxdp "$TMP/xturn-afxdp-bypass.out"
-    "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
-    DROPPID=$!
-    PIDS+=("$DROPPID")
-    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    start_drop
     STATS_HOOK=afxdp_stats
     measured "afxdp-forwarder-$k" load_bypass_forwarder "afxdp-forwarder-$k" "$AFPID"
     STATS_HOOK=""
@@ -638,6 +643,19 @@ PASS_RC=(ip netns exec "$NR" "$B" xdp-pass "${P}rc" --duration 600)
 PASS_RP=(ip netns exec "$NR" "$B" xdp-pass "${P}rp" --duration 600)
 record "loop socket servers" "${PASS_RC[@]}"
 record "loop socket servers" "${PASS_RP[@]}"
+start_pass() { # xturn's XDP_PASS on both relay veths (PRC, PRP), for a socket server in the loop
+    "${PASS_RC[@]}" >"$TMP/pass-rc.out" 2>&1 &
+    PRC=$!
+    "${PASS_RP[@]}" >"$TMP/pass-rp.out" 2>&1 &
+    PRP=$!
+    PIDS+=("$PRC" "$PRP")
+    wait_line "$TMP/pass-rc.out" "xdp-pass:"
+    wait_line "$TMP/pass-rp.out" "xdp-pass:"
+}
+stop_pass() {
+    stop_pid "$PRC"
+    stop_pid "$PRP"
+}
 loop_socket_server() { # NAME CMD...: a socket server in the closed loop
     local name=$1
     shift
@@ -646,28 +664,16 @@ loop_socket_server() { # NAME CMD...: a socket server in the closed loop
     local spid=$!
     PIDS+=("$spid")
     ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
-    "${PASS_RC[@]}" >"$TMP/pass-rc.out" 2>&1 &
-    local prc=$!
-    "${PASS_RP[@]}" >"$TMP/pass-rp.out" 2>&1 &
-    local prp=$!
-    PIDS+=("$prc" "$prp")
-    wait_line "$TMP/pass-rc.out" "xdp-pass:"
-    wait_line "$TMP/pass-rp.out" "xdp-pass:"
+    start_pass
     start_echo
     lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
     measured "afxdp-$name" load_loop "afxdp-$name" "$spid"
     stop_pid "$DROPPID"
-    stop_pid "$prc"
-    stop_pid "$prp"
+    stop_pass
     stop_pid "$spid"
 }
 for k in $(seq 1 "$LOOP_RUNS"); do
-    saved_far=("${DROP_CMD[@]}")
-    DROP_CMD=("${ECHO_CMD[@]}")
-    FAR_READY="xdp-echo:"
-    start_inkernel "$TMP/xturn-inkernel-loop.out"
-    DROP_CMD=("${saved_far[@]}")
-    FAR_READY="xdp-drop:"
+    start_inkernel "$TMP/xturn-inkernel-loop.out" echo
     STATS_HOOK=afxdp_stats
     measured "afxdp-loop-inkernel-$k" load_loop "afxdp-loop-inkernel-$k" "$AFPID"
     STATS_HOOK=""
@@ -722,10 +728,7 @@ load_scale() { # NAME PID ALLOCS [RATE] (a failed load is logged and left out of
         --rate "${4:-0}" || log "$1 failed: $(tail -1 "$TMP/$1.txt" 2>/dev/null)"
 }
 for n in $SCALE_ALLOCS; do
-    "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
-    DROPPID=$!
-    PIDS+=("$DROPPID")
-    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    start_drop
     ip netns exec "$NR" taskset -c "$RELAY_CPU" "${XTURN_CMD[@]}" >"$TMP/xturn-scale.out" 2>&1 &
     XPID=$!
     PIDS+=("$XPID")
@@ -736,10 +739,7 @@ for n in $SCALE_ALLOCS; do
     stop_pid "$DROPPID"
 
     start_afxdp "$TMP/xturn-afxdp-scale.out"
-    "${DROP_CMD[@]}" >"$TMP/xdp-drop.out" 2>&1 &
-    DROPPID=$!
-    PIDS+=("$DROPPID")
-    wait_line "$TMP/xdp-drop.out" "xdp-drop:"
+    start_drop
     measured "scale-afxdp-$n" load_scale "scale-afxdp-$n" "$AFPID" "$n"
     measured "scalerate-afxdp-$n" load_scale "scalerate-afxdp-$n" "$AFPID" "$n" "$SCALE_RATE_BYPASS"
     stop_pid "$DROPPID"
@@ -762,19 +762,12 @@ for n in $SCALE_ALLOCS; do
     XPID=$!
     PIDS+=("$XPID")
     ip netns exec "$NC" "$B" ping --server "$SERVER" --timeout 10 >&2
-    "${PASS_RC[@]}" >"$TMP/pass-rc.out" 2>&1 &
-    PRC=$!
-    "${PASS_RP[@]}" >"$TMP/pass-rp.out" 2>&1 &
-    PRP=$!
-    PIDS+=("$PRC" "$PRP")
-    wait_line "$TMP/pass-rc.out" "xdp-pass:"
-    wait_line "$TMP/pass-rp.out" "xdp-pass:"
+    start_pass
     start_echo
     lab_pin_napi "$P" "$GEN_CPU" "$RELAY_CPU"
     measured "scaleloop-sockets-$n" load_scale_loop "scaleloop-sockets-$n" "$XPID" "$n"
     stop_pid "$DROPPID"
-    stop_pid "$PRC"
-    stop_pid "$PRP"
+    stop_pass
     stop_pid "$XPID"
 
     start_afxdp "$TMP/xturn-afxdp-scale.out"
@@ -783,12 +776,7 @@ for n in $SCALE_ALLOCS; do
     stop_pid "$DROPPID"
     stop_afxdp
 
-    saved_far=("${DROP_CMD[@]}")
-    DROP_CMD=("${ECHO_CMD[@]}")
-    FAR_READY="xdp-echo:"
-    start_inkernel "$TMP/xturn-inkernel-scale.out"
-    DROP_CMD=("${saved_far[@]}")
-    FAR_READY="xdp-drop:"
+    start_inkernel "$TMP/xturn-inkernel-scale.out" echo
     measured "scaleloop-inkernel-$n" load_scale_loop "scaleloop-inkernel-$n" "$AFPID" "$n"
     stop_pid "$DROPPID"
     stop_afxdp
