@@ -1050,7 +1050,12 @@ fn chromium_relay_only_through_untuned_xdp() {
 /// arrived is the limit within 10 %: the forwarder shares the socket path's buckets.
 #[test]
 fn max_bps_holds_on_the_fast_path() {
-    max_bps_holds("max_bps_holds_on_the_fast_path", &[], "afxdp");
+    max_bps_holds(
+        "max_bps_holds_on_the_fast_path",
+        Topo::Standard,
+        &[],
+        "afxdp",
+    );
 }
 
 /// The same with the in-kernel relay (`--fast-path xdp`, generic mode, where XDP-sent
@@ -1060,24 +1065,37 @@ fn max_bps_holds_on_the_fast_path() {
 fn max_bps_holds_in_the_driver() {
     max_bps_holds(
         "max_bps_holds_in_the_driver",
+        Topo::Standard,
         &["--fast-path", "xdp", "--xdp-mode", "generic"],
         "xdp",
     );
 }
 
-/// One flow offered twice the 100 kB/s limit each way for 4 s with `mode`: `carrier`
+/// The same with one interface for both legs (client, peer and relay on one bridge),
+/// where the driver sends each relayed datagram back out with XDP_TX.
+#[test]
+fn max_bps_holds_in_the_driver_on_one_interface() {
+    max_bps_holds(
+        "max_bps_holds_in_the_driver_on_one_interface",
+        Topo::OneInterface,
+        &["--fast-path", "xdp", "--xdp-mode", "generic"],
+        "xdp",
+    );
+}
+
+/// One flow offered twice the 100 kB/s limit each way for 4 s in `topo` with `mode`: `carrier`
 /// (the per-allocation statistics' path) carried it, the socket path nothing, and what
 /// arrived is the limit within 10 %. Then ChannelData and Send indications alternate,
 /// each at the limit: the fast path carried the first, the socket path judged the
 /// second, and what arrived is still the limit within 10 %, not twice it, since both
 /// take from the same bucket.
-fn max_bps_holds(test: &str, mode: &[&str], carrier: &str) {
+fn max_bps_holds(test: &str, topo: Topo, mode: &[&str], carrier: &str) {
     if !root_or_skip(test) {
         return;
     }
     const LIMIT: f64 = 100_000.0;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(Topo::Standard);
+    let lab = Lab::new(topo);
     let xturn = lab.start_xturn(&[&["--max-bps", "100000"], mode].concat(), &[]);
     let pid = xturn.child.id();
     let flows = flows(&lab);
