@@ -512,7 +512,17 @@ fn cell(nat_a: &str, nat_b: &str, script: &str, extra: &[&str]) -> (serde_json::
         "{nat_a} x {nat_b}: the agents failed\ncontrolling: {ta}\ncontrolled: {tb}\nxturn: {}",
         xturn.output()
     );
-    let v: serde_json::Value = serde_json::from_str(ta.lines().last().unwrap()).unwrap();
+    // The agent's result is the last JSON line of its standard output (output_text puts
+    // its standard error after that: a browser's log line there was once taken for it).
+    let v: serde_json::Value = String::from_utf8_lossy(&a.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v.is_object())
+        })
+        .unwrap_or_else(|| panic!("{nat_a} x {nat_b}: no JSON result from the agent\n{ta}"));
     if std::env::var_os("XTURN_NATLAB_VERBOSE").is_some() {
         eprintln!("{nat_a} x {nat_b}:\n{ta}\n{tb}");
     }
