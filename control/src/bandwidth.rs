@@ -77,7 +77,7 @@ impl Limits {
     /// `per_allocation` and `per_user` in bytes per second each way (0: no limit); up to
     /// `users` users with allocations at once (the server's total quota bounds it).
     pub fn new(per_allocation: u64, per_user: u64, users: usize, epoch: Instant) -> Self {
-        let users = (users as u64).min(limits::MAX_USERS as u64) as u32;
+        let users = users.min(limits::MAX_USERS as usize) as u32;
         let n = if per_allocation == 0 && per_user == 0 {
             0
         } else {
@@ -120,13 +120,13 @@ impl Limits {
             ));
         }
         let buckets = AtomicBucket::in_words(l.memory.words());
-        let cap = |rate| limits::burst(rate);
         for (i, b) in buckets[..need].iter().enumerate() {
-            b.fill(cap(if (i as u32) < limits::ALLOCATION_BUCKETS {
+            let rate = if (i as u32) < limits::ALLOCATION_BUCKETS {
                 per_allocation
             } else {
                 per_user
-            }));
+            };
+            b.fill(limits::burst(rate));
         }
         Ok(l)
     }
@@ -138,26 +138,6 @@ impl Limits {
 
     pub fn is_unlimited(&self) -> bool {
         self.per_allocation == 0 && self.per_user == 0
-    }
-
-    /// Bytes per second each way per allocation (0: none).
-    pub fn per_allocation(&self) -> u64 {
-        self.per_allocation
-    }
-
-    /// Bytes per second each way per user (0: none).
-    pub fn per_user(&self) -> u64 {
-        self.per_user
-    }
-
-    /// User slots the table holds.
-    pub fn users(&self) -> u32 {
-        self.users
-    }
-
-    /// The instant the buckets' millisecond clock counts from.
-    pub fn epoch(&self) -> Instant {
-        self.epoch
     }
 
     fn bucket(&self, index: u32) -> Option<&AtomicBucket> {
@@ -305,8 +285,8 @@ mod tests {
         }
     }
 
-    /// The buckets in memory shared with another taker (the XDP program, whose coarse
-    /// clock runs up to a tick behind): datagrams alternate between user space and it, one
+    /// The buckets in memory shared with another taker (the XDP program, whose clock can
+    /// read behind the time user space last stored): datagrams alternate between user space and it, one
     /// per ms, ten times the limit, for 10 s; what both admitted together is the limit
     /// within 10 %, because a lagging clock never refills a bucket twice.
     #[test]

@@ -61,11 +61,6 @@ impl AtomicBucket {
         self.0.store(limits::full(cap), Ordering::Relaxed);
     }
 
-    /// What it holds now (time and tokens), for tests and diagnostics.
-    pub fn load(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
     /// Refill at `rate` tokens per second up to `cap`, then take `cost`; false (nothing
     /// taken, nothing stored) when fewer than `cost` are left.
     pub fn take(&self, now_ms: u32, rate: u64, cap: u64, cost: u64) -> bool {

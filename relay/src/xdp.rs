@@ -234,19 +234,6 @@ fn take_data(ebpf: &mut Ebpf, name: &str) -> Result<MapData> {
     }
 }
 
-/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the program's expiries and buckets.
-fn monotonic_ns() -> Result<u64> {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to write to.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("clock_gettime");
-    }
-    Ok(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
-}
-
 /// XT_LIMITS mapped into this process (`BPF_F_MMAPABLE`): the buckets user space and the
 /// program share. Unmapped when the limits that hold it are dropped.
 struct SharedBuckets {
@@ -420,9 +407,8 @@ impl XdpPath {
             .take()
             .context("the XDP program's bandwidth limits are shared already")?;
         let memory = SharedBuckets::map(map, limits::entries(self.limit_users) as usize)?;
-        // The same moment on both clocks (`Instant` is CLOCK_MONOTONIC on Linux).
         let epoch = std::time::Instant::now();
-        let epoch_ns = monotonic_ns()?;
+        let epoch_ns = mirror::instant_to_monotonic_ns(epoch);
         let shared = xturn_control::bandwidth::Limits::with_memory(
             per_allocation,
             per_user,
