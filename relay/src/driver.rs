@@ -359,6 +359,9 @@ impl Worker {
                     self.on_relay(token);
                 }
             }
+            // What the relay sockets' peers sent, relayed to the clients: sent once the
+            // ready sockets are read (see on_relay).
+            self.flush_clients(1);
             if self.idx == 0 {
                 let now = Instant::now();
                 if now >= next_tick {
@@ -489,13 +492,23 @@ impl Worker {
                     }
                 }
             }
-            for (li, batch) in self.to_clients.iter_mut().enumerate() {
-                if !batch.is_empty() {
-                    batch.flush(self.listeners[li].1.as_raw_fd());
-                }
-            }
+            // With many allocations each ready relay socket holds a datagram or two: the
+            // datagrams for the clients (a few listening sockets) wait for the other
+            // ready sockets and leave together, one sendmmsg per batch instead of one
+            // per relay socket (run() sends the rest once every ready socket is read).
+            self.flush_clients(net::BATCH);
             if n < net::BATCH {
                 break;
+            }
+        }
+    }
+
+    /// Send the datagrams queued for clients on each listening socket that has at least
+    /// `min` of them.
+    fn flush_clients(&mut self, min: usize) {
+        for (li, batch) in self.to_clients.iter_mut().enumerate() {
+            if batch.len() >= min {
+                batch.flush(self.listeners[li].1.as_raw_fd());
             }
         }
     }
