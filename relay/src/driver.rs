@@ -392,9 +392,7 @@ impl Worker {
                 if looks_like_channel_data(bytes) {
                     let ft = FiveTuple::udp(ClientAddr(from), local);
                     if let Some(f) = self.data.client_to_peer(now, ft, bytes) {
-                        self.to_peers
-                            .batch(f.relay)
-                            .push(f.peer.0, &bytes[f.payload]);
+                        self.to_peers.push(f.relay, f.peer.0, &bytes[f.payload]);
                     }
                 } else {
                     tracing::trace!(
@@ -1229,6 +1227,7 @@ impl TcpControl {
                 }
                 Update::RelayClosed(r) => {
                     self.relays.remove(&r);
+                    self.to_peers.remove(&r);
                 }
                 Update::Mtu(..) => {}
             }
@@ -1246,16 +1245,10 @@ impl stream::Control for TcpControl {
                 return StreamVerdict::Close;
             }
             if let Some(f) = self.data.client_to_peer(now, ft, bytes) {
-                let batch = self.to_peers.batch(f.relay);
-                batch.push(f.peer.0, &bytes[f.payload]);
+                self.to_peers.push(f.relay, f.peer.0, &bytes[f.payload]);
                 // A fast stream is read until it has nothing more: send as it comes.
-                if batch.len() >= 256 {
-                    match self.relays.get(&f.relay) {
-                        Some(s) => {
-                            batch.flush(s.as_raw_fd());
-                        }
-                        None => batch.clear(),
-                    }
+                if self.to_peers.len() >= 256 {
+                    stream::Control::flush(self);
                 }
             }
             return StreamVerdict::Keep;
@@ -1326,8 +1319,6 @@ impl stream::Control for TcpControl {
             };
             self.data.shrink();
             xturn_control::dataplane::shrink_map(&mut self.relays);
-            let relays = &self.relays;
-            self.to_peers.retain(|r| relays.contains_key(r));
             self.to_peers.shrink();
         }
     }
