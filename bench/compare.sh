@@ -672,10 +672,36 @@ loop_socket_server() { # NAME CMD...: a socket server in the closed loop
     stop_pass
     stop_pid "$spid"
 }
+# The in-kernel relay also takes the loop with one interface for both legs, as the XDP_TX
+# reflector has: the peer is a second address on the client's veth (allowed for this
+# server only), so the program sends both directions back out of the client-side relay
+# veth with XDP_TX; the client's echo answers for the client and the peer, and its
+# receive counter holds both directions. (start_inkernel's xdp-echo on the peer's veth
+# gets no frames here; it only lets the server's start-up check pass.)
+ONE_PEER=192.0.2.3
+ip -n "$NC" addr add "$ONE_PEER/24" dev "${P}ca"
+INKERNEL1_CMD=("${INKERNEL_CMD[@]}" --allowed-peer-ip "$ONE_PEER/32")
+record "loop-inkernel1 server" ip -n "$NC" addr add "$ONE_PEER/24" dev "${P}ca"
+record "loop-inkernel1 server" ip netns exec "$NR" taskset -c "$RELAY_CPU" "${INKERNEL1_CMD[@]}"
+load_loop_one() { # NAME PID: the in-kernel relay in the loop with its peer on the client's side
+    gen "$1" xdp-relay-load "${BYPASS_ARGS[@]}" --user bench:bench --peer "$ONE_PEER:40000" \
+        --peer-ports "$PEER_PORTS" --relay-egress "${P}rc" --deliver-iface "${P}ca" \
+        --relay-pid "$2" --rate "$LOOP_RATE" --loop "$LOOP_BUDGET"
+}
 for k in $(seq 1 "$LOOP_RUNS"); do
     start_inkernel "$TMP/xturn-inkernel-loop.out" echo
     STATS_HOOK=afxdp_stats
     measured "afxdp-loop-inkernel-$k" load_loop "afxdp-loop-inkernel-$k" "$AFPID"
+    STATS_HOOK=""
+    stop_pid "$DROPPID"
+    stop_afxdp
+
+    SAVED_INKERNEL=("${INKERNEL_CMD[@]}")
+    INKERNEL_CMD=("${INKERNEL1_CMD[@]}")
+    start_inkernel "$TMP/xturn-inkernel1-loop.out" echo
+    INKERNEL_CMD=("${SAVED_INKERNEL[@]}")
+    STATS_HOOK=afxdp_stats
+    measured "afxdp-loop-inkernel1-$k" load_loop_one "afxdp-loop-inkernel1-$k" "$AFPID"
     STATS_HOOK=""
     stop_pid "$DROPPID"
     stop_afxdp

@@ -405,7 +405,9 @@ pub struct XdpRelayLoadArgs {
     #[arg(long = "relay-egress")]
     pub relay_egress: Option<String>,
     /// Where delivered frames are counted (the interface's receive counter): the peer's
-    /// veth (with an `xdp-drop` program on it). Default: --iface with --reflector.
+    /// veth (with an `xdp-drop` program on it). Default: --iface with --reflector. With
+    /// a relay whose peer is on the client's side (one relay interface for both legs,
+    /// --relay-egress = --relay-iface): --iface itself, which then counts both directions.
     #[arg(long = "deliver-iface")]
     pub deliver_iface: Option<String>,
     /// A process in --deliver-iface's network namespace (default: this one).
@@ -422,7 +424,9 @@ pub struct XdpRelayLoadArgs {
     /// there to the relay again as the client's next datagram, at most BUDGET times;
     /// with a relay, `xdp-echo` on --deliver-iface does the same for the peer. The
     /// generator's frames only fill the loop and make up for what the relay drops;
-    /// delivered is then what arrived at --deliver-iface plus what came back to --iface.
+    /// delivered is then what arrived at --deliver-iface plus what came back to --iface
+    /// (once, when they are the same interface: the peer on the client's side, where the
+    /// one echo answers for both).
     #[arg(long = "loop", value_name = "BUDGET")]
     pub loop_budget: Option<u32>,
 }

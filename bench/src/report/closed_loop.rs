@@ -4,8 +4,12 @@
 use super::*;
 
 /// The sides of the closed loop, by the test name of their runs (`loop-inkernel-1`, ...).
-const SIDES: [(&str, &str); 7] = [
+const SIDES: [(&str, &str); 8] = [
     ("loop-inkernel", "in-kernel relay (xturn-inkernel)"),
+    (
+        "loop-inkernel1",
+        "in-kernel relay, one interface for both legs (xturn-inkernel, XDP_TX both ways)",
+    ),
     ("loop-xdptx", "bare XDP_TX reflector (xdp-reflect)"),
     ("loop-forwarder", "AF_XDP forwarder (xturn-afxdp)"),
     ("loop-xsk", "bare AF_XDP reflector (xsk-reflect)"),
@@ -73,7 +77,7 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
     let _ = writeln!(md, "\n## Closed loop: every relay at saturation\n");
     let _ = writeln!(
         md,
-        "The pumped load above cannot saturate the in-kernel relay (its core stays mostly idle), so here the loop is closed: `xturn-bench xdp-echo` on the peer's veth sends every datagram relayed to the peer back to its relayed address as the peer's answer, and `xdp-relay-load --loop` holds the same echo on the client's veth, which sends every datagram relayed (or reflected) back to the client to the server again as the client's next ChannelData (Ethernet, IP and UDP source and destination swapped, TTL 64; both checksums stay right). The pump ({}/s, {} allocations with a channel each) only fills the loop and makes up for what the relay drops; the relay then runs flat out in both directions, and every datagram it relays counts (what arrives at the peer's veth plus what comes back to the client's). Each echo stops after {} frames and is detached at the end of the load. The bare reflectors take the same loop on the client's side: the XDP_TX reflector and the AF_XDP reflector send every frame back to the client's veth, whose echo returns it. The socket servers had xturn's XDP_PASS program on both relay veths during their loads (on this kernel, frames that an XDP program sends with XDP_TX into a veth without one were dropped on the peer side and, on the client side, left the client veth's transmit queue stopped after the load). {} runs of each, taking turns, a fresh server or reflector every time; medians compared. The relay core's busy share is the larger of /proc/stat's and the relay threads' runtime per second; the echoes and the pump run on the other core.\n",
+        "The pumped load above cannot saturate the in-kernel relay (its core stays mostly idle), so here the loop is closed: `xturn-bench xdp-echo` on the peer's veth sends every datagram relayed to the peer back to its relayed address as the peer's answer, and `xdp-relay-load --loop` holds the same echo on the client's veth, which sends every datagram relayed (or reflected) back to the client to the server again as the client's next ChannelData (Ethernet, IP and UDP source and destination swapped, TTL 64; both checksums stay right). The pump ({}/s, {} allocations with a channel each) only fills the loop and makes up for what the relay drops; the relay then runs flat out in both directions, and every datagram it relays counts (what arrives at the peer's veth plus what comes back to the client's). Each echo stops after {} frames and is detached at the end of the load. The bare reflectors take the same loop on the client's side: the XDP_TX reflector and the AF_XDP reflector send every frame back to the client's veth, whose echo returns it. The in-kernel relay also takes the loop with its peer on the client's side (a second address on the client's veth): one relay interface for both legs, so that it sends both directions with XDP_TX as the XDP_TX reflector does (the other topology's redirect to the peer-side veth costs more than a transmit on the same one); the client's echo answers for the client and the peer, and its receive counter holds both directions. The socket servers had xturn's XDP_PASS program on both relay veths during their loads (on this kernel, frames that an XDP program sends with XDP_TX into a veth without one were dropped on the peer side and, on the client side, left the client veth's transmit queue stopped after the load). {} runs of each, taking turns, a fresh server or reflector every time; medians compared. The relay core's busy share is the larger of /proc/stat's and the relay threads' runtime per second; the echoes and the pump run on the other core.\n",
         f0(first.traffic.sent_pps.round()),
         first.flows,
         first.loop_budget.map_or("–".into(), |b| b.to_string()),
@@ -126,7 +130,12 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
             rule += "---:|---:|";
         }
         let _ = writeln!(md, "{head}\n{rule}");
-        for kind in ["loop-inkernel", "loop-forwarder", "loop-sockets"] {
+        for kind in [
+            "loop-inkernel",
+            "loop-inkernel1",
+            "loop-forwarder",
+            "loop-sockets",
+        ] {
             let (Some(x), Some((_, name))) = (get(kind), SIDES.iter().find(|(k, _)| *k == kind))
             else {
                 continue;
@@ -160,13 +169,24 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
             a.ns.zip(b.ns).map(|(x, y)| y / x.max(1e-9)),
         )
     };
-    if let (Some(k), Some(x)) = (get("loop-inkernel"), get("loop-xdptx")) {
-        let (r, c) = ratio_of(k, x);
-        lines.push(format!(
-            "- In-kernel relay vs the bare XDP_TX reflector (target at least {:.2}×): {}.",
-            INKERNEL_VS_XDPTX_TARGET,
-            judge(INKERNEL_VS_XDPTX_TARGET, r, c)
-        ));
+    for (kind, how) in [
+        (
+            "loop-inkernel",
+            "peer behind the relay's other interface: a redirect to it",
+        ),
+        (
+            "loop-inkernel1",
+            "one interface for both legs: XDP_TX, as the reflector does",
+        ),
+    ] {
+        if let (Some(k), Some(x)) = (get(kind), get("loop-xdptx")) {
+            let (r, c) = ratio_of(k, x);
+            lines.push(format!(
+                "- In-kernel relay ({how}) vs the bare XDP_TX reflector (target at least {:.2}×): {}.",
+                INKERNEL_VS_XDPTX_TARGET,
+                judge(INKERNEL_VS_XDPTX_TARGET, r, c)
+            ));
+        }
     }
     for (kind, goal, what) in [
         ("loop-coturn", INKERNEL_VS_COTURN_TARGET, "coturn (Debian)"),
