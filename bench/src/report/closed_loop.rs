@@ -169,7 +169,8 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
             a.ns.zip(b.ns).map(|(x, y)| y / x.max(1e-9)),
         )
     };
-    for (kind, how) in [
+    // The in-kernel relay's targets, judged in each topology it ran in.
+    let topologies = [
         (
             "loop-inkernel",
             "peer behind the relay's other interface: a redirect to it",
@@ -178,7 +179,8 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
             "loop-inkernel1",
             "one interface for both legs: XDP_TX, as the reflector does",
         ),
-    ] {
+    ];
+    for (kind, how) in topologies {
         if let (Some(k), Some(x)) = (get(kind), get("loop-xdptx")) {
             let (r, c) = ratio_of(k, x);
             lines.push(format!(
@@ -188,7 +190,7 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
             ));
         }
     }
-    for (kind, goal, what) in [
+    for (coturn, goal, what) in [
         ("loop-coturn", INKERNEL_VS_COTURN_TARGET, "coturn (Debian)"),
         (
             "loop-upstream",
@@ -196,12 +198,14 @@ pub fn closed_loop_section(res: &Results, disturbed: &BTreeMap<String, u64>) -> 
             "coturn upstream",
         ),
     ] {
-        if let (Some(k), Some(c)) = (get("loop-inkernel"), get(kind)) {
-            let (r, cpu) = ratio_of(k, c);
-            lines.push(format!(
-                "- In-kernel relay vs {what} per core (target at least {goal:.0}×): {}.",
-                judge(goal, r, cpu)
-            ));
+        for (kind, how) in topologies {
+            if let (Some(k), Some(c)) = (get(kind), get(coturn)) {
+                let (r, cpu) = ratio_of(k, c);
+                lines.push(format!(
+                    "- In-kernel relay ({how}) vs {what} per core (target at least {goal:.0}×): {}.",
+                    judge(goal, r, cpu)
+                ));
+            }
         }
     }
     if let (Some(f), Some(x)) = (get("loop-forwarder"), get("loop-xsk")) {
