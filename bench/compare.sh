@@ -547,16 +547,18 @@ start_drop() { # xdp-drop on the peer's veth (DROPPID): it counts what was deliv
     PIDS+=("$DROPPID")
     wait_line "$TMP/xdp-drop.out" "xdp-drop:"
 }
-start_inkernel() { # LOG [echo]: the peer side's program first, xdp-drop (with `echo`: the
-    # closed loop's xdp-echo, start_echo), so that the server's probe finds that frames
-    # sent out of the peer-side veth arrive; then the server as start_afxdp
+start_inkernel() { # LOG [echo [CMD]]: the peer side's program first, xdp-drop (with `echo`:
+    # the closed loop's xdp-echo, start_echo), so that the server's probe finds that frames
+    # sent out of the peer-side veth arrive; then the server (the array named CMD, default
+    # INKERNEL_CMD) as start_afxdp
     if [ "${2:-}" = echo ]; then
         start_echo
     else
         start_drop
     fi
+    local -n server_cmd=${3:-INKERNEL_CMD}
     local saved=("${AFXDP_CMD[@]}")
-    AFXDP_CMD=("${INKERNEL_CMD[@]}")
+    AFXDP_CMD=("${server_cmd[@]}")
     start_afxdp "$1"
     AFXDP_CMD=("${saved[@]}")
     # The server's status file says what its probe found (it re-reads it every second).
@@ -696,10 +698,7 @@ for k in $(seq 1 "$LOOP_RUNS"); do
     stop_pid "$DROPPID"
     stop_afxdp
 
-    SAVED_INKERNEL=("${INKERNEL_CMD[@]}")
-    INKERNEL_CMD=("${INKERNEL1_CMD[@]}")
-    start_inkernel "$TMP/xturn-inkernel1-loop.out" echo
-    INKERNEL_CMD=("${SAVED_INKERNEL[@]}")
+    start_inkernel "$TMP/xturn-inkernel1-loop.out" echo INKERNEL1_CMD
     STATS_HOOK=afxdp_stats
     measured "afxdp-loop-inkernel1-$k" load_loop_one "afxdp-loop-inkernel1-$k" "$AFPID"
     STATS_HOOK=""
