@@ -469,10 +469,11 @@ fn load(
         ),
         (None, false) => None,
     };
-    if echo.is_some() {
+    if echo.is_some() && !a.reflector {
         // xturn re-reads once a second whether frames it sends into a veth with XDP_TX
         // or a redirect arrive (they do once the veth's peer, --iface here, has an XDP
         // program): without this its first second of the loop would go the AF_XDP way.
+        // (A bare reflector has no such check.)
         std::thread::sleep(Duration::from_millis(1500));
     }
     // What comes back to --iface from a relay in a closed loop is delivered too (unless

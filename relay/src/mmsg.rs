@@ -279,7 +279,7 @@ impl SendBatch {
     }
 
     /// Return memory a peak of traffic used (down to one call's worth).
-    pub fn shrink(&mut self) {
+    fn shrink(&mut self) {
         self.data.shrink_to(BATCH * 1500);
         self.items.shrink_to(BATCH);
         self.iovs.shrink_to(BATCH);
